@@ -1,0 +1,163 @@
+"""The ``reglab`` command line: argument parsing and error presentation only.
+
+Every user mistake arrives here as a :class:`~reglab.errors.UserError` and leaves as one line on stderr
+with exit code 2; Ctrl-C exits with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError
+
+OVERRIDES_HELP = ("dotted config overrides, e.g. optim.lr=0.05 train.epochs=5 model.channels=[32,64,128] "
+                  "(values are YAML)")
+
+
+def _recipe_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
+    """The first positional item is a recipe unless it looks like ``key=value``."""
+    if items and "=" not in items[0]:
+        return items[0], items[1:]
+    return None, items
+
+
+def _data_overrides(args) -> list[str]:
+    return [f"data.dir={args.data_dir}"] if getattr(args, "data_dir", None) else []
+
+
+def cmd_data_check(args) -> int:
+    from .config import load_config
+    from .data.check import check, format_summary
+
+    cfg = load_config(None, [f"data.dataset={args.dataset}", *_data_overrides(args)])
+    summary = check(cfg.data)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import PRESETS, describe
+
+    rows = [describe(name) for name in PRESETS]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'name':<22} {'params':>12} {'GFLOPs':>8}")
+    for r in rows:
+        print(f"{r['name']:<22} {r['params']:>12,} {r['gflops']:>8.3f}")
+    print("GFLOPs: forward pass of one 32x32 image (2 x multiply-adds). Build options: `reglab train --help`.")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .config import load_config
+    from .train.loop import run
+    from .track.rundir import load_run_config
+
+    if args.resume:
+        recipe, overrides = _recipe_and_overrides(args.items)
+        if recipe is not None:
+            raise UserError("--resume continues a run with its saved config; drop the recipe argument "
+                            "(overrides such as train.epochs=N are allowed).")
+        cfg = load_run_config(Path(args.resume), [*overrides, *_data_overrides(args)])
+        cfg.run.dir = str(args.resume)
+    else:
+        recipe, overrides = _recipe_and_overrides(args.items)
+        cfg = load_config(recipe or "quick", [*overrides, *_data_overrides(args)])
+    result = run(cfg, resume=bool(args.resume), quiet=args.quiet, overwrite=args.overwrite)
+    print(f"run dir: {result.run_dir}")
+    print(f"test accuracy {result.summary['test_acc']:.2f}%  (best val {result.summary['best_val_acc']:.2f}% "
+          f"at epoch {result.summary['best_epoch']}, {result.summary['wall_time_s']:.0f}s)")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .train.evaluate import evaluate_command
+
+    out = evaluate_command(Path(args.target), split=args.split, data_overrides=_data_overrides(args),
+                           checkpoint=args.checkpoint, out_dir=Path(args.out) if args.out else None)
+    print(json.dumps(out, indent=2) if args.json else out.pop("_text"))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .train.evaluate import predict_command
+
+    results, ok = predict_command(Path(args.target), [Path(p) for p in args.images], top_k=args.top_k,
+                                  checkpoint=args.checkpoint)
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            if "error" in r:
+                print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
+            else:
+                preds = ", ".join(f"{p['class']} {p['prob'] * 100:.1f}%" for p in r["top"])
+                print(f"{r['file']}: {preds}")
+    return 0 if ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="reglab", description="Train, regularize, tune and study ResNets on CIFAR.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    data = sub.add_parser("data", help="dataset utilities").add_subparsers(dest="data_command", metavar="ACTION")
+    chk = data.add_parser("check", help="verify the dataset files; print per-class counts and channel mean/std")
+    chk.add_argument("--data-dir", help="folder holding cifar-10-batches-py/ (else $REGLAB_DATA, else ./data)")
+    chk.add_argument("--dataset", default="cifar10", help="cifar10 | cifar100 | synthetic (default cifar10)")
+    chk.add_argument("--json", action="store_true", help="machine-readable output")
+    chk.set_defaults(func=cmd_data_check)
+
+    models = sub.add_parser("models", help="list model presets with parameters and GFLOPs")
+    models.add_argument("--json", action="store_true", help="print a JSON list of {name, params, gflops}")
+    models.set_defaults(func=cmd_models)
+
+    train = sub.add_parser("train", help="train a recipe (default: recipes/quick.yaml)",
+                           description="Train a model. RECIPE is a YAML file or a name from recipes/; "
+                                       "then any number of key=value overrides.")
+    train.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]", help=OVERRIDES_HELP)
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
+    train.add_argument("--data-dir", help="folder holding the dataset (same as data.dir=...)")
+    train.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="evaluate a trained run: loss, accuracy, per-class accuracy, confusion matrix")
+    ev.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
+    ev.add_argument("--split", choices=["test", "val"], default="test")
+    ev.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run dir")
+    ev.add_argument("--data-dir")
+    ev.add_argument("--out", help="folder for confusion.png and eval.json (default: the run dir)")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    pr = sub.add_parser("predict", help="classify image files with a trained run")
+    pr.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
+    pr.add_argument("images", nargs="+", metavar="IMAGE")
+    pr.add_argument("--top-k", type=int, default=3)
+    pr.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    pr.add_argument("--json", action="store_true")
+    pr.set_defaults(func=cmd_predict)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"reglab: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("reglab: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,394 @@
+"""Typed configuration: YAML recipes plus dotted ``key=value`` overrides, validated once.
+
+A :class:`Config` is a tree of dataclasses, one per section (``data``, ``aug``, ``model``, ``train``,
+``optim``, ``sched``, ``ema``, ``run``). :func:`load_config` reads a recipe, applies overrides such as
+``optim.lr=0.05`` or ``model.channels=[32,64,128]`` (values are parsed as YAML), checks every key and
+type, and runs each section's ``validate``. Every mistake becomes one :class:`UserError` that says what is
+wrong and how to fix it. Code past this point may assume a valid config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from .errors import UserError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+@dataclass
+class DataConfig:
+    dataset: Literal["cifar10", "cifar100", "synthetic"] = "cifar10"
+    dir: Optional[str] = None  # else $REGLAB_DATA, else ./data
+    download: bool = True  # fetch the official archive when the files are missing
+    val_size: int = 5000  # stratified hold-out carved from the training set; 0 = none
+    split_seed: int = 0  # fixed seed of the validation split (independent of run.seed)
+    train_subset: Optional[int] = None  # use only this many training images (stratified), for CPU budgets
+    cifar100_labels: Literal["fine", "coarse"] = "fine"
+    synthetic_train: int = 2000  # sizes of the synthetic dataset
+    synthetic_test: int = 500
+    synthetic_classes: int = 10
+
+    def validate(self) -> None:
+        _check(self.val_size >= 0, "data.val_size", self.val_size, "must be >= 0 (0 disables the validation split)")
+        if self.train_subset is not None:
+            _check(self.train_subset > 0, "data.train_subset", self.train_subset, "must be > 0 or null")
+        _check(self.synthetic_train > 0 and self.synthetic_test > 0, "data.synthetic_train/test",
+               (self.synthetic_train, self.synthetic_test), "must be > 0")
+        _check(self.synthetic_classes >= 2, "data.synthetic_classes", self.synthetic_classes, "must be >= 2")
+
+
+@dataclass
+class AugConfig:
+    crop_pad: int = 4  # random crop after padding by this many pixels; 0 = off
+    pad_mode: Literal["zero", "reflect"] = "reflect"
+    flip: bool = True  # random horizontal flip, p = 0.5 per sample
+
+    def validate(self) -> None:
+        _check(0 <= self.crop_pad <= 16, "aug.crop_pad", self.crop_pad, "must be in [0, 16]")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet18"  # a preset from `reglab models`; the fields below override it when set
+    block: Optional[Literal["basic", "bottleneck"]] = None
+    blocks: Optional[list[int]] = None  # B: blocks per stage
+    channels: Optional[list[int]] = None  # C: channels per stage
+    kernel_size: Optional[int] = None  # F
+    skip_kernel: Optional[int] = None  # K (projection shortcut kernel)
+    shortcut: Optional[Literal["conv", "pad"]] = None  # projection conv, or He et al.'s option A
+    pool_size: Optional[int] = None  # P: final average pool; null = global
+    preact: Optional[bool] = None
+    act: Optional[Literal["relu", "gelu", "silu", "elu", "leaky_relu", "mish"]] = None
+    stem_width: Optional[int] = None
+
+    def validate(self) -> None:
+        # model.name is checked against the presets by reglab.models.build (config sits below models).
+        if self.blocks is not None and self.channels is not None and len(self.blocks) != len(self.channels):
+            raise UserError(f"model.blocks has {len(self.blocks)} stages but model.channels has "
+                            f"{len(self.channels)}; give one channel count per stage.")
+        for key in ("blocks", "channels"):
+            val = getattr(self, key)
+            if val is not None:
+                _check(len(val) >= 1 and all(v >= 1 for v in val), f"model.{key}", val,
+                       "must be a non-empty list of positive integers")
+        for key in ("kernel_size", "skip_kernel"):
+            val = getattr(self, key)
+            if val is not None:
+                _check(val >= 1 and val % 2 == 1, f"model.{key}", val, "must be a positive odd integer")
+
+    def overrides(self) -> dict[str, Any]:
+        """Builder keyword arguments set explicitly (everything but ``name`` that is not None)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name != "name" and getattr(self, f.name) is not None}
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    loss: Literal["ce", "clamped_ce"] = "ce"  # clamped_ce = seed 000's log(clamp(softmax, 1e-5, 1))
+    label_smoothing: float = 0.0
+    smoothing_convention: Literal["torch", "others"] = "torch"  # eps/K on all, or 1-eps and eps/(K-1) elsewhere
+    grad_clip: Optional[float] = None  # max global grad norm
+    channels_last: bool = True
+    amp: Literal["auto", "off", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
+    compile: bool = False
+    tta: bool = False  # evaluate with horizontal-flip test-time augmentation
+
+    def validate(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
+        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "must be >= 1")
+        _check(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, "must be >= 1")
+        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        if self.grad_clip is not None:
+            _check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "must be > 0 or null")
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["sgd", "adam", "adamw", "adadelta", "adagrad"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    wd_exempt_norm_bias: bool = False  # no weight decay on norm weights and biases
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: Optional[float] = None  # optimizer default when null
+    rho: float = 0.9  # Adadelta
+
+    def validate(self) -> None:
+        _check(self.lr > 0, "optim.lr", self.lr, "must be > 0")
+        _check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "must be in [0, 1)")
+        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
+        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", self.betas,
+               "must be two numbers in [0, 1)")
+        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
+            raise UserError("optim.nesterov=true needs optim.name=sgd and optim.momentum > 0.")
+
+
+@dataclass
+class SchedConfig:
+    name: Literal["constant", "step", "multistep", "cosine", "cosine_restarts", "onecycle",
+                  "cosine_cycles_decay", "linear"] = "cosine"
+    warmup_epochs: float = 0.0  # linear warm-up in front of any schedule
+    step_size: int = 30  # step
+    milestones: list[int] = field(default_factory=lambda: [100, 150])  # multistep
+    gamma: float = 0.1  # step, multistep, cosine_cycles_decay
+    t0: int = 50  # cosine_restarts / cosine_cycles_decay: cycle length in epochs
+    t_mult: int = 1  # cosine_restarts
+    decay_every: int = 80  # cosine_cycles_decay: peak lr times gamma every this many epochs
+    min_lr: float = 0.0
+    pct_start: float = 0.25  # onecycle
+
+    def validate(self) -> None:
+        _check(self.warmup_epochs >= 0, "sched.warmup_epochs", self.warmup_epochs, "must be >= 0")
+        _check(self.step_size >= 1, "sched.step_size", self.step_size, "must be >= 1")
+        _check(0 < self.gamma <= 1, "sched.gamma", self.gamma, "must be in (0, 1]")
+        _check(self.t0 >= 1 and self.t_mult >= 1, "sched.t0/t_mult", (self.t0, self.t_mult), "must be >= 1")
+        _check(self.decay_every >= 1, "sched.decay_every", self.decay_every, "must be >= 1")
+        _check(self.min_lr >= 0, "sched.min_lr", self.min_lr, "must be >= 0")
+        _check(0 < self.pct_start < 1, "sched.pct_start", self.pct_start, "must be in (0, 1)")
+
+
+@dataclass
+class EmaConfig:
+    enabled: bool = False
+    decay: float = 0.999  # per optimizer step
+    warmup_steps: int = 0  # effective decay min(decay, (1+t)/(10+t)) while t < warmup_steps
+    every: int = 1  # update every this many steps
+
+    def validate(self) -> None:
+        _check(0 < self.decay < 1, "ema.decay", self.decay, "must be in (0, 1)")
+        _check(self.warmup_steps >= 0, "ema.warmup_steps", self.warmup_steps, "must be >= 0")
+        _check(self.every >= 1, "ema.every", self.every, "must be >= 1")
+
+
+@dataclass
+class RunConfig:
+    name: Optional[str] = None  # defaults to the recipe's file name
+    dir: Optional[str] = None  # defaults to runs/<name>-<timestamp>
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = None  # torch intra-op threads on CPU
+    checkpoint_every: int = 0  # also keep epoch_N checkpoints every N epochs; 0 = only last and best
+    eval_test_every: int = 1  # evaluate the test set every N epochs (and always at the end)
+
+    def validate(self) -> None:
+        _check(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")
+        _check(self.eval_test_every >= 1, "run.eval_test_every", self.eval_test_every, "must be >= 1")
+        dev = self.device
+        if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
+            raise UserError(f"run.device: {dev!r} is not a device; use auto, cpu, cuda or cuda:N.")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    aug: AugConfig = field(default_factory=AugConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    ema: EmaConfig = field(default_factory=EmaConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> "Config":
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate()
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise UserError(f"{key}={value!r} {rule}.")
+
+
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if origin is list:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` as type ``tp`` or raise a UserError naming the key and the expected type."""
+    origin = typing.get_origin(tp)
+    bad = UserError(f"{key}: expected {_type_name(tp)}, got {value!r}.")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except UserError:
+                pass
+        raise bad
+    if origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+        raise UserError(f"{key}: {value!r} is not allowed; expected {_type_name(tp)}"
+                        f"{_suggest(str(value), [str(a) for a in typing.get_args(tp)])}.")
+    if origin is list:
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise bad
+        (inner,) = typing.get_args(tp)
+        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise bad
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise bad
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise bad
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug, not a user error
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise UserError(f"unknown config key {full!r}{_suggest(key, names)}. "
+                            f"Valid keys in {prefix.rstrip('.') or 'the config'}: {', '.join(names)}.")
+        tp = hints[key]
+        if dataclasses.is_dataclass(tp):
+            if not isinstance(value, dict):
+                raise UserError(f"{full}: expected a mapping of keys ({', '.join(f.name for f in dataclasses.fields(tp))}), got {value!r}.")
+            kwargs[key] = _build(tp, value, f"{full}.")
+        else:
+            kwargs[key] = _coerce(value, tp, full)
+    return cls(**kwargs)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"override {dotted!r}: {part!r} is a value, not a section.")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"optim.lr=0.05"`` -> ``("optim.lr", 0.05)``; the value is read as YAML."""
+    if "=" not in text:
+        raise UserError(f"override {text!r} must look like section.key=value, e.g. optim.lr=0.05.")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or "." not in key:
+        raise UserError(f"override {text!r}: the key must be dotted, e.g. train.epochs=5.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise UserError(f"override {text!r}: cannot read the value: {exc.problem or exc}.") from None
+    return key, value
+
+
+def resolve_recipe(recipe: str | Path) -> Path:
+    """A path to a YAML file, or the name of a recipe in ``recipes/`` (``quick`` -> recipes/quick.yaml)."""
+    path = Path(recipe)
+    if path.is_file():
+        return path
+    for cand in (RECIPES_DIR / f"{recipe}.yaml", RECIPES_DIR / f"{recipe}"):
+        if cand.is_file():
+            return cand
+    known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
+    raise UserError(f"recipe {str(recipe)!r} not found: give a YAML file path or one of: "
+                    f"{', '.join(known) or '(no recipes installed)'}{_suggest(str(recipe), known)}.")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise UserError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}.") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path} must hold a mapping of sections (data:, model:, train: ...), not {type(data).__name__}.")
+    return data
+
+
+def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                base: dict[str, Any] | None = None) -> Config:
+    """Recipe file (or name) + overrides -> validated :class:`Config`."""
+    tree: dict[str, Any] = dict(base or {})
+    name = None
+    if recipe is not None:
+        path = resolve_recipe(recipe)
+        tree = read_yaml(path)
+        name = path.stem
+    for text in overrides:
+        key, value = parse_override(text)
+        _set_dotted(tree, key, value)
+    cfg = _build(Config, tree, "")
+    if cfg.run.name is None and name is not None:
+        cfg.run.name = name
+    return cfg.validate()
+
+
+def config_from_dict(tree: dict[str, Any]) -> Config:
+    """Rebuild a config saved with :meth:`Config.to_dict` (e.g. from a run directory)."""
+    return _build(Config, tree, "").validate()

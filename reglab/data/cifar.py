@@ -1,0 +1,202 @@
+"""CIFAR-10 / CIFAR-100 in the official "python version" layout, read without running code from the files.
+
+Krizhevsky, *Learning Multiple Layers of Features from Tiny Images* (2009). Each batch is a pickle holding a
+dict with ``data`` (uint8, N x 3072, R then G then B planes, row-major 32x32) and ``labels`` (CIFAR-10) or
+``fine_labels`` / ``coarse_labels`` (CIFAR-100). The files are read with :class:`RestrictedUnpickler`, which
+admits only the three numpy globals such a file contains, so a crafted file cannot execute code.
+
+Where the files are missing, :func:`ensure_files` downloads the official archive, checks its MD5 (the sums
+the dataset's page publishes) and unpacks it with tar's ``data`` filter.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+    url: str
+    md5: str
+    num_classes: int
+
+
+CIFAR10 = Layout("cifar10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+                 "batches.meta", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+                 "c58f30108f718f92721af3b95e74349a", 10)
+CIFAR100 = Layout("cifar100", "cifar-100-python", ("train",), ("test",), "meta",
+                  "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+                  "eb9058c3a382ffc7106e4002c42a8d85", 100)
+LAYOUTS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Restricted unpickling
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals an official CIFAR batch uses (numpy arrays and dtypes)."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR file holds only numpy arrays, "
+                                         "so this file is not one (or was tampered with)")
+        if name == "_reconstruct":
+            return _multiarray()._reconstruct
+        return getattr(np, name)
+
+
+def _multiarray():
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1.x
+        from numpy.core import multiarray
+    return multiarray
+
+
+def restricted_load(path: Path) -> dict:
+    """Unpickle a CIFAR batch file with :class:`RestrictedUnpickler`; decode byte-string keys to str."""
+    try:
+        with open(path, "rb") as fh:
+            obj = RestrictedUnpickler(fh, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
+        raise UserError(f"{path} is not a readable CIFAR batch ({exc}); delete it and download the dataset again, "
+                        "or point data.dir at a good copy.") from None
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} does not hold a CIFAR batch dict; delete it and download the dataset again.")
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Locating, downloading, reading
+
+
+def resolve_root(data_dir: str | os.PathLike | None) -> Path:
+    """``data.dir`` / ``--data-dir`` if given, else ``$REGLAB_DATA``, else ``./data``."""
+    if data_dir:
+        return Path(data_dir).expanduser()
+    env = os.environ.get("REGLAB_DATA")
+    return Path(env).expanduser() if env else Path("data")
+
+
+def missing_files(layout: Layout, root: Path) -> list[str]:
+    folder = root / layout.folder
+    return [f for f in (*layout.train_files, *layout.test_files, layout.meta_file) if not (folder / f).is_file()]
+
+
+def md5sum(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_archive(url: str, md5: str, root: Path, timeout: float = 60.0) -> None:
+    """Download ``url`` into ``root``, check its MD5, unpack it; leaves nothing half-written behind."""
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
+        archive = Path(tmp) / "archive.tar.gz"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp, open(archive, "wb") as out:
+                shutil.copyfileobj(resp, out, 1 << 20)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise ConnectionError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
+        got = md5sum(archive)
+        if got != md5:
+            raise UserError(f"the archive downloaded from {url} has MD5 {got}, expected {md5}: it is corrupt or not "
+                            "the official file. Nothing was unpacked; try again or download it by hand.")
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(Path(tmp) / "x", filter="data")
+        for item in (Path(tmp) / "x").iterdir():
+            dest = root / item.name
+            if dest.exists():
+                shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+            item.rename(dest)
+
+
+def ensure_files(layout: Layout, root: Path, download: bool = True, url: str | None = None,
+                 md5: str | None = None) -> Path:
+    """Return the dataset folder, downloading the official archive if files are missing and allowed."""
+    missing = missing_files(layout, root)
+    if not missing:
+        return root / layout.folder
+    how = (f"Point reglab at a folder that contains {layout.folder}/ with --data-dir DIR, the config key "
+           f"data.dir=DIR, or the environment variable REGLAB_DATA=DIR")
+    if not download:
+        raise UserError(f"{layout.name} not found in {root.resolve()} (missing {', '.join(missing)}). {how}; "
+                        "or allow downloading with data.download=true.")
+    url = url or os.environ.get(f"REGLAB_{layout.name.upper()}_URL") or layout.url
+    md5 = md5 or os.environ.get(f"REGLAB_{layout.name.upper()}_MD5") or layout.md5
+    try:
+        download_archive(url, md5, root)
+    except ConnectionError as exc:
+        raise UserError(f"{layout.name} not found in {root.resolve()} and {exc}. {how}.") from None
+    still = missing_files(layout, root)
+    if still:
+        raise UserError(f"the archive from {url} did not contain {layout.folder}/{still[0]}; it is not the "
+                        f"official {layout.name} archive.")
+    return root / layout.folder
+
+
+def _images(batch: dict, path: Path) -> np.ndarray:
+    data = batch.get("data")
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        shape = getattr(data, "shape", None)
+        raise UserError(f"{path}: 'data' should be a uint8 array of shape (N, 3072), found {shape}; the file is "
+                        "corrupt or truncated. Download the dataset again.")
+    return data.reshape(-1, 3, 32, 32)
+
+
+def _labels(batch: dict, key: str, path: Path, n: int, num_classes: int) -> np.ndarray:
+    if key not in batch:
+        raise UserError(f"{path}: no {key!r} entry; the file is not a {num_classes}-class CIFAR batch.")
+    labels = np.asarray(batch[key], dtype=np.int64)
+    if labels.shape != (n,) or labels.min(initial=0) < 0 or labels.max(initial=0) >= num_classes:
+        raise UserError(f"{path}: {key!r} should be {n} labels in [0, {num_classes}); the file is corrupt.")
+    return labels
+
+
+def read_split(layout: Layout, folder: Path, files: tuple[str, ...], label_key: str,
+               num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for name in files:
+        path = folder / name
+        batch = restricted_load(path)
+        x = _images(batch, path)
+        xs.append(x)
+        ys.append(_labels(batch, label_key, path, len(x), num_classes))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def class_names(layout: Layout, folder: Path, coarse: bool = False) -> list[str]:
+    meta = restricted_load(folder / layout.meta_file)
+    key = {"cifar10": "label_names", "cifar100": "coarse_label_names" if coarse else "fine_label_names"}[layout.name]
+    names = meta.get(key)
+    if not isinstance(names, list):
+        raise UserError(f"{folder / layout.meta_file}: no {key!r} list; the meta file is corrupt.")
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names]

@@ -1,0 +1,90 @@
+"""DeviceLoader: a whole split held as one uint8 tensor on the training device, batched without workers.
+
+In the spirit of airbench's GPU-resident loader: the images never leave the device, each epoch is one
+``randperm`` plus per-batch gathers, augmentations are batched tensor ops, and uint8 -> float conversion,
+normalization and the channels_last layout happen in one pass per batch. Randomness comes from the
+loader's own ``torch.Generator`` (on the data's device), whose state is saved with checkpoints, so a resumed
+run sees exactly the batches an uninterrupted one would.
+"""
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import torch
+
+from .datasets import Split
+
+Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class DeviceLoader:
+    """Iterate over ``(images, labels)`` batches of a :class:`Split` resident on ``device``.
+
+    Args:
+        split: uint8 images (N x 3 x 32 x 32) and int64 labels.
+        batch_size: images per batch.
+        mean, std: per-channel normalization in 0-1 units.
+        device: where the data lives and the batches are produced.
+        shuffle: new random order every epoch (training).
+        drop_last: drop the final short batch (training; keeps mixup's pairs and BN statistics sane).
+        uint8_transforms: batch transforms on raw pixels, applied in order before normalization.
+        float_transforms: batch transforms on normalized float images, applied after.
+        seed: seeds the loader's generator (order and augmentation randomness).
+        channels_last: produce batches in channels_last memory format.
+    """
+
+    def __init__(self, split: Split, batch_size: int, mean: Sequence[float], std: Sequence[float], *,
+                 device: torch.device | str = "cpu", shuffle: bool = False, drop_last: bool = False,
+                 uint8_transforms: Sequence[Transform] = (), float_transforms: Sequence[Transform] = (),
+                 seed: int = 0, channels_last: bool = False, dtype: torch.dtype = torch.float32):
+        self.device = torch.device(device)
+        self.images = split.images.to(self.device)
+        self.labels = split.labels.to(self.device)
+        self.batch_size = batch_size
+        self.shuffle, self.drop_last = shuffle, drop_last
+        self.uint8_transforms = list(uint8_transforms)
+        self.float_transforms = list(float_transforms)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.dtype = dtype
+        std_t = torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        mean_t = torch.tensor(mean, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
+        self.scale = (1.0 / (255.0 * std_t)).to(dtype)
+        self.shift = (-mean_t / std_t).to(dtype)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.labels)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self) * self.batch_size if self.drop_last else len(self.labels)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 -> float in the target layout, then ``(x/255 - mean) / std`` as one fused multiply-add."""
+        x = x.to(self.dtype, memory_format=self.memory_format)
+        return torch.addcmul(self.shift, x, self.scale)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n = len(self.labels)
+        order = torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
+            if order is None:
+                x, y = self.images[sl], self.labels[sl]
+            else:
+                idx = order[sl]
+                x, y = self.images[idx], self.labels[idx]
+            for t in self.uint8_transforms:
+                x = t(x, self.generator)
+            x = self.normalize(x)
+            for t in self.float_transforms:
+                x = t(x, self.generator)
+            yield x, y
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"].cpu())

@@ -1,0 +1,171 @@
+"""The CIFAR ResNet builder: one network family, every variant a keyword.
+
+He et al., *Deep Residual Learning for Image Recognition* (2016) -- basic and bottleneck blocks,
+``y = act(F(x) + S(x))``; He et al., *Identity Mappings in Deep Residual Networks* (2016) -- pre-activation
+blocks, ``y = x + F(act(BN(x)))``. The design variables follow seed 002: N stages (``len(blocks)``), B blocks
+per stage, C channels per stage, conv kernel F, skip-connection kernel K, final average-pool size P. The
+stem is a stride-1 3x3 conv (32px inputs need no ImageNet stem); stage i > 0 halves the resolution.
+
+Regularizers hook in here as options: squeeze-and-excitation (Hu et al., 2018; ``torchvision.ops.
+SqueezeExcitation``), stochastic depth (Huang et al., 2016; ``torchvision.ops.StochasticDepth`` in "row" mode,
+survival probability decaying linearly to ``1 - drop_path``) and dropout before the classifier.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.ops import SqueezeExcitation, StochasticDepth
+
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": partial(nn.ReLU, inplace=True),
+    "gelu": nn.GELU,
+    "silu": partial(nn.SiLU, inplace=True),
+    "elu": partial(nn.ELU, inplace=True),
+    "leaky_relu": partial(nn.LeakyReLU, 0.1, inplace=True),
+    "mish": partial(nn.Mish, inplace=True),
+}
+
+
+def conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
+
+
+class PadShortcut(nn.Module):
+    """He et al.'s option A: subsample spatially and zero-pad the new channels (no parameters)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.stride, self.extra = stride, cout - cin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra else x
+
+
+def shortcut(cin: int, cout: int, stride: int, kind: str, k: int, norm: bool) -> nn.Module:
+    """Identity when shapes match; else a KxK projection conv (+BN unless pre-activation) or option A."""
+    if stride == 1 and cin == cout:
+        return nn.Identity()
+    if kind == "pad":
+        return PadShortcut(cin, cout, stride)
+    layers = [conv(cin, cout, k, stride)]
+    if norm:
+        layers.append(nn.BatchNorm2d(cout))
+    return nn.Sequential(*layers)
+
+
+class Block(nn.Module):
+    """Residual block, basic (two FxF convs) or bottleneck (1x1, FxF, 1x1 with ``expansion``), post- or
+    pre-activation, with optional SE on the residual branch and stochastic depth."""
+
+    def __init__(self, cin: int, width: int, stride: int, *, bottleneck: bool, expansion: int, preact: bool,
+                 act: Callable[[], nn.Module], k: int, skip: str, skip_k: int, se_ratio: float | None,
+                 drop_path: float):
+        super().__init__()
+        cout = width * expansion if bottleneck else width
+        self.preact = preact
+        if bottleneck:
+            shapes = [(cin, width, 1, 1), (width, width, k, stride), (width, cout, 1, 1)]
+        else:
+            shapes = [(cin, width, k, stride), (width, cout, k, 1)]
+        self.convs = nn.ModuleList(conv(a, b, kk, s) for a, b, kk, s in shapes)
+        norm_ch = [a for a, *_ in shapes] if preact else [b for _, b, *_ in shapes]
+        self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in norm_ch)
+        self.acts = nn.ModuleList(act() for _ in shapes)
+        self.se = SqueezeExcitation(cout, max(1, int(cout * se_ratio))) if se_ratio else nn.Identity()
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        self.shortcut = shortcut(cin, cout, stride, skip, skip_k, norm=not preact)
+        self.out_channels = cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.preact:
+            out = self.acts[0](self.norms[0](x))
+            skip = self.shortcut(out) if not isinstance(self.shortcut, nn.Identity) else x
+            for i, c in enumerate(self.convs):
+                if i > 0:
+                    out = self.acts[i](self.norms[i](out))
+                out = c(out)
+            return self.drop_path(self.se(out)) + skip
+        out = x
+        for i, (c, n) in enumerate(zip(self.convs, self.norms)):
+            out = n(c(out))
+            if i < len(self.convs) - 1:
+                out = self.acts[i](out)
+        return self.acts[-1](self.drop_path(self.se(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """stem -> stages of residual blocks -> (final BN+act if pre-activation) -> avg pool P -> dropout -> fc."""
+
+    def __init__(self, blocks: Sequence[int], channels: Sequence[int], num_classes: int = 10, *,
+                 block: str = "basic", preact: bool = False, act: str = "relu", kernel_size: int = 3,
+                 skip_kernel: int = 1, shortcut: str = "conv", pool_size: int | None = None,
+                 stem_width: int | None = None, expansion: int = 4, se_ratio: float | None = None,
+                 drop_path: float = 0.0, dropout: float = 0.0, zero_init_residual: bool = False,
+                 in_channels: int = 3, image_size: int = 32):
+        super().__init__()
+        if len(blocks) != len(channels):
+            raise ValueError(f"blocks {list(blocks)} and channels {list(channels)} need the same length")
+        if act not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {act!r}; choose from {sorted(ACTIVATIONS)}")
+        act_fn = ACTIVATIONS[act]
+        bottleneck = block == "bottleneck"
+        stem_width = stem_width or channels[0]
+        self.stem = nn.Sequential(conv(in_channels, stem_width, 3))
+        if not preact:
+            self.stem.append(nn.BatchNorm2d(stem_width))
+            self.stem.append(act_fn())
+        total, idx = sum(blocks), 0
+        stages, cin = [], stem_width
+        for s, (n, width) in enumerate(zip(blocks, channels)):
+            stage = []
+            for j in range(n):
+                rate = drop_path * idx / max(1, total - 1)  # linear decay rule (Huang et al., 2016)
+                blk = Block(cin, width, 2 if (s > 0 and j == 0) else 1, bottleneck=bottleneck, expansion=expansion,
+                            preact=preact, act=act_fn, k=kernel_size, skip=shortcut, skip_k=skip_kernel,
+                            se_ratio=se_ratio, drop_path=rate)
+                stage.append(blk)
+                cin, idx = blk.out_channels, idx + 1
+            stages.append(nn.Sequential(*stage))
+        self.stages = nn.Sequential(*stages)
+        self.final = nn.Sequential(nn.BatchNorm2d(cin), act_fn()) if preact else nn.Identity()
+        final_size = image_size // 2 ** (len(blocks) - 1)
+        self.pool_size = pool_size or final_size
+        if final_size % self.pool_size:
+            raise ValueError(f"pool size {self.pool_size} does not divide the final feature map ({final_size}px)")
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(cin * (final_size // self.pool_size) ** 2, num_classes)
+        self.num_features = cin
+        self._init(zero_init_residual)
+
+    def _init(self, zero_init_residual: bool) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            for m in self.modules():
+                if isinstance(m, Block):
+                    nn.init.zeros_(m.norms[-1].weight) if not m.preact else nn.init.zeros_(m.convs[-1].weight)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.final(self.stages(self.stem(x)))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.avg_pool2d(x, self.pool_size).flatten(1)
+        return self.fc(self.dropout(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def cifar_resnet(blocks: Sequence[int] = (3, 5, 3), channels: Sequence[int] = (64, 128, 256),
+                 num_classes: int = 10, **options) -> CifarResNet:
+    """Build a CIFAR ResNet; ``options`` are :class:`CifarResNet`'s keyword arguments."""
+    return CifarResNet(blocks, channels, num_classes, **options)

@@ -1,0 +1,97 @@
+"""Named presets of the CIFAR ResNet builder, their parameter counts and FLOPs.
+
+Each preset is a dict of :func:`~reglab.models.resnet.cifar_resnet` keyword arguments; ``model.*`` config keys
+override any of them. ``s002_*`` are the ten < 5M-parameter models of seed 002 (Table 1.1), named so they
+cannot be confused with He et al.'s resnet20/32/56/110. Their parameter counts match the table exactly
+except ``s002_resnet90`` (see docs/models.md).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..config import ModelConfig
+from ..errors import UserError
+from .resnet import cifar_resnet
+
+_W4 = [64, 128, 256, 512]
+PRESETS: dict[str, dict] = {
+    # kuangliu/pytorch-cifar-style ResNets: 3x3 stride-1 stem, four stages.
+    "resnet18": dict(blocks=[2, 2, 2, 2], channels=_W4),
+    "resnet34": dict(blocks=[3, 4, 6, 3], channels=_W4),
+    "resnet50": dict(blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck"),
+    "resnet101": dict(blocks=[3, 4, 23, 3], channels=_W4, block="bottleneck"),
+    # Pre-activation (He et al., 2016b); seed 000 uses the bottleneck 50 with GELU.
+    "preact_resnet18": dict(blocks=[2, 2, 2, 2], channels=_W4, preact=True),
+    "preact_resnet50": dict(blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", preact=True),
+    "preact_resnet50_gelu": dict(blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", preact=True, act="gelu"),
+    # He et al. (2016) CIFAR ResNets: 16/32/64 widths, option-A (zero-pad) shortcuts, 6n+2 layers.
+    "resnet20": dict(blocks=[3, 3, 3], channels=[16, 32, 64], shortcut="pad"),
+    "resnet32": dict(blocks=[5, 5, 5], channels=[16, 32, 64], shortcut="pad"),
+    "resnet56": dict(blocks=[9, 9, 9], channels=[16, 32, 64], shortcut="pad"),
+    "resnet110": dict(blocks=[18, 18, 18], channels=[16, 32, 64], shortcut="pad"),
+    # Seed 002, Table 1.1 (F=3, K=1 projection shortcuts, P = global average pool).
+    "s002_resnet26": dict(blocks=[5, 4, 3], channels=[64, 128, 256]),
+    "s002_resnet28_1": dict(blocks=[6, 4, 3], channels=[64, 128, 256]),
+    "s002_resnet24": dict(blocks=[3, 5, 3], channels=[64, 128, 256]),
+    "s002_resnet30": dict(blocks=[7, 4, 3], channels=[64, 128, 256]),
+    "s002_resnet90": dict(blocks=[16, 16, 12], channels=[32, 64, 128]),
+    "s002_resnet26_1": dict(blocks=[4, 5, 3], channels=[64, 128, 256]),
+    "s002_resnet32": dict(blocks=[4, 4, 4, 3], channels=[32, 64, 128, 256]),
+    "s002_resnet10": dict(blocks=[1, 1, 1, 1], channels=_W4),
+    "s002_resnet12": dict(blocks=[2, 1, 1, 1], channels=_W4),
+    "s002_resnet56": dict(blocks=[16, 4, 4, 3], channels=[32, 64, 128, 256], stem_width=64),
+}
+
+# Parameter counts printed in seed 002's Table 1.1 (10 classes), checked by the tests.
+S002_TABLE = {"s002_resnet26": 4771146, "s002_resnet28_1": 4845130, "s002_resnet24": 4918602,
+              "s002_resnet30": 4919114, "s002_resnet90": 4947402, "s002_resnet26_1": 4992586,
+              "s002_resnet32": 4754218, "s002_resnet10": 4903242, "s002_resnet12": 4977226,
+              "s002_resnet56": 4989194}
+
+
+def spec(name: str, **overrides) -> dict:
+    """Builder kwargs of preset ``name`` with ``overrides`` applied."""
+    if name not in PRESETS:
+        import difflib
+
+        close = difflib.get_close_matches(name, PRESETS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"model.name: unknown model {name!r}{hint}. Run `reglab models` to list them.")
+    return {**PRESETS[name], **overrides}
+
+
+def create(name: str, num_classes: int = 10, **overrides) -> nn.Module:
+    kwargs = spec(name, **overrides)
+    blocks, channels = kwargs.pop("blocks"), kwargs.pop("channels")
+    return cifar_resnet(blocks, channels, num_classes, **kwargs)
+
+
+def build(cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """The model a config describes; builder errors become :class:`UserError`."""
+    try:
+        return create(cfg.name, num_classes, **cfg.overrides())
+    except ValueError as exc:
+        raise UserError(f"model: {exc}.") from None
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def forward_gflops(model: nn.Module, image_size: int = 32) -> float:
+    """Forward GFLOPs per image (2 x multiply-adds), counted by ``torch.utils.flop_counter``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 3, image_size, image_size))
+    model.train(was_training)
+    return counter.get_total_flops() / 1e9
+
+
+def describe(name: str, num_classes: int = 10) -> dict:
+    model = create(name, num_classes)
+    return {"name": name, "params": count_params(model), "gflops": round(forward_gflops(model), 4)}
