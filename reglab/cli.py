@@ -53,8 +53,9 @@ def cmd_models(args) -> int:
 
 def cmd_train(args) -> int:
     from .config import load_config
-    from .train.loop import run
-    from .track.rundir import load_run_config
+    from .track import CurvesCallback, Progress
+    from .train import run
+    from .train.rundir import load_run_config
 
     if args.resume:
         recipe, overrides = _recipe_and_overrides(args.items)
@@ -66,7 +67,8 @@ def cmd_train(args) -> int:
     else:
         recipe, overrides = _recipe_and_overrides(args.items)
         cfg = load_config(recipe or "quick", [*overrides, *_data_overrides(args)])
-    result = run(cfg, resume=bool(args.resume), quiet=args.quiet, overwrite=args.overwrite)
+    result = run(cfg, resume=bool(args.resume), overwrite=args.overwrite,
+                 callbacks=[Progress(quiet=args.quiet), CurvesCallback()])
     print(f"run dir: {result.run_dir}")
     print(f"test accuracy {result.summary['test_acc']:.2f}%  (best val {result.summary['best_val_acc']:.2f}% "
           f"at epoch {result.summary['best_epoch']}, {result.summary['wall_time_s']:.0f}s)")

@@ -1,0 +1,135 @@
+"""Checkpoints that load without unpickling: tensors in safetensors, everything else as JSON metadata.
+
+A checkpoint is one ``.safetensors`` file. Any nested state (model and optimizer state dicts, scheduler
+state, EMA, RNG states, epoch counters) is split by :func:`flatten` into a JSON tree, in which each tensor is
+replaced by a reference ``{"__tensor__": "<key>"}``, and a flat ``{key: tensor}`` dict. The JSON goes into the
+file's ``__metadata__`` under ``"reglab"``. Files are written to a temporary name, fsynced and renamed, so a
+crash never leaves a half-written checkpoint behind the final name.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ..errors import UserError
+
+FORMAT = "reglab-checkpoint-1"
+
+
+def flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "t") -> Any:
+    """JSON-able copy of ``obj`` with tensors (and numpy arrays) moved into ``tensors``."""
+    if isinstance(obj, torch.Tensor):
+        key = f"{prefix}.{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, np.ndarray):
+        key = f"{prefix}.{len(tensors)}"
+        tensors[key] = torch.from_numpy(np.ascontiguousarray(obj))
+        return {"__tensor__": key, "numpy": True}
+    if isinstance(obj, dict):
+        items = [[flatten(k, tensors, prefix), flatten(v, tensors, prefix)] for k, v in obj.items()]
+        if all(isinstance(k, str) for k, _ in items):
+            return {"__dict__": {k: v for k, v in items}}
+        return {"__items__": items}  # int keys (optimizer state) survive a JSON round trip this way
+    if isinstance(obj, tuple):
+        return {"__tuple__": [flatten(v, tensors, prefix) for v in obj]}
+    if isinstance(obj, list):
+        return [flatten(v, tensors, prefix) for v in obj]
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return {"__float__": repr(obj)}
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, (np.integer, np.floating)):
+        return obj.item()
+    raise TypeError(f"cannot store {type(obj).__name__} in a checkpoint")
+
+
+def unflatten(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(obj, list):
+        return [unflatten(v, tensors) for v in obj]
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            t = tensors[obj["__tensor__"]]
+            return t.numpy() if obj.get("numpy") else t
+        if "__dict__" in obj:
+            return {k: unflatten(v, tensors) for k, v in obj["__dict__"].items()}
+        if "__items__" in obj:
+            return {unflatten(k, tensors): unflatten(v, tensors) for k, v in obj["__items__"]}
+        if "__tuple__" in obj:
+            return tuple(unflatten(v, tensors) for v in obj["__tuple__"])
+        if "__float__" in obj:
+            return float(obj["__float__"])
+    return obj
+
+
+def fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename (all or nothing)."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}. Free some space or choose another "
+                        "run.dir; files written earlier are unchanged.") from None
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    tree = flatten(state, tensors)
+    meta = {"format": FORMAT, "reglab": json.dumps(tree)}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write checkpoint {path}: {exc.strerror or exc}. Free some space or choose "
+                        "another run.dir; the previous checkpoint is unchanged.") from None
+    fsync_dir(path.parent)
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint`; no pickle is involved."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path), device=str(device))
+    except FileNotFoundError:
+        raise UserError(f"checkpoint {path} does not exist.") from None
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable reglab checkpoint ({exc}). reglab reads only its own "
+                        "safetensors checkpoints; pickled .pt files are refused on purpose.") from None
+    if meta.get("format") != FORMAT or "reglab" not in meta:
+        raise UserError(f"{path} is a safetensors file but not a reglab checkpoint (no reglab metadata).")
+    return unflatten(json.loads(meta["reglab"]), tensors)

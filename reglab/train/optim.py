@@ -1,0 +1,84 @@
+"""Optimizers (torch.optim) with optional weight-decay exemption, and learning-rate schedules.
+
+Schedules are ``torch.optim.lr_scheduler`` objects stepped once per optimizer step; every epoch-valued
+setting is converted to steps (``epochs * steps_per_epoch``), so step/multistep drops land exactly on epoch
+boundaries -- the same lrs as stepping them per epoch -- while cosine, one-cycle and warm-up move smoothly
+within an epoch. Linear warm-up (Goyal et al., 2017) is a ``LinearLR`` placed in front with ``SequentialLR``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+from torch.optim import lr_scheduler as lrs
+
+from ..config import OptimConfig, SchedConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool) -> list[dict]:
+    """One group, or two when norm weights and biases (all 1-D parameters) are exempt from decay."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not exempt_norm_bias or weight_decay == 0:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.weight_decay, cfg.wd_exempt_norm_bias)
+    eps = {} if cfg.eps is None else {"eps": cfg.eps}
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.name == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), **eps)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), **eps)
+    if cfg.name == "adadelta":
+        return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, **eps)
+    if cfg.name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=cfg.lr, **eps)
+    raise ValueError(cfg.name)
+
+
+def cosine_cycles_decay(epoch: float, t0: int, decay_every: int, gamma: float, floor: float = 0.0) -> float:
+    """Seed 002's schedule as a multiplier of the base lr: cosine cycles of ``t0`` epochs whose peak is
+    multiplied by ``gamma`` every ``decay_every`` epochs: ``gamma^floor(e/d) * (f + (1-f)(1+cos(pi*(e mod t0)/t0))/2)``."""
+    peak = gamma ** math.floor(epoch / decay_every)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (epoch % t0) / t0)))
+
+
+def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedConfig, epochs: int, steps_per_epoch: int,
+                    base_lr: float) -> lrs.LRScheduler:
+    spe = steps_per_epoch
+    warm = int(round(cfg.warmup_epochs * spe))
+    total = epochs * spe
+    main_steps = max(1, total - warm)
+    floor = cfg.min_lr / base_lr
+    if cfg.name == "constant":
+        main = lrs.ConstantLR(opt, factor=1.0, total_iters=0)
+    elif cfg.name == "step":
+        main = lrs.StepLR(opt, step_size=cfg.step_size * spe, gamma=cfg.gamma)
+    elif cfg.name == "multistep":
+        main = lrs.MultiStepLR(opt, milestones=[m * spe - warm for m in cfg.milestones], gamma=cfg.gamma)
+    elif cfg.name == "cosine":
+        main = lrs.CosineAnnealingLR(opt, T_max=main_steps, eta_min=cfg.min_lr)
+    elif cfg.name == "linear":
+        main = lrs.LinearLR(opt, start_factor=1.0, end_factor=max(floor, 1e-8), total_iters=main_steps)
+    elif cfg.name == "cosine_restarts":
+        main = lrs.CosineAnnealingWarmRestarts(opt, T_0=cfg.t0 * spe, T_mult=cfg.t_mult, eta_min=cfg.min_lr)
+    elif cfg.name == "cosine_cycles_decay":
+        main = lrs.LambdaLR(opt, lambda s: cosine_cycles_decay((s + warm) / spe, cfg.t0, cfg.decay_every,
+                                                                cfg.gamma, floor))
+    elif cfg.name == "onecycle":
+        if warm:
+            raise ValueError("onecycle has its own warm-up (sched.pct_start); set sched.warmup_epochs=0")
+        return lrs.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total,
+                              pct_start=cfg.pct_start)
+    else:
+        raise ValueError(cfg.name)
+    if not warm:
+        return main
+    warmup = lrs.LinearLR(opt, start_factor=1.0 / (warm + 1), end_factor=1.0, total_iters=warm)
+    return lrs.SequentialLR(opt, [warmup, main], milestones=[warm])

@@ -1,0 +1,100 @@
+"""The run directory: what a training run leaves behind, written so that a crash loses nothing.
+
+```
+runs/<name>-<timestamp>/
+  config.yaml        the fully resolved config
+  metrics.csv        one row per epoch (also metrics.jsonl)
+  summary.json       final numbers, hardware, versions, git commit
+  curves.png         loss and accuracy per epoch (written by reglab.track.plots as a callback)
+  checkpoints/last.safetensors, best.safetensors (by validation accuracy), epoch_N.safetensors
+```
+Every file is replaced atomically (temporary file, fsync, rename).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, load_config
+from ..errors import UserError
+from .checkpoint import atomic_write_text
+
+BASE_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
+
+
+def default_run_dir(cfg: Config) -> Path:
+    return Path("runs") / f"{cfg.run.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+class RunDir:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.ckpt_dir = self.path / "checkpoints"
+
+    @classmethod
+    def create(cls, path: Path, cfg: Config, overwrite: bool = False) -> "RunDir":
+        path = Path(path)
+        if (path / "config.yaml").exists() and not overwrite:
+            raise UserError(f"run directory {path} already holds a run. Continue it with `reglab train --resume "
+                            f"{path}`, pick another run.dir, or pass --overwrite to replace it.")
+        rd = cls(path)
+        try:
+            rd.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create run directory {path}: {exc.strerror}.") from None
+        if overwrite:
+            for old in [*rd.ckpt_dir.glob("*.safetensors"), path / "metrics.csv", path / "metrics.jsonl",
+                        path / "summary.json"]:
+                old.unlink(missing_ok=True)
+        atomic_write_text(path / "config.yaml", cfg.to_yaml())
+        return rd
+
+    @classmethod
+    def open(cls, path: Path) -> "RunDir":
+        rd = cls(Path(path))
+        if not (rd.path / "config.yaml").is_file():
+            raise UserError(f"{path} is not a reglab run directory (no config.yaml).")
+        return rd
+
+    def checkpoint(self, name: str) -> Path:
+        return self.ckpt_dir / f"{name}.safetensors"
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Rewrite metrics.csv and metrics.jsonl with ``rows`` (all epochs so far)."""
+        columns = list(BASE_COLUMNS)
+        for row in rows:
+            columns += [k for k in row if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.path / "metrics.jsonl"
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+
+def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The saved config of a run directory, with overrides applied (e.g. more epochs on resume)."""
+    rd = RunDir.open(path)
+    try:
+        tree = yaml.safe_load((rd.path / "config.yaml").read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{rd.path / 'config.yaml'} is not valid YAML: {exc}.") from None
+    if not isinstance(tree, dict):
+        raise UserError(f"{rd.path / 'config.yaml'} does not hold a config mapping.")
+    return load_config(None, list(overrides), base=tree)
