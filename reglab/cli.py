@@ -76,7 +76,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .train.evaluate import evaluate_command
+    from .track.inference import evaluate_command
 
     out = evaluate_command(Path(args.target), split=args.split, data_overrides=_data_overrides(args),
                            checkpoint=args.checkpoint, out_dir=Path(args.out) if args.out else None)
@@ -85,7 +85,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .train.evaluate import predict_command
+    from .track.inference import predict_command
 
     results, ok = predict_command(Path(args.target), [Path(p) for p in args.images], top_k=args.top_k,
                                   checkpoint=args.checkpoint)
@@ -147,7 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides may come after options: `reglab train quick --quiet optim.lr=0.1`
+        if hasattr(args, "items") and not any(e.startswith("-") for e in extra):
+            args.items = [*args.items, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -1,6 +1,6 @@
 """Typed configuration: YAML recipes plus dotted ``key=value`` overrides, validated once.
 
-A :class:`Config` is a tree of dataclasses, one per section (``data``, ``aug``, ``model``, ``train``,
+A :class:`Config` is a tree of dataclasses, one per section (``data``, ``aug``, ``mix``, ``model``, ``train``,
 ``optim``, ``sched``, ``ema``, ``run``). :func:`load_config` reads a recipe, applies overrides such as
 ``optim.lr=0.05`` or ``model.channels=[32,64,128]`` (values are parsed as YAML), checks every key and
 type, and runs each section's ``validate``. Every mistake becomes one :class:`UserError` that says what is
@@ -45,14 +45,83 @@ class DataConfig:
         _check(self.synthetic_classes >= 2, "data.synthetic_classes", self.synthetic_classes, "must be >= 2")
 
 
+UINT8_AUGS = ("crop", "flip", "policy")
+FLOAT_AUGS = ("rotation", "cutout", "erasing")
+
+
 @dataclass
 class AugConfig:
     crop_pad: int = 4  # random crop after padding by this many pixels; 0 = off
     pad_mode: Literal["zero", "reflect"] = "reflect"
     flip: bool = True  # random horizontal flip, p = 0.5 per sample
+    rotation: float = 0.0  # random rotation in [-deg, deg] (seed 002); 0 = off
+    policy: Optional[Literal["autoaugment", "randaugment", "trivialaugment"]] = None
+    ra_num_ops: int = 2  # RandAugment N
+    ra_magnitude: int = 9  # RandAugment M (of 31 bins)
+    cutout_holes: int = 0  # cutout: number of square holes (seed 002: 1 of 8; seed 003: 4 of 4); 0 = off
+    cutout_size: int = 8
+    erasing_p: float = 0.0  # random erasing probability (seed 004); 0 = off
+    erasing_scale: list[float] = field(default_factory=lambda: [0.02, 0.33])
+    erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])
+    erasing_value: Literal["zero", "random"] = "zero"
+    # Order of application. crop/flip/policy act on raw pixels before normalization, rotation/cutout/
+    # erasing on normalized images after it; the order within each group is the order given here.
+    order: list[str] = field(default_factory=lambda: ["crop", "flip", "policy", "rotation", "cutout", "erasing"])
 
     def validate(self) -> None:
         _check(0 <= self.crop_pad <= 16, "aug.crop_pad", self.crop_pad, "must be in [0, 16]")
+        _check(0 <= self.rotation <= 180, "aug.rotation", self.rotation, "must be in [0, 180] degrees")
+        _check(self.ra_num_ops >= 1, "aug.ra_num_ops", self.ra_num_ops, "must be >= 1")
+        _check(0 <= self.ra_magnitude <= 30, "aug.ra_magnitude", self.ra_magnitude, "must be in [0, 30]")
+        _check(self.cutout_holes >= 0, "aug.cutout_holes", self.cutout_holes, "must be >= 0")
+        _check(1 <= self.cutout_size <= 32, "aug.cutout_size", self.cutout_size, "must be in [1, 32]")
+        _check(0 <= self.erasing_p <= 1, "aug.erasing_p", self.erasing_p, "must be a probability in [0, 1]")
+        lo, hi = (self.erasing_scale + [0, 0])[:2]
+        _check(len(self.erasing_scale) == 2 and 0 < lo <= hi < 1, "aug.erasing_scale", self.erasing_scale,
+               "must be [lo, hi] with 0 < lo <= hi < 1")
+        _check(len(self.erasing_ratio) == 2 and 0 < self.erasing_ratio[0] <= self.erasing_ratio[1],
+               "aug.erasing_ratio", self.erasing_ratio, "must be [lo, hi] with 0 < lo <= hi")
+        known = UINT8_AUGS + FLOAT_AUGS
+        for name in self.order:
+            if name not in known:
+                raise UserError(f"aug.order: unknown augmentation {name!r}{_suggest(name, known)}; "
+                                f"use any of {', '.join(known)}.")
+        _check(len(set(self.order)) == len(self.order), "aug.order", self.order, "must not repeat an entry")
+
+
+@dataclass
+class MixConfig:
+    mixup_alpha: float = 0.0  # mixup, lambda ~ Beta(a, a); 0 = off
+    cutmix_alpha: float = 0.0  # cutmix, lambda ~ Beta(a, a); 0 = off
+    switch_prob: float = 0.5  # with both on: probability a batch uses cutmix
+    prob: float = 1.0  # probability a batch is mixed at all
+    per_sample: bool = False  # one lambda per sample (seed 000) instead of per batch
+    lam_x: Literal["beta", "uniform", "fixed"] = "beta"  # image ratio (decoupled mixing, seed 001)
+    lam_x_range: list[float] = field(default_factory=lambda: [0.0, 1.0])  # uniform [l1, l2]; fixed uses l1
+    lam_y: Literal["tied", "beta", "uniform", "fixed"] = "tied"  # label ratio; tied = same as the image's
+    lam_y_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    start_epoch: int = 0  # mixing active for epochs start_epoch <= e < stop_epoch (0-based)
+    stop_epoch: Optional[int] = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0 or self.lam_x != "beta"
+
+    def validate(self) -> None:
+        _check(self.mixup_alpha >= 0, "mix.mixup_alpha", self.mixup_alpha, "must be >= 0 (0 = off)")
+        _check(self.cutmix_alpha >= 0, "mix.cutmix_alpha", self.cutmix_alpha, "must be >= 0 (0 = off)")
+        for key in ("switch_prob", "prob"):
+            _check(0 <= getattr(self, key) <= 1, f"mix.{key}", getattr(self, key), "must be a probability in [0, 1]")
+        for key in ("lam_x_range", "lam_y_range"):
+            r = getattr(self, key)
+            _check(len(r) == 2 and 0 <= r[0] <= r[1] <= 1, f"mix.{key}", r, "must be [l1, l2] with 0 <= l1 <= l2 <= 1")
+        if self.lam_y == "beta" and self.mixup_alpha <= 0:
+            raise UserError("mix.lam_y=beta draws from Beta(mix.mixup_alpha, mix.mixup_alpha); set mix.mixup_alpha > 0.")
+        if self.lam_x == "beta" and self.lam_y != "tied" and self.mixup_alpha <= 0:
+            raise UserError("decoupled mixing with mix.lam_x=beta needs mix.mixup_alpha > 0.")
+        _check(self.start_epoch >= 0, "mix.start_epoch", self.start_epoch, "must be >= 0")
+        if self.stop_epoch is not None:
+            _check(self.stop_epoch > self.start_epoch, "mix.stop_epoch", self.stop_epoch, "must be > mix.start_epoch")
 
 
 @dataclass
@@ -68,6 +137,8 @@ class ModelConfig:
     preact: Optional[bool] = None
     act: Optional[Literal["relu", "gelu", "silu", "elu", "leaky_relu", "mish"]] = None
     stem_width: Optional[int] = None
+    stem_stride: Optional[int] = None  # 1 (default) keeps 32x32; 2 halves the resolution at the stem
+    zero_init_residual: Optional[bool] = None  # zero the last BN gamma of each residual branch
 
     def validate(self) -> None:
         # model.name is checked against the presets by reglab.models.build (config sits below models).
@@ -194,6 +265,7 @@ class RunConfig:
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     aug: AugConfig = field(default_factory=AugConfig)
+    mix: MixConfig = field(default_factory=MixConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -7,7 +7,10 @@ tensors and applied with gathers, masks and ``torch.where``.
 """
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 
 def _reflect_index(i: torch.Tensor, n: int) -> torch.Tensor:
@@ -59,11 +62,108 @@ class RandomFlip:
         return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
-def build_uint8_transforms(aug) -> list:
-    """The raw-pixel stage of the training pipeline from an :class:`~reglab.config.AugConfig`."""
-    out = []
-    if aug.crop_pad > 0:
-        out.append(RandomCrop(aug.crop_pad, aug.pad_mode))
-    if aug.flip:
-        out.append(RandomFlip(0.5))
-    return out
+def box_masks(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """B x 1 x H x W boolean masks, True inside each ``(y0, y1, x0, x1)`` box (half-open)."""
+    r = torch.arange(h, device=boxes.device).view(1, h, 1)
+    c = torch.arange(w, device=boxes.device).view(1, 1, w)
+    b = boxes.view(-1, 4, 1, 1)
+    inside = (r >= b[:, 0]) & (r < b[:, 1]) & (c >= b[:, 2]) & (c < b[:, 3])
+    return inside.unsqueeze(1)
+
+
+class Cutout:
+    """Cutout (DeVries & Taylor, 2017): ``holes`` squares of side ``size`` with uniformly random centres
+    (clipped at the border) set to ``value`` -- 0 on normalized images, i.e. the dataset mean colour."""
+
+    def __init__(self, holes: int = 1, size: int = 8, value: float = 0.0, p: float = 1.0):
+        self.holes, self.size, self.value, self.p = holes, size, value, p
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        centres = torch.stack([torch.randint(0, h, (self.holes, b), generator=gen, device=x.device),
+                               torch.randint(0, w, (self.holes, b), generator=gen, device=x.device)])
+        lo = centres - self.size // 2
+        hi = lo + self.size
+        mask = torch.zeros(b, 1, h, w, dtype=torch.bool, device=x.device)
+        for k in range(self.holes):  # loop over holes (a handful), not images
+            boxes = torch.stack([lo[0, k], hi[0, k], lo[1, k], hi[1, k]], 1)
+            mask |= box_masks(boxes, h, w)
+        if self.p < 1:
+            mask &= (torch.rand(b, generator=gen, device=x.device) < self.p).view(b, 1, 1, 1)
+        return x.masked_fill(mask, self.value)
+
+
+class RandomErasing:
+    """Random erasing (Zhong et al., 2020) with torchvision's parameters: with probability ``p`` erase a
+    rectangle of area ``s * H * W``, ``s ~ U(scale)``, aspect ``r`` log-uniform in ``ratio``; like torchvision,
+    up to 10 proposals per image, the first that fits is used (none fits: the image is left alone).
+    ``value``: a number, or ``"random"`` for per-pixel standard normal noise."""
+
+    def __init__(self, p: float = 0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value: float | str = 0.0,
+                 attempts: int = 10):
+        self.p, self.scale, self.ratio, self.value, self.attempts = p, scale, ratio, value, attempts
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        dev, k = x.device, self.attempts
+        area = h * w * (self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(b, k, generator=gen, device=dev))
+        lo, hi = torch.log(torch.tensor(self.ratio, device=dev))
+        ratio = torch.exp(lo + (hi - lo) * torch.rand(b, k, generator=gen, device=dev))
+        eh = torch.sqrt(area * ratio).round().long()
+        ew = torch.sqrt(area / ratio).round().long()
+        fits = (eh < h) & (ew < w)
+        first = fits.float().argmax(1, keepdim=True)
+        eh, ew = eh.gather(1, first)[:, 0], ew.gather(1, first)[:, 0]
+        top = (torch.rand(b, generator=gen, device=dev) * (h - eh + 1)).long()
+        left = (torch.rand(b, generator=gen, device=dev) * (w - ew + 1)).long()
+        mask = box_masks(torch.stack([top, top + eh, left, left + ew], 1), h, w)
+        apply = fits.any(1) & (torch.rand(b, generator=gen, device=dev) < self.p)
+        mask &= apply.view(b, 1, 1, 1)
+        if self.value == "random":
+            noise = torch.randn(x.shape, generator=gen, device=dev, dtype=x.dtype)
+            return torch.where(mask, noise, x)
+        return x.masked_fill(mask, float(self.value))
+
+
+class RandomRotation:
+    """Rotate each image by its own angle ``~ U(-degrees, degrees)`` about the centre (bilinear, zero fill
+    -- the mean colour on normalized images), as one ``affine_grid`` + ``grid_sample`` over the batch."""
+
+    def __init__(self, degrees: float):
+        self.degrees = degrees
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b = x.shape[0]
+        theta = (torch.rand(b, generator=gen, device=x.device) * 2 - 1) * math.radians(self.degrees)
+        cos, sin = torch.cos(theta), torch.sin(theta)
+        zero = torch.zeros_like(cos)
+        mat = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1).to(x.dtype)
+        grid = F.affine_grid(mat, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def build_transforms(aug) -> tuple[list, list]:
+    """(raw-pixel stage, normalized stage) of the training pipeline from an :class:`~reglab.config.AugConfig`,
+    each in the order ``aug.order`` gives; switched-off augmentations are left out."""
+    makers = {
+        "crop": lambda: RandomCrop(aug.crop_pad, aug.pad_mode) if aug.crop_pad > 0 else None,
+        "flip": lambda: RandomFlip(0.5) if aug.flip else None,
+        "policy": lambda: _policy(aug) if aug.policy else None,
+        "rotation": lambda: RandomRotation(aug.rotation) if aug.rotation > 0 else None,
+        "cutout": lambda: Cutout(aug.cutout_holes, aug.cutout_size) if aug.cutout_holes > 0 else None,
+        "erasing": lambda: RandomErasing(aug.erasing_p, tuple(aug.erasing_scale), tuple(aug.erasing_ratio),
+                                         "random" if aug.erasing_value == "random" else 0.0)
+        if aug.erasing_p > 0 else None,
+    }
+    raw, normalized = [], []
+    for name in aug.order:
+        t = makers[name]()
+        if t is not None:
+            (raw if name in ("crop", "flip", "policy") else normalized).append(t)
+    return raw, normalized
+
+
+def _policy(aug):
+    from .policies import BatchPolicy  # torchvision.transforms.v2 is imported only when a policy is used
+
+    return BatchPolicy(aug.policy, num_ops=aug.ra_num_ops, magnitude=aug.ra_magnitude)

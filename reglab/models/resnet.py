@@ -4,7 +4,8 @@ He et al., *Deep Residual Learning for Image Recognition* (2016) -- basic and bo
 ``y = act(F(x) + S(x))``; He et al., *Identity Mappings in Deep Residual Networks* (2016) -- pre-activation
 blocks, ``y = x + F(act(BN(x)))``. The design variables follow seed 002: N stages (``len(blocks)``), B blocks
 per stage, C channels per stage, conv kernel F, skip-connection kernel K, final average-pool size P. The
-stem is a stride-1 3x3 conv (32px inputs need no ImageNet stem); stage i > 0 halves the resolution.
+stem is a 3x3 conv, stride 1 by default (32px inputs need no ImageNet stem; ``stem_stride=2`` trades
+resolution for speed, as seed 003 tried); stage i > 0 halves the resolution.
 
 Regularizers hook in here as options: squeeze-and-excitation (Hu et al., 2018; ``torchvision.ops.
 SqueezeExcitation``), stochastic depth (Huang et al., 2016; ``torchvision.ops.StochasticDepth`` in "row" mode,
@@ -104,7 +105,7 @@ class CifarResNet(nn.Module):
     def __init__(self, blocks: Sequence[int], channels: Sequence[int], num_classes: int = 10, *,
                  block: str = "basic", preact: bool = False, act: str = "relu", kernel_size: int = 3,
                  skip_kernel: int = 1, shortcut: str = "conv", pool_size: int | None = None,
-                 stem_width: int | None = None, expansion: int = 4, se_ratio: float | None = None,
+                 stem_width: int | None = None, stem_stride: int = 1, expansion: int = 4, se_ratio: float | None = None,
                  drop_path: float = 0.0, dropout: float = 0.0, zero_init_residual: bool = False,
                  in_channels: int = 3, image_size: int = 32):
         super().__init__()
@@ -115,7 +116,7 @@ class CifarResNet(nn.Module):
         act_fn = ACTIVATIONS[act]
         bottleneck = block == "bottleneck"
         stem_width = stem_width or channels[0]
-        self.stem = nn.Sequential(conv(in_channels, stem_width, 3))
+        self.stem = nn.Sequential(conv(in_channels, stem_width, 3, stem_stride))
         if not preact:
             self.stem.append(nn.BatchNorm2d(stem_width))
             self.stem.append(act_fn())
@@ -133,7 +134,7 @@ class CifarResNet(nn.Module):
             stages.append(nn.Sequential(*stage))
         self.stages = nn.Sequential(*stages)
         self.final = nn.Sequential(nn.BatchNorm2d(cin), act_fn()) if preact else nn.Identity()
-        final_size = image_size // 2 ** (len(blocks) - 1)
+        final_size = image_size // stem_stride // 2 ** (len(blocks) - 1)
         self.pool_size = pool_size or final_size
         if final_size % self.pool_size:
             raise ValueError(f"pool size {self.pool_size} does not divide the final feature map ({final_size}px)")

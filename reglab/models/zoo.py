@@ -86,12 +86,15 @@ def forward_gflops(model: nn.Module, image_size: int = 32) -> float:
 
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     with FlopCounterMode(display=False) as counter:
-        model(torch.zeros(1, 3, image_size, image_size))
+        model(torch.zeros(1, 3, image_size, image_size, device=device))
     model.train(was_training)
     return counter.get_total_flops() / 1e9
 
 
 def describe(name: str, num_classes: int = 10) -> dict:
-    model = create(name, num_classes)
+    """Parameters and forward GFLOPs of a preset, computed on the meta device (no memory, no compute)."""
+    with torch.device("meta"):
+        model = create(name, num_classes)
     return {"name": name, "params": count_params(model), "gflops": round(forward_gflops(model), 4)}

@@ -30,7 +30,8 @@ import torch
 
 from ..config import Config
 from ..data import DeviceLoader, load_splits
-from ..data.augment import build_uint8_transforms
+from ..data.augment import build_transforms
+from ..data.mixing import Mixer
 from ..errors import UserError
 from ..models import build, count_params, forward_gflops
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -39,6 +40,18 @@ from .evaluate import evaluate
 from .losses import Criterion
 from .optim import build_optimizer, build_scheduler
 from .rundir import RunDir, default_run_dir
+
+
+def build_mixer(mix, num_classes: int) -> Mixer:
+    lam_x = ("beta", mix.mixup_alpha) if mix.lam_x == "beta" else (mix.lam_x, _ratio_arg(mix.lam_x, mix.lam_x_range))
+    lam_y = None if mix.lam_y == "tied" else (
+        ("beta", mix.mixup_alpha) if mix.lam_y == "beta" else (mix.lam_y, _ratio_arg(mix.lam_y, mix.lam_y_range)))
+    return Mixer(num_classes, mix.mixup_alpha, mix.cutmix_alpha, mix.switch_prob, mix.prob, mix.per_sample,
+                 lam_x=lam_x, lam_y=lam_y)
+
+
+def _ratio_arg(kind: str, rng: list[float]):
+    return tuple(rng) if kind == "uniform" else rng[0]
 
 
 class TrainingDiverged(UserError):
@@ -135,9 +148,11 @@ class Run:
         self.forward = torch.compile(self.model) if cfg.train.compile else self.model
         mean, std = self.data.mean, self.data.std
         common = dict(device=device, channels_last=cfg.train.channels_last)
+        raw_augs, float_augs = build_transforms(cfg.aug)
         self.train_loader = DeviceLoader(self.data.train, cfg.train.batch_size, mean, std, shuffle=True,
-                                         drop_last=True, uint8_transforms=build_uint8_transforms(cfg.aug),
+                                         drop_last=True, uint8_transforms=raw_augs, float_transforms=float_augs,
                                          seed=cfg.run.seed, **common)
+        self.mixer = build_mixer(cfg.mix, self.data.num_classes) if cfg.mix.enabled else None
         eval_bs = cfg.train.eval_batch_size
         self.val_loader = DeviceLoader(self.data.val, eval_bs, mean, std, **common) if self.data.val else None
         self.test_loader = DeviceLoader(self.data.test, eval_bs, mean, std, **common)
@@ -195,7 +210,11 @@ class Run:
         seen = 0
         refresh = 1 if self.device.type == "cpu" else 25
         ctx = self.autocast or contextlib.nullcontext
+        mix = cfg.mix
+        mixer = self.mixer if self.mixer and mix.start_epoch <= self.epoch < (mix.stop_epoch or 1 << 30) else None
         for i, (x, y) in enumerate(self.train_loader):
+            if mixer is not None:
+                x, y = mixer(x, y, self.train_loader.generator)
             with ctx():
                 logits = self.forward(x)
                 loss = self.criterion(logits, y)

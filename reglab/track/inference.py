@@ -1,0 +1,154 @@
+"""Using a trained run: ``reglab eval`` (loss, accuracy, per-class accuracy, confusion matrix) and
+``reglab predict`` (top-k classes of image files of any size and mode)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..config import ModelConfig, load_config
+from ..data import DeviceLoader, load_splits
+from ..errors import UserError
+from ..models import build
+from ..train.checkpoint import atomic_write_text, load_checkpoint
+from ..train.evaluate import confusion_matrix, evaluate, per_class_accuracy
+from ..train.rundir import RunDir, load_run_config
+from .plots import plot_confusion
+
+
+def resolve_checkpoint(target: Path, which: str = "best") -> tuple[Path, Path | None]:
+    """(checkpoint file, run dir or None) for a run directory or a checkpoint file."""
+    if target.is_dir():
+        RunDir.open(target)
+        for name in (which, "last"):
+            path = target / "checkpoints" / f"{name}.safetensors"
+            if path.is_file():
+                return path, target
+        raise UserError(f"{target} has no checkpoints yet (checkpoints/{which}.safetensors); train it first.")
+    if target.is_file():
+        run_dir = target.parent.parent if target.parent.name == "checkpoints" else None
+        return target, run_dir if run_dir is not None and (run_dir / "config.yaml").is_file() else None
+    raise UserError(f"{target} is neither a run directory nor a checkpoint file.")
+
+
+def load_trained(target: Path, which: str = "best", device: str = "cpu") -> tuple[nn.Module, dict[str, Any], Path]:
+    """The model of a run directory or checkpoint (weights only; no pickle), its metadata and the file."""
+    path, _ = resolve_checkpoint(target, which)
+    state = load_checkpoint(path, device)
+    meta = state.get("meta") or {}
+    try:
+        model_cfg = ModelConfig(**meta["model"])
+        model = build(model_cfg, int(meta["num_classes"]))
+    except (KeyError, TypeError) as exc:
+        raise UserError(f"{path} lacks the model description reglab needs ({exc}); it was not written by "
+                        "`reglab train`.") from None
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        lines = [ln.strip() for ln in str(exc).splitlines()[1:4]]
+        raise UserError(f"{path}: the weights do not fit the model the checkpoint describes: "
+                        f"{'; '.join(lines)}.") from None
+    return model.to(device).eval(), meta, path
+
+
+def evaluate_command(target: Path, split: str = "test", data_overrides: list[str] = (), checkpoint: str = "best",
+                     out_dir: Path | None = None) -> dict[str, Any]:
+    model, meta, path = load_trained(target, checkpoint)
+    _, run_dir = resolve_checkpoint(target, checkpoint)
+    if run_dir is not None:
+        data_cfg = load_run_config(run_dir, list(data_overrides)).data
+    else:
+        data_cfg = load_config(None, [f"data.dataset={meta.get('dataset', 'cifar10')}", *data_overrides]).data
+    data = load_splits(data_cfg)
+    if data.num_classes != meta["num_classes"]:
+        raise UserError(f"{path} predicts {meta['num_classes']} classes but {data.name} has {data.num_classes}.")
+    chosen = data.test if split == "test" else data.val
+    if chosen is None:
+        raise UserError("this run has no validation split (data.val_size=0); evaluate --split test.")
+    loader = DeviceLoader(chosen, 1000, meta["mean"], meta["std"])
+    res = evaluate(model, loader, keep=True)
+    cm = confusion_matrix(chosen.labels, res.preds, data.num_classes)
+    per_class = per_class_accuracy(cm)
+    out = {"checkpoint": str(path), "split": split, "images": len(chosen), "loss": round(res.loss, 5),
+           "acc": round(res.acc, 3),
+           "per_class_acc": {c: round(a, 2) for c, a in zip(data.classes, per_class)},
+           "confusion_matrix": cm.tolist()}
+    dest = out_dir or run_dir or path.parent
+    dest.mkdir(parents=True, exist_ok=True)
+    plot_confusion(cm.numpy(), data.classes, dest / f"confusion_{split}.png",
+                   title=f"{split}: {res.acc:.2f}% ({path.name})")
+    atomic_write_text(dest / f"eval_{split}.json", json.dumps(out, indent=2) + "\n")
+    width = max(len(c) for c in data.classes)
+    lines = [f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images",
+             *(f"  {c:<{width}} {a:6.2f}%" for c, a in zip(data.classes, per_class)),
+             f"confusion matrix: {dest / f'confusion_{split}.png'}"]
+    out["_text"] = "\n".join(lines)
+    return out
+
+
+def load_image(path: Path, size: int = 32) -> np.ndarray:
+    """Any common image file -> uint8 array 3 x size x size (center square crop, then resize).
+
+    Palette and alpha images are composited on white; 16-bit and float grayscale are rescaled to 8 bits.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (size * 4, size * 4))  # JPEG: decode at reduced scale, cheap for huge photos
+            img.load()
+            if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+                arr = np.asarray(img, dtype=np.float64)
+                lo, hi = float(arr.min()), float(arr.max())
+                arr = (arr - lo) / (hi - lo) * 255 if hi > lo else np.zeros_like(arr)
+                img = Image.fromarray(arr.astype(np.uint8), "L")
+            if img.mode == "P":
+                img = img.convert("RGBA")
+            if img.mode in ("RGBA", "LA", "PA"):
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                img = Image.alpha_composite(background, img.convert("RGBA"))
+            img = img.convert("RGB")
+            w, h = img.size
+            side = min(w, h)
+            box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+            img = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+            return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
+    except FileNotFoundError:
+        raise ValueError("file not found") from None
+    except IsADirectoryError:
+        raise ValueError("is a directory, not an image") from None
+    except UnidentifiedImageError:
+        raise ValueError("not an image file reglab can read (or empty)") from None
+    except Image.DecompressionBombError:
+        raise ValueError("image is too large to decode safely (PIL's decompression-bomb limit)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ValueError(f"cannot decode the image ({exc})") from None
+
+
+@torch.no_grad()
+def predict_command(target: Path, images: list[Path], top_k: int = 3,
+                    checkpoint: str = "best") -> tuple[list[dict[str, Any]], bool]:
+    if top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {top_k}.")
+    model, meta, _ = load_trained(target, checkpoint)
+    classes = meta["classes"]
+    top_k = min(top_k, len(classes))
+    mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(meta["std"]).view(1, 3, 1, 1)
+    results, ok = [], True
+    for path in images:
+        try:
+            x = torch.from_numpy(load_image(path))[None].float() / 255
+        except ValueError as exc:
+            results.append({"file": str(path), "error": str(exc)})
+            ok = False
+            continue
+        probs = model((x - mean) / std).softmax(1)[0]
+        p, idx = probs.topk(top_k)
+        results.append({"file": str(path), "top": [{"class": classes[i], "prob": round(float(q), 5)}
+                                                   for q, i in zip(p.tolist(), idx.tolist())]})
+    return results, ok
