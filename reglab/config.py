@@ -139,6 +139,11 @@ class ModelConfig:
     stem_width: Optional[int] = None
     stem_stride: Optional[int] = None  # 1 (default) keeps 32x32; 2 halves the resolution at the stem
     zero_init_residual: Optional[bool] = None  # zero the last BN gamma of each residual branch
+    resnet_d: Optional[bool] = None  # deep 3-conv stem + average-pool shortcuts (ResNet-D)
+    se_ratio: Optional[float] = None  # squeeze-and-excitation reduction ratio (e.g. 0.25); null = off
+    drop_path: Optional[float] = None  # stochastic depth: drop rate of the last block, linear from 0
+    dropout: Optional[float] = None  # dropout before the classifier
+    bn_dropout: Optional[list[float]] = None  # seed 004: dropout rates in place of the blocks' batch norms
 
     def validate(self) -> None:
         # model.name is checked against the presets by reglab.models.build (config sits below models).
@@ -150,6 +155,14 @@ class ModelConfig:
             if val is not None:
                 _check(len(val) >= 1 and all(v >= 1 for v in val), f"model.{key}", val,
                        "must be a non-empty list of positive integers")
+        for key in ("drop_path", "dropout", "se_ratio"):
+            val = getattr(self, key)
+            if val is not None:
+                _check(0 <= val < 1 if key != "se_ratio" else 0 < val <= 1, f"model.{key}", val,
+                       "must be in [0, 1)" if key != "se_ratio" else "must be in (0, 1]")
+        if self.bn_dropout is not None:
+            _check(all(0 <= p < 1 for p in self.bn_dropout), "model.bn_dropout", self.bn_dropout,
+                   "must be a list of probabilities in [0, 1)")
         for key in ("kernel_size", "skip_kernel"):
             val = getattr(self, key)
             if val is not None:

@@ -7,9 +7,11 @@ per stage, C channels per stage, conv kernel F, skip-connection kernel K, final 
 stem is a 3x3 conv, stride 1 by default (32px inputs need no ImageNet stem; ``stem_stride=2`` trades
 resolution for speed, as seed 003 tried); stage i > 0 halves the resolution.
 
-Regularizers hook in here as options: squeeze-and-excitation (Hu et al., 2018; ``torchvision.ops.
+ResNet-D (He et al., *Bag of Tricks*, 2019): deep 3-conv stem and average-pool shortcuts; the stride of a
+bottleneck already sits on its 3x3 conv. Regularizers hook in here as options: squeeze-and-excitation (Hu et al., 2018; ``torchvision.ops.
 SqueezeExcitation``), stochastic depth (Huang et al., 2016; ``torchvision.ops.StochasticDepth`` in "row" mode,
-survival probability decaying linearly to ``1 - drop_path``) and dropout before the classifier.
+survival probability decaying linearly to ``1 - drop_path``), dropout before the classifier, and seed 004's
+dropout in place of the residual branch's batch norms (``bn_dropout=[p1, p2]``).
 """
 from __future__ import annotations
 
@@ -47,13 +49,18 @@ class PadShortcut(nn.Module):
         return F.pad(x, (0, 0, 0, 0, 0, self.extra)) if self.extra else x
 
 
-def shortcut(cin: int, cout: int, stride: int, kind: str, k: int, norm: bool) -> nn.Module:
-    """Identity when shapes match; else a KxK projection conv (+BN unless pre-activation) or option A."""
+def shortcut(cin: int, cout: int, stride: int, kind: str, k: int, norm: bool, avg_down: bool = False) -> nn.Module:
+    """Identity when shapes match; else a KxK projection conv (+BN unless pre-activation) or option A.
+    ``avg_down`` (ResNet-D, He et al., *Bag of Tricks*, 2019): 2x2 average pool, then a stride-1 projection,
+    so the shortcut sees every input pixel instead of one in four."""
     if stride == 1 and cin == cout:
         return nn.Identity()
     if kind == "pad":
         return PadShortcut(cin, cout, stride)
-    layers = [conv(cin, cout, k, stride)]
+    if avg_down and stride > 1:
+        layers = [nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False), conv(cin, cout, k)]
+    else:
+        layers = [conv(cin, cout, k, stride)]
     if norm:
         layers.append(nn.BatchNorm2d(cout))
     return nn.Sequential(*layers)
@@ -65,7 +72,7 @@ class Block(nn.Module):
 
     def __init__(self, cin: int, width: int, stride: int, *, bottleneck: bool, expansion: int, preact: bool,
                  act: Callable[[], nn.Module], k: int, skip: str, skip_k: int, se_ratio: float | None,
-                 drop_path: float):
+                 drop_path: float, avg_down: bool = False, bn_dropout: Sequence[float] | None = None):
         super().__init__()
         cout = width * expansion if bottleneck else width
         self.preact = preact
@@ -75,11 +82,17 @@ class Block(nn.Module):
             shapes = [(cin, width, k, stride), (width, cout, k, 1)]
         self.convs = nn.ModuleList(conv(a, b, kk, s) for a, b, kk, s in shapes)
         norm_ch = [a for a, *_ in shapes] if preact else [b for _, b, *_ in shapes]
-        self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in norm_ch)
+        if bn_dropout is not None:  # seed 004: dropout in place of each batch norm of the residual branch
+            if len(bn_dropout) != len(shapes):
+                raise ValueError(f"bn_dropout needs {len(shapes)} rates for a {'bottleneck' if bottleneck else 'basic'}"
+                                 f" block, got {list(bn_dropout)}")
+            self.norms = nn.ModuleList(nn.Dropout(p) for p in bn_dropout)
+        else:
+            self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in norm_ch)
         self.acts = nn.ModuleList(act() for _ in shapes)
         self.se = SqueezeExcitation(cout, max(1, int(cout * se_ratio))) if se_ratio else nn.Identity()
         self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
-        self.shortcut = shortcut(cin, cout, stride, skip, skip_k, norm=not preact)
+        self.shortcut = shortcut(cin, cout, stride, skip, skip_k, norm=not preact, avg_down=avg_down)
         self.out_channels = cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -107,6 +120,7 @@ class CifarResNet(nn.Module):
                  skip_kernel: int = 1, shortcut: str = "conv", pool_size: int | None = None,
                  stem_width: int | None = None, stem_stride: int = 1, expansion: int = 4, se_ratio: float | None = None,
                  drop_path: float = 0.0, dropout: float = 0.0, zero_init_residual: bool = False,
+                 resnet_d: bool = False, bn_dropout: Sequence[float] | None = None,
                  in_channels: int = 3, image_size: int = 32):
         super().__init__()
         if len(blocks) != len(channels):
@@ -115,11 +129,20 @@ class CifarResNet(nn.Module):
             raise ValueError(f"unknown activation {act!r}; choose from {sorted(ACTIVATIONS)}")
         act_fn = ACTIVATIONS[act]
         bottleneck = block == "bottleneck"
-        stem_width = stem_width or channels[0]
-        self.stem = nn.Sequential(conv(in_channels, stem_width, 3, stem_stride))
-        if not preact:
-            self.stem.append(nn.BatchNorm2d(stem_width))
-            self.stem.append(act_fn())
+        if resnet_d:  # deep stem: three 3x3 convs (stem_width, stem_width, 2 * stem_width), as timm's 'deep'
+            stem_width = stem_width or max(channels[0] // 2, 8)
+            widths = [stem_width, stem_width, 2 * stem_width]
+        else:
+            stem_width = stem_width or channels[0]
+            widths = [stem_width]
+        layers, c_prev = [], in_channels
+        for i, wd in enumerate(widths):
+            layers.append(conv(c_prev, wd, 3, stem_stride if i == 0 else 1))
+            if not preact or i < len(widths) - 1:
+                layers += [nn.BatchNorm2d(wd), act_fn()]
+            c_prev = wd
+        self.stem = nn.Sequential(*layers)
+        stem_width = widths[-1]
         total, idx = sum(blocks), 0
         stages, cin = [], stem_width
         for s, (n, width) in enumerate(zip(blocks, channels)):
@@ -128,7 +151,7 @@ class CifarResNet(nn.Module):
                 rate = drop_path * idx / max(1, total - 1)  # linear decay rule (Huang et al., 2016)
                 blk = Block(cin, width, 2 if (s > 0 and j == 0) else 1, bottleneck=bottleneck, expansion=expansion,
                             preact=preact, act=act_fn, k=kernel_size, skip=shortcut, skip_k=skip_kernel,
-                            se_ratio=se_ratio, drop_path=rate)
+                            se_ratio=se_ratio, drop_path=rate, avg_down=resnet_d, bn_dropout=bn_dropout)
                 stage.append(blk)
                 cin, idx = blk.out_channels, idx + 1
             stages.append(nn.Sequential(*stage))

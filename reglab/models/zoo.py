@@ -25,6 +25,10 @@ PRESETS: dict[str, dict] = {
     "preact_resnet18": dict(blocks=[2, 2, 2, 2], channels=_W4, preact=True),
     "preact_resnet50": dict(blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", preact=True),
     "preact_resnet50_gelu": dict(blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", preact=True, act="gelu"),
+    # ResNet-RS-50 for 32px (Bello et al., 2021; seed 003): bottleneck [3,4,6,3], SE 0.25, ResNet-D deep stem
+    # (32, 32, 64) with stride 1 (seed 003 tried stem widths 32..128 and a stride-1 stem for 32px images).
+    "resnetrs50": dict(blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", se_ratio=0.25, resnet_d=True,
+                       stem_width=32),
     # He et al. (2016) CIFAR ResNets: 16/32/64 widths, option-A (zero-pad) shortcuts, 6n+2 layers.
     "resnet20": dict(blocks=[3, 3, 3], channels=[16, 32, 64], shortcut="pad"),
     "resnet32": dict(blocks=[5, 5, 5], channels=[16, 32, 64], shortcut="pad"),
