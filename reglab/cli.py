@@ -101,6 +101,19 @@ def cmd_predict(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_augment_preview(args) -> int:
+    from .config import load_config
+    from .track.preview import preview
+
+    recipe, overrides = _recipe_and_overrides(args.items)
+    cfg = load_config(recipe or "quick", [*overrides, *_data_overrides(args)])
+    if args.n < 1:
+        raise UserError(f"-n must be >= 1, got {args.n}.")
+    out = preview(cfg, Path(args.output), n=args.n, seed=args.seed)
+    print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reglab", description="Train, regularize, tune and study ResNets on CIFAR.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -111,6 +124,15 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--dataset", default="cifar10", help="cifar10 | cifar100 | synthetic (default cifar10)")
     chk.add_argument("--json", action="store_true", help="machine-readable output")
     chk.set_defaults(func=cmd_data_check)
+
+    aug = sub.add_parser("augment", help="augmentation utilities").add_subparsers(dest="aug_command", metavar="ACTION")
+    prev = aug.add_parser("preview", help="save a grid of training images as the recipe's pipeline transforms them")
+    prev.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]", help=OVERRIDES_HELP)
+    prev.add_argument("-o", "--output", default="preview.png", help="PNG file to write (default preview.png)")
+    prev.add_argument("-n", type=int, default=32, help="number of images (default 32)")
+    prev.add_argument("--seed", type=int, default=0)
+    prev.add_argument("--data-dir")
+    prev.set_defaults(func=cmd_augment_preview)
 
     models = sub.add_parser("models", help="list model presets with parameters and GFLOPs")
     models.add_argument("--json", action="store_true", help="print a JSON list of {name, params, gflops}")

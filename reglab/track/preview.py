@@ -1,0 +1,74 @@
+"""``reglab augment preview``: real training images as a recipe's pipeline (augmentations, mixing) sees them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from ..config import Config  # noqa: E402
+from ..data import DeviceLoader, load_splits  # noqa: E402
+from ..data.augment import build_transforms  # noqa: E402
+from ..train.loop import build_mixer  # noqa: E402
+
+
+def _label(target: torch.Tensor, classes: list[str]) -> str:
+    """The (at most two) classes with weight, e.g. ``cat 0.63 / dog 0.37``."""
+    w, idx = target.topk(min(2, len(classes)))
+    parts = [f"{classes[i]} {v:.2f}" for v, i in zip(w.tolist(), idx.tolist()) if v > 0.005]
+    return "\n".join(parts)
+
+
+def preview(cfg: Config, out: Path, n: int = 32, columns: int = 8, seed: int = 0) -> Path:
+    """Save a grid of ``n`` training images after the configured pipeline, labels (mixed) under each."""
+    data = load_splits(cfg.data)
+    raw, normalized = build_transforms(cfg.aug)
+    n = min(n, len(data.train))
+    loader = DeviceLoader(data.train, n, data.mean, data.std, shuffle=True, drop_last=True,
+                          uint8_transforms=raw, float_transforms=normalized, seed=seed)
+    x, y = next(iter(loader))
+    targets = torch.nn.functional.one_hot(y, data.num_classes).float()
+    if cfg.mix.enabled:
+        x, targets = build_mixer(cfg.mix, data.num_classes)(x, y, loader.generator)
+    mean = torch.tensor(data.mean).view(1, 3, 1, 1)
+    std = torch.tensor(data.std).view(1, 3, 1, 1)
+    images = (x.float().cpu() * std + mean).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    rows = -(-n // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.25, rows * 1.6))
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(images[i], interpolation="nearest")
+            ax.set_title(_label(targets[i].cpu(), data.classes), fontsize=6.5)
+    fig.suptitle(_describe(cfg), fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=130)
+    plt.close(fig)
+    return out
+
+
+def _describe(cfg: Config) -> str:
+    a, m = cfg.aug, cfg.mix
+    parts = []
+    if a.crop_pad:
+        parts.append(f"crop pad {a.crop_pad} ({a.pad_mode})")
+    if a.flip:
+        parts.append("flip")
+    if a.policy:
+        parts.append(a.policy + (f" N={a.ra_num_ops} M={a.ra_magnitude}" if a.policy == "randaugment" else ""))
+    if a.rotation:
+        parts.append(f"rotation ±{a.rotation:g}°")
+    if a.cutout_holes:
+        parts.append(f"cutout {a.cutout_holes}x{a.cutout_size}px")
+    if a.erasing_p:
+        parts.append(f"erasing p={a.erasing_p:g}")
+    if m.mixup_alpha or m.lam_x != "beta":
+        parts.append(f"mixup λx={m.lam_x}" + (f"(α={m.mixup_alpha:g})" if m.lam_x == "beta" else f"{m.lam_x_range}")
+                     + ("" if m.lam_y == "tied" else f" λy={m.lam_y}{m.lam_y_range if m.lam_y != 'beta' else ''}"))
+    if m.cutmix_alpha:
+        parts.append(f"cutmix α={m.cutmix_alpha:g}")
+    return ", ".join(parts) or "no augmentation"
