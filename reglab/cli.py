@@ -101,6 +101,14 @@ def cmd_predict(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_config(args) -> int:
+    from .config import load_config
+
+    recipe, overrides = _recipe_and_overrides(args.items)
+    print(load_config(recipe or "quick", overrides).to_yaml(), end="")
+    return 0
+
+
 def cmd_augment_preview(args) -> int:
     from .config import load_config
     from .track.preview import preview
@@ -140,13 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a recipe (default: recipes/quick.yaml)",
                            description="Train a model. RECIPE is a YAML file or a name from recipes/; "
-                                       "then any number of key=value overrides.")
+                                       "then any number of section.key=value overrides. `reglab config RECIPE` "
+                                       "prints every key with its value.")
     train.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]", help=OVERRIDES_HELP)
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
     train.add_argument("--data-dir", help="folder holding the dataset (same as data.dir=...)")
     train.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     train.set_defaults(func=cmd_train)
+
+    conf = sub.add_parser("config", help="print the fully resolved config of a recipe plus overrides (all keys)")
+    conf.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]", help=OVERRIDES_HELP)
+    conf.set_defaults(func=cmd_config)
 
     ev = sub.add_parser("eval", help="evaluate a trained run: loss, accuracy, per-class accuracy, confusion matrix")
     ev.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
