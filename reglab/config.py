@@ -9,9 +9,6 @@ wrong and how to fix it. Code past this point may assume a valid config.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional
@@ -19,6 +16,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from .errors import UserError
+from .typedyaml import build, check as _check, parse_override, read_yaml, set_dotted, suggest as _suggest
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -298,133 +296,6 @@ class Config:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Parsing
-
-
-def _check(ok: bool, key: str, value: Any, rule: str) -> None:
-    if not ok:
-        raise UserError(f"{key}={value!r} {rule}.")
-
-
-def _suggest(word: str, options) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args) + " or null"
-    if origin is list:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Return ``value`` as type ``tp`` or raise a UserError naming the key and the expected type."""
-    origin = typing.get_origin(tp)
-    bad = UserError(f"{key}: expected {_type_name(tp)}, got {value!r}.")
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, key)
-            except UserError:
-                pass
-        raise bad
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise UserError(f"{key}: {value!r} is not allowed; expected {_type_name(tp)}"
-                        f"{_suggest(str(value), [str(a) for a in typing.get_args(tp)])}.")
-    if origin is list:
-        if isinstance(value, tuple):
-            value = list(value)
-        if not isinstance(value, list):
-            raise bad
-        (inner,) = typing.get_args(tp)
-        return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise bad
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise bad
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise bad
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise bad
-    raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug, not a user error
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in values.items():
-        full = f"{prefix}{key}"
-        if key not in names:
-            raise UserError(f"unknown config key {full!r}{_suggest(key, names)}. "
-                            f"Valid keys in {prefix.rstrip('.') or 'the config'}: {', '.join(names)}.")
-        tp = hints[key]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise UserError(f"{full}: expected a mapping of keys ({', '.join(f.name for f in dataclasses.fields(tp))}), got {value!r}.")
-            kwargs[key] = _build(tp, value, f"{full}.")
-        else:
-            kwargs[key] = _coerce(value, tp, full)
-    return cls(**kwargs)
-
-
-def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = tree
-    for part in parts[:-1]:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise UserError(f"override {dotted!r}: {part!r} is a value, not a section.")
-        node = child
-    node[parts[-1]] = value
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"optim.lr=0.05"`` -> ``("optim.lr", 0.05)``; the value is read as YAML."""
-    if "=" not in text:
-        raise UserError(f"override {text!r} must look like section.key=value, e.g. optim.lr=0.05.")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or "." not in key:
-        raise UserError(f"override {text!r}: the key must be dotted, e.g. train.epochs=5.")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise UserError(f"override {text!r}: cannot read the value: {exc.problem or exc}.") from None
-    return key, value
-
-
 def resolve_recipe(recipe: str | Path) -> Path:
     """A path to a YAML file, or the name of a recipe in ``recipes/`` (``quick`` -> recipes/quick.yaml)."""
     path = Path(recipe)
@@ -438,24 +309,6 @@ def resolve_recipe(recipe: str | Path) -> Path:
                     f"{', '.join(known) or '(no recipes installed)'}{_suggest(str(recipe), known)}.")
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}.") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}.") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a mapping of sections (data:, model:, train: ...), not {type(data).__name__}.")
-    return data
-
-
 def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 base: dict[str, Any] | None = None) -> Config:
     """Recipe file (or name) + overrides -> validated :class:`Config`."""
@@ -467,8 +320,8 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[s
         name = path.stem
     for text in overrides:
         key, value = parse_override(text)
-        _set_dotted(tree, key, value)
-    cfg = _build(Config, tree, "")
+        set_dotted(tree, key, value)
+    cfg = build(Config, tree, "")
     if cfg.run.name is None and name is not None:
         cfg.run.name = name
     return cfg.validate()
@@ -476,4 +329,4 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[s
 
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Rebuild a config saved with :meth:`Config.to_dict` (e.g. from a run directory)."""
-    return _build(Config, tree, "").validate()
+    return build(Config, tree, "").validate()
