@@ -22,7 +22,7 @@ from .augment import box_masks
 
 
 def one_hot(y: torch.Tensor, num_classes: int) -> torch.Tensor:
-    return F.one_hot(y, num_classes).float() if y.dtype in (torch.int64, torch.int32) else y
+    return F.one_hot(y.long(), num_classes).float() if y.dtype in (torch.int64, torch.int32) else y
 
 
 def _per_sample(v: torch.Tensor | float, x: torch.Tensor) -> torch.Tensor:
@@ -63,16 +63,18 @@ def sample_boxes(lam: torch.Tensor, h: int, w: int, gen: torch.Generator) -> tor
 
 
 def sample_beta(alpha: float, n: int, gen: torch.Generator, device) -> torch.Tensor:
-    """``Beta(alpha, alpha)`` via two Gamma draws (``torch._standard_gamma`` takes no generator, so the
-    Gammas come from Marsaglia-Tsang on the generator's uniforms and normals)."""
+    """``Beta(alpha, alpha)`` as ``G1 / (G1 + G2)`` of two Gamma(alpha) draws, computed from log-Gammas
+    (``sigmoid(log G1 - log G2)``) so that small alphas, whose Gammas underflow float32, stay finite.
+    (``torch._standard_gamma`` takes no generator, hence :func:`_log_gamma`.)"""
     a = torch.full((2, n), float(alpha), device=device)
-    g = _gamma(a, gen)
-    return g[0] / (g[0] + g[1])
+    lg = _log_gamma(a, gen)
+    return torch.sigmoid(lg[0] - lg[1])
 
 
-def _gamma(a: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Gamma(a, 1) samples by Marsaglia & Tsang (2000), vectorized, with the a < 1 boost; 8 proposals per
-    sample (acceptance > 95% each), falling back to the mean in the astronomically rare all-rejected case."""
+def _log_gamma(a: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """log of Gamma(a, 1) samples by Marsaglia & Tsang (2000), vectorized, with the a < 1 boost
+    ``G(a) = G(a + 1) * U^(1/a)`` applied in log space; 8 proposals per sample (acceptance > 95% each),
+    falling back to the mean in the astronomically rare all-rejected case."""
     boost = a < 1
     a1 = torch.where(boost, a + 1, a)
     d = a1 - 1.0 / 3
@@ -84,10 +86,9 @@ def _gamma(a: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     ok = (v > 0) & (torch.log(u.clamp_min(1e-30)) < 0.5 * z ** 2 + d - d * v + d * torch.log(v.clamp_min(1e-30)))
     first = ok.float().argmax(0, keepdim=True)
     sample = torch.where(ok.any(0), (d * v).gather(0, first)[0], a1)
-    if boost.any():
-        u2 = torch.rand(a.shape, generator=gen, device=a.device).clamp_min(1e-30)
-        sample = torch.where(boost, sample * u2 ** (1.0 / a), sample)
-    return sample
+    log_sample = torch.log(sample)
+    u2 = torch.rand(a.shape, generator=gen, device=a.device).clamp_min(1e-38)
+    return torch.where(boost, log_sample + torch.log(u2) / a, log_sample)
 
 
 class Mixer:

@@ -56,6 +56,9 @@ def shortcut(cin: int, cout: int, stride: int, kind: str, k: int, norm: bool, av
     if stride == 1 and cin == cout:
         return nn.Identity()
     if kind == "pad":
+        if cout < cin:
+            raise ValueError(f"an option-A (pad) shortcut cannot reduce {cin} channels to {cout}; widen the stage "
+                             "or use model.shortcut=conv")
         return PadShortcut(cin, cout, stride)
     if avg_down and stride > 1:
         layers = [nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False), conv(cin, cout, k)]
@@ -175,8 +178,10 @@ class CifarResNet(nn.Module):
                 nn.init.zeros_(m.bias)
         if zero_init_residual:
             for m in self.modules():
-                if isinstance(m, Block):
-                    nn.init.zeros_(m.norms[-1].weight) if not m.preact else nn.init.zeros_(m.convs[-1].weight)
+                if isinstance(m, Block) and m.preact:
+                    nn.init.zeros_(m.convs[-1].weight)
+                elif isinstance(m, Block) and isinstance(m.norms[-1], nn.BatchNorm2d):
+                    nn.init.zeros_(m.norms[-1].weight)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.final(self.stages(self.stem(x)))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 def smooth_targets(targets: torch.Tensor, num_classes: int, eps: float, convention: str = "torch") -> torch.Tensor:
     """Soft targets from integer labels or from soft targets, smoothed by ``eps`` in ``convention``."""
     if targets.dtype in (torch.int64, torch.int32):
-        targets = F.one_hot(targets, num_classes).float()
+        targets = F.one_hot(targets.long(), num_classes).float()
     if eps == 0:
         return targets
     off = eps / num_classes if convention == "torch" else eps / (num_classes - 1)
