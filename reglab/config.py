@@ -8,6 +8,7 @@ wrong and how to fix it. Code past this point may assume a valid config.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,8 +312,13 @@ def resolve_recipe(recipe: str | Path) -> Path:
 
 def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 base: dict[str, Any] | None = None) -> Config:
-    """Recipe file (or name) + overrides -> validated :class:`Config`."""
-    tree: dict[str, Any] = dict(base or {})
+    """Recipe file (or name) + overrides -> validated :class:`Config`.
+
+    ``base`` is a config tree (e.g. a run's saved config.yaml) used instead of a recipe; passing both is an
+    error. Neither ``base`` nor the recipe's tree is modified."""
+    if recipe is not None and base is not None:
+        raise ValueError("give a recipe or a base tree, not both")
+    tree: dict[str, Any] = copy.deepcopy(base or {})
     name = None
     if recipe is not None:
         path = resolve_recipe(recipe)

@@ -8,6 +8,7 @@ likely intended one.
 from __future__ import annotations
 
 import dataclasses
+import math
 import difflib
 import types
 import typing
@@ -80,14 +81,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return int(value)
         raise bad
     if tp is float:
+        out = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            out = float(value)
+        elif isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
             try:
-                return float(value)
+                out = float(value)
             except ValueError:
                 pass
-        raise bad
+        if out is None:
+            raise bad
+        if not math.isfinite(out):
+            raise UserError(f"{key}: expected a finite number, got {value!r}.")
+        return out
     if tp is str:
         if isinstance(value, str):
             return value

@@ -59,6 +59,7 @@ class RestrictedUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"),
         ("numpy", "ndarray"),
         ("numpy", "dtype"),
+        ("_codecs", "encode"),  # how Python 3 writes bytes into a protocol-2 pickle
     }
 
     def find_class(self, module: str, name: str):
@@ -67,7 +68,16 @@ class RestrictedUnpickler(pickle.Unpickler):
                                          "so this file is not one (or was tampered with)")
         if name == "_reconstruct":
             return _multiarray()._reconstruct
+        if name == "encode":
+            return _latin1_encode
         return getattr(np, name)
+
+
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """The only use of ``_codecs.encode`` a data pickle needs: text -> bytes in latin-1."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError("refusing _codecs.encode with anything but a latin-1 string")
+    return text.encode("latin1")
 
 
 def _multiarray():
@@ -118,7 +128,17 @@ def md5sum(path: Path) -> str:
 
 def download_archive(url: str, md5: str, root: Path, timeout: float = 60.0) -> None:
     """Download ``url`` into ``root``, check its MD5, unpack it; leaves nothing half-written behind."""
+    created = not root.exists()
     root.mkdir(parents=True, exist_ok=True)
+    try:
+        _download_into(url, md5, root, timeout)
+    except BaseException:
+        if created and not any(root.iterdir()):
+            root.rmdir()  # leave no empty folder behind a failed download
+        raise
+
+
+def _download_into(url: str, md5: str, root: Path, timeout: float) -> None:
     with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
         archive = Path(tmp) / "archive.tar.gz"
         try:
@@ -130,8 +150,12 @@ def download_archive(url: str, md5: str, root: Path, timeout: float = 60.0) -> N
         if got != md5:
             raise UserError(f"the archive downloaded from {url} has MD5 {got}, expected {md5}: it is corrupt or not "
                             "the official file. Nothing was unpacked; try again or download it by hand.")
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(Path(tmp) / "x", filter="data")
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(Path(tmp) / "x", filter="data")
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise UserError(f"cannot unpack the archive from {url} ({exc}); it is damaged or not a CIFAR archive. "
+                            "Nothing was unpacked.") from None
         for item in (Path(tmp) / "x").iterdir():
             dest = root / item.name
             if dest.exists():
