@@ -80,7 +80,8 @@ def cmd_eval(args) -> int:
 
     out = evaluate_command(Path(args.target), split=args.split, data_overrides=_data_overrides(args),
                            checkpoint=args.checkpoint, out_dir=Path(args.out) if args.out else None)
-    print(json.dumps(out, indent=2) if args.json else out.pop("_text"))
+    text = out.pop("_text")
+    print(json.dumps(out, indent=2) if args.json else text)
     return 0
 
 

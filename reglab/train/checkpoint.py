@@ -110,9 +110,10 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, SafetensorError) as exc:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write checkpoint {path}: {exc.strerror or exc}. Free some space or choose "
+        reason = getattr(exc, "strerror", None) or exc
+        raise UserError(f"cannot write checkpoint {path}: {reason}. Free some space or choose "
                         "another run.dir; the previous checkpoint is unchanged.") from None
     fsync_dir(path.parent)
 
@@ -132,4 +133,8 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str,
                         "safetensors checkpoints; pickled .pt files are refused on purpose.") from None
     if meta.get("format") != FORMAT or "reglab" not in meta:
         raise UserError(f"{path} is a safetensors file but not a reglab checkpoint (no reglab metadata).")
-    return unflatten(json.loads(meta["reglab"]), tensors)
+    try:
+        return unflatten(json.loads(meta["reglab"]), tensors)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{path} has corrupt reglab metadata ({exc!r}); it cannot be loaded. Use another "
+                        "checkpoint (e.g. best vs last) or retrain.") from None

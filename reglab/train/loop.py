@@ -239,6 +239,10 @@ class Run:
         mean_loss = loss_sum.item() / max(seen, 1)
         if not math.isfinite(mean_loss):
             self._diverged(mean_loss)
+        # The loss can stay finite for a step or two after the weights overflow: never save such a state.
+        floats = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+        if not bool(torch.stack([torch.isfinite(t).all() for t in floats]).all()):
+            self._diverged(float("nan"))
         return {"train_loss": mean_loss, "train_acc": 100.0 * correct.item() / max(seen, 1), "seen": seen}
 
     def _diverged(self, value: float) -> None:

@@ -49,6 +49,8 @@ class Criterion:
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         hard = targets.dtype in (torch.int64, torch.int32)
+        if hard:
+            targets = targets.long()
         if hard and self.kind == "ce" and (self.eps == 0 or self.convention == "torch"):
             return F.cross_entropy(logits.float(), targets, label_smoothing=self.eps)
         soft = smooth_targets(targets, self.num_classes, self.eps, self.convention)

@@ -59,7 +59,8 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedConfig, epochs: int, s
     if cfg.name == "constant":
         main = lrs.ConstantLR(opt, factor=1.0, total_iters=0)
     elif cfg.name == "step":
-        main = lrs.StepLR(opt, step_size=cfg.step_size * spe, gamma=cfg.gamma)
+        # counted from step 0 (not from the end of warm-up), so drops land on multiples of step_size epochs
+        main = lrs.LambdaLR(opt, lambda s: cfg.gamma ** ((s + warm) // (cfg.step_size * spe)))
     elif cfg.name == "multistep":
         main = lrs.MultiStepLR(opt, milestones=[m * spe - warm for m in cfg.milestones], gamma=cfg.gamma)
     elif cfg.name == "cosine":

@@ -1,0 +1,154 @@
+"""Training images/s of reglab's step next to a plain PyTorch loop on the same model, and the share of the
+CPU's measured fp32 matmul peak that training reaches.
+
+For each preset (default ``resnet20`` and ``s002_resnet10``; ``--resnet18`` adds ``resnet18``):
+
+* reglab: a real :class:`reglab.train.loop.Run` on in-memory synthetic data (``--batch`` x N images, no
+  validation split), timed over ``Run.train_epoch``: DeviceLoader batch (shuffle, default crop + flip,
+  normalization, channels_last) -> forward -> ``Criterion`` -> backward -> SGD step -> scheduler step, plus the
+  loop's per-step bookkeeping (on CPU it reads the running loss every step).
+* plain: the same architecture, one fixed batch of random tensors already in memory in the same memory
+  format, ``F.cross_entropy``, ``zero_grad``/``backward``/``SGD.step`` (momentum 0.9, weight decay 5e-4).
+
+N (steps per measurement) is chosen from a timed warm-up so each measurement takes about ``--seconds``.
+The two are interleaved ``--repeats`` times (default 3); the table shows medians and the ratio reglab/plain.
+The peak is the best GFLOP/s of five ``--matmul``-sized fp32 matmuls (default 2048), measured before and
+after the models (the larger counts); achieved training GFLOP/s is ``3 x forward GFLOPs/image x images/s``
+(backward ~ 2 x forward). Run from the repository root::
+
+    .venv/bin/python benchmarks/train_throughput.py [--batch 128] [--threads N] [--resnet18]
+
+On a shared machine the numbers move with the other load; the script prints the load average before and
+after so a reader can tell.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from reglab.config import load_config  # noqa: E402
+from reglab.models import count_params, create, forward_gflops  # noqa: E402
+from reglab.train.loop import Run  # noqa: E402
+
+
+def matmul_peak(n: int, repeats: int = 5) -> float:
+    """Best fp32 GFLOP/s of ``repeats`` n x n @ n x n matmuls (2 n^3 flops each)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)  # warm-up
+    rates = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        rates.append(2 * n**3 / (time.perf_counter() - t0) / 1e9)
+    return max(rates)
+
+
+class Plain:
+    """The textbook loop: fixed in-memory batch, forward, cross-entropy, backward, SGD step."""
+
+    def __init__(self, preset: str, batch: int, channels_last: bool):
+        torch.manual_seed(0)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = create(preset, 10).to(memory_format=fmt).train()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        self.x = torch.randn(batch, 3, 32, 32).to(memory_format=fmt)
+        self.y = torch.randint(0, 10, (batch,))
+
+    def steps(self, n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            loss = F.cross_entropy(self.model(self.x), self.y)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+        loss.item()
+        return time.perf_counter() - t0
+
+
+def build_run(preset: str, batch: int, steps: int, channels_last: bool) -> Run:
+    cfg = load_config(None, [
+        "data.dataset=synthetic", f"data.synthetic_train={batch * steps}", "data.synthetic_test=10",
+        "data.val_size=0", f"model.name={preset}", f"train.batch_size={batch}", "train.epochs=1",
+        f"train.channels_last={str(channels_last).lower()}", "optim.lr=0.05", "sched.name=constant",
+        "run.device=cpu"])
+    return Run(cfg, torch.device("cpu"))
+
+
+def time_reglab(r: Run) -> float:
+    t0 = time.perf_counter()
+    r.train_epoch(())
+    return time.perf_counter() - t0
+
+
+def bench_preset(preset: str, args) -> dict:
+    plain = Plain(preset, args.batch, not args.contiguous)
+    plain.steps(1)  # warm-up (allocator, oneDNN primitives)
+    step_s = plain.steps(2) / 2
+    steps = max(2, min(200, round(args.seconds / step_s)))
+    r = build_run(preset, args.batch, steps, not args.contiguous)
+    assert r.steps_per_epoch == steps
+    time_reglab(r)  # warm-up epoch
+    reg, pla = [], []
+    for _ in range(args.repeats):  # interleaved, so slow phases of the shared machine hit both
+        reg.append(steps * args.batch / time_reglab(r))
+        pla.append(steps * args.batch / plain.steps(steps))
+    gflops = forward_gflops(create(preset, 10))
+    return {"preset": preset, "params": count_params(plain.model), "gflops": gflops, "steps": steps,
+            "reglab": statistics.median(reg), "plain": statistics.median(pla), "reglab_all": reg, "plain_all": pla}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--presets", default="resnet20,s002_resnet10", help="comma-separated model presets")
+    p.add_argument("--resnet18", action="store_true", help="also measure resnet18 (slow on CPU)")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seconds", type=float, default=5.0, help="target duration of one measurement")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--matmul", type=int, default=2048, help="size of the peak-measuring matmul")
+    p.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last for both")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    presets = [s for s in args.presets.split(",") if s] + (["resnet18"] if args.resnet18 else [])
+
+    load0 = os.getloadavg()
+    t_start = time.perf_counter()
+    peak_before = matmul_peak(args.matmul)
+    rows = [bench_preset(name, args) for name in presets]
+    peak_after = matmul_peak(args.matmul)
+    peak = max(peak_before, peak_after)
+    load1 = os.getloadavg()
+
+    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{torch.get_num_threads()} threads, batch {args.batch}, "
+          f"{'NCHW' if args.contiguous else 'channels_last'}, {args.repeats} interleaved repeats, "
+          f"load average {load0[0]:.2f} -> {load1[0]:.2f}, {time.perf_counter() - t_start:.0f}s")
+    print(f"fp32 matmul peak ({args.matmul}x{args.matmul}): {peak_before:.1f} GFLOP/s before, "
+          f"{peak_after:.1f} after (the larger is used below)\n")
+    print("| model | params | fwd GFLOPs/img | steps | reglab img/s | plain img/s | reglab/plain "
+          "| reglab train GFLOP/s | % of peak |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        achieved = 3 * r["gflops"] * r["reglab"]
+        print(f"| {r['preset']} | {r['params']:,} | {r['gflops']:.3f} | {r['steps']} | {r['reglab']:.0f} "
+              f"| {r['plain']:.0f} | {r['reglab'] / r['plain']:.2f} | {achieved:.1f} "
+              f"| {100 * achieved / peak:.0f}% |")
+    print("\nall repeats (img/s): " + "; ".join(
+        f"{r['preset']}: reglab {[round(v) for v in r['reglab_all']]}, plain {[round(v) for v in r['plain_all']]}"
+        for r in rows))
+
+
+if __name__ == "__main__":
+    main()
