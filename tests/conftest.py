@@ -246,3 +246,15 @@ def cifar_tools():
     return SimpleNamespace(write_cifar10=write_cifar10, write_cifar100=write_cifar100, make_archive=make_archive,
                            py2_dumps=py2_dumps, write_pickle=write_pickle, id_images=id_images,
                            decode_ids=decode_ids)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """The tests use tiny tensors on a shared 2-core machine, where one intra-op thread is several times
+    faster than two (thread hand-offs dominate under load). Benchmarks, not tests, measure speed."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,14 +26,6 @@ from reglab.train.optim import build_scheduler
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def assert_same(a, b, path="root"):
     """Deep equality that distinguishes tuple/list, int/float/bool, tensor dtypes, and treats NaN == NaN."""
     assert type(a) is type(b), (path, type(a), type(b))

@@ -23,15 +23,6 @@ from reglab.train.losses import Criterion, smooth_targets
 KS_C = 1.95  # c(alpha) for alpha = 0.001
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is much faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def ks_two_sample(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     """Two-sample KS statistic and its critical value at alpha = 0.001."""
     a, b = np.sort(np.asarray(a, np.float64)), np.sort(np.asarray(b, np.float64))

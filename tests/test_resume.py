@@ -21,14 +21,6 @@ CFG = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_tes
 TIMING = {"epoch_s", "images_per_s", "wall_time_s"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class StopAfter:
     def __init__(self, epoch):
         self.epoch = epoch

@@ -32,14 +32,6 @@ TINY = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_te
 TIMING = {"epoch_s", "images_per_s", "wall_time_s"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_model(num_classes: int = 10) -> nn.Module:
     return create("resnet20", num_classes, channels=[8, 16, 32], blocks=[1, 1, 1])
 

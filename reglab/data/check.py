@@ -1,7 +1,6 @@
 """``reglab data check``: verify dataset files and summarize them (per-class counts, channel statistics)."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -11,14 +10,6 @@ from ..config import DataConfig
 from ..errors import UserError
 from . import cifar
 from .datasets import channel_stats, load_arrays
-
-
-def sha256sum(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def verify_sums(folder: Path) -> tuple[str, list[str]]:
@@ -32,7 +23,7 @@ def verify_sums(folder: Path) -> tuple[str, list[str]]:
                     continue
                 digest, name = parts[0], parts[1].lstrip("*")
                 path = sums.parent / name
-                if path.is_file() and path.resolve().parent == folder.resolve() and sha256sum(path) != digest:
+                if path.is_file() and path.resolve().parent == folder.resolve() and cifar.file_digest(path, "sha256") != digest:
                     bad.append(path.name)
             return str(sums), bad
     return "", []

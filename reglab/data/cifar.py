@@ -118,8 +118,9 @@ def missing_files(layout: Layout, root: Path) -> list[str]:
     return [f for f in (*layout.train_files, *layout.test_files, layout.meta_file) if not (folder / f).is_file()]
 
 
-def md5sum(path: Path) -> str:
-    h = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """Hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
@@ -146,7 +147,7 @@ def _download_into(url: str, md5: str, root: Path, timeout: float) -> None:
                 shutil.copyfileobj(resp, out, 1 << 20)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             raise ConnectionError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
-        got = md5sum(archive)
+        got = file_digest(archive, "md5")
         if got != md5:
             raise UserError(f"the archive downloaded from {url} has MD5 {got}, expected {md5}: it is corrupt or not "
                             "the official file. Nothing was unpacked; try again or download it by hand.")
