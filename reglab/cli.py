@@ -79,7 +79,8 @@ def cmd_eval(args) -> int:
     from .track.inference import evaluate_command
 
     out = evaluate_command(Path(args.target), split=args.split, data_overrides=_data_overrides(args),
-                           checkpoint=args.checkpoint, out_dir=Path(args.out) if args.out else None)
+                           checkpoint=args.checkpoint, out_dir=Path(args.out) if args.out else None,
+                           tta=args.tta)
     text = out.pop("_text")
     print(json.dumps(out, indent=2) if args.json else text)
     return 0
@@ -168,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run dir")
     ev.add_argument("--data-dir")
     ev.add_argument("--out", help="folder for confusion.png and eval.json (default: the run dir)")
+    ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="flip test-time augmentation (default: as the run was trained, train.tta)")
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 

@@ -56,13 +56,17 @@ def load_trained(target: Path, which: str = "best", device: str = "cpu") -> tupl
 
 
 def evaluate_command(target: Path, split: str = "test", data_overrides: list[str] = (), checkpoint: str = "best",
-                     out_dir: Path | None = None) -> dict[str, Any]:
+                     out_dir: Path | None = None, tta: bool | None = None) -> dict[str, Any]:
+    """Evaluate a run's checkpoint; ``tta=None`` follows the run's own ``train.tta`` setting."""
     model, meta, path = load_trained(target, checkpoint)
     _, run_dir = resolve_checkpoint(target, checkpoint)
     if run_dir is not None:
-        data_cfg = load_run_config(run_dir, list(data_overrides)).data
+        run_cfg = load_run_config(run_dir, list(data_overrides))
+        data_cfg = run_cfg.data
+        tta = run_cfg.train.tta if tta is None else tta
     else:
         data_cfg = load_config(None, [f"data.dataset={meta.get('dataset', 'cifar10')}", *data_overrides]).data
+        tta = bool(tta)
     data = load_splits(data_cfg)
     if data.num_classes != meta["num_classes"]:
         raise UserError(f"{path} predicts {meta['num_classes']} classes but {data.name} has {data.num_classes}.")
@@ -70,10 +74,10 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
     if chosen is None:
         raise UserError("this run has no validation split (data.val_size=0); evaluate --split test.")
     loader = DeviceLoader(chosen, 1000, meta["mean"], meta["std"])
-    res = evaluate(model, loader, keep=True)
+    res = evaluate(model, loader, tta=tta, keep=True)
     cm = confusion_matrix(chosen.labels, res.preds, data.num_classes)
     per_class = per_class_accuracy(cm)
-    out = {"checkpoint": str(path), "split": split, "images": len(chosen), "loss": round(res.loss, 5),
+    out = {"checkpoint": str(path), "split": split, "tta": tta, "images": len(chosen), "loss": round(res.loss, 5),
            "acc": round(res.acc, 3),
            "per_class_acc": {c: round(a, 2) for c, a in zip(data.classes, per_class)},
            "confusion_matrix": cm.tolist()}
@@ -83,7 +87,8 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
                    title=f"{split}: {res.acc:.2f}% ({path.name})")
     atomic_write_text(dest / f"eval_{split}.json", json.dumps(out, indent=2) + "\n")
     width = max(len(c) for c in data.classes)
-    lines = [f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images",
+    lines = [f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images"
+             f"{' (flip TTA)' if tta else ''}",
              *(f"  {c:<{width}} {a:6.2f}%" for c, a in zip(data.classes, per_class)),
              f"confusion matrix: {dest / f'confusion_{split}.png'}"]
     out["_text"] = "\n".join(lines)
