@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None:
@@ -22,6 +23,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
             if pts:
                 ax.plot(*zip(*pts), style, marker="o" if len(pts) < 30 else None, markersize=3, label=split)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss" if metric == "loss" else "accuracy (%)")
         ax.grid(alpha=0.3)
         ax.legend()
