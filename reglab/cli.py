@@ -13,11 +13,13 @@ from pathlib import Path
 from .errors import UserError
 
 OVERRIDES_HELP = ("dotted config overrides, e.g. optim.lr=0.05 train.epochs=5 model.channels=[32,64,128] "
-                  "(values are YAML)")
+                  "(values are YAML); budget=NAME picks one of the recipe's budgets (run.budget=NAME)")
 
 
 def _recipe_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
-    """The first positional item is a recipe unless it looks like ``key=value``."""
+    """The first positional item is a recipe unless it looks like ``key=value``; a bare ``budget=NAME`` is
+    short for ``run.budget=NAME``."""
+    items = [f"run.{item}" if item.startswith("budget=") else item for item in items]
     if items and "=" not in items[0]:
         return items[0], items[1:]
     return None, items

@@ -264,6 +264,7 @@ class RunConfig:
     threads: Optional[int] = None  # torch intra-op threads on CPU
     checkpoint_every: int = 0  # also keep epoch_N checkpoints every N epochs; 0 = only last and best
     eval_test_every: int = 1  # evaluate the test set every N epochs (and always at the end)
+    budget: Optional[str] = None  # name of a budget from the recipe's `budgets:` section (e.g. cpu, smoke)
 
     def validate(self) -> None:
         _check(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")
@@ -310,9 +311,41 @@ def resolve_recipe(recipe: str | Path) -> Path:
                     f"{', '.join(known) or '(no recipes installed)'}{_suggest(str(recipe), known)}.")
 
 
+def _budgets(raw: Any, where: str) -> dict[str, dict[str, Any]]:
+    """A recipe's ``budgets:`` section checked: name -> mapping of dotted keys (``train.epochs``) to values."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: budgets must be a mapping of name -> {{dotted.key: value}}, e.g. "
+                        f"budgets: {{cpu: {{train.epochs: 5, data.train_subset: 10000}}}}; got {raw!r}.")
+    out: dict[str, dict[str, Any]] = {}
+    for name, values in raw.items():
+        if not isinstance(values, dict):
+            raise UserError(f"{where}: budgets.{name} must be a mapping of dotted keys to values, e.g. "
+                            f"{{train.epochs: 5, data.train_subset: 10000}}; got {values!r}.")
+        for key in values:
+            if not isinstance(key, str) or "." not in key:
+                raise UserError(f"{where}: budgets.{name}: key {key!r} must be dotted, e.g. train.epochs: 5.")
+            if key == "run.budget":
+                raise UserError(f"{where}: budgets.{name} must not set run.budget.")
+        sub: dict[str, Any] = {}
+        try:  # keys and types of every budget, used or not, so a typo shows on the first load
+            for key, value in values.items():
+                set_dotted(sub, key, value)
+            build(Config, sub, "")
+        except UserError as exc:
+            raise UserError(f"{where}: budgets.{name}: {exc}") from None
+        out[str(name)] = values
+    return out
+
+
 def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
                 base: dict[str, Any] | None = None) -> Config:
     """Recipe file (or name) + overrides -> validated :class:`Config`.
+
+    A recipe may have a top-level ``budgets:`` section, name -> ``{dotted.key: value}``. ``run.budget=NAME``
+    (among the overrides, or ``run: {budget: NAME}`` in the recipe) applies that budget between the recipe and
+    the overrides: recipe tree -> budget -> overrides, so the command line wins. ``budgets`` itself is not part
+    of the Config; ``run.budget`` is, so a run's config.yaml records which budget it ran. A base tree (a run's
+    saved config) has the budget already applied: its ``run.budget`` is kept as a record only.
 
     ``base`` is a config tree (e.g. a run's saved config.yaml) used instead of a recipe; passing both is an
     error. Neither ``base`` nor the recipe's tree is modified."""
@@ -320,12 +353,33 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[s
         raise ValueError("give a recipe or a base tree, not both")
     tree: dict[str, Any] = copy.deepcopy(base or {})
     name = None
+    where = "the config"
     if recipe is not None:
         path = resolve_recipe(recipe)
         tree = read_yaml(path)
         name = path.stem
-    for text in overrides:
-        key, value = parse_override(text)
+        where = str(path)
+    parsed = [parse_override(text) for text in overrides]
+    budgets = _budgets(tree.pop("budgets"), where) if "budgets" in tree else None
+    run_tree = tree.get("run")
+    recorded = run_tree.get("budget") if isinstance(run_tree, dict) else None
+    selected = recorded
+    for key, value in parsed:
+        if key == "run.budget":
+            selected = value
+    if selected is not None:
+        selected = str(selected)
+        if budgets is None:
+            if base is None or str(recorded) != selected:  # a saved config keeps its (applied) budget
+                raise UserError(f"run.budget={selected}: {where} has no budgets: section; drop run.budget "
+                                f"or add budgets: {{{selected}: {{train.epochs: ..., data.train_subset: ...}}}}.")
+        elif selected not in budgets:
+            raise UserError(f"run.budget: unknown budget {selected!r}{_suggest(selected, budgets)}; {where} "
+                            f"has: {', '.join(budgets) or '(none)'}.")
+        else:
+            for key, value in budgets[selected].items():
+                set_dotted(tree, key, copy.deepcopy(value))
+    for key, value in parsed:
         set_dotted(tree, key, value)
     cfg = build(Config, tree, "")
     if cfg.run.name is None and name is not None:

@@ -1,17 +1,28 @@
-"""Named presets of the CIFAR ResNet builder, their parameter counts and FLOPs.
+"""Named presets: the CIFAR ResNet builder's, plus the comparison models, with parameter counts and FLOPs.
 
 Each preset is a dict of :func:`~reglab.models.resnet.cifar_resnet` keyword arguments; ``model.*`` config keys
 override any of them. ``s002_*`` are the ten < 5M-parameter models of seed 002 (Table 1.1), named so they
 cannot be confused with He et al.'s resnet20/32/56/110. Their parameter counts match the table exactly
-except ``s002_resnet90`` (see docs/models.md).
+except ``s002_resnet90`` (see docs/models.md). ``wrn28_10`` (Zagoruyko & Komodakis, 2016) is a builder preset
+too: pre-activation basic blocks reproduce the reference WRN-28-10's 36,479,194 parameters exactly.
+
+The comparison models that are not ResNets (reglab/models/others.py) are in :data:`OTHER_MODELS` and, so that
+``reglab models`` lists them, in :data:`PRESETS` too. Their presets carry an ``arch`` key naming the
+constructor in :data:`ARCHS` (no ``arch``: the ResNet builder). The ResNet builder's config keys (model.blocks,
+model.channels, ...) do not apply to them: :func:`build` refuses them with a :class:`UserError`, except those
+in :data:`ARCH_CONFIG_KEYS` (``model.dropout``, dropout before the classifier). :func:`create` accepts any
+keyword of the constructor (e.g. ``growth_rate=4`` for a tiny DenseNet in tests).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
 from ..config import ModelConfig
 from ..errors import UserError
+from . import others
 from .resnet import cifar_resnet
 
 _W4 = [64, 128, 256, 512]
@@ -45,7 +56,28 @@ PRESETS: dict[str, dict] = {
     "s002_resnet10": dict(blocks=[1, 1, 1, 1], channels=_W4),
     "s002_resnet12": dict(blocks=[2, 1, 1, 1], channels=_W4),
     "s002_resnet56": dict(blocks=[16, 4, 4, 3], channels=[32, 64, 128, 256], stem_width=64),
+    # Wide ResNet-28-10 (Zagoruyko & Komodakis, 2016): 16-wide stem conv, 3 groups of 4 pre-activation basic
+    # blocks of width 16k = 160/320/640, 1x1 shortcuts where the shape changes. model.dropout is dropout
+    # before the classifier, not WRN's dropout between the two convs of each block (the builder has none).
+    "wrn28_10": dict(blocks=[4, 4, 4], channels=[160, 320, 640], preact=True, stem_width=16),
 }
+
+# Constructors of the comparison models (reglab/models/others.py), keyed by a preset's ``arch``.
+ARCHS: dict[str, Callable[..., nn.Module]] = {"vgg": others.VGG, "resnext": others.ResNeXt,
+                                              "densenet": others.DenseNet}
+# The model.* config keys each of those accepts (all other model.* keys are ResNet-builder options).
+ARCH_CONFIG_KEYS: dict[str, frozenset[str]] = {arch: frozenset({"dropout"}) for arch in ARCHS}
+# Comparison models of the reports (seed 001's mixup table and loss landscapes) that are not CIFAR ResNets.
+OTHER_MODELS: dict[str, dict] = {
+    # Kuangliu-style CIFAR VGG-11 with batch norm, one Linear(512, classes) head.
+    "vgg11_bn": dict(arch="vgg", layers=others.VGG11),
+    # Xie et al. (2017), CIFAR ResNeXt-29 with cardinality 8 and bottleneck width 64d.
+    "resnext29_8x64d": dict(arch="resnext", blocks=[3, 3, 3], widths=[256, 512, 1024], cardinality=8,
+                            base_width=64),
+    # Huang et al. (2017), DenseNet-BC, depth 190, growth rate 40, compression 0.5.
+    "densenet_bc_190_40": dict(arch="densenet", depth=190, growth_rate=40, compression=0.5),
+}
+PRESETS.update(OTHER_MODELS)
 
 # Parameter counts printed in seed 002's Table 1.1 (10 classes), checked by the tests.
 S002_TABLE = {"s002_resnet26": 4771146, "s002_resnet28_1": 4845130, "s002_resnet24": 4918602,
@@ -66,15 +98,30 @@ def spec(name: str, **overrides) -> dict:
 
 
 def create(name: str, num_classes: int = 10, **overrides) -> nn.Module:
+    """Preset ``name`` with ``num_classes`` outputs; ``overrides`` are keywords of its builder or constructor."""
     kwargs = spec(name, **overrides)
+    arch = kwargs.pop("arch", None)
+    if arch is not None:
+        return ARCHS[arch](num_classes=num_classes, **kwargs)
     blocks, channels = kwargs.pop("blocks"), kwargs.pop("channels")
     return cifar_resnet(blocks, channels, num_classes, **kwargs)
 
 
 def build(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """The model a config describes; builder errors become :class:`UserError`."""
+    """The model a config describes; builder errors, and ResNet-builder keys given to a model that is not a
+    CIFAR ResNet, become :class:`UserError`."""
+    overrides = cfg.overrides()
+    arch = spec(cfg.name).get("arch")
+    if arch is not None:
+        extra = sorted(set(overrides) - ARCH_CONFIG_KEYS[arch])
+        if extra:
+            keys, many = ", ".join(f"model.{k}" for k in extra), len(extra) > 1
+            accepted = ", ".join(f"model.{k}" for k in sorted(ARCH_CONFIG_KEYS[arch])) or "no model.* option"
+            raise UserError(f"{keys}: ResNet-builder option{'s' if many else ''}, but model.name={cfg.name} is not "
+                            f"a CIFAR ResNet (it accepts {accepted}); remove {'them' if many else 'it'} or pick "
+                            "a ResNet preset (`reglab models`).")
     try:
-        return create(cfg.name, num_classes, **cfg.overrides())
+        return create(cfg.name, num_classes, **overrides)
     except ValueError as exc:
         raise UserError(f"model: {exc}.") from None
 

@@ -1,0 +1,163 @@
+"""The recipes in recipes/ and the ``budgets:`` mechanism: every recipe loads at full scale and at its budgets,
+its model builds, CPU budgets are really smaller, and budget selection follows recipe -> budget -> command line."""
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+import reglab.models
+from reglab.cli import main
+from reglab.config import RECIPES_DIR, load_config
+from reglab.errors import UserError
+
+RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
+BUDGETED = [p for p in RECIPES if "budgets" in (yaml.safe_load(p.read_text()) or {})]
+WITHOUT_BUDGETS = {"quick"}  # the default recipe has none (and must refuse run.budget)
+SMALL = "seed002_aug_cutout"  # a recipe used for the mechanics below
+
+
+def _classes(cfg) -> int:
+    return 100 if cfg.data.dataset == "cifar100" and cfg.data.cifar100_labels == "fine" else \
+        20 if cfg.data.dataset == "cifar100" else 10
+
+
+def _recipe(tmp_path, text: str):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_recipes_are_installed():
+    names = {p.stem for p in RECIPES}
+    assert {"quick", "seed000_preact50_gelu_mixup", "seed001_preact18_erm", "seed002_resnet24_final",
+            "seed003_ladder_00_baseline", "seed003_result4_final", "seed004_baseline"} <= names
+    assert {p.stem for p in RECIPES} - {p.stem for p in BUDGETED} == WITHOUT_BUDGETS
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_loads_and_its_model_builds(path):
+    assert path.read_text().startswith("#"), "every recipe starts with a header comment saying where it comes from"
+    cfg = load_config(path.stem)
+    assert cfg.run.name == path.stem and cfg.run.budget is None
+    assert "budgets" not in cfg.to_dict()
+    with torch.device("meta"):
+        model = reglab.models.build(cfg.model, _classes(cfg))
+    assert sum(p.numel() for p in model.parameters()) > 0
+
+
+@pytest.mark.parametrize("path", BUDGETED, ids=lambda p: p.stem)
+def test_budgets_load_and_are_smaller(path):
+    full = load_config(path.stem)
+    cpu = load_config(path.stem, ["run.budget=cpu"])
+    smoke = load_config(path.stem, ["run.budget=smoke"])
+    assert (cpu.run.budget, smoke.run.budget) == ("cpu", "smoke")
+
+    def images(cfg):  # training images seen over the run (45000 = the default split of CIFAR's 50000)
+        return cfg.train.epochs * (cfg.data.train_subset or 45000)
+
+    assert cpu.train.epochs <= full.train.epochs
+    assert (cpu.data.train_subset or 10**9) <= (full.data.train_subset or 10**9)
+    assert cpu.train.epochs < full.train.epochs or (cpu.data.train_subset or 10**9) < (full.data.train_subset or 10**9)
+    assert images(cpu) <= 30_000, "a CPU budget must finish in minutes on the 2-core machine"
+    assert smoke.train.epochs == 1 and smoke.data.train_subset is not None and smoke.data.train_subset <= 1000
+    assert images(smoke) <= images(cpu) < images(full)
+    # A budget changes budget-sized knobs only, never what the recipe compares.
+    for cfg in (cpu, smoke):
+        assert (cfg.model, cfg.mix, cfg.optim, cfg.data.dataset) == (full.model, full.mix, full.optim,
+                                                                     full.data.dataset)
+        assert (cfg.aug, cfg.train.loss, cfg.train.label_smoothing) == (full.aug, full.train.loss,
+                                                                        full.train.label_smoothing)
+    # Scaled schedules stay inside the shortened run.
+    if cpu.sched.name == "multistep":
+        assert max(cpu.sched.milestones) < cpu.train.epochs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Budget mechanics
+
+
+def test_command_line_beats_the_budget_in_any_order():
+    budget = load_config(SMALL, ["run.budget=cpu"])
+    for overrides in (["run.budget=cpu", "train.epochs=2"], ["train.epochs=2", "run.budget=cpu"]):
+        cfg = load_config(SMALL, overrides)
+        assert cfg.train.epochs == 2  # the command line wins
+        assert cfg.data.train_subset == budget.data.train_subset != load_config(SMALL).data.train_subset
+        assert cfg.run.budget == "cpu"
+
+
+def test_budget_selected_in_the_recipe_and_deselected_on_the_command_line(tmp_path):
+    path = _recipe(tmp_path, "train: {epochs: 50}\nrun: {budget: cpu}\n"
+                             "budgets:\n  cpu: {train.epochs: 3, data.train_subset: 500}\n")
+    cfg = load_config(path)
+    assert (cfg.train.epochs, cfg.data.train_subset, cfg.run.budget) == (3, 500, "cpu")
+    cfg = load_config(path, ["run.budget=null"])
+    assert (cfg.train.epochs, cfg.data.train_subset, cfg.run.budget) == (50, None, None)
+
+
+def test_unknown_budget_lists_budgets_with_a_suggestion():
+    with pytest.raises(UserError) as exc:
+        load_config(SMALL, ["run.budget=cpuu"])
+    msg = str(exc.value)
+    assert "did you mean 'cpu'" in msg and "cpu, smoke" in msg
+
+
+def test_budget_on_a_recipe_without_budgets_is_refused():
+    with pytest.raises(UserError, match="no budgets"):
+        load_config("quick", ["run.budget=cpu"])
+    with pytest.raises(UserError, match="no budgets"):
+        load_config(None, ["run.budget=cpu"])
+
+
+@pytest.mark.parametrize("text, words", [
+    ("budgets: [cpu, smoke]\n", ["budgets must be a mapping"]),
+    ("budgets: {cpu: 5}\n", ["budgets.cpu", "mapping of dotted keys"]),
+    ("budgets: {cpu: [train.epochs, 5]}\n", ["budgets.cpu", "mapping of dotted keys"]),
+    ("budgets: {cpu: {epochs: 5}}\n", ["budgets.cpu", "must be dotted"]),
+    ("budgets: {cpu: {train: {epochs: 5}}}\n", ["budgets.cpu", "must be dotted"]),
+    ("budgets: {cpu: {train.epoch: 5}}\n", ["budgets.cpu", "did you mean 'epochs'"]),
+    ("budgets: {cpu: {train.epochs: many}}\n", ["budgets.cpu", "train.epochs"]),
+    ("budgets: {cpu: {run.budget: smoke}}\n", ["budgets.cpu", "run.budget"]),
+])
+def test_malformed_budgets_are_user_errors(tmp_path, text, words):
+    path = _recipe(tmp_path, text)
+    with pytest.raises(UserError) as exc:
+        load_config(path)  # checked on every load, selected or not
+    for w in words:
+        assert w in str(exc.value), (w, str(exc.value))
+
+
+def test_resolved_config_records_the_budget_and_resumes_with_it():
+    cfg = load_config(SMALL, ["run.budget=smoke"])
+    saved = yaml.safe_load(cfg.to_yaml())  # what config.yaml in the run directory holds
+    assert saved["run"]["budget"] == "smoke" and "budgets" not in saved
+    again = load_config(None, ["train.epochs=3"], base=saved)  # the resume path (load_run_config)
+    assert again.run.budget == "smoke" and again.data.train_subset == cfg.data.train_subset
+    assert again.train.epochs == 3
+    assert load_config(None, ["run.budget=smoke"], base=saved).run.budget == "smoke"
+    with pytest.raises(UserError, match="no budgets"):
+        load_config(None, ["run.budget=cpu"], base=saved)
+
+
+def test_cli_bare_budget_shorthand(capsys):
+    assert main(["config", SMALL, "budget=cpu", "train.epochs=2"]) == 0
+    out = yaml.safe_load(capsys.readouterr().out)
+    expected = load_config(SMALL, ["run.budget=cpu", "train.epochs=2"]).to_dict()
+    assert out == expected and out["run"]["budget"] == "cpu" and out["train"]["epochs"] == 2
+    assert main(["config", SMALL, "budget=cpuu"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reglab: error:") and "did you mean 'cpu'" in err
+
+
+def test_smoke_budget_trains(tmp_path):
+    from reglab.train import run
+
+    cfg = load_config(SMALL, ["run.budget=smoke", "data.dataset=synthetic", "data.val_size=100",
+                              "data.synthetic_train=400", "data.synthetic_test=100", "model.name=resnet20",
+                              "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.eval_batch_size=500",
+                              "run.device=cpu", f"run.dir={tmp_path / 'run'}"])
+    assert cfg.train.epochs == 1 and cfg.aug.cutout_holes == 1 and cfg.run.budget == "smoke"
+    result = run(cfg)
+    assert len(result.metrics) == 1 and 0 <= result.summary["test_acc"] <= 100
+    saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
+    assert saved["run"]["budget"] == "smoke"
