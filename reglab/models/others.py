@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .resnet import kaiming_init
+
 
 def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, bias: bool = False,
                  relu: bool = True) -> nn.Sequential:
@@ -50,12 +52,7 @@ class Net(nn.Module):
     num_features: int
 
     def _init(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

@@ -33,6 +33,16 @@ ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
 }
 
 
+def kaiming_init(model: nn.Module) -> None:
+    """He et al. (2015) normal init (fan-out) for convolutions; batch norms start as the identity."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False)
 
@@ -170,12 +180,7 @@ class CifarResNet(nn.Module):
         self._init(zero_init_residual)
 
     def _init(self, zero_init_residual: bool) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        kaiming_init(self)
         if zero_init_residual:
             for m in self.modules():
                 if isinstance(m, Block) and m.preact:
