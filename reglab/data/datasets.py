@@ -7,7 +7,6 @@ ever *reported*; every choice (best epoch, sweeps) reads the validation split.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
