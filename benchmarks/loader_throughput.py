@@ -57,6 +57,23 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_passes(loader, device, repeats: int, to_device: bool = False) -> list[float]:
+    """Images/s of ``repeats`` full passes over ``loader`` (batches moved to ``device`` if asked)."""
+    rates = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        n = 0
+        for x, y in loader:
+            if to_device:
+                x = x.to(device, non_blocking=True)
+                y = y.to(device, non_blocking=True)
+            n += len(y)
+        sync(device)
+        rates.append(n / (time.perf_counter() - t0))
+    return rates
+
+
 def time_reglab(split, mean, std, device, channels_last: bool, batch_size: int, repeats: int) -> tuple[list, int]:
     uint8_stage, float_stage = build_transforms(AugConfig(crop_pad=4, pad_mode="reflect", flip=True))
     assert not float_stage, "the benchmark compares crop + flip + normalize only"
@@ -65,16 +82,7 @@ def time_reglab(split, mean, std, device, channels_last: bool, batch_size: int, 
     for i, _ in enumerate(loader):  # warm-up: allocator, kernels
         if i == 3:
             break
-    rates = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        n = 0
-        for x, y in loader:
-            n += len(y)
-        sync(device)
-        rates.append(n / (time.perf_counter() - t0))
-    return rates, loader.num_samples
+    return timed_passes(loader, device, repeats), loader.num_samples
 
 
 def time_torchvision(split, mean, std, device, workers: int, batch_size: int, n_images: int,
@@ -98,17 +106,7 @@ def time_torchvision(split, mean, std, device, workers: int, batch_size: int, n_
     for i, _ in enumerate(loader):  # warm-up: starts the persistent workers
         if i == 2:
             break
-    rates = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        n = 0
-        for x, y in loader:
-            x = x.to(device, non_blocking=True)
-            y = y.to(device, non_blocking=True)
-            n += len(y)
-        sync(device)
-        rates.append(n / (time.perf_counter() - t0))
+    rates = timed_passes(loader, device, repeats, to_device=True)
     per_pass = len(loader) * batch_size
     del loader
     torch.set_num_threads(saved_threads)
