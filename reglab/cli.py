@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--checkpoint", choices=["best", "last"], default="best")
     pr.add_argument("--json", action="store_true")
     pr.set_defaults(func=cmd_predict)
+
+    # Larger command groups live in reglab/commands/, one module each, with `register(subparsers)`.
+    from .commands import register_all
+    register_all(sub)
     return p
 
 

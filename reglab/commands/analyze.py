@@ -1,0 +1,5 @@
+"""`reglab analyze` (placeholder until implemented)."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""`reglab export` (placeholder until implemented)."""
+
+
+def register(sub) -> None:
+    pass

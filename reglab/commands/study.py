@@ -1,0 +1,5 @@
+"""`reglab study` (placeholder until implemented)."""
+
+
+def register(sub) -> None:
+    pass

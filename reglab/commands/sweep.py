@@ -1,0 +1,5 @@
+"""`reglab sweep` (placeholder until implemented)."""
+
+
+def register(sub) -> None:
+    pass
