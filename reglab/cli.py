@@ -69,8 +69,10 @@ def cmd_train(args) -> int:
     else:
         recipe, overrides = _recipe_and_overrides(args.items)
         cfg = load_config(recipe or "quick", [*overrides, *_data_overrides(args)])
+    from .track.loggers import build_loggers
+
     result = run(cfg, resume=bool(args.resume), overwrite=args.overwrite,
-                 callbacks=[Progress(quiet=args.quiet), CurvesCallback()])
+                 callbacks=[Progress(quiet=args.quiet), CurvesCallback(), *build_loggers(cfg)])
     print(f"run dir: {result.run_dir}")
     print(f"test accuracy {result.summary['test_acc']:.2f}%  (best val {result.summary['best_val_acc']:.2f}% "
           f"at epoch {result.summary['best_epoch']}, {result.summary['wall_time_s']:.0f}s)")

@@ -186,6 +186,7 @@ class TrainConfig:
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
     tta: bool = False  # evaluate with horizontal-flip test-time augmentation
+    sync_bn: bool = False  # multi-process (torchrun) only: batch-norm statistics over the global batch
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
@@ -265,6 +266,8 @@ class RunConfig:
     checkpoint_every: int = 0  # also keep epoch_N checkpoints every N epochs; 0 = only last and best
     eval_test_every: int = 1  # evaluate the test set every N epochs (and always at the end)
     budget: Optional[str] = None  # name of a budget from the recipe's `budgets:` section (e.g. cpu, smoke)
+    loggers: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)  # mirrors of the metrics
+    wandb_project: str = "reglab"  # W&B project; offline unless WANDB_MODE=online is set
 
     def validate(self) -> None:
         _check(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")

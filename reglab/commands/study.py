@@ -1,5 +1,91 @@
-"""`reglab study` (placeholder until implemented)."""
+"""``reglab study STUDY.yaml`` (run a set of runs) and ``reglab report DIRS -o OUT`` (tables, curves, HTML)."""
+from __future__ import annotations
+
+
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def cmd_study(args) -> int:
+    from ..study import load_study, run_study
+    from ..track.report import write_report
+
+    items = [f"run.{i}" if i.startswith("budget=") else i for i in args.overrides]
+    budget = None
+    rest = []
+    for item in items:
+        if item.startswith("run.budget="):
+            budget = item.split("=", 1)[1]
+        elif "=" not in item:
+            raise UserError(f"unexpected argument {item!r}: after the study file come key=value overrides.")
+        else:
+            rest.append(item)
+    if args.parallel is not None and args.parallel < 1:
+        raise UserError(f"--parallel must be >= 1, got {args.parallel}.")
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}.")
+    study = load_study(args.study, rest, budget=budget, seeds=args.seeds,
+                       only=args.only.split(",") if args.only else None)
+    out = Path(args.output) if args.output else Path("studies") / study.name
+    if args.dry_run:
+        from ..study.runner import run_state, train_command
+
+        for run in study.runs:
+            run_dir = out / "runs" / run.key
+            state = run_state(run_dir)
+            print(f"{run.key:<32} {state:<8} {' '.join(train_command(run, run_dir, state, 1, args.data_dir)[3:])}")
+        return 0
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    try:
+        outcomes = run_study(study, out, parallel=args.parallel, data_dir=data_dir)
+    except KeyboardInterrupt:
+        print(f"interrupted: rerun the same command to resume ({out})")
+        return 130
+    failed = [o for o in outcomes if o.status == "failed"]
+    if not args.no_report:
+        files = write_report([out / "runs"], out / "report", title=f"study {study.name}")
+        print(f"report: {files['markdown']}  {files['html']}")
+    if failed:
+        print(f"{len(failed)} of {len(outcomes)} runs failed: {', '.join(o.key for o in failed)} "
+              f"(logs in {out / 'logs'}); fix the cause and rerun the same command.")
+        return 1
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ..track.report import write_report
+
+    files = write_report([Path(p) for p in args.dirs], Path(args.output), title=args.title)
+    print(open(files["markdown"]).read().split("![curves]")[0].rstrip())
+    print(f"\nwrote {', '.join(str(p) for p in files.values())}")
+    return 0
 
 
 def register(sub) -> None:
-    pass
+    st = sub.add_parser("study", help="run a named set of runs (overrides or a grid, n seeds each), then report",
+                        description="Run every run of a study file, each a `reglab train` process with its own "
+                                    "run directory under the study directory. Rerunning skips finished runs and "
+                                    "resumes interrupted ones. Study files: studies/*.yaml.")
+    st.add_argument("study", metavar="STUDY", help="a study YAML file or the name of one in studies/")
+    st.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                    help="overrides for every run; budget=NAME picks the recipes' budget (e.g. budget=cpu)")
+    st.add_argument("-o", "--output", help="study directory (default studies/<name>)")
+    st.add_argument("-j", "--parallel", type=int, help="runs at a time (default: the file's `parallel`, else 1)")
+    st.add_argument("--seeds", type=int, help="seeds per run (replaces the file's `seeds`)")
+    st.add_argument("--only", help="comma-separated run names to run")
+    st.add_argument("--data-dir", help="dataset folder for every run")
+    st.add_argument("--dry-run", action="store_true", help="list the runs, their state and command; run nothing")
+    st.add_argument("--no-report", action="store_true", help="skip writing report/ at the end")
+    st.set_defaults(func=cmd_study)
+
+    rp = sub.add_parser("report", help="comparison table (Markdown, CSV), overlaid curves and an HTML page",
+                        description="Summarize run directories: pass study directories, run directories or "
+                                    "folders holding them. Runs with the same run.name are seeds of one group.")
+    rp.add_argument("dirs", nargs="+", metavar="DIR")
+    rp.add_argument("-o", "--output", default="report", help="output folder (default ./report)")
+    rp.add_argument("--title", help="page title")
+    rp.set_defaults(func=cmd_report)
+
+
+

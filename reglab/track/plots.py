@@ -63,3 +63,68 @@ class CurvesCallback:
 
     def on_epoch_end(self, run, row) -> None:
         plot_curves(run.metrics, run.dir.path / "curves.png", title=run.cfg.run.name or "")
+
+
+def _mean_curve(runs: list[list[dict[str, Any]]], key: str) -> tuple[list[int], list[float]]:
+    """Epoch -> mean of ``key`` over the runs that have it at that epoch."""
+    by_epoch: dict[int, list[float]] = {}
+    for rows in runs:
+        for r in rows:
+            if r.get(key) is not None:
+                by_epoch.setdefault(int(r["epoch"]), []).append(float(r[key]))
+    epochs = sorted(by_epoch)
+    return epochs, [float(np.mean(by_epoch[e])) for e in epochs]
+
+
+def eval_split(series: dict[str, list[list[dict[str, Any]]]]) -> str:
+    """``test`` when every run evaluated the test set at >= 2 epochs, else ``val``."""
+    runs = [rows for group in series.values() for rows in group]
+    has_test = all(sum(r.get("test_acc") is not None for r in rows) >= 2 for rows in runs if rows)
+    return "test" if has_test and any(runs) else "val"
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def plot_overlay(series: dict[str, list[list[dict[str, Any]]]], curves_path: Path, gap_path: Path) -> str:
+    """Overlaid curves of several groups (each the mean over its seeds), as in seed 002's Figures 2-3 and
+    seed 004's plots: ``curves_path`` gets evaluation loss and accuracy vs epoch, ``gap_path`` the training
+    loss and the train - evaluation accuracy gap. Returns the evaluation split used (test or val)."""
+    split = eval_split(series)
+    colors = plt.get_cmap("tab10" if len(series) <= 10 else "tab20").colors
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig2, axes2 = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, (name, runs) in enumerate(series.items()):
+        style = dict(color=colors[i % len(colors)], label=name)
+        for ax, key in zip(axes, (f"{split}_loss", f"{split}_acc")):
+            ep, ys = _mean_curve(runs, key)
+            if ep:
+                ax.plot(ep, ys, marker="o" if len(ep) < 25 else None, markersize=3, **style)
+        ep, ys = _mean_curve(runs, "train_loss")
+        if ep:
+            axes2[0].plot(ep, ys, **style)
+        gaps = [[{"epoch": r["epoch"], "gap": r["train_acc"] - r[f"{split}_acc"]} for r in rows
+                 if r.get("train_acc") is not None and r.get(f"{split}_acc") is not None] for rows in runs]
+        ep, ys = _mean_curve(gaps, "gap")
+        if ep:
+            axes2[1].plot(ep, ys, **style)
+    labels = [(axes[0], f"{split} loss"), (axes[1], f"{split} accuracy (%)"), (axes2[0], "train loss"),
+              (axes2[1], f"train acc - {split} acc (points)")]
+    for ax, ylabel in labels:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes2[1].axhline(0, color="black", lw=0.8)
+    for ax in (axes[1], axes2[1]):
+        ax.legend(fontsize=8, loc="best")
+    fig.suptitle(f"{split} loss and accuracy per epoch (mean over seeds)")
+    fig2.suptitle("training loss and generalization gap per epoch")
+    _save(fig, curves_path)
+    _save(fig2, gap_path)
+    return split

@@ -1,0 +1,209 @@
+"""Study files: a named set of runs (a list of overrides or a grid, n seeds each) over one base recipe.
+
+```yaml
+# header comment: the report, its section, the numbers it got
+name: seed004_regularizers
+recipe: seed004_baseline      # base recipe for every run (a name in recipes/ or a path)
+budget: cpu                   # optional: the recipe budget every run uses (`budget=NAME` on the CLI wins)
+overrides: [data.dataset=cifar10]   # applied to every run
+seeds: 1                      # n (seeds 0..n-1) or a list of seeds
+parallel: 1                   # runs at a time (`-j N` on the CLI wins)
+runs:                         # name -> overrides: a list of key=value, or a mapping of dotted keys
+  baseline: []
+  cutout: {aug.cutout_holes: 1, aug.cutout_size: 16}
+  lr001: {recipe: other_recipe, optim.lr: 0.01}     # a run may swap the recipe
+grid:                         # optional: every combination (crossed with `runs` when both are given)
+  optim.lr: [0.1, 0.01]
+budgets:                      # optional: the study's own budgets, applied after the recipe's budget of the
+  cpu: [model.name=resnet20]  # same name (if the recipe has one) and the study's overrides
+```
+Every run's config is built and validated when the file is loaded, so a typo fails before anything trains.
+Order of overrides for a run: the recipe's budget -> study ``overrides`` -> the study's budget -> the run's
+own -> the command line's.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..config import Config, load_config, resolve_recipe
+from ..errors import UserError
+from ..typedyaml import read_yaml, suggest
+
+STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
+KEYS = ("name", "recipe", "budget", "budgets", "overrides", "seeds", "parallel", "runs", "grid")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
+
+
+@dataclass
+class StudyRun:
+    """One run of a study: group name (the technique), seed, and how to build its config."""
+
+    group: str
+    seed: int
+    recipe: str
+    overrides: list[str]
+    config: Config
+
+    @property
+    def key(self) -> str:
+        return f"{self.group}-s{self.seed}"
+
+
+@dataclass
+class Study:
+    name: str
+    path: Path
+    runs: list[StudyRun] = field(default_factory=list)
+    parallel: int = 1
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.raw, sort_keys=False)
+
+
+def resolve_study(study: str | Path) -> Path:
+    """A path to a study file, or the name of one in ``studies/``."""
+    path = Path(study)
+    if path.is_file():
+        return path
+    for cand in (STUDIES_DIR / f"{study}.yaml", STUDIES_DIR / str(study)):
+        if cand.is_file():
+            return cand
+    known = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml")) if STUDIES_DIR.is_dir() else []
+    raise UserError(f"study {str(study)!r} not found: give a study YAML file or one of: "
+                    f"{', '.join(known) or '(none)'}{suggest(str(study), known)}.")
+
+
+def _fmt(value: Any) -> str:
+    """A value as the YAML text of a ``key=value`` override."""
+    if isinstance(value, str):
+        return value
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _overrides(value: Any, where: str) -> tuple[str | None, list[str]]:
+    """A run entry -> (recipe or None, list of key=value)."""
+    if value is None:
+        return None, []
+    if isinstance(value, list):
+        for item in value:
+            if not isinstance(item, str) or "=" not in item:
+                raise UserError(f"{where}: each override must be a 'key=value' string, got {item!r}.")
+        return None, list(value)
+    if isinstance(value, dict):
+        recipe = value.get("recipe")
+        items = [f"{k}={_fmt(v)}" for k, v in value.items() if k != "recipe"]
+        for k in value:
+            if k != "recipe" and (not isinstance(k, str) or "." not in k):
+                raise UserError(f"{where}: key {k!r} must be dotted (e.g. optim.lr: 0.1) or 'recipe'.")
+        return (str(recipe) if recipe is not None else None), items
+    raise UserError(f"{where}: expected a list of key=value overrides or a mapping, got {value!r}.")
+
+
+def _grid_points(grid: Any, where: str) -> list[tuple[str, list[str]]]:
+    if not isinstance(grid, dict) or not grid:
+        raise UserError(f"{where}: grid must be a non-empty mapping of dotted key -> list of values.")
+    axes = []
+    for key, values in grid.items():
+        if not isinstance(key, str) or "." not in key:
+            raise UserError(f"{where}: grid key {key!r} must be dotted, e.g. optim.lr.")
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{where}: grid.{key} must be a non-empty list of values, got {values!r}.")
+        axes.append([(key, v) for v in values])
+    points = []
+    for combo in itertools.product(*axes):
+        name = "_".join(f"{k.rsplit('.', 1)[-1]}={_fmt(v).replace(' ', '')}" for k, v in combo)
+        points.append((name, [f"{k}={_fmt(v)}" for k, v in combo]))
+    return points
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    if isinstance(value, bool):
+        raise UserError(f"{where}: seeds must be a count (e.g. 3) or a list of integers, got {value!r}.")
+    if isinstance(value, int):
+        if value < 1:
+            raise UserError(f"{where}: seeds={value} must be >= 1.")
+        return list(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+        if len(set(value)) != len(value):
+            raise UserError(f"{where}: seeds {value} has duplicates.")
+        return list(value)
+    raise UserError(f"{where}: seeds must be a count (e.g. 3) or a list of integers, got {value!r}.")
+
+
+def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (), *, budget: str | None = None,
+               seeds: int | None = None, only: list[str] | None = None) -> Study:
+    """Read, expand and validate a study file. ``budget``/``seeds`` replace the file's; ``only`` keeps the
+    named groups."""
+    path = resolve_study(study)
+    raw = read_yaml(path)
+    where = str(path)
+    unknown = [k for k in raw if k not in KEYS]
+    if unknown:
+        raise UserError(f"{where}: unknown key {unknown[0]!r}{suggest(str(unknown[0]), KEYS)}; a study file has: "
+                        f"{', '.join(KEYS)}.")
+    name = str(raw.get("name") or path.stem)
+    if not _NAME.match(name):
+        raise UserError(f"{where}: name {name!r} may hold only letters, digits and _ . = + -.")
+    base_recipe = str(raw.get("recipe") or "quick")
+    resolve_recipe(base_recipe)
+    budget = budget if budget is not None else raw.get("budget")
+    common = _overrides(raw.get("overrides"), f"{where}: overrides")[1]
+    study_budgets = raw.get("budgets") or {}
+    if not isinstance(study_budgets, dict):
+        raise UserError(f"{where}: budgets must be a mapping of name -> overrides, e.g. cpu: [train.epochs=5].")
+    budget_items = (_overrides(study_budgets[budget], f"{where}: budgets.{budget}")[1]
+                    if budget is not None and budget in study_budgets else [])
+    seed_list = list(range(seeds)) if seeds is not None else _seeds(raw.get("seeds", 1), f"{where}: seeds")
+    parallel = raw.get("parallel", 1)
+    if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
+        raise UserError(f"{where}: parallel must be an integer >= 1, got {parallel!r}.")
+
+    entries: list[tuple[str, str | None, list[str]]] = []
+    runs = raw.get("runs")
+    if runs is not None:
+        if not isinstance(runs, dict) or not runs:
+            raise UserError(f"{where}: runs must be a mapping of run name -> overrides.")
+        for run_name, value in runs.items():
+            recipe, items = _overrides(value, f"{where}: runs.{run_name}")
+            entries.append((str(run_name), recipe, items))
+    if "grid" in raw:
+        points = _grid_points(raw["grid"], f"{where}")
+        entries = ([(f"{n}_{p}", r, [*o, *po]) for n, r, o in entries for p, po in points] if entries
+                   else [(p, None, po) for p, po in points])
+    if not entries:
+        raise UserError(f"{where}: a study needs runs: (name -> overrides) or grid: (key -> values).")
+    for group, _, _ in entries:
+        if not _NAME.match(group):
+            raise UserError(f"{where}: run name {group!r} may hold only letters, digits and _ . = + -.")
+    if only:
+        missing = [o for o in only if o not in {g for g, _, _ in entries}]
+        if missing:
+            raise UserError(f"--only {missing[0]!r} is not a run of {where}"
+                            f"{suggest(missing[0], [g for g, _, _ in entries])}.")
+        entries = [e for e in entries if e[0] in only]
+
+    study = Study(name=name, path=path, parallel=parallel, raw=dict(raw))
+    for group, recipe, items in entries:
+        recipe = recipe or base_recipe
+        recipe_budgets = read_yaml(resolve_recipe(recipe)).get("budgets") or {}
+        if budget is not None and budget not in recipe_budgets and budget not in study_budgets:
+            known = sorted({*recipe_budgets, *study_budgets})
+            raise UserError(f"budget {budget!r}{suggest(str(budget), known)} is defined neither by {where} nor by "
+                            f"recipe {recipe}; known: {', '.join(known) or '(none)'}.")
+        for seed in seed_list:
+            overrides = [*([f"run.budget={budget}"] if budget in recipe_budgets else []), *common, *budget_items,
+                         *items, *cli_overrides, f"run.name={group}", f"run.seed={seed}"]
+            try:
+                cfg = load_config(recipe, overrides)
+            except UserError as exc:
+                raise UserError(f"{where}: run {group!r}: {exc}") from None
+            study.runs.append(StudyRun(group, seed, recipe, overrides, cfg))
+    study.raw.update(name=name, budget=budget, seeds=seed_list, cli_overrides=list(cli_overrides))
+    return study

@@ -1,0 +1,274 @@
+"""Reports over run directories: comparison tables (Markdown, CSV), overlaid curves, one offline HTML page.
+
+``reglab report STUDY_OR_RUN_DIRS -o OUT`` writes::
+
+    OUT/report.md      the tables (per group mean ± std over seeds, and per run) and links to the figures
+    OUT/groups.csv     one row per group: n, params, mean and std of every metric
+    OUT/runs.csv       one row per run
+    OUT/curves.png     loss and accuracy vs epoch, one line per group (mean over seeds), overlaid
+    OUT/gap.png        training loss, and train accuracy minus evaluation accuracy (the overfitting gap)
+    OUT/report.html    all of it in one self-contained page, with each run's config
+
+The evaluation curves use the test split when every run evaluated it at >= 2 epochs, else the validation
+split (CPU budgets evaluate the test set once, at the end); the figure says which.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+from ..train.checkpoint import atomic_write_text
+from . import html as H
+
+# (key in the row, column title, summary.json key or callable)
+METRICS = [
+    ("train_loss", "train loss", "final_train_loss"),
+    ("train_acc", "train acc", "final_train_acc"),
+    ("best_val_acc", "val acc (best)", "best_val_acc"),
+    ("final_val_acc", "val acc (final)", "final_val_acc"),
+    ("test_loss", "test loss", "test_loss"),
+    ("test_acc", "test acc", "test_acc"),
+    ("best_epoch", "best epoch", "best_epoch"),
+    ("wall_time_s", "time (s)", "wall_time_s"),
+]
+
+
+@dataclass
+class RunRecord:
+    path: Path
+    group: str
+    seed: int
+    config: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    row: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if self.summary is not None:
+            return "done"
+        return f"incomplete ({len(self.metrics)} epochs)" if self.metrics else "not started"
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "config.yaml").is_file()
+
+
+def find_run_dirs(paths: list[Path]) -> list[Path]:
+    """Run directories in ``paths``: each path is a run directory, a study directory or any folder holding
+    run directories (searched recursively)."""
+    found: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if not p.exists():
+            raise UserError(f"{p} does not exist; give run directories or study directories.")
+        if _is_run(p):
+            found.append(p)
+            continue
+        inner = sorted({c.parent for c in p.rglob("config.yaml") if "checkpoints" not in c.parts and
+                        c.parent != p})
+        if not inner:
+            raise UserError(f"{p} holds no reglab run directories (no config.yaml found under it).")
+        found += inner
+    seen, unique = set(), []
+    for p in found:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def load_record(path: Path) -> RunRecord:
+    try:
+        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UserError(f"{path / 'config.yaml'} cannot be read: {exc}.") from None
+    metrics: list[dict[str, Any]] = []
+    mpath = path / "metrics.jsonl"
+    if mpath.is_file():
+        for line in mpath.read_text().splitlines():
+            try:
+                metrics.append(json.loads(line))
+            except ValueError:
+                break  # a torn last line (the file is written atomically, so only by hand)
+    summary = None
+    if (path / "summary.json").is_file():
+        try:
+            summary = json.loads((path / "summary.json").read_text())
+        except ValueError:
+            summary = None
+    run_cfg = config.get("run", {}) if isinstance(config, dict) else {}
+    rec = RunRecord(path, str(run_cfg.get("name") or path.name), int(run_cfg.get("seed") or 0), config, metrics,
+                    summary)
+    rec.row = _row(rec)
+    return rec
+
+
+def _row(rec: RunRecord) -> dict[str, Any]:
+    s, last = rec.summary or {}, (rec.metrics[-1] if rec.metrics else {})
+    fallback = {"final_train_loss": last.get("train_loss"), "final_train_acc": last.get("train_acc"),
+                "final_val_acc": last.get("val_acc"), "test_loss": last.get("test_loss"),
+                "test_acc": last.get("test_acc"), "wall_time_s": last.get("wall_time_s")}
+    vals = [r["val_acc"] for r in rec.metrics if r.get("val_acc") is not None]
+    if vals:
+        fallback["best_val_acc"] = max(vals)
+        fallback["best_epoch"] = next(r["epoch"] for r in rec.metrics if r.get("val_acc") == max(vals))
+    row: dict[str, Any] = {"run": rec.path.name, "group": rec.group, "seed": rec.seed, "status": rec.status,
+                           "params": s.get("params"), "epochs": s.get("epochs", last.get("epoch"))}
+    for key, _, skey in METRICS:
+        value = s.get(skey, fallback.get(skey))
+        row[key] = None if value is None or (key == "best_val_acc" and value < 0) else value
+    return row
+
+
+def load_records(paths: list[Path]) -> list[RunRecord]:
+    records = [load_record(p) for p in find_run_dirs(paths)]
+    seen: dict[tuple[str, int], int] = {}
+    for rec in records:  # same name and seed twice (e.g. two runs of one recipe): keep them apart
+        key = (rec.group, rec.seed)
+        seen[key] = seen.get(key, 0) + 1
+        if seen[key] > 1:
+            rec.group = rec.row["group"] = f"{rec.group} ({rec.path.name})"
+    return records
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def group_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
+    """One row per group (in first-seen order): n and mean/std of every metric over its seeds."""
+    groups: dict[str, list[RunRecord]] = {}
+    for rec in records:
+        groups.setdefault(rec.group, []).append(rec)
+    rows = []
+    for name, recs in groups.items():
+        row: dict[str, Any] = {"group": name, "n": len(recs), "params": recs[0].row.get("params")}
+        for key, _, _ in METRICS:
+            row[key], row[f"{key}_std"] = _mean_std([r.row.get(key) for r in recs])
+        rows.append(row)
+    return rows
+
+
+def _pm(mean: Any, std: Any, digits: int) -> str:
+    if mean is None:
+        return "—"
+    text = f"{mean:.{digits}f}"
+    return f"{text} ± {std:.{digits}f}" if std is not None else text
+
+
+def _digits(key: str) -> int:
+    return 3 if key.endswith("loss") else (1 if key in ("best_epoch", "wall_time_s") else 2)
+
+
+def markdown_tables(records: list[RunRecord], groups: list[dict[str, Any]]) -> str:
+    titles = [t for _, t, _ in METRICS]
+    out = ["| group | n | params | " + " | ".join(titles) + " |",
+           "| --- | ---: | ---: | " + " | ".join("---:" for _ in titles) + " |"]
+    for g in groups:
+        cells = [_pm(g[k], g[f"{k}_std"], _digits(k)) for k, _, _ in METRICS]
+        params = f"{g['params']:,}" if isinstance(g["params"], int) else "—"
+        out.append(f"| {g['group']} | {g['n']} | {params} | " + " | ".join(cells) + " |")
+    out += ["", "| run | seed | status | " + " | ".join(titles) + " |",
+            "| --- | ---: | --- | " + " | ".join("---:" for _ in titles) + " |"]
+    for r in records:
+        cells = [_pm(r.row.get(k), None, _digits(k)) for k, _, _ in METRICS]
+        out.append(f"| {r.row['run']} | {r.seed} | {r.status} | " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
+    return buf.getvalue()
+
+
+def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten_tree(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+BOOKKEEPING = {"run.dir", "run.name", "run.threads", "data.dir", "run.device"}
+
+
+def config_differences(records: list[RunRecord]) -> list[str]:
+    flat = [flatten_tree(r.config) for r in records]
+    keys = sorted({k for f in flat for k in f} - BOOKKEEPING)
+    return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+
+
+def write_report(paths: list[Path], out: Path, title: str | None = None) -> dict[str, Path]:
+    """Write the tables, figures and HTML page for the runs under ``paths`` into ``out``."""
+    from .plots import plot_overlay
+
+    records = load_records(paths)
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create report folder {out}: {exc.strerror}.") from None
+    groups = group_rows(records)
+    files = {"markdown": out / "report.md", "groups_csv": out / "groups.csv", "runs_csv": out / "runs.csv",
+             "curves": out / "curves.png", "gap": out / "gap.png", "html": out / "report.html"}
+    metric_cols = [k for k, _, _ in METRICS]
+    atomic_write_text(files["groups_csv"], _csv(groups, ["group", "n", "params"] + [
+        c for k in metric_cols for c in (k, f"{k}_std")]))
+    atomic_write_text(files["runs_csv"], _csv([r.row for r in records], ["run", "group", "seed", "status",
+                                                                          "params", "epochs", *metric_cols]))
+    series = {}
+    for rec in records:
+        series.setdefault(rec.group, []).append(rec.metrics)
+    split = plot_overlay(series, files["curves"], files["gap"])
+    title = title or "reglab report: " + ", ".join(sorted({p.name for p in map(Path, paths)}))
+    tables = markdown_tables(records, groups)
+    diff = config_differences(records)
+    md = [f"# {title}", "", f"{len(records)} runs in {len(groups)} groups; mean ± std over seeds. "
+          f"Curves use the {split} split.", "", tables,
+          "![curves](curves.png)", "", "![gap](gap.png)", ""]
+    atomic_write_text(files["markdown"], "\n".join(md))
+
+    group_cols = ["group", "n", "params"] + [t for _, t, _ in METRICS]
+    group_html = H.html_table(group_cols, [[g["group"], g["n"], g["params"]] + [
+        _pm(g[k], g[f"{k}_std"], _digits(k)) for k, _, _ in METRICS] for g in groups], cls="groups")
+    run_cols = ["run", "group", "seed", "status", "params"] + [t for _, t, _ in METRICS]
+    run_html = H.html_table(run_cols, [[r.row["run"], r.group, r.seed, r.status, r.row.get("params")] +
+                                       [r.row.get(k) for k, _, _ in METRICS] for r in records], cls="runs")
+    diff_html = (H.html_table(["run", *diff], [[r.row["run"]] + [flatten_tree(r.config).get(k) for k in diff]
+                                               for r in records], cls="diff")
+                 if diff else "<p>All runs share one config (apart from names and paths).</p>")
+    per_run = []
+    for rec in records:
+        inner = [f"<p class='muted'>{H.escape(rec.path)}</p>"]
+        for png in ("curves.png", "confusion.png", "reliability.png"):
+            if (rec.path / png).is_file():
+                inner.append(H.embed_png(rec.path / png, f"{rec.row['run']} {png}"))
+        inner.append(H.pre(yaml.safe_dump(rec.config, sort_keys=False)))
+        per_run.append(H.details(f"{rec.row['run']} — {rec.status}", "".join(inner)))
+    sections = [("Comparison (mean ± std over seeds)", group_html), ("Runs", run_html),
+                (f"Curves ({split} split)", H.embed_png(files["curves"], "curves") + H.embed_png(files["gap"],
+                                                                                                "gap")),
+                ("What differs between runs", diff_html), ("Each run: curves and config", "".join(per_run))]
+    H.write_page(files["html"], title, sections,
+                 subtitle=f"{len(records)} runs, {len(groups)} groups · written {time.strftime('%Y-%m-%d %H:%M')}")
+    return files
