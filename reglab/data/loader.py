@@ -5,6 +5,13 @@ In the spirit of airbench's GPU-resident loader: the images never leave the devi
 normalization and the channels_last layout happen in one pass per batch. Randomness comes from the
 loader's own ``torch.Generator`` (on the data's device), whose state is saved with checkpoints, so a resumed
 run sees exactly the batches an uninterrupted one would.
+
+Multi-process training (``rank``/``world_size``): every process holds the whole split and draws the same
+per-epoch permutation (same seed, same generator), so global batch ``i`` is ``order[i*B:(i+1)*B]`` everywhere
+and rank ``r`` takes its contiguous slice of ``B / world_size`` images. Augmentation randomness then comes from
+a second generator, seeded per (seed, rank, epoch) by :meth:`DeviceLoader.set_epoch`: different on every rank,
+and reproducible after a resume at an epoch boundary without saving any per-rank state. With one process the
+single generator does both jobs, exactly as before.
 """
 from __future__ import annotations
 
@@ -15,6 +22,14 @@ import torch
 from .datasets import Split
 
 Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def epoch_seed(seed: int, rank: int, epoch: int) -> int:
+    """A 63-bit seed for (seed, rank, epoch): distinct streams per rank and epoch, the same on every rerun."""
+    import hashlib
+
+    digest = hashlib.sha256(f"reglab/{seed}/{rank}/{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 class DeviceLoader:
@@ -31,12 +46,18 @@ class DeviceLoader:
         float_transforms: batch transforms on normalized float images, applied after.
         seed: seeds the loader's generator (order and augmentation randomness).
         channels_last: produce batches in channels_last memory format.
+        rank, world_size: this process's shard of every batch (``batch_size`` is the global batch and must be
+            divisible by ``world_size``); 0 and 1 outside multi-process training.
     """
 
     def __init__(self, split: Split, batch_size: int, mean: Sequence[float], std: Sequence[float], *,
                  device: torch.device | str = "cpu", shuffle: bool = False, drop_last: bool = False,
                  uint8_transforms: Sequence[Transform] = (), float_transforms: Sequence[Transform] = (),
-                 seed: int = 0, channels_last: bool = False, dtype: torch.dtype = torch.float32):
+                 seed: int = 0, channels_last: bool = False, dtype: torch.dtype = torch.float32,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size % world_size or (world_size > 1 and not drop_last):
+            raise ValueError(f"sharded batches need drop_last and batch_size ({batch_size}) divisible by "
+                             f"world_size ({world_size})")
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
@@ -52,6 +73,18 @@ class DeviceLoader:
         self.shift = (-mean_t / std_t).to(dtype)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.local_batch = batch_size // world_size
+        self.aug_generator = self.generator
+        if world_size > 1:
+            self.aug_generator = torch.Generator(device=self.device)
+            self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Multi-process only: reseed this rank's augmentation generator for ``epoch`` (a no-op for one process,
+        whose single generator simply continues)."""
+        if self.world_size > 1:
+            self.aug_generator.manual_seed(epoch_seed(self.seed, self.rank, epoch))
 
     def __len__(self) -> int:
         n = len(self.labels)
@@ -69,21 +102,25 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
+        gen = self.aug_generator
         for i in range(len(self)):
-            sl = slice(i * self.batch_size, min((i + 1) * self.batch_size, n))
+            start = i * self.batch_size + self.rank * self.local_batch
+            sl = slice(start, min(start + self.local_batch, n))
             if order is None:
                 x, y = self.images[sl], self.labels[sl]
             else:
                 idx = order[sl]
                 x, y = self.images[idx], self.labels[idx]
             for t in self.uint8_transforms:
-                x = t(x, self.generator)
+                x = t(x, gen)
             x = self.normalize(x)
             for t in self.float_transforms:
-                x = t(x, self.generator)
+                x = t(x, gen)
             yield x, y
 
     def state_dict(self) -> dict[str, torch.Tensor]:
+        """The order generator's state (identical on every rank; the augmentation generator of a multi-process
+        run is reseeded from the epoch, see :meth:`set_epoch`)."""
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:

@@ -3,13 +3,18 @@
 A checkpoint is one ``.safetensors`` file. Any nested state (model and optimizer state dicts, scheduler
 state, EMA, RNG states, epoch counters) is split by :func:`flatten` into a JSON tree, in which each tensor is
 replaced by a reference ``{"__tensor__": "<key>"}``, and a flat ``{key: tensor}`` dict. The JSON goes into the
-file's ``__metadata__`` under ``"reglab"``. Files are written to a temporary name, fsynced and renamed, so a
-crash never leaves a half-written checkpoint behind the final name.
+file's ``__metadata__`` under ``"reglab"``. Files are written to a temporary name (``.<name>.tmp<pid>``),
+fsynced and renamed, so a crash never leaves a half-written checkpoint behind the final name; a killed writer
+leaves at most a temporary file, which :func:`remove_temporaries` clears on the next start.
+
+Test hook: ``REGLAB_TEST_SLOW_SAVE=<seconds>`` sleeps between writing a checkpoint's temporary file and renaming
+it, so a crash test can kill a process in the middle of a checkpoint write (tests/test_kill_resume.py).
 """
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -80,9 +85,29 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def temp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def remove_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed writer left in ``folder`` (``.<name>.tmp<pid>``); return them."""
+    gone = []
+    for tmp in folder.glob(".*.tmp*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            gone.append(tmp)
+    return gone
+
+
+def _test_pause() -> None:
+    delay = os.environ.get("REGLAB_TEST_SLOW_SAVE")
+    if delay:
+        time.sleep(float(delay))
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temporary file, fsync and rename (all or nothing)."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_name(path)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -104,11 +129,12 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tensors: dict[str, torch.Tensor] = {}
     tree = flatten(state, tensors)
     meta = {"format": FORMAT, "reglab": json.dumps(tree)}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_name(path)
     try:
         save_file(tensors, str(tmp), metadata=meta)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _test_pause()
         os.replace(tmp, path)
     except (OSError, SafetensorError) as exc:
         tmp.unlink(missing_ok=True)
@@ -116,6 +142,26 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
         raise UserError(f"cannot write checkpoint {path}: {reason}. Free some space or choose "
                         "another run.dir; the previous checkpoint is unchanged.") from None
     fsync_dir(path.parent)
+
+
+def _shape(t: Any) -> str:
+    return "x".join(map(str, t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def state_mismatch(expected: dict[str, torch.Tensor], saved: dict[str, Any], limit: int = 4) -> str:
+    """One line listing how a saved state dict differs from a model's: missing and unexpected keys and
+    tensors of another shape (at most ``limit`` of each); empty when they fit."""
+    parts = []
+    missing = [k for k in expected if k not in saved]
+    extra = [k for k in saved if k not in expected]
+    shapes = [f"{k} {_shape(saved[k])} vs {_shape(v)}" for k, v in expected.items()
+              if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != v.shape)]
+    for label, items in (("shape (checkpoint vs model)", shapes), ("missing in checkpoint", missing),
+                         ("not in model", extra)):
+        if items:
+            more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
+            parts.append(f"{label}: {', '.join(items[:limit])}{more}")
+    return "; ".join(parts)
 
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:

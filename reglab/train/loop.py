@@ -10,6 +10,12 @@ Callbacks (objects with any of ``on_start(run)``, ``on_step(run, step, loss, acc
 row)``, ``on_end(run, summary)``) observe the run; ``on_epoch_end`` returning ``True`` stops it early (sweep
 pruning). Resuming restores model, optimizer, scheduler, EMA, loader and every RNG, so a CPU run stopped
 after epoch k and resumed ends bit-identical to an uninterrupted one.
+
+Crash safety: every file is replaced atomically, metrics are written before the checkpoints and ``last`` is
+written last, so whatever moment a process is killed at, ``--resume`` continues from the newest complete
+``last`` (rows of later epochs in metrics.csv are recomputed) and ends bit-identical to an uninterrupted run
+(tests/test_kill_resume.py). A run killed before its first checkpoint starts again from scratch on
+``--resume``. Under ``torchrun`` the same function trains data-parallel (:mod:`reglab.train.distributed`).
 """
 from __future__ import annotations
 
@@ -30,11 +36,14 @@ import torch
 
 from ..config import Config
 from ..data import DeviceLoader, load_splits
+from ..data.datasets import Split
 from ..data.augment import build_transforms
 from ..data.mixing import Mixer
 from ..errors import UserError
 from ..models import build, count_params, forward_gflops
-from .checkpoint import load_checkpoint, save_checkpoint
+from . import distributed
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, state_mismatch
+from .distributed import Dist
 from .ema import EMA
 from .evaluate import evaluate
 from .losses import Criterion
@@ -121,6 +130,13 @@ def environment(device: torch.device) -> dict[str, Any]:
     return {"hardware": hw, "versions": versions, "git_commit": commit, "git_dirty": dirty}
 
 
+def shard(split: Split | None, d: Dist) -> Split | None:
+    """Rank ``d.rank``'s share of an evaluation split (every ``world``-th image)."""
+    if split is None or not d.enabled:
+        return split
+    return Split(split.images[d.rank::d.world], split.labels[d.rank::d.world])
+
+
 def _call(callbacks: Sequence[Any], hook: str, *args) -> bool:
     stop = False
     for cb in callbacks:
@@ -133,29 +149,39 @@ def _call(callbacks: Sequence[Any], hook: str, *args) -> bool:
 class Run:
     """Everything a training run holds; built from a config by :func:`run`."""
 
-    def __init__(self, cfg: Config, device: torch.device, run_dir: RunDir | None = None):
+    def __init__(self, cfg: Config, device: torch.device, run_dir: RunDir | None = None, dist: Dist | None = None):
         self.cfg, self.dir, self.device = cfg, run_dir, device
+        self.dist = d = dist or Dist(device=device)
         seed_everything(cfg.run.seed)
         self.data = load_splits(cfg.data)
         if cfg.train.batch_size > len(self.data.train):
             raise UserError(f"train.batch_size={cfg.train.batch_size} is larger than the {len(self.data.train)} "
                             "training images; lower it.")
+        if cfg.train.batch_size % d.world:
+            raise UserError(f"train.batch_size={cfg.train.batch_size} is the global batch and must be divisible by "
+                            f"the {d.world} processes; use a multiple of {d.world}.")
         self.model = build(cfg.model, self.data.num_classes).to(device)
         self.params = count_params(self.model)
         self.gflops = forward_gflops(self.model)
+        if d.enabled and cfg.train.sync_bn:
+            self.model = distributed.convert_sync_batchnorm(self.model, device)
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
-        self.forward = torch.compile(self.model) if cfg.train.compile else self.model
+        train_fwd = distributed.wrap(self.model, d) if d.enabled else self.model
+        self.forward = torch.compile(train_fwd) if cfg.train.compile else train_fwd
+        self.eval_forward = self.forward if not d.enabled else (
+            torch.compile(self.model) if cfg.train.compile else self.model)
         mean, std = self.data.mean, self.data.std
         common = dict(device=device, channels_last=cfg.train.channels_last)
         raw_augs, float_augs = build_transforms(cfg.aug)
         self.train_loader = DeviceLoader(self.data.train, cfg.train.batch_size, mean, std, shuffle=True,
                                          drop_last=True, uint8_transforms=raw_augs, float_transforms=float_augs,
-                                         seed=cfg.run.seed, **common)
+                                         seed=cfg.run.seed, rank=d.rank, world_size=d.world, **common)
         self.mixer = build_mixer(cfg.mix, self.data.num_classes) if cfg.mix.enabled else None
         eval_bs = cfg.train.eval_batch_size
-        self.val_loader = DeviceLoader(self.data.val, eval_bs, mean, std, **common) if self.data.val else None
-        self.test_loader = DeviceLoader(self.data.test, eval_bs, mean, std, **common)
+        val, test = shard(self.data.val, d), shard(self.data.test, d)
+        self.val_loader = DeviceLoader(val, eval_bs, mean, std, **common) if self.data.val else None
+        self.test_loader = DeviceLoader(test, eval_bs, mean, std, **common)
         self.steps_per_epoch = len(self.train_loader)
         self.optimizer = build_optimizer(self.model, cfg.optim)
         try:
@@ -177,13 +203,35 @@ class Run:
     # -- state --------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
         return {"classes": self.data.classes, "num_classes": self.data.num_classes, "mean": list(self.data.mean),
-                "std": list(self.data.std), "model": self.cfg.model.__dict__.copy(), "dataset": self.data.name}
+                "std": list(self.data.std), "model": self.cfg.model.__dict__.copy(), "dataset": self.data.name,
+                "optimizer": self.cfg.optim.name, "world_size": self.dist.world}
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "step": self.step, "best": self.best, "elapsed": self.elapsed,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
                 "loader": self.train_loader.state_dict(), "rng": rng_state(self.device), "meta": self.meta()}
+
+    def check_fits(self, state: dict[str, Any], path: Path) -> None:
+        """Raise a UserError listing every difference between the checkpoint's model, dataset and optimizer
+        and this run's, before any tensor is loaded."""
+        meta = state.get("meta") or {}
+        diffs = []
+        saved = meta.get("model")
+        if isinstance(saved, dict):
+            now = self.cfg.model.__dict__
+            diffs += [f"model.{k} {saved.get(k)!r} vs {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+                      if saved.get(k) != now.get(k)]
+        if "num_classes" in meta and meta["num_classes"] != self.data.num_classes:
+            diffs.append(f"{meta['num_classes']} vs {self.data.num_classes} classes")
+        if "optimizer" in meta and meta["optimizer"] != self.cfg.optim.name:
+            diffs.append(f"optim.name {meta['optimizer']!r} vs {self.cfg.optim.name!r}")
+        if not diffs and isinstance(state.get("model"), dict):
+            found = state_mismatch(self.model.state_dict(), state["model"])
+            diffs += [found] if found else []
+        if diffs:
+            raise UserError(f"{path} does not fit this run (checkpoint vs this run): {'; '.join(diffs)}. Resume "
+                            "without overriding model.*, data.* or optim.name, or start a new run.")
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -212,9 +260,14 @@ class Run:
         ctx = self.autocast or contextlib.nullcontext
         mix = cfg.mix
         mixer = self.mixer if self.mixer and mix.start_epoch <= self.epoch < (mix.stop_epoch or 1 << 30) else None
+        d = self.dist
+        if d.enabled:  # per-rank streams for augmentation, mixing and dropout, reproducible after a resume
+            self.train_loader.set_epoch(self.epoch)
+            torch.manual_seed(distributed.epoch_seed(cfg.run.seed, d.rank, self.epoch))
+        show = bool(callbacks) or not d.enabled
         for i, (x, y) in enumerate(self.train_loader):
             if mixer is not None:
-                x, y = mixer(x, y, self.train_loader.generator)
+                x, y = mixer(x, y, self.train_loader.aug_generator)
             with ctx():
                 logits = self.forward(x)
                 loss = self.criterion(logits, y)
@@ -231,19 +284,24 @@ class Run:
             hard = y if y.dtype == torch.int64 else y.argmax(1)
             correct += (logits.detach().argmax(1) == hard).sum()
             seen += len(y)
-            if (i + 1) % refresh == 0 or i + 1 == self.steps_per_epoch:
+            if show and ((i + 1) % refresh == 0 or i + 1 == self.steps_per_epoch):
                 mean_loss = loss_sum.item() / seen
-                if not math.isfinite(mean_loss):
+                if not math.isfinite(mean_loss) and not d.enabled:  # ranks decide together below
                     self._diverged(mean_loss)
                 _call(callbacks, "on_step", self, i + 1, mean_loss, 100.0 * correct.item() / seen)
-        mean_loss = loss_sum.item() / max(seen, 1)
+        if d.enabled:  # one reduction per epoch; then every rank holds rank 0's buffers (what it saves)
+            loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], d)
+            distributed.broadcast_state(self.model, d)
+            if self.ema is not None:
+                distributed.broadcast_state(self.ema.averaged, d)
+        mean_loss = float(loss_sum) / max(seen, 1)
         if not math.isfinite(mean_loss):
             self._diverged(mean_loss)
         # The loss can stay finite for a step or two after the weights overflow: never save such a state.
         floats = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
         if not bool(torch.stack([torch.isfinite(t).all() for t in floats]).all()):
             self._diverged(float("nan"))
-        return {"train_loss": mean_loss, "train_acc": 100.0 * correct.item() / max(seen, 1), "seen": seen}
+        return {"train_loss": mean_loss, "train_acc": 100.0 * float(correct) / max(seen, 1), "seen": int(seen)}
 
     def _diverged(self, value: float) -> None:
         raise TrainingDiverged(
@@ -254,14 +312,19 @@ class Run:
     def evaluate_epoch(self, with_test: bool) -> dict[str, float | None]:
         row: dict[str, float | None] = {}
         tta = self.cfg.train.tta
-        targets = [("", self.forward)] + ([("ema_", self.ema.module)] if self.ema else [])
+        targets = [("", self.eval_forward)] + ([("ema_", self.ema.module)] if self.ema else [])
         for prefix, model in targets:
             for split, loader in (("val", self.val_loader), ("test", self.test_loader if with_test else None)):
                 if loader is None:
                     row[f"{prefix}{split}_loss"] = row[f"{prefix}{split}_acc"] = None
                     continue
                 res = evaluate(model, loader, tta=tta, autocast=self.autocast)
-                row[f"{prefix}{split}_loss"], row[f"{prefix}{split}_acc"] = res.loss, res.acc
+                loss, acc = res.loss, res.acc
+                if self.dist.enabled:  # each rank evaluated its share: combine the sums
+                    n = len(loader.labels)
+                    loss_sum, hits, total = distributed.all_sum([loss * n, round(acc * n / 100), n], self.dist)
+                    loss, acc = loss_sum / total, 100.0 * hits / total
+                row[f"{prefix}{split}_loss"], row[f"{prefix}{split}_acc"] = loss, acc
         return row
 
     def summary(self, env: dict[str, Any]) -> dict[str, Any]:
@@ -279,38 +342,86 @@ class Run:
         return {**s, **env}
 
 
+def _plan(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path]:
+    """How to start: ("fresh" | "resume" | "restart", run dir). Raises the user's mistakes."""
+    if resume:
+        run_dir = RunDir.open(Path(cfg.run.dir))
+        if run_dir.checkpoint("last").is_file():
+            return "resume", run_dir.path
+        done = run_dir.read_metrics()
+        if len(done) > 1:
+            raise UserError(f"{run_dir.path} has no checkpoints/last.safetensors to resume from, although its "
+                            f"metrics record {len(done)} epochs (was the checkpoint moved or deleted?). Put it "
+                            "back, or start the run again with --overwrite.")
+        print(f"reglab: {run_dir.path} has no checkpoint yet (it stopped in its first epoch); starting it again "
+              "from the beginning with its saved config.", file=sys.stderr, flush=True)
+        return "restart", run_dir.path
+    path = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg)
+    if (path / "config.yaml").exists() and not overwrite:
+        RunDir.create(path, cfg, overwrite)  # raises the "already holds a run" error before any work
+    return "fresh", path
+
+
 def run(cfg: Config, *, resume: bool = False, quiet: bool = True, overwrite: bool = False,
         callbacks: Sequence[Any] = ()) -> Result:
-    """Train (or resume) the run ``cfg`` describes; return its directory, summary and metrics."""
+    """Train (or resume) the run ``cfg`` describes; return its directory, summary and metrics.
+
+    Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes the run directory and calls
+    the callbacks (except those with a true ``all_ranks`` attribute); all ranks return the same metrics."""
     device = select_device(cfg.run.device)
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
-    if resume:
-        run_dir = RunDir.open(Path(cfg.run.dir))
-        ckpt = run_dir.checkpoint("last")
-        if not ckpt.is_file():
-            raise UserError(f"{run_dir.path} has no checkpoints/last.safetensors to resume from; start it again "
-                            "with --overwrite.")
-    else:
-        path = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg)
-        if (path / "config.yaml").exists() and not overwrite:
-            RunDir.create(path, cfg, overwrite)  # raises the "already holds a run" error before any work
-        cfg.run.dir = str(path)
-    r = Run(cfg, device)  # data and model first: a mistake found here leaves no run directory behind
-    if not resume:
-        run_dir = RunDir.create(path, cfg, overwrite)
-    r.dir = run_dir
-    if resume:
-        state = load_checkpoint(ckpt, device)
-        try:
-            r.load_state_dict(state)
-        except (RuntimeError, KeyError, ValueError) as exc:
-            raise UserError(f"{ckpt} does not match this run's model or optimizer ({str(exc).splitlines()[0]}).") \
-                from None
-        r.metrics = [row for row in run_dir.read_metrics() if row["epoch"] <= r.epoch]
-        from .checkpoint import atomic_write_text
+    d, device = distributed.setup(device)
+    try:
+        return _run(cfg, device, d, resume, overwrite, callbacks)
+    finally:
+        distributed.teardown(d)
 
-        atomic_write_text(run_dir.path / "config.yaml", cfg.to_yaml())  # epochs may have been extended
+
+def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bool,
+         callbacks: Sequence[Any]) -> Result:
+    callbacks = [cb for cb in callbacks if d.main or getattr(cb, "all_ranks", False)]
+    error, plan = None, ""
+    if d.main:
+        try:
+            mode, path = _plan(cfg, resume, overwrite)
+            plan = f"{mode}\n{path}"
+        except UserError as exc:
+            error = exc
+    distributed.agree(error, d)
+    mode, path_text = distributed.broadcast_text(plan, d).split("\n", 1)
+    path = Path(path_text)
+    cfg.run.dir = str(path)
+    error, r = None, None
+    try:
+        r = Run(cfg, device, dist=d)  # data and model first: a mistake found here leaves no run directory behind
+    except UserError as exc:
+        error = exc
+    distributed.agree(error, d)
+    run_dir = RunDir(path)
+    if d.main:
+        if mode == "resume":
+            run_dir.remove_temporaries()
+        else:
+            run_dir = RunDir.create(path, cfg, overwrite=overwrite or mode == "restart")
+    r.dir = run_dir
+    if mode == "resume":
+        ckpt = run_dir.checkpoint("last")
+        error = None
+        try:
+            state = load_checkpoint(ckpt, device)
+            r.check_fits(state, ckpt)
+            try:
+                r.load_state_dict(state)
+            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                raise UserError(f"{ckpt} does not match this run's model or optimizer "
+                                f"({str(exc).splitlines()[0]}).") from None
+        except UserError as exc:
+            error = exc
+        distributed.agree(error, d)
+        r.metrics = [row for row in run_dir.read_metrics() if row["epoch"] <= r.epoch]
+        if d.main:
+            atomic_write_text(run_dir.path / "config.yaml", cfg.to_yaml())  # epochs may have been extended
     env = environment(device)
     _call(callbacks, "on_start", r)
     while r.epoch < cfg.train.epochs:
@@ -327,17 +438,20 @@ def run(cfg: Config, *, resume: bool = False, quiet: bool = True, overwrite: boo
         row.update(epoch_s=round(epoch_s, 3), images_per_s=round(stats["seen"] / train_s, 1),
                    wall_time_s=round(r.elapsed, 2))
         r.metrics.append(row)
-        names = ["last"]
+        names = []
         if r.val_loader is None or row["val_acc"] > r.best["val_acc"]:
             r.best = {"val_acc": row["val_acc"] if r.val_loader else -1.0, "epoch": r.epoch}
             names.append("best")
         if cfg.run.checkpoint_every and r.epoch % cfg.run.checkpoint_every == 0:
             names.append(f"epoch_{r.epoch}")
-        run_dir.write_metrics(r.metrics)  # metrics first: on resume, rows past the checkpoint are dropped
-        r.save(names)
-        if _call(callbacks, "on_epoch_end", r, row):
+        names.append("last")  # last: a kill before this rename resumes from the previous epoch
+        if d.main:
+            run_dir.write_metrics(r.metrics)  # metrics first: on resume, rows past the checkpoint are dropped
+            r.save(names)
+        if distributed.any_rank(_call(callbacks, "on_epoch_end", r, row), d):
             break
     summary = r.summary(env)
-    run_dir.write_summary(summary)
+    if d.main:
+        run_dir.write_summary(summary)
     _call(callbacks, "on_end", r, summary)
     return Result(run_dir.path, summary, r.metrics)

@@ -8,7 +8,8 @@ runs/<name>-<timestamp>/
   curves.png         loss and accuracy per epoch (written by reglab.track.plots as a callback)
   checkpoints/last.safetensors, best.safetensors (by validation accuracy), epoch_N.safetensors
 ```
-Every file is replaced atomically (temporary file, fsync, rename).
+Every file is replaced atomically (temporary file, fsync, rename); the temporary files a killed process leaves
+behind (``.<name>.tmp<pid>``) are removed when the run is resumed or recreated.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import yaml
 
 from ..config import Config, load_config
 from ..errors import UserError
-from .checkpoint import atomic_write_text
+from .checkpoint import atomic_write_text, remove_temporaries
 
 BASE_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
 
@@ -52,6 +53,7 @@ class RunDir:
             for old in [*rd.ckpt_dir.glob("*.safetensors"), path / "metrics.csv", path / "metrics.jsonl",
                         path / "summary.json"]:
                 old.unlink(missing_ok=True)
+        rd.remove_temporaries()
         atomic_write_text(path / "config.yaml", cfg.to_yaml())
         return rd
 
@@ -61,6 +63,10 @@ class RunDir:
         if not (rd.path / "config.yaml").is_file():
             raise UserError(f"{path} is not a reglab run directory (no config.yaml).")
         return rd
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete temporary files left by a killed writer (never a finished file)."""
+        return [*remove_temporaries(self.path), *remove_temporaries(self.ckpt_dir)] if self.path.is_dir() else []
 
     def checkpoint(self, name: str) -> Path:
         return self.ckpt_dir / f"{name}.safetensors"
@@ -82,7 +88,18 @@ class RunDir:
         path = self.path / "metrics.jsonl"
         if not path.is_file():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = []
+        for i, line in enumerate(path.read_text().splitlines()):
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    row = None
+                if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
+                    raise UserError(f"{path}: line {i + 1} is not a metrics row; the file was edited or damaged. "
+                                    "Delete that line (rows are rewritten from the checkpoint's epoch on).")
+                rows.append(row)
+        return rows
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
