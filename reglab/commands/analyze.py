@@ -1,5 +1,223 @@
-"""`reglab analyze` (placeholder until implemented)."""
+"""``reglab analyze``: analyses of trained runs (seed 001's Objectives 1-3).
+
+* ``reglab analyze interpolation RUN... -o OUT`` -- accuracy on mixed test pairs, lam = 0..1 by 0.01.
+* ``reglab analyze landscape RUN... [-o OUT] [--subset N] [--resolution R]`` -- loss landscapes along
+  filter-normalized directions, the report's grow-to-L surface, basin widths.
+* ``reglab analyze ratio STUDY_DIR -o OUT`` -- the decoupled mixing-ratio panels of a study.
+
+Each writes PNGs, a JSON file with every number, a Markdown table and an offline ``index.html`` in OUT.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def _threads(args) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _load_runs(args):
+    from ..analysis.common import load_run, unique_names
+
+    overrides = [f"data.dir={args.data_dir}"] if args.data_dir else []
+    runs = [load_run(Path(r), args.checkpoint, overrides) for r in args.runs]
+    return runs, unique_names(runs)
+
+
+def _write(out: Path, stem: str, payload: dict, table_md: str, title: str, sections: list[tuple[str, str]]) -> None:
+    from ..track.html import write_page
+    from ..train.checkpoint import atomic_write_text
+
+    atomic_write_text(out / f"{stem}.json", json.dumps(payload, indent=1) + "\n")
+    atomic_write_text(out / f"{stem}.md", table_md)
+    write_page(out / "index.html" if stem != "landscape" else out / "landscape.html", title, sections)
+
+
+def cmd_interpolation(args) -> int:
+    from ..analysis.interpolation import (interpolation_curves, markdown_table, plot_interpolation, sample_pairs,
+                                          summary_table)
+    from ..track.html import embed_png, html_table
+
+    _threads(args)
+    if args.pairs < 1:
+        raise UserError(f"--pairs must be >= 1, got {args.pairs}.")
+    runs, names = _load_runs(args)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    test = runs[0].data.test
+    for r in runs[1:]:
+        if len(r.data.test) != len(test) or not bool((r.data.test.labels == test.labels).all()):
+            raise UserError(f"{r.path} uses another test set than {runs[0].path}; compare runs of one dataset.")
+    i1, i2 = sample_pairs(test.labels, args.pairs, args.seed)
+    results = {}
+    for name, r in zip(names, runs):
+        x1, x2 = r.normalize(test.images[i1]), r.normalize(test.images[i2])
+        results[name] = interpolation_curves(r.model, x1, test.labels[i1], x2, test.labels[i2])
+        print(f"{name}: acc(x1) at lam=1 {results[name]['acc_x1_at_1']:.2f}%, slope at 0.5 "
+              f"{results[name]['slope_mid']:.1f} points/unit, top-2 peak {results[name]['top2_peak']:.2f}% at "
+              f"lam={results[name]['top2_peak_lambda']:.2f}")
+    png = plot_interpolation(results, out / "interpolation.png",
+                             title=f"interpolation test: {len(i1)} test pairs of different classes (seed {args.seed})")
+    cols, rows = summary_table(results)
+    md = (f"Interpolation test, {len(i1)} pairs of different classes from the test set (seed {args.seed}), "
+          "x = lam * x1 + (1 - lam) * x2, lam = 0..1 by 0.01, no TTA.\n\n" + markdown_table(cols, rows))
+    payload = {"pairs": len(i1), "seed": args.seed, "runs": {n: str(r.path) for n, r in zip(names, runs)},
+               "results": results}
+    _write(out, "interpolation", payload, md, "Interpolation test",
+           [("Accuracy on mixed pairs", embed_png(png)), ("Summary", html_table(cols, rows))])
+    print(md, end="")
+    print(f"wrote {png}, {out / 'interpolation.json'}")
+    return 0
+
+
+def _levels(text: str) -> list[str]:
+    """``--levels``: comma-separated positive numbers, absolute or ``+x`` (above the minimum's loss)."""
+    items = [v.strip() for v in text.split(",") if v.strip()]
+    try:
+        ok = bool(items) and all(float(v.lstrip("+")) > 0 for v in items)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(f"--levels must be comma-separated positive numbers, absolute (5) or above the loss at "
+                        f"the minimum (+1), e.g. +0.5,+1,2.3,5; got {text!r}.")
+    return items
+
+
+def cmd_landscape(args) -> int:
+    from ..analysis.figures import plot_1d, plot_contour, plot_surface
+    from ..analysis.interpolation import markdown_table
+    from ..analysis.landscape import landscape_of_run
+    from ..track.html import embed_png, html_table
+
+    _threads(args)
+    if args.subset < 1 or args.resolution < 3 or args.directions < 1:
+        raise UserError("--subset must be >= 1, --resolution >= 3 and --directions >= 1.")
+    levels = _levels(args.levels)
+    if args.target_loss <= 0:
+        raise UserError(f"--target-loss must be > 0, got {args.target_loss}.")
+    runs, names = _load_runs(args)
+    out = Path(args.output or (Path(args.runs[0]) / "landscape" if len(args.runs) == 1 else "landscape"))
+    out.mkdir(parents=True, exist_ok=True)
+    results, sections, rows = {}, [], []
+    for name, r in zip(names, runs):
+        print(f"{name} ({r.path}):")
+        if args.split == "val" and r.data.val is None:
+            raise UserError(f"{r.path} has no validation split; use --split train.")
+        res = landscape_of_run(r, subset=args.subset, split=args.split, resolution=args.resolution,
+                               n_dirs=args.directions, levels=levels, target=args.target_loss,
+                               report_resolution=args.report_resolution, seed=args.seed, do_2d=not args.no_2d,
+                               log=print)
+        res["test_acc"] = r.summary.get("test_acc")
+        results[name] = res
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+        zmax = args.zmax or 2 * args.target_loss
+        figs = []
+        if "2d" in res:
+            figs.append(plot_contour(res["2d"], out / f"{safe}_contour.png",
+                                     title=f"{name}: Li et al. filter-normalized plane, {res['subset']} {args.split} images"))
+            figs.append(plot_surface(res["2d"], out / f"{safe}_surface.png", zmax=zmax,
+                                     title=f"{name}: loss surface (Li et al.)"))
+            rep = res["report"]
+            figs.append(plot_surface(rep, out / f"{safe}_report_surface.png", zmax=zmax,
+                                     title=f"{name}: report's method, L={rep['target']:g} at s = "
+                                           f"{rep['scales'][0]:.3f} / {rep['scales'][1]:.3f}",
+                                     xlabel="t * s1", ylabel="u * s2"))
+            figs.append(plot_contour(rep, out / f"{safe}_report_contour.png", xlabel="t * s1", ylabel="u * s2",
+                                     title=f"{name}: report's method (grown to L={rep['target']:g})"))
+        sections.append((name, "".join(embed_png(f) for f in figs)))
+        row = [name, res["test_acc"], round(res["loss0"], 4), round(res["acc0"], 2)]
+        for lv in res["basin"]["levels"].values():
+            if lv["below_minimum"]:
+                row.append("0 (minimum is above L)")
+            else:
+                row.append("not reached" if lv["mean"] is None else f"{lv['mean']:.3f} ± {lv['std']:.3f}"
+                           + (f" ({lv['not_reached']} rays not reached)" if lv["not_reached"] else ""))
+        rows.append(row)
+    png = plot_1d(results, out / "landscape_1d.png")
+    cols = ["model", "test acc", "loss at minimum", "acc at minimum"] + [
+        f"width L={'min' if k.startswith('+') else ''}{k}" for k in next(iter(results.values()))["basin"]["levels"]]
+    note = (f"Basin width: distance a (filter-normalized units; a = 0.1 moves every filter by 10% of its norm) "
+            f"at which the loss on {args.subset} {args.split} images (fixed stratified subset, seed {args.seed}, "
+            f"eval-mode BN, no augmentation) first reaches L; mean ± std over {args.directions} random "
+            f"directions x 2 signs.\n\n")
+    md = note + markdown_table(cols, rows)
+    payload = {"settings": {k: getattr(args, k) for k in ("subset", "split", "resolution", "directions", "levels",
+                                                           "target_loss", "report_resolution", "seed", "checkpoint")},
+               "runs": {n: str(r.path) for n, r in zip(names, runs)}, "results": results}
+    _write(out, "landscape", payload, md, "Loss landscape",
+           [("1D (direction 1)", embed_png(png)), ("Basin width", html_table(cols, rows)), *sections])
+    print(md, end="")
+    print(f"wrote {out}/ (landscape_1d.png, *_contour.png, *_surface.png, landscape.json, landscape.md)")
+    return 0
+
+
+def cmd_ratio(args) -> int:
+    from ..analysis.interpolation import markdown_table
+    from ..analysis.ratio import PANELS, collect, panel_points, plot_panels
+    from ..track.html import embed_png, html_table
+
+    records = collect(Path(args.study_dir), args.metric)
+    points = panel_points(records)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    png = plot_panels(points, out / "ratio.png", metric=args.metric,
+                      title=f"Decoupled mixing ratios ({Path(args.study_dir).name})")
+    cols = ["panel", "range", args.metric, "std", "seeds", "runs"]
+    rows = [[f"({p}) {PANELS[p]}", pt["label"], round(pt["mean"], 2), round(pt["std"], 2), pt["n"],
+             ", ".join(pt["runs"])] for p, pts in points.items() for pt in pts]
+    md = markdown_table(cols, rows)
+    _write(out, "ratio", {"metric": args.metric, "records": records, "panels": points}, md,
+           "Mixing-ratio study", [("Panels", embed_png(png)), ("Table", html_table(cols, rows))])
+    print(md, end="")
+    print(f"wrote {png}")
+    return 0
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser("analyze", help="analyses of trained runs: interpolation test, loss landscape, ratio study")
+    acts = p.add_subparsers(dest="analyze_command", metavar="ANALYSIS")
+
+    def common(a, many: bool = True) -> None:
+        a.add_argument("runs", nargs="+" if many else 1, metavar="RUN", help="run directories")
+        a.add_argument("--checkpoint", choices=["best", "last"], default="best")
+        a.add_argument("--data-dir", help="dataset folder (same as data.dir=...)")
+        a.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+
+    it = acts.add_parser("interpolation", help="accuracy on mixed test pairs as lam goes 0..1 (seed 001 Fig. 2-3)")
+    common(it)
+    it.add_argument("-o", "--output", required=True, help="output folder")
+    it.add_argument("--pairs", type=int, default=1000, help="test pairs of different classes (default 1000)")
+    it.add_argument("--seed", type=int, default=0, help="seed of the pair draw (default 0)")
+    it.set_defaults(func=cmd_interpolation)
+
+    ls = acts.add_parser("landscape", help="loss landscape along filter-normalized directions, basin widths "
+                                           "(seed 001 Fig. 4)")
+    common(ls)
+    ls.add_argument("-o", "--output", help="output folder (default RUN/landscape for one run, else ./landscape)")
+    ls.add_argument("--subset", type=int, default=1000, help="fixed stratified subset size (default 1000)")
+    ls.add_argument("--split", choices=["train", "val"], default="train",
+                    help="subset drawn from (default train: Li et al. plot the training loss)")
+    ls.add_argument("--resolution", type=int, default=21, help="2D grid points per axis; 1D uses 2R-1 (default 21)")
+    ls.add_argument("--report-resolution", type=int, help="grid of the report's method (default --resolution)")
+    ls.add_argument("--directions", type=int, default=3, help="random directions for basin widths (default 3)")
+    ls.add_argument("--levels", default="+0.5,+1,2.3026,5",
+                    help="loss levels of the basin widths: absolute, or +x above the loss at the minimum "
+                         "(default +0.5,+1,2.3026,5; 2.3026 = ln 10, chance level on CIFAR-10)")
+    ls.add_argument("--target-loss", type=float, default=5.0, help="L of the report's method (default 5)")
+    ls.add_argument("--zmax", type=float, help="clip surface plots at this loss (default 2 x --target-loss)")
+    ls.add_argument("--no-2d", action="store_true", help="1D scan and basin widths only")
+    ls.add_argument("--seed", type=int, default=0, help="seed of the directions and the subset (default 0)")
+    ls.set_defaults(func=cmd_landscape)
+
+    ra = acts.add_parser("ratio", help="plot a decoupled mixing-ratio study's panels (seed 001 Fig. 1)")
+    ra.add_argument("study_dir", metavar="STUDY_DIR", help="a study directory (holding runs/)")
+    ra.add_argument("-o", "--output", required=True, help="output folder")
+    ra.add_argument("--metric", choices=["final_val_acc", "best_val_acc"], default="final_val_acc")
+    ra.set_defaults(func=cmd_ratio)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

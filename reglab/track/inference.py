@@ -57,7 +57,11 @@ def load_trained(target: Path, which: str = "best", device: str = "cpu") -> tupl
 
 def evaluate_command(target: Path, split: str = "test", data_overrides: list[str] = (), checkpoint: str = "best",
                      out_dir: Path | None = None, tta: bool | None = None) -> dict[str, Any]:
-    """Evaluate a run's checkpoint; ``tta=None`` follows the run's own ``train.tta`` setting."""
+    """Evaluate a run's checkpoint; ``tta=None`` follows the run's own ``train.tta`` setting.
+
+    Writes ``eval_<split>.json`` (loss, accuracy, per-class accuracy, confusion matrix, ECE/NLL/calibration
+    bins, train-test gap), ``confusion_<split>.png``, ``reliability_<split>.png`` and, for a run directory,
+    ``gap.png`` (gap over epochs)."""
     model, meta, path = load_trained(target, checkpoint)
     _, run_dir = resolve_checkpoint(target, checkpoint)
     if run_dir is not None:
@@ -85,14 +89,45 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
     dest.mkdir(parents=True, exist_ok=True)
     plot_confusion(cm.numpy(), data.classes, dest / f"confusion_{split}.png",
                    title=f"{split}: {res.acc:.2f}% ({path.name})")
-    atomic_write_text(dest / f"eval_{split}.json", json.dumps(out, indent=2) + "\n")
     width = max(len(c) for c in data.classes)
     lines = [f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images"
              f"{' (flip TTA)' if tta else ''}",
              *(f"  {c:<{width}} {a:6.2f}%" for c, a in zip(data.classes, per_class)),
              f"confusion matrix: {dest / f'confusion_{split}.png'}"]
+    lines += _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir, path)
+    atomic_write_text(dest / f"eval_{split}.json", json.dumps(out, indent=2) + "\n")
     out["_text"] = "\n".join(lines)
     return out
+
+
+DIAG_TRAIN_IMAGES = 5000  # un-augmented training images evaluated for the final train-test gap
+
+
+def _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir, path) -> list[str]:
+    """Calibration (ECE over 15 equal-width bins, NLL, reliability diagram) and the train-test gap (clean
+    training images for this checkpoint; per epoch from the run's metrics), added to ``out``; text lines."""
+    from ..data import Split
+    from .calibration import calibration, plot_reliability, summary_line
+    from .diagnostics import clean_train_gap, plot_gap
+
+    cal = calibration(res.probs, chosen.labels, n_bins=15)
+    out["ece"], out["nll"] = round(cal["ece"], 5), round(cal["nll"], 5)
+    out["calibration"] = cal
+    rel = plot_reliability(cal, dest / f"reliability_{split}.png", title=f"{split}: {path.name}")
+    lines = [f"calibration: {summary_line(cal)}", f"reliability diagram: {rel}"]
+    n = min(DIAG_TRAIN_IMAGES, len(data.train))
+    idx = torch.linspace(0, len(data.train) - 1, n).round().long()  # evenly spaced, fixed
+    sub = Split(data.train.images[idx], data.train.labels[idx])
+    tr = evaluate(model, DeviceLoader(sub, 1000, meta["mean"], meta["std"]), tta=tta)
+    out["gap"] = clean_train_gap(tr.acc, tr.loss, res.acc, res.loss, split, n)
+    lines.append(f"train-{split} gap: {out['gap']['acc_gap']:+.2f} points ({tr.acc:.2f}% on {n} un-augmented "
+                 f"training images vs {res.acc:.2f}%), loss gap {out['gap']['loss_gap']:+.4f}")
+    rows = RunDir(run_dir).read_metrics() if run_dir is not None else []
+    if rows:
+        cfg = load_run_config(run_dir)
+        gap_png = plot_gap(rows, dest / "gap.png", title=cfg.run.name or "", mixed=cfg.mix.enabled)
+        lines.append(f"gap over epochs (logged train vs val/test): {gap_png}")
+    return lines
 
 
 def load_image(path: Path, size: int = 32) -> np.ndarray:

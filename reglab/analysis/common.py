@@ -1,0 +1,57 @@
+"""Loading what an analysis needs from a run: the model (eval mode), its normalization, its data splits."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..data import DataSplits, load_splits
+from ..errors import UserError
+from ..track.inference import load_trained, resolve_checkpoint
+from ..train.rundir import load_run_config
+
+
+@dataclass
+class LoadedRun:
+    name: str  # run.name of the run (else the directory name)
+    path: Path  # run directory
+    model: nn.Module  # eval mode, on the CPU
+    meta: dict[str, Any]  # checkpoint metadata (mean, std, classes, model)
+    data: DataSplits
+    mixed: bool  # trained with mixup / cutmix / decoupled mixing
+    summary: dict[str, Any]
+
+    def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
+        """uint8 N x 3 x H x W -> float, ``(x / 255 - mean) / std`` with the run's statistics."""
+        mean = torch.tensor(self.meta["mean"], dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.meta["std"], dtype=torch.float32).view(1, 3, 1, 1)
+        return (images_u8.float() / 255 - mean) / std
+
+
+def load_run(target: Path | str, checkpoint: str = "best", data_overrides: list[str] = ()) -> LoadedRun:
+    """A run directory's model (``checkpoint``: best or last) and its data (train/val/test splits as the
+    run used them; ``data_overrides`` such as ``data.dir=...`` apply)."""
+    import json
+
+    target = Path(target)
+    if not target.is_dir():
+        raise UserError(f"{target} is not a run directory; analyses need the run (config.yaml + checkpoints/).")
+    model, meta, _ = load_trained(target, checkpoint)
+    _, run_dir = resolve_checkpoint(target, checkpoint)
+    cfg = load_run_config(run_dir, list(data_overrides))
+    data = load_splits(cfg.data)
+    if data.num_classes != meta["num_classes"]:
+        raise UserError(f"{target}: the checkpoint predicts {meta['num_classes']} classes but the data has "
+                        f"{data.num_classes}.")
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    return LoadedRun(cfg.run.name or run_dir.name, run_dir, model, meta, data, cfg.mix.enabled, summary)
+
+
+def unique_names(runs: list[LoadedRun]) -> list[str]:
+    """Run names, made unique with the directory name where two runs share one."""
+    names = [r.name for r in runs]
+    return [n if names.count(n) == 1 else f"{n} ({r.path.name})" for n, r in zip(names, runs)]

@@ -1,0 +1,245 @@
+"""Loss landscapes around a trained model (seed 001, Objective 3, Figure 4).
+
+**Filter-normalized random directions** (Li, Xu, Taylor, Studer & Goldstein, *Visualizing the Loss Landscape
+of Neural Nets*, NeurIPS 2018, Sec. 4): a direction ``d`` is a Gaussian tensor shaped like the weights, then
+every filter ``d_ij`` (slice ``j`` along the output dimension of layer ``i``; a row of a linear layer) is
+rescaled to the norm of the matching filter of the trained weights::
+
+    d_ij <- d_ij / ||d_ij|| * ||theta_ij||
+
+Biases and batch-norm parameters (every parameter with <= 1 dimension) get a zero direction -- the paper's
+choice ("we do not perturb bias and BN parameters", its ``ignore='biasbn'``) -- and the network is evaluated
+in eval mode with the trained batch-norm running statistics, unchanged (as the paper's code, which calls
+``net.eval()`` and perturbs weights only). Perturbed weights are evaluated with
+``torch.func.functional_call``, so the model is never copied or modified.
+
+* 1D: ``f(a) = L(theta + a d)``, ``a`` in [-1, 1]; 2D: ``f(a, b) = L(theta + a d1 + b d2)`` on [-1, 1]^2.
+* **The report's method** (seed 001, "perturbing the parameters ... gradually adjusting its perturbation
+  range; when the loss reaches a predetermined size, save these random tensors; then interpolate"): grow
+  ``s`` along each random direction until ``L(theta + s d) = L_target`` (geometric growth, then bisection),
+  then interpolate ``theta + t s1 d1 + u s2 d2`` for ``t, u`` in [-1, 1]. We use the same filter-normalized
+  directions as above, so the two methods differ only in the scaling (the report gives no normalization).
+* **Basin width** (to compare models in a table, not by eye): along a direction, the distance ``a`` at which
+  the loss first reaches a level ``L`` (rays in both signs of several directions; mean and std). ``a`` is in
+  filter-normalized units: ``a = 0.1`` moves every filter by 10% of its own norm. Widths are the report's
+  grow-stage scales ``s`` themselves.
+
+Losses are the plain cross-entropy (mean) and top-1 accuracy on a fixed, stratified subset of the
+**training** split, un-augmented (Li et al. plot the training loss); see :func:`fixed_subset`.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.func import functional_call
+
+Direction = dict[str, torch.Tensor]
+
+
+def filter_normalize(d: torch.Tensor, w: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
+    """Rescale each filter (slice along dim 0) of ``d`` to the norm of the same filter of ``w``."""
+    dn = d.flatten(1).norm(dim=1)
+    wn = w.flatten(1).norm(dim=1)
+    return d * (wn / (dn + eps)).view(-1, *([1] * (d.dim() - 1)))
+
+
+def random_direction(model: nn.Module, generator: torch.Generator) -> Direction:
+    """A filter-normalized Gaussian direction over ``model``'s parameters; zero on biases and BN (dim <= 1)."""
+    out: Direction = {}
+    for name, p in model.named_parameters():
+        if p.dim() <= 1:
+            out[name] = torch.zeros_like(p)
+        else:
+            r = torch.randn(p.shape, generator=generator, dtype=torch.float32).to(p)
+            out[name] = filter_normalize(r, p.detach())
+    return out
+
+
+def directions(model: nn.Module, n: int, seed: int = 0) -> list[Direction]:
+    g = torch.Generator().manual_seed(seed)
+    return [random_direction(model, g) for _ in range(n)]
+
+
+def fixed_subset(labels: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
+    """Indices of a stratified subset of ``n`` images drawn with a fixed seed (all of them if n >= N)."""
+    from ..data import stratified_split
+
+    if n >= len(labels):
+        return torch.arange(len(labels))
+    _, held = stratified_split(labels.numpy(), n, seed)
+    return torch.from_numpy(held)
+
+
+class Evaluator:
+    """``ev(coeffs, dirs) -> (loss, acc%)`` of ``theta + sum_k coeffs[k] * dirs[k]`` on a fixed batch set.
+
+    The model is evaluated in eval mode (BN running statistics of the trained model) through
+    ``functional_call``; its own parameters are left untouched."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000):
+        self.model = model.eval()
+        self.theta = {n: p.detach() for n, p in model.named_parameters()}
+        self.buffers = {n: b for n, b in model.named_buffers()}
+        self.x, self.y, self.batch_size = x, y, batch_size
+        self.calls = 0
+
+    @torch.no_grad()
+    def __call__(self, coeffs: Sequence[float], dirs: Sequence[Direction]) -> tuple[float, float]:
+        params = {}
+        for n, t in self.theta.items():
+            p = t
+            for c, d in zip(coeffs, dirs):
+                if c != 0.0:
+                    p = p + c * d[n]
+            params[n] = p
+        loss = torch.zeros((), dtype=torch.float64)
+        correct = torch.zeros((), dtype=torch.int64)
+        for s in range(0, len(self.y), self.batch_size):
+            xb, yb = self.x[s:s + self.batch_size], self.y[s:s + self.batch_size]
+            logits = functional_call(self.model, (params, self.buffers), (xb,)).float()
+            loss += F.cross_entropy(logits, yb, reduction="sum").double()
+            correct += (logits.argmax(1) == yb).sum()
+        self.calls += 1
+        n = max(len(self.y), 1)
+        return float(loss) / n, 100.0 * float(correct) / n
+
+
+def scan_1d(ev: Evaluator, d: Direction, alphas: Sequence[float]) -> dict[str, list[float]]:
+    """Loss and accuracy at ``theta + a d`` for each ``a``."""
+    res = [ev([a], [d]) for a in alphas]
+    return {"alpha": [float(a) for a in alphas], "loss": [r[0] for r in res], "acc": [r[1] for r in res]}
+
+
+def scan_2d(ev: Evaluator, d1: Direction, d2: Direction, a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Loss and accuracy on the grid ``theta + a_i d1 + b_j d2``; arrays indexed ``[j, i]`` (rows: b)."""
+    loss = np.zeros((len(b), len(a)))
+    acc = np.zeros((len(b), len(a)))
+    for j, bj in enumerate(b):
+        for i, ai in enumerate(a):
+            loss[j, i], acc[j, i] = ev([ai, bj], [d1, d2])
+    return {"a": [float(v) for v in a], "b": [float(v) for v in b], "loss": loss.tolist(), "acc": acc.tolist()}
+
+
+def first_crossings(ev: Evaluator, d: Direction, levels: Sequence[float], loss0: float, start: float = 0.01,
+                    growth: float = 1.5, max_alpha: float = 10.0, bisect: int = 7) -> list[float | None]:
+    """For each level, the smallest ``a > 0`` (to within the bisection) with ``L(theta + a d) >= level``:
+    grow ``a`` geometrically from ``start`` until the loss passes the highest level (or ``a > max_alpha``),
+    then bisect inside the first bracket that crosses each level. None where it never gets there."""
+    pts = [(0.0, loss0)]
+    a = start
+    top = max(levels)
+    while a <= max_alpha:
+        pts.append((a, ev([a], [d])[0]))
+        if pts[-1][1] >= top:
+            break
+        a *= growth
+    out: list[float | None] = []
+    for level in levels:
+        k = next((i for i, (_, l) in enumerate(pts) if l >= level), None)
+        if k is None:
+            out.append(None)
+            continue
+        if k == 0:
+            out.append(0.0)
+            continue
+        lo, hi = pts[k - 1][0], pts[k][0]
+        for _ in range(bisect):
+            mid = 0.5 * (lo + hi)
+            if ev([mid], [d])[0] >= level:
+                hi = mid
+            else:
+                lo = mid
+        out.append(0.5 * (lo + hi))
+    return out
+
+
+def resolve_levels(specs: Sequence[str | float], loss0: float) -> list[tuple[str, float]]:
+    """Loss levels as (label, value): a number is absolute; ``"+x"`` means ``x`` above the loss at the minimum
+    (a fairer comparison of models whose minima differ, e.g. mixup's higher clean loss)."""
+    out = []
+    for spec in specs:
+        text = str(spec).strip()
+        out.append((text, loss0 + float(text[1:])) if text.startswith("+") else (f"{float(text):g}", float(text)))
+    return out
+
+
+def basin_width(ev: Evaluator, dirs: Sequence[Direction], levels: Sequence[str | float], **kw) -> dict[str, Any]:
+    """Distance to each loss level (see :func:`resolve_levels`) along ``+d`` and ``-d`` of every direction:
+    per level the mean, std, min and the raw values (None = not reached within ``max_alpha``; such rays are
+    left out of the mean and counted in ``not_reached``). A level at or below the loss at the minimum has
+    width 0 and ``below_minimum`` set."""
+    loss0, acc0 = ev([], [])
+    resolved = resolve_levels(levels, loss0)
+    labels, levels = [lab for lab, _ in resolved], [v for _, v in resolved]
+    per_ray = []
+    for d in dirs:
+        for sign in (1.0, -1.0):
+            dd = d if sign > 0 else {n: -t for n, t in d.items()}
+            per_ray.append(first_crossings(ev, dd, levels, loss0, **kw))
+    out: dict[str, Any] = {"loss0": loss0, "acc0": acc0, "rays": len(per_ray), "levels": {}}
+    for i, (label, level) in enumerate(zip(labels, levels)):
+        vals = [r[i] for r in per_ray]
+        got = np.array([v for v in vals if v is not None])
+        out["levels"][label] = {
+            "loss": level, "mean": float(got.mean()) if len(got) else None,
+            "std": float(got.std()) if len(got) else None, "min": float(got.min()) if len(got) else None,
+            "not_reached": int(sum(v is None for v in vals)), "below_minimum": level <= loss0, "values": vals}
+    return out
+
+
+def scale_direction(d: Direction, s: float) -> Direction:
+    return {n: s * t for n, t in d.items()}
+
+
+def report_method(ev: Evaluator, d1: Direction, d2: Direction, target: float, resolution: int,
+                  loss0: float, **kw) -> dict[str, Any]:
+    """The report's grow-then-interpolate surface: scales ``s1, s2`` with ``L(theta + s_k d_k) = target``,
+    then the grid ``theta + t s1 d1 + u s2 d2``, ``t, u`` in [-1, 1]. Grid axes are returned in ``a`` units
+    (``t * s1``, ``u * s2``). Without a crossing (loss never reaches ``target``) that axis uses ``max_alpha``."""
+    max_alpha = kw.get("max_alpha", 10.0)
+    s = []
+    for d in (d1, d2):
+        c = first_crossings(ev, d, [target], loss0, **kw)[0]
+        s.append(max_alpha if c is None else c)
+    t = np.linspace(-1, 1, resolution)
+    grid = scan_2d(ev, scale_direction(d1, s[0]), scale_direction(d2, s[1]), t, t)
+    grid["a"] = [float(v * s[0]) for v in t]
+    grid["b"] = [float(v * s[1]) for v in t]
+    return {"target": target, "scales": s, **grid}
+
+
+def landscape_of_run(run, *, subset: int = 1000, split: str = "train", resolution: int = 21,
+                     points_1d: int | None = None, n_dirs: int = 3, levels: Sequence[str | float] = ("+0.5", "+1", "2.3026", "5"),
+                     target: float = 5.0, report_resolution: int | None = None, seed: int = 0, do_2d: bool = True,
+                     batch_size: int = 1000, log=lambda msg: None) -> dict[str, Any]:
+    """Everything above for one loaded run (:class:`reglab.analysis.common.LoadedRun`): the 1D scan along
+    direction 1, the 2D grid on directions 1-2 (``resolution`` per axis), the basin widths over ``n_dirs``
+    directions (both signs) at ``levels``, and the report's surface for ``target``. The same ``seed`` gives
+    every model of the same architecture the same Gaussian draws before filter normalization."""
+    chosen = run.data.train if split == "train" else run.data.val
+    if chosen is None:
+        raise ValueError("the run has no validation split")
+    idx = fixed_subset(chosen.labels, subset, seed)
+    ev = Evaluator(run.model, run.normalize(chosen.images[idx]), chosen.labels[idx], batch_size)
+    dirs = directions(run.model, max(2, n_dirs), seed)
+    loss0, acc0 = ev([], [])
+    out: dict[str, Any] = {"split": split, "subset": len(idx), "subset_seed": seed, "loss0": loss0, "acc0": acc0}
+    log(f"  minimum: loss {loss0:.4f}, accuracy {acc0:.2f}% on {len(idx)} {split} images")
+    out["1d"] = scan_1d(ev, dirs[0], np.linspace(-1, 1, points_1d or 2 * resolution - 1))
+    log(f"  1D scan: {len(out['1d']['alpha'])} points")
+    out["basin"] = basin_width(ev, dirs[:n_dirs], levels)
+    log("  basin widths: " + ", ".join(f"L={k}: {v['mean']:.3f}" if v["mean"] is not None else f"L={k}: n/a"
+                                       for k, v in out["basin"]["levels"].items()))
+    if do_2d:
+        grid = np.linspace(-1, 1, resolution)
+        out["2d"] = scan_2d(ev, dirs[0], dirs[1], grid, grid)
+        log(f"  2D grid: {resolution}x{resolution}")
+        out["report"] = report_method(ev, dirs[0], dirs[1], target, report_resolution or resolution, loss0)
+        log(f"  report's method: L={target:g} reached at s = {out['report']['scales'][0]:.3f}, "
+            f"{out['report']['scales'][1]:.3f}")
+    out["evaluations"] = ev.calls
+    return out
