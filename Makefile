@@ -12,13 +12,19 @@ $(BIN)/reglab: pyproject.toml requirements-lock.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-.PHONY: setup train test bench
+.PHONY: setup train test bench browser
 setup: $(BIN)/reglab
+
+# The HTML report tests drive Debian's chromium (through playwright's Python API, no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium is missing: sudo apt-get install chromium (the HTML report tests need it)"; fi; }
 
 train: setup  ## train the default recipe (recipes/quick.yaml) on CIFAR-10
 	$(BIN)/reglab train $(ARGS)
 
-test: setup  ## the test suite (what CI runs)
+test: setup browser  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup

@@ -47,10 +47,10 @@ def test_load_study_expands_runs_seeds_and_grid(tmp_path):
     assert study.runs[1].config.run.seed == 1 and study.runs[0].config.mix.mixup_alpha == 0.0
 
     grid = load_study(write_study(tmp_path / "g.yaml", runs=None, seeds=[7],
-                                  grid={"optim.lr": [0.1, 0.01], "optim.name": ["sgd", "adam"]}))
-    assert [r.key for r in grid.runs] == ["lr=0.1_name=sgd-s7", "lr=0.1_name=adam-s7", "lr=0.01_name=sgd-s7",
-                                          "lr=0.01_name=adam-s7"]
-    assert grid.runs[3].config.optim.lr == 0.01 and grid.runs[3].config.optim.name == "adam"
+                                  grid={"optim.lr": [0.1, 0.01], "optim.momentum": [0.9, 0.5]}))
+    assert [r.key for r in grid.runs] == ["lr=0.1_momentum=0.9-s7", "lr=0.1_momentum=0.5-s7",
+                                          "lr=0.01_momentum=0.9-s7", "lr=0.01_momentum=0.5-s7"]
+    assert grid.runs[3].config.optim.lr == 0.01 and grid.runs[3].config.optim.momentum == 0.5
     crossed = load_study(write_study(tmp_path / "c.yaml", seeds=1, grid={"optim.lr": [0.1, 0.2]}))
     assert [r.group for r in crossed.runs] == ["erm_lr=0.1", "erm_lr=0.2", "mixup_lr=0.1", "mixup_lr=0.2"]
 

@@ -11,7 +11,7 @@ def cmd_study(args) -> int:
     from ..study import load_study, run_study
     from ..track.report import write_report
 
-    items = [f"run.{i}" if i.startswith("budget=") else i for i in args.overrides]
+    items = [f"run.{i}" if i.startswith("budget=") else i for i in args.items]
     budget = None
     rest = []
     for item in items:
@@ -68,7 +68,7 @@ def register(sub) -> None:
                                     "run directory under the study directory. Rerunning skips finished runs and "
                                     "resumes interrupted ones. Study files: studies/*.yaml.")
     st.add_argument("study", metavar="STUDY", help="a study YAML file or the name of one in studies/")
-    st.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+    st.add_argument("items", nargs="*", metavar="KEY=VALUE",
                     help="overrides for every run; budget=NAME picks the recipes' budget (e.g. budget=cpu)")
     st.add_argument("-o", "--output", help="study directory (default studies/<name>)")
     st.add_argument("-j", "--parallel", type=int, help="runs at a time (default: the file's `parallel`, else 1)")
