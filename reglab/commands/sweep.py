@@ -1,5 +1,145 @@
-"""`reglab sweep` (placeholder until implemented)."""
+"""``reglab sweep``: hyperparameter sweeps (Optuna).
+
+    reglab sweep SWEEP.yaml [--workers N] [--storage URL] [--trials N] [-o DIR] [KEY=VALUE ...]
+    reglab sweep report DIR [--importance ped_anova|fanova]
+    reglab sweep best DIR [--overwrite] [KEY=VALUE ...]
+
+The first positional word is ``report`` or ``best`` (sub-forms) or the sweep file. KEY=VALUE overrides with a
+sweep file apply to every trial this command runs (e.g. ``data.dir=...``, ``run.device=cuda``); they are not part
+of the study's identity, so change the experiment itself in the sweep file.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+
+FORMS = ("report", "best")
 
 
 def register(sub) -> None:
-    pass
+    p = sub.add_parser(
+        "sweep", help="hyperparameter sweeps (Optuna): run/resume a sweep, `report DIR`, `best DIR`",
+        description="Run or resume a sweep: a base recipe plus a search space (sweeps/*.yaml, docs/sweeps.md), "
+                    "objective = validation accuracy. `reglab sweep report DIR` writes the analysis (best config as "
+                    "a recipe, importance, figures); `reglab sweep best DIR` retrains the best config on "
+                    "train+val and reports test accuracy once.")
+    p.add_argument("items", nargs="*", metavar="SWEEP.yaml|report DIR|best DIR [KEY=VALUE ...]")
+    p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    p.add_argument("--storage", help="Optuna storage URL shared by workers/machines: sqlite:///FILE, journal:FILE, "
+                                     "postgresql://... (default: study.db in the sweep directory)")
+    p.add_argument("--trials", type=int, help="finished trials to reach (default: the sweep file's trials)")
+    p.add_argument("-o", "--out", help="sweep directory (default runs/sweeps/<name>)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report when the sweep ends")
+    p.add_argument("--importance", choices=["ped_anova", "fanova"], default="ped_anova",
+                   help="importance method for the report (fanova needs scikit-learn)")
+    p.add_argument("--overwrite", action="store_true", help="best: retrain even when already done")
+    p.add_argument("--quiet", action="store_true", help="best: plain log lines instead of a progress bar")
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_sweep)
+
+
+def _log(prefix: str = ""):
+    def log(msg: str) -> None:
+        print(f"{prefix}{msg}", flush=True)
+    return log
+
+
+def _overrides(items: list[str], what: str) -> list[str]:
+    bad = [i for i in items if "=" not in i]
+    if bad:
+        raise UserError(f"{what}: unexpected argument(s) {' '.join(bad)}; only KEY=VALUE overrides may follow.")
+    return items
+
+
+def cmd_sweep(args) -> int:
+    items = list(args.items)
+    if not items:
+        raise UserError("give a sweep file (reglab sweep sweeps/cpu_quick.yaml), or `reglab sweep report DIR` / "
+                        "`reglab sweep best DIR`.")
+    if items[0] in FORMS and not Path(items[0]).is_file():
+        if len(items) < 2 or "=" in items[1]:
+            raise UserError(f"reglab sweep {items[0]} DIR: give the sweep directory (default runs/sweeps/<name>).")
+        sweep_dir, rest = Path(items[1]), items[2:]
+        if items[0] == "report":
+            _overrides(rest, "sweep report")
+            if rest:
+                raise UserError("sweep report takes no KEY=VALUE overrides.")
+            return _report(sweep_dir, args.importance)
+        from ..sweep.best import retrain_best
+
+        retrain_best(sweep_dir, _overrides(rest, "sweep best"), overwrite=args.overwrite, quiet=args.quiet)
+        return 0
+    return _run(args, Path(items[0]), _overrides(items[1:], "sweep"))
+
+
+def _report(sweep_dir: Path, method: str) -> int:
+    from ..sweep.report import write_report
+
+    s = write_report(sweep_dir, method)
+    from ..sweep.report import _summary_lines
+
+    print("\n".join(_summary_lines(s)))
+    if s.get("importance"):
+        print("importance (" + s["importance_method"] + "): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in s["importance"].items()))
+    print(f"report: {s['files']['dir']}/report.md, report.html, best.yaml, trials.csv and PNGs")
+    return 0
+
+
+def _default_dir(path: Path, name: str) -> Path:
+    from ..sweep.runner import DB_FILE, SWEEP_FILE
+
+    parent = path.resolve().parent
+    if path.name == SWEEP_FILE and ((parent / DB_FILE).is_file() or (parent / "trials").is_dir()):
+        return parent  # rerunning the copy inside a sweep directory resumes that sweep
+    return Path("runs") / "sweeps" / name
+
+
+def _run(args, path: Path, extra: list[str]) -> int:
+    from ..sweep.runner import Worker, counts, prepare, recover_stale, ask_lock, storage_url
+    from ..sweep.spec import load_sweep
+
+    spec = load_sweep(path)
+    if args.storage:
+        spec.storage = args.storage
+    if args.trials is not None:
+        if args.trials < 1:
+            raise UserError(f"--trials must be >= 1, got {args.trials}.")
+        if spec.sampler.name == "grid" and args.trials > spec.grid_size():
+            raise UserError(f"--trials {args.trials} is more than the grid's {spec.grid_size()} points.")
+        spec.trials = args.trials
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}.")
+    sweep_dir = Path(args.out) if args.out else _default_dir(path, spec.name)
+    try:
+        spec.config({}, extra)
+    except UserError as exc:
+        raise UserError(f"command-line overrides: {exc}") from None
+    if args.worker_index is not None:  # a process started by --workers
+        Worker(spec, sweep_dir, spec.trials, args.worker_index, extra, _log(f"[w{args.worker_index}] ")).run()
+        return 0
+    study = prepare(spec, sweep_dir)
+    with ask_lock(sweep_dir):
+        recover_stale(study, spec)
+    c = counts(study)
+    print(f"sweep {spec.name}: {c['done']}/{spec.trials} trials finished so far | sampler {spec.sampler.name}, "
+          f"pruner {spec.pruner.name}, objective {spec.objective} | {storage_url(spec, sweep_dir)} | {sweep_dir}",
+          flush=True)
+    code = 0
+    if args.workers > 1:
+        from ..sweep.workers import run_workers
+
+        code = run_workers(sweep_dir, spec.trials, args.workers, extra)
+    else:
+        Worker(spec, sweep_dir, spec.trials, 0, extra, _log()).run()
+    c = counts(study)
+    print(f"sweep {spec.name}: {c['done']}/{spec.trials} finished ({c['complete']} complete, {c['pruned']} pruned, "
+          f"{c['failed']} failed)", flush=True)
+    if not args.no_report and c["done"]:
+        _report(sweep_dir, args.importance)
+    if code:
+        print("reglab: some workers failed; rerun the same command to resume the sweep", file=sys.stderr)
+    return code
