@@ -212,7 +212,7 @@ def report_method(ev: Evaluator, d1: Direction, d2: Direction, target: float, re
     return {"target": target, "scales": s, **grid}
 
 
-def landscape_of_run(run, *, subset: int = 1000, split: str = "train", resolution: int = 21,
+def landscape_of_run(run, *, subset: int = 1000, split: str = "train", resolution: int = 15,
                      points_1d: int | None = None, n_dirs: int = 3, levels: Sequence[str | float] = ("+0.5", "+1", "2.3026", "5"),
                      target: float = 5.0, report_resolution: int | None = None, seed: int = 0, do_2d: bool = True,
                      batch_size: int = 1000, log=lambda msg: None) -> dict[str, Any]:

@@ -9,7 +9,8 @@ by its saved config (never by its name):
 * panel a -- ``lam_x = 0.5`` fixed, ``lam_y`` uniform (or fixed 0.5): x-axis = ``lam_y``'s range;
 * panel b -- ``lam_y = 0.5`` fixed, ``lam_x`` uniform (or fixed 0.5): x-axis = ``lam_x``'s range;
 * panel c -- tied, ``lam_x`` uniform (or fixed 0.5): x-axis = the range;
-* panel d -- tied runs whose range ends at 1 (e.g. [0.5, 1] vs [0, 1]), next to ERM (no mixing) as bars.
+* panel d -- tied runs whose range ends at 1 (e.g. [0.5, 1] vs [0, 1]), next to ERM (no mixing); ERM is
+  also drawn as a dashed line in panels a-c.
 
 A run with both ratios 0.5 (fixed/fixed, or fixed 0.5 and tied) is the zero-width point of panels a, b and
 c. The range is plotted as its width ``l2 - l1`` (labels show ``[l1, l2]``): with a random partner,
@@ -120,7 +121,7 @@ def panel_points(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
 
 def plot_panels(points: dict[str, list[dict[str, Any]]], path: Path | str, metric: str = "final_val_acc",
                 title: str = "") -> Path:
-    """Figure 1 a-d: accuracy against the range width (a-c, labelled with the ranges), bars for d."""
+    """Figure 1 a-d: accuracy against the range width (a-c, labelled with the ranges), categories in d."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,6 +131,7 @@ def plot_panels(points: dict[str, list[dict[str, Any]]], path: Path | str, metri
     vals = [p["mean"] for pts in points.values() for p in pts]
     lo, hi = (min(vals), max(vals)) if vals else (0, 100)
     pad = max(1.0, 0.15 * (hi - lo))
+    erm = next((p for p in points.get("d", []) if p["erm"]), None)
     for ax, (panel, desc) in zip(axes, PANELS.items()):
         pts = points.get(panel, [])
         ax.set_title(f"({panel}) {desc}", fontsize=10)
@@ -142,10 +144,16 @@ def plot_panels(points: dict[str, list[dict[str, Any]]], path: Path | str, metri
         ys, es = [p["mean"] for p in pts], [p["std"] for p in pts]
         if panel == "d":
             xs = np.arange(len(pts))
-            ax.bar(xs, ys, yerr=es if any(es) else None, color=["gray" if p["erm"] else "tab:blue" for p in pts])
+            for x, p in zip(xs, pts):
+                ax.errorbar([x], [p["mean"]], yerr=[p["std"]] if p["std"] else None, marker="s" if p["erm"] else "o",
+                            color="gray" if p["erm"] else "tab:blue", capsize=3, markersize=8)
             ax.set_xticks(xs, [p["label"] for p in pts])
+            ax.set_xlim(-0.6, len(pts) - 0.4)
             ax.set_xlabel("lam_x = lam_y range")
         else:
+            if erm:
+                ax.axhline(erm["mean"], color="gray", linestyle="--", linewidth=1)
+                ax.text(0.02, erm["mean"], " ERM", color="gray", va="bottom", transform=ax.get_yaxis_transform())
             xs = [p["width"] for p in pts]
             ax.errorbar(xs, ys, yerr=es if any(es) else None, marker="o", capsize=3)
             ax.set_xticks(xs, [p["label"] for p in pts], rotation=30, ha="right", fontsize=8)

@@ -203,7 +203,7 @@ def register(sub) -> None:
     ls.add_argument("--subset", type=int, default=1000, help="fixed stratified subset size (default 1000)")
     ls.add_argument("--split", choices=["train", "val"], default="train",
                     help="subset drawn from (default train: Li et al. plot the training loss)")
-    ls.add_argument("--resolution", type=int, default=21, help="2D grid points per axis; 1D uses 2R-1 (default 21)")
+    ls.add_argument("--resolution", type=int, default=15, help="2D grid points per axis; 1D uses 2R-1 (default 15)")
     ls.add_argument("--report-resolution", type=int, help="grid of the report's method (default --resolution)")
     ls.add_argument("--directions", type=int, default=3, help="random directions for basin widths (default 3)")
     ls.add_argument("--levels", default="+0.5,+1,2.3026,5",
