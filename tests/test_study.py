@@ -238,15 +238,16 @@ def test_html_report_renders_in_headless_chromium(finished_study, tmp_path, chro
 # optional loggers
 
 
-def test_tensorboard_and_wandb_mirror_the_epoch_metrics(tmp_path, capsys, monkeypatch):
+def test_tensorboard_and_wandb_mirror_the_epoch_metrics(tmp_path):
     pytest.importorskip("tensorboard")
     pytest.importorskip("wandb")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
     run_dir = tmp_path / "run"
-    assert main(["train", *TINY, "run.loggers=[tensorboard,wandb]", f"run.dir={run_dir}", "--quiet"]) == 0
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run([sys.executable, "-m", "reglab", "train", *TINY, "run.loggers=[tensorboard,wandb]",
+                           f"run.dir={run_dir}", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
     acc = EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
     metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -92,8 +92,12 @@ def _last_line(log: Path) -> str:
     return (errors or lines or [""])[-1].strip()
 
 
+def _echo(line: str) -> None:
+    print(line, flush=True)
+
+
 def run_study(study: Study, out_dir: Path, *, parallel: int | None = None, data_dir: str | None = None,
-              echo: Callable[[str], None] = print) -> list[Outcome]:
+              echo: Callable[[str], None] = _echo) -> list[Outcome]:
     """Run every run of ``study`` not yet finished under ``out_dir``; return one outcome per run."""
     out_dir = Path(out_dir)
     parallel = parallel or study.parallel
