@@ -134,11 +134,17 @@ def load_image(path: Path, size: int = 32) -> np.ndarray:
     """Any common image file -> uint8 array 3 x size x size (center square crop, then resize).
 
     Palette and alpha images are composited on white; 16-bit and float grayscale are rescaled to 8 bits.
+    Images up to PIL's hard decompression-bomb limit (about 179 megapixels) are read without a warning;
+    larger ones are refused.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with open(path, "rb") as fh, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fh)
             img.draft("RGB", (size * 4, size * 4))  # JPEG: decode at reduced scale, cheap for huge photos
             img.load()
             if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -163,9 +169,15 @@ def load_image(path: Path, size: int = 32) -> np.ndarray:
         raise ValueError("is a directory, not an image") from None
     except UnidentifiedImageError:
         raise ValueError("not an image file reglab can read (or empty)") from None
-    except Image.DecompressionBombError:
-        raise ValueError("image is too large to decode safely (PIL's decompression-bomb limit)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except PermissionError:
+        raise ValueError("permission denied: the file is not readable (check its permissions)") from None
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image is too large to decode safely ({str(exc).split(',')[0]}); shrink it first") from None
+    except OSError as exc:
+        if exc.errno is not None:  # the operating system failed to read it (I/O error, ...)
+            raise ValueError(f"cannot read the file ({exc.strerror or exc})") from None
+        raise ValueError(f"cannot decode the image ({exc})") from None
+    except (SyntaxError, ValueError) as exc:
         raise ValueError(f"cannot decode the image ({exc})") from None
 
 
