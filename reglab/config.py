@@ -39,8 +39,8 @@ class DataConfig:
         _check(self.val_size >= 0, "data.val_size", self.val_size, "must be >= 0 (0 disables the validation split)")
         if self.train_subset is not None:
             _check(self.train_subset > 0, "data.train_subset", self.train_subset, "must be > 0 or null")
-        _check(self.synthetic_train > 0 and self.synthetic_test > 0, "data.synthetic_train/test",
-               (self.synthetic_train, self.synthetic_test), "must be > 0")
+        _check(self.synthetic_train > 0, "data.synthetic_train", self.synthetic_train, "must be > 0")
+        _check(self.synthetic_test > 0, "data.synthetic_test", self.synthetic_test, "must be > 0")
         _check(self.synthetic_classes >= 2, "data.synthetic_classes", self.synthetic_classes, "must be >= 2")
 
 
@@ -117,7 +117,7 @@ class MixConfig:
         if self.lam_y == "beta" and self.mixup_alpha <= 0:
             raise UserError("mix.lam_y=beta draws from Beta(mix.mixup_alpha, mix.mixup_alpha); set mix.mixup_alpha > 0.")
         if self.lam_x == "beta" and self.lam_y != "tied" and self.mixup_alpha <= 0:
-            raise UserError("decoupled mixing with mix.lam_x=beta needs mix.mixup_alpha > 0.")
+            raise UserError(f"decoupled mixing (mix.lam_y={self.lam_y}) with mix.lam_x=beta needs mix.mixup_alpha > 0.")
         _check(self.start_epoch >= 0, "mix.start_epoch", self.start_epoch, "must be >= 0")
         if self.stop_epoch is not None:
             _check(self.stop_epoch > self.start_epoch, "mix.stop_epoch", self.stop_epoch, "must be > mix.start_epoch")
@@ -237,7 +237,8 @@ class SchedConfig:
         _check(self.warmup_epochs >= 0, "sched.warmup_epochs", self.warmup_epochs, "must be >= 0")
         _check(self.step_size >= 1, "sched.step_size", self.step_size, "must be >= 1")
         _check(0 < self.gamma <= 1, "sched.gamma", self.gamma, "must be in (0, 1]")
-        _check(self.t0 >= 1 and self.t_mult >= 1, "sched.t0/t_mult", (self.t0, self.t_mult), "must be >= 1")
+        _check(self.t0 >= 1, "sched.t0", self.t0, "must be >= 1")
+        _check(self.t_mult >= 1, "sched.t_mult", self.t_mult, "must be >= 1")
         _check(self.decay_every >= 1, "sched.decay_every", self.decay_every, "must be >= 1")
         _check(self.min_lr >= 0, "sched.min_lr", self.min_lr, "must be >= 0")
         _check(0 < self.pct_start < 1, "sched.pct_start", self.pct_start, "must be in (0, 1)")
