@@ -21,7 +21,8 @@ from reglab.cli import main
 from reglab.config import load_config
 from reglab.errors import UserError
 from reglab.sweep import parse_sweep
-from reglab.sweep.runner import Worker, counts, load_study, prepare
+from reglab.sweep.runner import Worker, counts
+from reglab.sweep.storage import load_study, prepare
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["data.dataset=synthetic", "data.synthetic_train=300", "data.synthetic_test=100", "data.val_size=100",
@@ -112,8 +113,8 @@ def test_space_types_and_trial_configs():
 
 def test_saved_sweep_reads_back_identically(tmp_path):
     spec = parse_sweep(sweep_dict(space={"mix.mixup_alpha": {"type": "float", "low": 0.0, "high": 1.0},
-                                         "optim.name": ["sgd", "adam"]}, pruner={"name": "median", "n_startup_trials": 2}),
-                       "tiny")
+                                         "optim.name": ["sgd", "adam"]},
+                                  pruner={"name": "median", "n_startup_trials": 2}), "tiny")
     again = parse_sweep(yaml.safe_load(yaml.safe_dump(spec.to_dict())), "tiny")
     assert again.to_dict() == spec.to_dict() and again.space[0].low == 0.0  # low: 0.0 is not dropped as falsy
     assert again.make_pruner()._n_startup_trials == 2
@@ -227,7 +228,8 @@ def test_best_retrains_on_train_plus_val_and_reports_test_once(swept, capsys):
 
 
 def test_grid_sampler_visits_every_point_once(tmp_path):
-    spec = parse_sweep(sweep_dict(sampler="grid", pruner="none", trials=None, overrides=[*TINY, "train.epochs=1", "train.batch_size=50"],
+    spec = parse_sweep(sweep_dict(sampler="grid", pruner="none", trials=None,
+                                  overrides=[*TINY, "train.epochs=1", "train.batch_size=50"],
                                   space={"optim.lr": {"type": "float", "low": 0.01, "high": 0.1, "grid": [0.01, 0.1]},
                                          "optim.name": ["sgd"]}), "grid")
     assert spec.trials == 2
@@ -245,8 +247,13 @@ def test_journal_file_storage(tmp_path):
     Worker(spec, tmp_path / "out", log=lambda m: None).run()
     assert (tmp_path / "shared.journal").stat().st_size > 0 and not (tmp_path / "out" / "study.db").exists()
     assert states(load_study(spec, tmp_path / "out")) == ["COMPLETE"]
-    with pytest.raises(UserError, match="uses storage"):  # the directory remembers its storage
-        prepare(parse_sweep(sweep_dict(trials=1, overrides=[*TINY, "train.epochs=1"]), "tiny"), tmp_path / "out")
+    plain = parse_sweep(sweep_dict(trials=2, overrides=[*TINY, "train.epochs=1"]), "tiny")
+    prepare(plain, tmp_path / "out")  # resumed without naming a storage: the directory remembers its own
+    assert plain.storage == spec.storage
+    other = parse_sweep(sweep_dict(trials=2, storage=f"sqlite:///{tmp_path / 'x.db'}",
+                                   overrides=[*TINY, "train.epochs=1"]), "tiny")
+    with pytest.raises(UserError, match="uses storage"):
+        prepare(other, tmp_path / "out")
 
 
 def test_cli_user_errors(tmp_path, capsys):
@@ -286,21 +293,24 @@ def test_two_worker_processes_share_one_study(tmp_path):
 def _wait_for_epoch(spec, out: Path, proc: subprocess.Popen, timeout: float = 120):
     """Poll the storage until a RUNNING trial has reported an epoch; return its number."""
     deadline = time.monotonic() + timeout
+    study = None
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read()
-        if (out / "study.db").is_file():
+        time.sleep(0.4)
+        if study is None:
             try:
-                for t in load_study(spec, out).get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    if t.intermediate_values:
-                        return t.number
+                study = load_study(spec, out) if (out / "study.db").is_file() else None
             except Exception:  # the study is still being created
-                pass
-        time.sleep(0.3)
+                continue
+        if study is not None:
+            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if t.intermediate_values:
+                    return t.number
     raise AssertionError("no trial reported an epoch in time")
 
 
 def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
-    d = sweep_dict(trials=2, pruner="none", max_retries=2, overrides=[*TINY, "train.epochs=6"])
+    d = sweep_dict(trials=2, pruner="none", max_retries=2, overrides=[*TINY, "train.epochs=5"])
     f = tmp_path / "kill.yaml"
     f.write_text(yaml.safe_dump(d))
     spec = parse_sweep(d, "tiny")

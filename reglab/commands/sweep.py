@@ -90,7 +90,7 @@ def _report(sweep_dir: Path, method: str) -> int:
 
 
 def _default_dir(path: Path, name: str) -> Path:
-    from ..sweep.runner import DB_FILE, SWEEP_FILE
+    from ..sweep.storage import DB_FILE, SWEEP_FILE
 
     parent = path.resolve().parent
     if path.name == SWEEP_FILE and ((parent / DB_FILE).is_file() or (parent / "trials").is_dir()):
@@ -99,9 +99,11 @@ def _default_dir(path: Path, name: str) -> Path:
 
 
 def _run(args, path: Path, extra: list[str]) -> int:
-    from ..sweep.runner import Worker, counts, prepare, recover_stale, ask_lock, storage_url
-    from ..sweep.spec import load_sweep
+    from ..sweep.runner import Worker, counts, recover_stale
+    from ..sweep.storage import ask_lock, prepare, storage_url
+    from ..sweep.spec import load_sweep, resolve_sweep
 
+    path = resolve_sweep(path)
     spec = load_sweep(path)
     if args.storage:
         spec.storage = args.storage

@@ -82,7 +82,8 @@ def plot_params(rows: list[dict], space: list[Param], path: Path, objective: str
             x = [_label(c) for c in p.choices].index(_label(v)) if p.type == "categorical" else v
             ax.scatter([x], [best["value"]], marker="*", s=160, color="C3", zorder=5, label=f"best (#{best['number']})")
         if p.type == "categorical":
-            ax.set_xticks(range(len(p.choices)), [_label(c) for c in p.choices], rotation=20 if len(p.choices) > 3 else 0)
+            ax.set_xticks(range(len(p.choices)), [_label(c) for c in p.choices],
+                          rotation=20 if len(p.choices) > 3 else 0)
         elif p.log:
             ax.set_xscale("log")
         ax.set_xlabel(p.key)

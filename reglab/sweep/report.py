@@ -28,7 +28,8 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from .runner import counts, load_study, read_sweep_dir
+from .runner import counts
+from .storage import load_study, read_sweep_dir
 from .spec import Sweep
 
 REPORT_DIR = "report"
@@ -65,9 +66,9 @@ def importance(study, method: str = "ped_anova") -> tuple[dict[str, float] | Non
     if n < 3:
         return None, f"{n} complete trials (importance needs 3 or more)"
     if method == "fanova":
-        try:
-            import sklearn  # noqa: F401
-        except ImportError:
+        import importlib.util
+
+        if importlib.util.find_spec("sklearn") is None:
             raise UserError("--importance fanova needs scikit-learn (pip install scikit-learn); the default "
                             "ped_anova needs nothing extra.") from None
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
@@ -204,7 +205,7 @@ def write_report(sweep_dir: Path, method: str = "ped_anova") -> dict[str, Any]:
     (out / "trials.csv").write_text(_csv(rows, spec))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(_markdown(summary, rows, spec, corr))
-    _html(out / "report.html", summary, rows, spec, corr, figs)
+    _html(out / "report.html", summary, rows, spec, corr, figs, out / "best.yaml")
     summary["files"] = {"dir": str(out), **{k: str(v) for k, v in figs.items()}}
     return summary
 
@@ -229,7 +230,8 @@ def _csv(rows: list[dict], spec: Sweep) -> str:
     w.writerow(["number", "state", "value", "epochs", *[p.key for p in spec.space], "train_s", "failure_kind",
                 "failure", "retry_of", "run_dir", "worker", "host"])
     for r in rows:
-        w.writerow([r["number"], r["state"], r["value"], r["epochs"], *[_fmt(r["params"].get(p.key)) for p in spec.space],
+        w.writerow([r["number"], r["state"], r["value"], r["epochs"],
+                    *[_fmt(r["params"].get(p.key)) for p in spec.space],
                     r["train_s"], r["failure_kind"], r["failure"], r["retry_of"], r["run_dir"], r["worker"], r["host"]])
     return buf.getvalue()
 
@@ -253,12 +255,19 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _importance_rows(s: dict[str, Any], corr) -> list[list[str]]:
+def _importance_rows(s: dict[str, Any], corr, spec: Sweep) -> list[list[str]]:
+    """One row per parameter (importance, and correlation for a numeric one), then a categorical parameter's
+    choices (their correlations)."""
     imp = s["importance"] or {}
     rows = []
-    for label, rho, n in corr:
-        key = label.split("=")[0]
-        rows.append([label, f"{imp[key]:.3f}" if key in imp and "=" not in label else "", _fmt(rho), str(n)])
+    for p in spec.space:
+        mine = [(label, rho, n) for label, rho, n in corr if label == p.key or label.startswith(f"{p.key}=")]
+        value = f"{imp[p.key]:.3f}" if p.key in imp else ""
+        if p.type == "categorical":
+            rows.append([p.key, value, "", str(mine[0][2]) if mine else ""])
+            rows += [[f"  {label}", "", _fmt(rho), str(n)] for label, rho, n in mine]
+        else:
+            rows += [[label, value, _fmt(rho), str(n)] for label, rho, n in mine]
     return rows
 
 
@@ -266,7 +275,7 @@ def _markdown(s: dict[str, Any], rows: list[dict], spec: Sweep, corr) -> str:
     md = [f"# Sweep {spec.name}", "", *_summary_lines(s), "",
           f"## Importance ({s['importance_method']}) and Spearman correlation with {spec.objective}", "",
           "| parameter | importance | correlation | n |", "| --- | --- | --- | --- |"]
-    md += [f"| {' | '.join(r)} |" for r in _importance_rows(s, corr)]
+    md += [f"| {' | '.join(r)} |" for r in _importance_rows(s, corr, spec)]
     md += ["", "## Figures", ""] + [f"![{k}]({v})" for k, v in FIGURES.items()]
     cols, table = _trial_table(rows, spec)
     md += ["", "## Trials", "", f"| {' | '.join(cols)} |", "|" + " --- |" * len(cols)]
@@ -274,45 +283,23 @@ def _markdown(s: dict[str, Any], rows: list[dict], spec: Sweep, corr) -> str:
     return "\n".join(md) + "\n"
 
 
-def _html(path: Path, s: dict[str, Any], rows: list[dict], spec: Sweep, corr, figs: dict[str, Path]) -> None:
-    try:
-        from ..track.html import embed_png, html_table, write_page
-    except ImportError:  # the shared HTML helpers are not there yet: a minimal page of the same shape
-        embed_png, html_table, write_page = _embed_png, _html_table, _write_page
-    import html as _h
+def _html(path: Path, s: dict[str, Any], rows: list[dict], spec: Sweep, corr, figs: dict[str, Path],
+          best_yaml: Path) -> None:
+    from ..track.html import details, embed_png, escape, html_table, pre, write_page
 
-    summary = "<ul>" + "".join(f"<li>{_h.escape(line[2:])}</li>" for line in _summary_lines(s)) + "</ul>"
+    summary = "<ul>" + "".join(f"<li>{escape(line[2:])}</li>" for line in _summary_lines(s)) + "</ul>"
+    if best_yaml.is_file():
+        summary += details(f"best config as a recipe ({best_yaml.name})", pre(best_yaml.read_text()))
     cols, table = _trial_table(rows, spec)
     sections = [("Summary", summary),
                 (f"Importance ({s['importance_method']}) and correlation with {spec.objective}",
-                 html_table(["parameter", "importance", "Spearman correlation", "n"], _importance_rows(s, corr))
+                 html_table(["parameter", "importance", "Spearman correlation", "n"],
+                            _importance_rows(s, corr, spec))
                  + embed_png(figs["importance"])),
                 ("Accuracy against each hyperparameter", embed_png(figs["params"])),
                 ("Validation accuracy per epoch", embed_png(figs["curves"])),
                 ("Parallel coordinates", embed_png(figs["parallel"])),
                 ("Trials", html_table(cols, table))]
-    write_page(path, f"Sweep {spec.name}", sections)
-
-
-def _embed_png(path: Path) -> str:
-    import base64
-
-    return f"<img src='data:image/png;base64,{base64.b64encode(Path(path).read_bytes()).decode()}'>"
-
-
-def _html_table(columns: list[str], rows: list[list[Any]]) -> str:
-    import html as _h
-
-    head = "".join(f"<th>{_h.escape(str(c))}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{_h.escape(str(v))}</td>" for v in r) + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _write_page(path: Path, title: str, sections: list[tuple[str, str]]) -> None:
-    import html as _h
-
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:13px}img{max-width:100%}")
-    body = "".join(f"<h2>{_h.escape(h)}</h2>{content}" for h, content in sections)
-    Path(path).write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>{_h.escape(title)}</title>"
-                          f"<style>{style}</style></head><body><h1>{_h.escape(title)}</h1>{body}</body></html>\n")
+    write_page(path, f"Sweep {spec.name}", sections,
+               subtitle=f"objective {spec.objective} (validation accuracy, maximized); sampler {spec.sampler.name}, "
+                        f"pruner {spec.pruner.name}")

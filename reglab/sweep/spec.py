@@ -37,6 +37,7 @@ from ..config import Config, load_config
 from ..errors import UserError
 from ..typedyaml import read_yaml, suggest
 
+SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 SAMPLERS = ("tpe", "gp", "random", "grid")
 PRUNERS = ("hyperband", "successive_halving", "median", "none")
 PARAM_TYPES = ("float", "logfloat", "int", "categorical")
@@ -341,7 +342,8 @@ def _parse(raw: dict[str, Any], name: str) -> Sweep:
         trials=_int(raw, "trials", 30, 1), objective=objective,
         sampler=_component(raw.get("sampler"), "sampler", SAMPLERS, "tpe"),
         pruner=_component(raw.get("pruner"), "pruner", PRUNERS, "hyperband"), seed=_int(raw, "seed", 0, 0),
-        storage=str(raw["storage"]) if raw.get("storage") else None, max_retries=_int(raw, "max_retries", 1, 0), max_failures_in_a_row=_int(raw, "max_failures_in_a_row", 5, 1))
+        storage=str(raw["storage"]) if raw.get("storage") else None, max_retries=_int(raw, "max_retries", 1, 0),
+        max_failures_in_a_row=_int(raw, "max_failures_in_a_row", 5, 1))
     for key in ("heartbeat_s", "stale_after_s"):
         if key in raw:
             setattr(sweep, key, _number(raw[key], key))
@@ -377,9 +379,19 @@ def _check_configs(sweep: Sweep) -> None:
                 raise UserError(f"space.{p.key}={value!r}: {exc}") from None
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"sweep file {str(path)!r} not found; give the path of a sweep YAML (see sweeps/ and "
-                        "docs/sweeps.md).")
+def resolve_sweep(sweep: str | Path) -> Path:
+    """A path to a sweep file, or the name of one in ``sweeps/`` (``cpu_quick`` -> sweeps/cpu_quick.yaml)."""
+    path = Path(sweep)
+    if path.is_file():
+        return path
+    cand = SWEEPS_DIR / f"{sweep}.yaml"
+    if "/" not in str(sweep) and cand.is_file():
+        return cand
+    known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")) if SWEEPS_DIR.is_dir() else []
+    raise UserError(f"sweep file {str(sweep)!r} not found; give a sweep YAML path or one of: "
+                    f"{', '.join(known) or '(none)'}{suggest(str(sweep), known)} (see docs/sweeps.md).")
+
+
+def load_sweep(sweep: str | Path) -> Sweep:
+    path = resolve_sweep(sweep)
     return parse_sweep(read_yaml(path), path.stem, str(path))

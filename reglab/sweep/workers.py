@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from .runner import SWEEP_FILE
+from .storage import SWEEP_FILE
 
 
 def cpu_count() -> int:
