@@ -21,7 +21,7 @@ from reglab.cli import main
 from reglab.config import load_config
 from reglab.errors import UserError
 from reglab.sweep import parse_sweep
-from reglab.sweep.runner import Worker, counts
+from reglab.sweep.runner import Worker, counts, recover_stale
 from reglab.sweep.storage import load_study, prepare
 
 REPO = Path(__file__).resolve().parent.parent
@@ -256,6 +256,33 @@ def test_journal_file_storage(tmp_path):
         prepare(other, tmp_path / "out")
 
 
+def test_stale_trials_of_other_hosts_fail_after_the_grace_period(tmp_path):
+    spec = parse_sweep(sweep_dict(heartbeat_s=1, stale_after_s=60, max_retries=0), "tiny")
+    study = prepare(spec, tmp_path)
+    old, fresh = study.ask(), study.ask()
+    for t, beat in ((old, time.time() - 120), (fresh, time.time())):
+        t.set_user_attr("host", "another-machine")
+        t.set_user_attr("pid", 1)
+        t.set_user_attr("heartbeat", beat)
+    assert recover_stale(study, spec, log=lambda m: None) == [old.number]
+    t = study.trials[old.number]
+    assert t.state == TrialState.FAIL and "no heartbeat for" in t.user_attrs["failure"]
+    assert t.user_attrs["will_retry"] is False  # max_retries: 0
+    assert study.trials[fresh.number].state == TrialState.RUNNING  # a live worker elsewhere is left alone
+
+
+def test_failure_kinds():
+    import torch
+
+    from reglab.sweep.runner import _failure_kind
+    from reglab.train import TrainingDiverged
+
+    assert _failure_kind(TrainingDiverged("loss = nan")) == "diverged"
+    assert _failure_kind(torch.OutOfMemoryError("CUDA out of memory")) == "oom"
+    assert _failure_kind(MemoryError()) == "oom"
+    assert _failure_kind(ValueError("bad")) == "error"
+
+
 def test_cli_user_errors(tmp_path, capsys):
     bad = write_sweep(tmp_path / "bad.yaml", sampler="tpee")
     assert main(["sweep", str(bad)]) == 2
@@ -310,7 +337,7 @@ def _wait_for_epoch(spec, out: Path, proc: subprocess.Popen, timeout: float = 12
 
 
 def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
-    d = sweep_dict(trials=2, pruner="none", max_retries=2, overrides=[*TINY, "train.epochs=5"])
+    d = sweep_dict(trials=1, pruner="none", max_retries=2, overrides=[*TINY, "train.epochs=5"])
     f = tmp_path / "kill.yaml"
     f.write_text(yaml.safe_dump(d))
     spec = parse_sweep(d, "tiny")
@@ -342,7 +369,7 @@ def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
     assert "ended without finishing" in k.user_attrs["failure"] and any("worker died" in m for m in logs)
     assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
     c = counts(study)
-    assert c["done"] == 2 and c["retried"] == 2 and c["complete"] == 2
+    assert c["done"] == 1 and c["retried"] == 2 and c["complete"] == 1  # the trial count is met
     retries = {t.user_attrs["retry_of"]: t for t in study.trials if "retry_of" in t.user_attrs}
     assert first in retries and killed in retries  # each failed trial was queued again, same parameters
     for number, retry in retries.items():

@@ -121,6 +121,10 @@ def _run(args, path: Path, extra: list[str]) -> int:
     except UserError as exc:
         raise UserError(f"command-line overrides: {exc}") from None
     if args.worker_index is not None:  # a process started by --workers
+        import signal
+
+        # answer the launcher's SIGINT even when started from a shell that ignores it (nohup, `&`)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         Worker(spec, sweep_dir, spec.trials, args.worker_index, extra, _log(f"[w{args.worker_index}] ")).run()
         return 0
     study = prepare(spec, sweep_dir)

@@ -212,6 +212,8 @@ class Worker:
         return load_study(self.spec, self.dir, self.spec.make_sampler(seed), self.spec.make_pruner())
 
     def run(self) -> dict[str, int]:
+        from .. import train  # noqa: F401  torch loads here, before any trial exists that Ctrl-C could strand
+
         study = self._study()
         in_row = 0
         previous = signal.getsignal(signal.SIGTERM) if _main_thread() else None
@@ -254,7 +256,7 @@ class Worker:
     def _run(self, study, trial) -> dict[str, Any]:
         from optuna.trial import TrialState
 
-        from ..train import run
+        from ..train import run  # imported (slowly, torch) before the first ask: see run()
 
         reporter, beat = _Reporter(trial), _Heartbeat(trial, self.spec.heartbeat_s)
         try:
