@@ -158,12 +158,29 @@ def wrap(model: nn.Module, d: Dist) -> nn.Module:
     return DistributedDataParallel(model, device_ids=ids)
 
 
+class _AllReduceSum(torch.autograd.Function):
+    """Differentiable sum over the ranks: the gradient of a sum that every rank used is the sum of their
+    gradients (what torch.distributed.nn.functional.all_reduce did before its deprecation)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        out = tensor.clone()
+        dist.all_reduce(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        out = grad.clone()
+        dist.all_reduce(out)
+        return out
+
+
 class SyncBatchNormCPU(_BatchNorm):
     """Batch norm whose training statistics are taken over the images of *all* ranks (sync BN), on CPU.
 
     The per-channel count, sum and (in a second reduction, for accuracy) sum of squared deviations are
-    all-reduced with :func:`torch.distributed.nn.functional.all_reduce`, whose backward all-reduces the
-    gradients, so the gradient equals that of batch norm over the global batch (after DDP's average).
+    all-reduced by a differentiable sum whose backward all-reduces the gradients, so the gradient equals that
+    of batch norm over the global batch (after DDP's average).
     Outside training, or with one process, it is plain batch norm. Same parameters and buffers as
     ``nn.BatchNorm2d``, so checkpoints are interchangeable.
     """
@@ -175,8 +192,7 @@ class SyncBatchNormCPU(_BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
-
+        all_reduce = _AllReduceSum.apply
         dims = [0, *range(2, x.dim())]
         c = x.shape[1]
         count = torch.full((1,), x.numel() // c, dtype=x.dtype, device=x.device)
