@@ -155,7 +155,17 @@ def plot_panels(points: dict[str, list[dict[str, Any]]], path: Path | str, metri
                 ax.axhline(erm["mean"], color="gray", linestyle="--", linewidth=1)
                 ax.text(0.02, erm["mean"], " ERM", color="gray", va="bottom", transform=ax.get_yaxis_transform())
             xs = [p["width"] for p in pts]
-            ax.errorbar(xs, ys, yerr=es if any(es) else None, marker="o", capsize=3)
+            # one line through the ranges sharing the most common lower end (the study's family, e.g.
+            # [0.5, 0.5 + w]); other ranges (e.g. [0, 1]) as separate open markers
+            starts = [p["range"][0] for p in pts]
+            family = [i for i, v in enumerate(starts) if v == max(set(starts), key=starts.count)]
+            ax.errorbar([xs[i] for i in family], [ys[i] for i in family],
+                        yerr=[es[i] for i in family] if any(es) else None, marker="o", capsize=3)
+            others = [i for i in range(len(pts)) if i not in family]
+            if others:
+                ax.errorbar([xs[i] for i in others], [ys[i] for i in others],
+                            yerr=[es[i] for i in others] if any(es) else None, marker="o", mfc="white",
+                            linestyle="none", capsize=3, color="tab:blue")
             ax.set_xticks(xs, [p["label"] for p in pts], rotation=30, ha="right", fontsize=8)
             ax.set_xlabel("range of " + {"a": "lam_y", "b": "lam_x", "c": "lam_x = lam_y"}[panel])
         for x, y in zip(xs, ys):
