@@ -40,7 +40,7 @@ CFG = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_tes
        "sched.warmup_epochs=0.5", "ema.enabled=true", "ema.decay=0.9", "mix.mixup_alpha=0.4",
        "run.checkpoint_every=1", "run.device=cpu", "run.threads=1"]
 TIMING = {"epoch_s", "images_per_s", "wall_time_s"}
-SEED = 9
+SEED = int(os.environ.get("REGLAB_KILL_SEED", "9"))  # another seed, another sequence of kill moments
 SLOW_SAVE = 0.3  # seconds between a checkpoint's temporary file and its rename, in `write` mode
 
 ZYGOTE = r"""
