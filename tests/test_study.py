@@ -263,3 +263,16 @@ def test_missing_logger_package_is_a_clear_error(tmp_path, capsys, monkeypatch):
     assert main(["train", *TINY, "run.loggers=[wandb]", f"run.dir={tmp_path / 'r'}", "--quiet"]) == 2
     assert "pip install 'reglab[loggers]'" in capsys.readouterr().err
     assert main(["train", *TINY, "run.loggers=[neptune]", f"run.dir={tmp_path / 'r'}", "--quiet"]) == 2
+
+
+def test_report_keeps_the_study_order_not_the_alphabet(tmp_path):
+    study = tmp_path / "st"
+    for key in ("zeta-s0", "alpha-s0", "mid-s0"):
+        (study / "runs" / key).mkdir(parents=True)
+        (study / "runs" / key / "config.yaml").write_text(yaml.safe_dump({"run": {"name": key[:-3], "seed": 0}}))
+    (study / "study.yaml").write_text(yaml.safe_dump({"name": "st", "run_order": ["zeta-s0", "alpha-s0", "mid-s0"]}))
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "config.yaml").write_text(yaml.safe_dump({"run": {"name": "lone"}}))
+    assert [r.group for r in load_records([lone, study])] == ["lone", "zeta", "alpha", "mid"]
+    assert [r.status for r in load_records([study])] == ["not started"] * 3

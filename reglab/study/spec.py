@@ -205,5 +205,6 @@ def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (
             except UserError as exc:
                 raise UserError(f"{where}: run {group!r}: {exc}") from None
             study.runs.append(StudyRun(group, seed, recipe, overrides, cfg))
-    study.raw.update(name=name, budget=budget, seeds=seed_list, cli_overrides=list(cli_overrides))
+    study.raw.update(name=name, budget=budget, seeds=seed_list, cli_overrides=list(cli_overrides),
+                     run_order=[r.key for r in study.runs])
     return study

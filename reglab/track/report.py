@@ -131,8 +131,25 @@ def _row(rec: RunRecord) -> dict[str, Any]:
     return row
 
 
+def _study_order(run_dir: Path) -> int:
+    """Position of a run in its study's ``run_order`` (study.yaml beside ``runs/``), else a large number."""
+    study_file = run_dir.parent.parent / "study.yaml"
+    try:
+        order = (yaml.safe_load(study_file.read_text()) or {}).get("run_order") or []
+    except (OSError, yaml.YAMLError, AttributeError):
+        order = []
+    return order.index(run_dir.name) if run_dir.name in order else 1 << 30
+
+
 def load_records(paths: list[Path]) -> list[RunRecord]:
-    records = [load_record(p) for p in find_run_dirs(paths)]
+    """Records of the runs under ``paths``: a study's runs in the study file's order, others by name."""
+    dirs = find_run_dirs(paths)
+    first: dict[Path, int] = {}
+    for i, d in enumerate(dirs):  # each study (or lone run) keeps the place where it first appears
+        first.setdefault(d.parent.parent, i)
+    original = {d: i for i, d in enumerate(dirs)}
+    dirs.sort(key=lambda d: (first[d.parent.parent], _study_order(d), original[d]))
+    records = [load_record(p) for p in dirs]
     seen: dict[tuple[str, int], int] = {}
     for rec in records:  # same name and seed twice (e.g. two runs of one recipe): keep them apart
         key = (rec.group, rec.seed)
