@@ -36,11 +36,12 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..data.datasets import Split
 from ..data.loader import epoch_seed
 from ..errors import UserError
 
 __all__ = ["Dist", "setup", "teardown", "all_sum", "any_rank", "agree", "broadcast_text", "broadcast_state",
-           "wrap", "SyncBatchNormCPU", "convert_sync_batchnorm", "epoch_seed"]
+           "wrap", "shard", "SyncBatchNormCPU", "convert_sync_batchnorm", "epoch_seed"]
 
 
 @dataclass
@@ -148,6 +149,13 @@ def broadcast_state(module: nn.Module, d: Dist) -> None:
     if d.enabled:
         for t in module.state_dict().values():
             dist.broadcast(t, 0)
+
+
+def shard(split: Split | None, d: Dist) -> Split | None:
+    """Rank ``d.rank``'s share of an evaluation split (every ``world``-th image)."""
+    if split is None or not d.enabled:
+        return split
+    return Split(split.images[d.rank::d.world], split.labels[d.rank::d.world])
 
 
 def wrap(model: nn.Module, d: Dist) -> nn.Module:

@@ -21,11 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import platform
 import random
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,19 +32,18 @@ import torch
 
 from ..config import Config
 from ..data import DeviceLoader, load_splits
-from ..data.datasets import Split
 from ..data.augment import build_transforms
 from ..data.mixing import Mixer
 from ..errors import UserError
 from ..models import build, count_params, forward_gflops
 from . import distributed
 from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, state_mismatch
-from .distributed import Dist
+from .distributed import Dist, shard
 from .ema import EMA
 from .evaluate import evaluate
 from .losses import Criterion
 from .optim import build_optimizer, build_scheduler
-from .rundir import RunDir, default_run_dir
+from .rundir import RunDir, environment, plan_start
 
 
 def build_mixer(mix, num_classes: int) -> Mixer:
@@ -106,35 +101,6 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def environment(device: torch.device) -> dict[str, Any]:
-    import torchvision
-
-    from .. import __version__
-
-    hw = {"device": str(device), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-          "torch_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        hw["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        root = Path(__file__).resolve().parents[2]
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=5).stdout.strip()) if commit else None
-    except (OSError, subprocess.SubprocessError):
-        commit, dirty = None, None
-    versions = {"reglab": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-                "torchvision": torchvision.__version__, "numpy": np.__version__}
-    return {"hardware": hw, "versions": versions, "git_commit": commit, "git_dirty": dirty}
-
-
-def shard(split: Split | None, d: Dist) -> Split | None:
-    """Rank ``d.rank``'s share of an evaluation split (every ``world``-th image)."""
-    if split is None or not d.enabled:
-        return split
-    return Split(split.images[d.rank::d.world], split.labels[d.rank::d.world])
 
 
 def _call(callbacks: Sequence[Any], hook: str, *args) -> bool:
@@ -342,26 +308,6 @@ class Run:
         return {**s, **env}
 
 
-def _plan(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path]:
-    """How to start: ("fresh" | "resume" | "restart", run dir). Raises the user's mistakes."""
-    if resume:
-        run_dir = RunDir.open(Path(cfg.run.dir))
-        if run_dir.checkpoint("last").is_file():
-            return "resume", run_dir.path
-        done = run_dir.read_metrics()
-        if len(done) > 1:
-            raise UserError(f"{run_dir.path} has no checkpoints/last.safetensors to resume from, although its "
-                            f"metrics record {len(done)} epochs (was the checkpoint moved or deleted?). Put it "
-                            "back, or start the run again with --overwrite.")
-        print(f"reglab: {run_dir.path} has no checkpoint yet (it stopped in its first epoch); starting it again "
-              "from the beginning with its saved config.", file=sys.stderr, flush=True)
-        return "restart", run_dir.path
-    path = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg)
-    if (path / "config.yaml").exists() and not overwrite:
-        RunDir.create(path, cfg, overwrite)  # raises the "already holds a run" error before any work
-    return "fresh", path
-
-
 def run(cfg: Config, *, resume: bool = False, quiet: bool = True, overwrite: bool = False,
         callbacks: Sequence[Any] = ()) -> Result:
     """Train (or resume) the run ``cfg`` describes; return its directory, summary and metrics.
@@ -384,7 +330,7 @@ def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bo
     error, plan = None, ""
     if d.main:
         try:
-            mode, path = _plan(cfg, resume, overwrite)
+            mode, path = plan_start(cfg, resume, overwrite)
             plan = f"{mode}\n{path}"
         except UserError as exc:
             error = exc

@@ -16,10 +16,16 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import platform
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 import yaml
 
 from ..config import Config, load_config
@@ -115,3 +121,46 @@ def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     if not isinstance(tree, dict):
         raise UserError(f"{rd.path / 'config.yaml'} does not hold a config mapping.")
     return load_config(None, list(overrides), base=tree)
+
+
+def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path]:
+    """How to start: ("fresh" | "resume" | "restart", run dir). Raises the user's mistakes."""
+    if resume:
+        run_dir = RunDir.open(Path(cfg.run.dir))
+        if run_dir.checkpoint("last").is_file():
+            return "resume", run_dir.path
+        done = run_dir.read_metrics()
+        if len(done) > 1:
+            raise UserError(f"{run_dir.path} has no checkpoints/last.safetensors to resume from, although its "
+                            f"metrics record {len(done)} epochs (was the checkpoint moved or deleted?). Put it "
+                            "back, or start the run again with --overwrite.")
+        print(f"reglab: {run_dir.path} has no checkpoint yet (it stopped in its first epoch); starting it again "
+              "from the beginning with its saved config.", file=sys.stderr, flush=True)
+        return "restart", run_dir.path
+    path = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg)
+    if (path / "config.yaml").exists() and not overwrite:
+        RunDir.create(path, cfg, overwrite)  # raises the "already holds a run" error before any work
+    return "fresh", path
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """What summary.json records about where a run ran: hardware, versions, git commit and dirty state."""
+    import torchvision
+
+    from .. import __version__
+
+    hw = {"device": str(device), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+          "torch_threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        hw["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        root = Path(__file__).resolve().parents[2]
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5).stdout.strip() or None
+        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                                    capture_output=True, text=True, timeout=5).stdout.strip()) if commit else None
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = None, None
+    versions = {"reglab": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+                "torchvision": torchvision.__version__, "numpy": np.__version__}
+    return {"hardware": hw, "versions": versions, "git_commit": commit, "git_dirty": dirty}
