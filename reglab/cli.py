@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -73,6 +74,8 @@ def cmd_train(args) -> int:
 
     result = run(cfg, resume=bool(args.resume), overwrite=args.overwrite,
                  callbacks=[Progress(quiet=args.quiet), CurvesCallback(), *build_loggers(cfg)])
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     print(f"run dir: {result.run_dir}")
     print(f"test accuracy {result.summary['test_acc']:.2f}%  (best val {result.summary['best_val_acc']:.2f}% "
           f"at epoch {result.summary['best_epoch']}, {result.summary['wall_time_s']:.0f}s)")
