@@ -63,7 +63,8 @@ def run_state(run_dir: Path) -> str:
 
 def train_command(run: StudyRun, run_dir: Path, state: str, threads: int, data_dir: str | None) -> list[str]:
     cmd = [sys.executable, "-m", "reglab", "train"]
-    extra = [f"run.threads={threads}", *([f"data.dir={data_dir}"] if data_dir else [])]
+    extra = [*([f"run.threads={threads}"] if run.config.run.threads is None else []),  # the user's value wins
+             *([f"data.dir={data_dir}"] if data_dir else [])]
     if state == "partial":
         return [*cmd, "--resume", str(run_dir), "--quiet", *extra]
     return [*cmd, run.recipe, *run.overrides, f"run.dir={run_dir}", *extra, "--quiet",
