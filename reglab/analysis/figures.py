@@ -44,20 +44,23 @@ def _where(results: dict[str, dict[str, Any]]) -> str:
     return f"{res['subset']} {res['split']} images"
 
 
-def _levels(loss: np.ndarray) -> np.ndarray:
-    lo, hi = max(float(loss.min()), 1e-3), float(loss.max())
+def contour_levels(*losses) -> np.ndarray:
+    """25 log-spaced loss levels spanning every given grid (pass several models' grids to share levels)."""
+    lo = max(min(float(np.min(v)) for v in losses), 1e-3)
+    hi = max(float(np.max(v)) for v in losses)
     if hi <= lo * 1.001:
         return np.array([lo, lo * 1.01])
     return np.unique(np.geomspace(lo, hi, 25))
 
 
 def plot_contour(grid: dict[str, Any], path: str | Path, title: str = "", xlabel: str = "alpha (direction 1)",
-                 ylabel: str = "beta (direction 2)") -> Path:
-    """Loss contours (log-spaced levels, labelled) and accuracy contours side by side."""
+                 ylabel: str = "beta (direction 2)", levels: np.ndarray | None = None) -> Path:
+    """Loss contours (log-spaced ``levels``, labelled; default: spanning this grid) and accuracy contours."""
     a, b = np.asarray(grid["a"]), np.asarray(grid["b"])
     loss, acc = np.asarray(grid["loss"]), np.asarray(grid["acc"])
     fig, (lx, ax) = plt.subplots(1, 2, figsize=(11, 4.8))
-    cs = lx.contour(a, b, loss, levels=_levels(loss), cmap="viridis", linewidths=0.9)
+    levels = contour_levels(loss) if levels is None else levels
+    cs = lx.contour(a, b, loss, levels=levels, cmap="viridis", linewidths=0.9, vmin=levels[0], vmax=levels[-1])
     lx.clabel(cs, cs.levels[::3], fontsize=7, fmt="%.2g")
     lx.plot([0], [0], "r*", markersize=10)
     lx.set_title("loss")

@@ -90,10 +90,7 @@ def _levels(text: str) -> list[str]:
 
 
 def cmd_landscape(args) -> int:
-    from ..analysis.figures import plot_1d, plot_contour, plot_surface
-    from ..analysis.interpolation import markdown_table
     from ..analysis.landscape import landscape_of_run
-    from ..track.html import embed_png, html_table
 
     _threads(args)
     if args.subset < 1 or args.resolution < 3 or args.directions < 1:
@@ -104,7 +101,7 @@ def cmd_landscape(args) -> int:
     runs, names = _load_runs(args)
     out = Path(args.output or (Path(args.runs[0]) / "landscape" if len(args.runs) == 1 else "landscape"))
     out.mkdir(parents=True, exist_ok=True)
-    results, sections, rows = {}, [], []
+    results = {}
     for name, r in zip(names, runs):
         print(f"{name} ({r.path}):")
         if args.split == "val" and r.data.val is None:
@@ -115,11 +112,36 @@ def cmd_landscape(args) -> int:
                                log=print)
         res["test_acc"] = r.summary.get("test_acc")
         results[name] = res
+    render_landscape(results, {n: str(r.path) for n, r in zip(names, runs)}, out, args)
+    return 0
+
+
+def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
+    """Figures, table, JSON and HTML of landscape results (also usable on a saved landscape.json's results)."""
+    from ..analysis.figures import contour_levels, plot_1d, plot_contour, plot_surface
+    from ..analysis.interpolation import markdown_table
+    from ..track.html import embed_png, html_table
+
+    rows = []
+    for name, res in results.items():
+        row = [name, res["test_acc"], round(res["loss0"], 4), round(res["acc0"], 2)]
+        for lv in res["basin"]["levels"].values():
+            if lv["below_minimum"]:
+                row.append("0 (minimum is above L)")
+            else:
+                row.append("not reached" if lv["mean"] is None else f"{lv['mean']:.3f} ± {lv['std']:.3f}"
+                           + (f" ({lv['not_reached']} rays not reached)" if lv["not_reached"] else ""))
+        rows.append(row)
+    sections = []
+    if not args.no_2d:  # contour levels shared by all models, so their plots compare by eye
+        li_levels = contour_levels(*(res["2d"]["loss"] for res in results.values()))
+        rep_levels = contour_levels(*(res["report"]["loss"] for res in results.values()))
+    for name, res in results.items():
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         zmax = args.zmax or 2 * args.target_loss
         figs = []
         if "2d" in res:
-            figs.append(plot_contour(res["2d"], out / f"{safe}_contour.png",
+            figs.append(plot_contour(res["2d"], out / f"{safe}_contour.png", levels=li_levels,
                                      title=f"{name}: Li et al. filter-normalized plane, {res['subset']} {args.split} images"))
             figs.append(plot_surface(res["2d"], out / f"{safe}_surface.png", zmax=zmax,
                                      title=f"{name}: loss surface (Li et al.)"))
@@ -129,16 +151,8 @@ def cmd_landscape(args) -> int:
                                            f"{rep['scales'][0]:.3f} / {rep['scales'][1]:.3f}",
                                      xlabel="t * s1", ylabel="u * s2"))
             figs.append(plot_contour(rep, out / f"{safe}_report_contour.png", xlabel="t * s1", ylabel="u * s2",
-                                     title=f"{name}: report's method (grown to L={rep['target']:g})"))
+                                     levels=rep_levels, title=f"{name}: report's method (grown to L={rep['target']:g})"))
         sections.append((name, "".join(embed_png(f) for f in figs)))
-        row = [name, res["test_acc"], round(res["loss0"], 4), round(res["acc0"], 2)]
-        for lv in res["basin"]["levels"].values():
-            if lv["below_minimum"]:
-                row.append("0 (minimum is above L)")
-            else:
-                row.append("not reached" if lv["mean"] is None else f"{lv['mean']:.3f} ± {lv['std']:.3f}"
-                           + (f" ({lv['not_reached']} rays not reached)" if lv["not_reached"] else ""))
-        rows.append(row)
     png = plot_1d(results, out / "landscape_1d.png")
     cols = ["model", "test acc", "loss at minimum", "acc at minimum"] + [
         f"width L={'min' if k.startswith('+') else ''}{k}" for k in next(iter(results.values()))["basin"]["levels"]]
@@ -149,12 +163,11 @@ def cmd_landscape(args) -> int:
     md = note + markdown_table(cols, rows)
     payload = {"settings": {k: getattr(args, k) for k in ("subset", "split", "resolution", "directions", "levels",
                                                            "target_loss", "report_resolution", "seed", "checkpoint")},
-               "runs": {n: str(r.path) for n, r in zip(names, runs)}, "results": results}
+               "runs": run_paths, "results": results}
     _write(out, "landscape", payload, md, "Loss landscape",
            [("1D (direction 1)", embed_png(png)), ("Basin width", html_table(cols, rows)), *sections])
     print(md, end="")
     print(f"wrote {out}/ (landscape_1d.png, *_contour.png, *_surface.png, landscape.json, landscape.md)")
-    return 0
 
 
 def cmd_ratio(args) -> int:
