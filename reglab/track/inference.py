@@ -113,7 +113,8 @@ def _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir,
     cal = calibration(res.probs, chosen.labels, n_bins=15)
     out["ece"], out["nll"] = round(cal["ece"], 5), round(cal["nll"], 5)
     out["calibration"] = cal
-    rel = plot_reliability(cal, dest / f"reliability_{split}.png", title=f"{split}: {path.name}")
+    who = f"{run_dir.name}/{path.name}" if run_dir is not None else path.name
+    rel = plot_reliability(cal, dest / f"reliability_{split}.png", title=f"{split}: {who}")
     lines = [f"calibration: {summary_line(cal)}", f"reliability diagram: {rel}"]
     n = min(DIAG_TRAIN_IMAGES, len(data.train))
     idx = torch.linspace(0, len(data.train) - 1, n).round().long()  # evenly spaced, fixed
