@@ -27,7 +27,7 @@ def cmd_study(args) -> int:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}.")
     study = load_study(args.study, rest, budget=budget, seeds=args.seeds,
                        only=args.only.split(",") if args.only else None)
-    out = Path(args.output) if args.output else Path("studies") / study.name
+    out = Path(args.output) if args.output else Path("runs") / "studies" / study.name
     if args.dry_run:
         from ..study.runner import run_state, train_command
 
@@ -70,7 +70,7 @@ def register(sub) -> None:
     st.add_argument("study", metavar="STUDY", help="a study YAML file or the name of one in studies/")
     st.add_argument("items", nargs="*", metavar="KEY=VALUE",
                     help="overrides for every run; budget=NAME picks the recipes' budget (e.g. budget=cpu)")
-    st.add_argument("-o", "--output", help="study directory (default studies/<name>)")
+    st.add_argument("-o", "--output", help="study directory (default runs/studies/<name>)")
     st.add_argument("-j", "--parallel", type=int, help="runs at a time (default: the file's `parallel`, else 1)")
     st.add_argument("--seeds", type=int, help="seeds per run (replaces the file's `seeds`)")
     st.add_argument("--only", help="comma-separated run names to run")

@@ -1,7 +1,7 @@
 """Run a study: each run a real ``reglab train`` process with its own run directory, N at a time.
 
 ```
-studies/<name>/
+runs/studies/<name>/   (-o DIR to choose)
   study.yaml          the expanded study (file + command-line choices), written on every invocation
   runs/<group>-s<seed>/   one ordinary run directory per run (config.yaml, metrics, summary.json, checkpoints)
   logs/<group>-s<seed>.log   the run's console output
