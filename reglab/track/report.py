@@ -183,6 +183,8 @@ def group_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
 def _pm(mean: Any, std: Any, digits: int) -> str:
     if mean is None:
         return "—"
+    if std is None and float(mean).is_integer() and digits <= 1:
+        return str(int(mean))  # one run's best epoch or a whole number of seconds
     text = f"{mean:.{digits}f}"
     return f"{text} ± {std:.{digits}f}" if std is not None else text
 
