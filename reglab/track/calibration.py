@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+
 BINNING = "{n} equal-width confidence bins on [0, 1], bin b = ((b-1)/{n}, b/{n}]; confidence = max probability"
 
 
@@ -85,6 +86,8 @@ def plot_reliability(res: dict[str, Any], path: str | Path, title: str = "") -> 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plots import save_figure
+
     path = Path(path)
     bins = res["bins"]
     lo = np.array([b["lo"] for b in bins])
@@ -111,10 +114,4 @@ def plot_reliability(res: dict[str, Any], path: str | Path, title: str = "") -> 
            linewidth=0.5)
     hx.set_xlabel("confidence (max probability)")
     hx.set_ylabel("fraction")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

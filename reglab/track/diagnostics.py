@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 
+
 def gap_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per epoch: ``epoch``, ``acc_gap_val``, ``loss_gap_val``, ``acc_gap_test``, ``loss_gap_test``
     (None where a split was not evaluated that epoch)."""
@@ -45,6 +46,8 @@ def plot_gap(rows: list[dict[str, Any]], path: str | Path, title: str = "", mixe
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from .plots import save_figure
     from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
@@ -71,10 +74,4 @@ def plot_gap(rows: list[dict[str, Any]], path: str | Path, title: str = "", mixe
     gx.legend(fontsize=8)
     note = "train = running mean over the epoch's augmented" + (" and mixed" if mixed else "") + " batches"
     fig.suptitle((title + "\n" if title else "") + note, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure(fig, path)

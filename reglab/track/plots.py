@@ -29,11 +29,7 @@ def plot_curves(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: str = "") -> None:
@@ -83,12 +79,15 @@ def eval_split(series: dict[str, list[list[dict[str, Any]]]]) -> str:
     return "test" if has_test and any(runs) else "val"
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> Path:
+    """Lay out, write atomically (temporary file, rename) and close a figure; returns ``path``."""
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     tmp.replace(path)
+    return path
 
 
 def plot_overlay(series: dict[str, list[list[dict[str, Any]]]], curves_path: Path, gap_path: Path) -> str:
@@ -125,6 +124,6 @@ def plot_overlay(series: dict[str, list[list[dict[str, Any]]]], curves_path: Pat
         ax.legend(fontsize=8, loc="best")
     fig.suptitle(f"{split} loss and accuracy per epoch (mean over seeds)")
     fig2.suptitle("training loss and generalization gap per epoch")
-    _save(fig, curves_path)
-    _save(fig2, gap_path)
+    save_figure(fig, curves_path)
+    save_figure(fig2, gap_path)
     return split
