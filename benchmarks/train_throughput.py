@@ -10,6 +10,13 @@ For each preset (default ``resnet20`` and ``s002_resnet10``; ``--resnet18`` adds
 * plain: the same architecture, one fixed batch of random tensors already in memory in the same memory
   format, ``F.cross_entropy``, ``zero_grad``/``backward``/``SGD.step`` (momentum 0.9, weight decay 5e-4).
 
+With ``--recipe NAME`` the reglab side is that recipe's whole training configuration (its model, batch size,
+optimizer with its parameter groups, lookahead, label smoothing, augmentation, alternating flip), on synthetic
+images of the same shape; the plain loop uses the same model and batch size. The **data path** column is the
+time of iterating the run's training loader alone (gather, augment, normalize, channels_last) over the same
+batches, as a share of reglab's step time. ``--device cuda`` measures on a GPU (synchronizing before every
+clock read; bf16 autocast for both sides, as ``train.amp=auto`` does).
+
 N (steps per measurement) is chosen from a timed warm-up so each measurement takes about ``--seconds``.
 The two are interleaved ``--repeats`` times (default 3); the table shows medians and the ratio reglab/plain.
 The peak is the best GFLOP/s of five ``--matmul``-sized fp32 matmuls (default 2048), measured before and
@@ -17,6 +24,7 @@ after the models (the larger counts); achieved training GFLOP/s is ``3 x forward
 (backward ~ 2 x forward). Run from the repository root::
 
     .venv/bin/python benchmarks/train_throughput.py [--batch 128] [--threads N] [--resnet18]
+    .venv/bin/python benchmarks/train_throughput.py --recipe fast-cpu-85 [--device cuda]
 
 On a shared machine the numbers move with the other load; the script prints the load average before and
 after so a reader can tell.
@@ -54,58 +62,87 @@ def matmul_peak(n: int, repeats: int = 5) -> float:
     return max(rates)
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class Plain:
     """The textbook loop: fixed in-memory batch, forward, cross-entropy, backward, SGD step."""
 
-    def __init__(self, preset: str, batch: int, channels_last: bool):
+    def __init__(self, preset: str, batch: int, channels_last: bool, device: torch.device):
         torch.manual_seed(0)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.model = create(preset, 10).to(memory_format=fmt).train()
+        self.device = device
+        self.model = create(preset, 10).to(device, memory_format=fmt).train()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-        self.x = torch.randn(batch, 3, 32, 32).to(memory_format=fmt)
-        self.y = torch.randint(0, 10, (batch,))
+        self.x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=fmt)
+        self.y = torch.randint(0, 10, (batch,), device=device)
+        self.autocast = device.type == "cuda"
 
     def steps(self, n: int) -> float:
+        sync(self.device)
         t0 = time.perf_counter()
         for _ in range(n):
-            loss = F.cross_entropy(self.model(self.x), self.y)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+                loss = F.cross_entropy(self.model(self.x), self.y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
         loss.item()
+        sync(self.device)
         return time.perf_counter() - t0
 
 
-def build_run(preset: str, batch: int, steps: int, channels_last: bool) -> Run:
-    cfg = load_config(None, [
-        "data.dataset=synthetic", f"data.synthetic_train={batch * steps}", "data.synthetic_test=10",
-        "data.val_size=0", f"model.name={preset}", f"train.batch_size={batch}", "train.epochs=1",
-        f"train.channels_last={str(channels_last).lower()}", "optim.lr=0.05", "sched.name=constant",
-        "run.device=cpu"])
-    return Run(cfg, torch.device("cpu"))
+def build_run(preset: str, batch: int, steps: int, channels_last: bool, recipe: str | None = None,
+              device: str = "cpu") -> Run:
+    data = ["data.dataset=synthetic", f"data.synthetic_train={batch * steps}", "data.synthetic_test=10",
+            "data.val_size=0", "data.train_subset=null", "train.epochs=1", f"run.device={device}"]
+    if recipe:
+        cfg = load_config(recipe, data)
+    else:
+        cfg = load_config(None, [*data, f"model.name={preset}", f"train.batch_size={batch}",
+                                 f"train.channels_last={str(channels_last).lower()}", "optim.lr=0.05",
+                                 "sched.name=constant"])
+    return Run(cfg, torch.device(device))
 
 
 def time_reglab(r: Run) -> float:
+    sync(r.device)
     t0 = time.perf_counter()
     r.train_epoch(())
+    sync(r.device)
+    return time.perf_counter() - t0
+
+
+def time_loader(r: Run) -> float:
+    """The training loader alone over one epoch: what the data path costs inside a step."""
+    sync(r.device)
+    t0 = time.perf_counter()
+    for x, y in r.train_loader:
+        pass
+    sync(r.device)
     return time.perf_counter() - t0
 
 
 def bench_preset(preset: str, args) -> dict:
-    plain = Plain(preset, args.batch, not args.contiguous)
-    plain.steps(1)  # warm-up (allocator, oneDNN primitives)
-    step_s = plain.steps(2) / 2
-    steps = max(2, min(200, round(args.seconds / step_s)))
-    r = build_run(preset, args.batch, steps, not args.contiguous)
+    device = torch.device(args.device)
+    plain = Plain(preset, args.batch, not args.contiguous, device)
+    plain.steps(3)  # warm-up (allocator, oneDNN primitives / cuDNN autotuning)
+    step_s = plain.steps(3) / 3
+    steps = max(2, min(args.max_steps, round(args.seconds / step_s)))
+    r = build_run(preset, args.batch, steps, not args.contiguous, args.recipe, args.device)
     assert r.steps_per_epoch == steps
     time_reglab(r)  # warm-up epoch
-    reg, pla = [], []
+    reg, pla, data = [], [], []
     for _ in range(args.repeats):  # interleaved, so slow phases of the shared machine hit both
         reg.append(steps * args.batch / time_reglab(r))
         pla.append(steps * args.batch / plain.steps(steps))
+        data.append(time_loader(r) * reg[-1] / (steps * args.batch))  # loader time / reglab epoch time
     gflops = forward_gflops(create(preset, 10))
     return {"preset": preset, "params": count_params(plain.model), "gflops": gflops, "steps": steps,
-            "reglab": statistics.median(reg), "plain": statistics.median(pla), "reglab_all": reg, "plain_all": pla}
+            "reglab": statistics.median(reg), "plain": statistics.median(pla), "reglab_all": reg, "plain_all": pla,
+            "data_share": statistics.median(data)}
 
 
 def main() -> None:
@@ -118,33 +155,42 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--matmul", type=int, default=2048, help="size of the peak-measuring matmul")
     p.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last for both")
+    p.add_argument("--recipe", default=None, help="measure this recipe's full training config (sets the model "
+                   "and batch size)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--max-steps", type=int, default=200)
     args = p.parse_args()
+    if args.recipe:
+        cfg = load_config(args.recipe)
+        args.presets, args.resnet18, args.batch = cfg.model.name, False, cfg.train.batch_size
+        args.contiguous = not cfg.train.channels_last
     if args.threads:
         torch.set_num_threads(args.threads)
     presets = [s for s in args.presets.split(",") if s] + (["resnet18"] if args.resnet18 else [])
 
     load0 = os.getloadavg()
     t_start = time.perf_counter()
-    peak_before = matmul_peak(args.matmul)
+    peak_before = matmul_peak(args.matmul) if args.device == "cpu" else float("nan")
     rows = [bench_preset(name, args) for name in presets]
-    peak_after = matmul_peak(args.matmul)
+    peak_after = matmul_peak(args.matmul) if args.device == "cpu" else float("nan")
     peak = max(peak_before, peak_after)
     load1 = os.getloadavg()
 
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{torch.get_num_threads()} threads, batch {args.batch}, "
           f"{'NCHW' if args.contiguous else 'channels_last'}, {args.repeats} interleaved repeats, "
+          f"device {args.device}{', recipe ' + args.recipe if args.recipe else ''}, "
           f"load average {load0[0]:.2f} -> {load1[0]:.2f}, {time.perf_counter() - t_start:.0f}s")
     print(f"fp32 matmul peak ({args.matmul}x{args.matmul}): {peak_before:.1f} GFLOP/s before, "
           f"{peak_after:.1f} after (the larger is used below)\n")
     print("| model | params | fwd GFLOPs/img | steps | reglab img/s | plain img/s | reglab/plain "
-          "| reglab train GFLOP/s | % of peak |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| reglab train GFLOP/s | % of peak | data path % of step |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         achieved = 3 * r["gflops"] * r["reglab"]
         print(f"| {r['preset']} | {r['params']:,} | {r['gflops']:.3f} | {r['steps']} | {r['reglab']:.0f} "
               f"| {r['plain']:.0f} | {r['reglab'] / r['plain']:.2f} | {achieved:.1f} "
-              f"| {100 * achieved / peak:.0f}% |")
+              f"| {100 * achieved / peak:.0f}% | {100 * r['data_share']:.1f}% |")
     print("\nall repeats (img/s): " + "; ".join(
         f"{r['preset']}: reglab {[round(v) for v in r['reglab_all']]}, plain {[round(v) for v in r['plain_all']]}"
         for r in rows))

@@ -53,6 +53,7 @@ class AugConfig:
     crop_pad: int = 4  # random crop after padding by this many pixels; 0 = off
     pad_mode: Literal["zero", "reflect"] = "reflect"
     flip: bool = True  # random horizontal flip, p = 0.5 per sample
+    flip_mode: Literal["random", "alternating"] = "random"  # alternating: airbench's flip every other epoch
     rotation: float = 0.0  # random rotation in [-deg, deg] (seed 002); 0 = off
     policy: Optional[Literal["autoaugment", "randaugment", "trivialaugment"]] = None
     ra_num_ops: int = 2  # RandAugment N
@@ -185,7 +186,10 @@ class TrainConfig:
     channels_last: bool = True
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
     tta: bool = False  # evaluate with horizontal-flip test-time augmentation
+    tta_translate: int = 0  # with tta: also average views shifted by +-k px (airbench's level 2); 0 = off
+    init_images: int = 5000  # training images that set data-dependent inits (fastnet's whitening stem)
     sync_bn: bool = False  # multi-process (torchrun) only: batch-norm statistics over the global batch
 
     def validate(self) -> None:
@@ -195,6 +199,10 @@ class TrainConfig:
         _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing, "must be in [0, 1)")
         if self.grad_clip is not None:
             _check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "must be > 0 or null")
+        _check(0 <= self.tta_translate <= 4, "train.tta_translate", self.tta_translate, "must be in [0, 4] pixels")
+        if self.tta_translate and not self.tta:
+            raise UserError("train.tta_translate needs train.tta=true (the shifted views are flip-averaged too).")
+        _check(self.init_images >= 1, "train.init_images", self.init_images, "must be >= 1")
 
 
 @dataclass
@@ -205,6 +213,11 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     wd_exempt_norm_bias: bool = False  # no weight decay on norm weights and biases
+    norm_lr_scale: float = 1.0  # lr x this for 1-D params (norm weights/biases), their decay / this (airbench)
+    lookahead: bool = False  # Lookahead with airbench's schedule (reglab/train/lookahead.py)
+    lookahead_every: int = 5  # steps between slow-weight updates
+    lookahead_decay: float = 0.7738  # final slow-weight decay (0.95^5); d_t = decay * (t/T)^power
+    lookahead_power: float = 3.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: Optional[float] = None  # optimizer default when null
     rho: float = 0.9  # Adadelta
@@ -215,6 +228,10 @@ class OptimConfig:
         _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
         _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", self.betas,
                "must be two numbers in [0, 1)")
+        _check(self.norm_lr_scale > 0, "optim.norm_lr_scale", self.norm_lr_scale, "must be > 0")
+        _check(self.lookahead_every >= 1, "optim.lookahead_every", self.lookahead_every, "must be >= 1")
+        _check(0 <= self.lookahead_decay < 1, "optim.lookahead_decay", self.lookahead_decay, "must be in [0, 1)")
+        _check(self.lookahead_power >= 0, "optim.lookahead_power", self.lookahead_power, "must be >= 0")
         if self.nesterov and (self.name != "sgd" or self.momentum == 0):
             raise UserError("optim.nesterov=true needs optim.name=sgd and optim.momentum > 0.")
 
@@ -224,6 +241,7 @@ class SchedConfig:
     name: Literal["constant", "step", "multistep", "cosine", "cosine_restarts", "onecycle",
                   "cosine_cycles_decay", "linear"] = "cosine"
     warmup_epochs: float = 0.0  # linear warm-up in front of any schedule
+    warmup_start: Optional[float] = None  # warm-up's first lr as a fraction of the peak; null = 1/(steps+1)
     step_size: int = 30  # step
     milestones: list[int] = field(default_factory=lambda: [100, 150])  # multistep
     gamma: float = 0.1  # step, multistep, cosine_cycles_decay
@@ -235,6 +253,8 @@ class SchedConfig:
 
     def validate(self) -> None:
         _check(self.warmup_epochs >= 0, "sched.warmup_epochs", self.warmup_epochs, "must be >= 0")
+        if self.warmup_start is not None:
+            _check(0 < self.warmup_start <= 1, "sched.warmup_start", self.warmup_start, "must be in (0, 1] or null")
         _check(self.step_size >= 1, "sched.step_size", self.step_size, "must be >= 1")
         _check(0 < self.gamma <= 1, "sched.gamma", self.gamma, "must be in (0, 1]")
         _check(self.t0 >= 1, "sched.t0", self.t0, "must be >= 1")

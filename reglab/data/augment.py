@@ -147,7 +147,7 @@ def build_transforms(aug) -> tuple[list, list]:
     each in the order ``aug.order`` gives; switched-off augmentations are left out."""
     makers = {
         "crop": lambda: RandomCrop(aug.crop_pad, aug.pad_mode) if aug.crop_pad > 0 else None,
-        "flip": lambda: RandomFlip(0.5) if aug.flip else None,
+        "flip": lambda: RandomFlip(0.5) if aug.flip and aug.flip_mode == "random" else None,
         "policy": lambda: _policy(aug) if aug.policy else None,
         "rotation": lambda: RandomRotation(aug.rotation) if aug.rotation > 0 else None,
         "cutout": lambda: Cutout(aug.cutout_holes, aug.cutout_size) if aug.cutout_holes > 0 else None,

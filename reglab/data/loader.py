@@ -48,13 +48,16 @@ class DeviceLoader:
         channels_last: produce batches in channels_last memory format.
         rank, world_size: this process's shard of every batch (``batch_size`` is the global batch and must be
             divisible by ``world_size``); 0 and 1 outside multi-process training.
+        alternating_flip: airbench's (Jordan, 2024) derandomized flip: each image gets one random bit ``b_i``
+            when the loader is made and is mirrored in epoch ``e`` iff ``b_i XOR (e mod 2)``, so every image is
+            seen both ways in any two consecutive epochs. Applied to raw pixels before ``uint8_transforms``.
     """
 
     def __init__(self, split: Split, batch_size: int, mean: Sequence[float], std: Sequence[float], *,
                  device: torch.device | str = "cpu", shuffle: bool = False, drop_last: bool = False,
                  uint8_transforms: Sequence[Transform] = (), float_transforms: Sequence[Transform] = (),
                  seed: int = 0, channels_last: bool = False, dtype: torch.dtype = torch.float32,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, alternating_flip: bool = False):
         if batch_size % world_size or (world_size > 1 and not drop_last):
             raise ValueError(f"sharded batches need drop_last and batch_size ({batch_size}) divisible by "
                              f"world_size ({world_size})")
@@ -76,6 +79,9 @@ class DeviceLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.local_batch = batch_size // world_size
         self.aug_generator = self.generator
+        self.epoch = 0  # passes started (the flip parity of alternating_flip)
+        self.flip_bits = (torch.rand(len(self.labels), generator=self.generator, device=self.device) < 0.5
+                          if alternating_flip else None)
         if world_size > 1:
             self.aug_generator = torch.Generator(device=self.device)
             self.set_epoch(0)
@@ -103,14 +109,20 @@ class DeviceLoader:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
         gen = self.aug_generator
+        parity = self.epoch % 2 == 1
+        self.epoch += 1
         for i in range(len(self)):
             start = i * self.batch_size + self.rank * self.local_batch
             sl = slice(start, min(start + self.local_batch, n))
             if order is None:
                 x, y = self.images[sl], self.labels[sl]
+                idx = sl
             else:
                 idx = order[sl]
                 x, y = self.images[idx], self.labels[idx]
+            if self.flip_bits is not None:
+                flip = self.flip_bits[idx] ^ parity
+                x = torch.where(flip[:, None, None, None], x.flip(3), x)
             for t in self.uint8_transforms:
                 x = t(x, gen)
             x = self.normalize(x)
@@ -121,7 +133,8 @@ class DeviceLoader:
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The order generator's state (identical on every rank; the augmentation generator of a multi-process
         run is reseeded from the epoch, see :meth:`set_epoch`)."""
-        return {"generator": self.generator.get_state()}
+        return {"generator": self.generator.get_state(), "epoch": self.epoch}
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(state["generator"].cpu())
+        self.epoch = int(state.get("epoch", 0))

@@ -22,7 +22,7 @@ import torch.nn as nn
 
 from ..config import ModelConfig
 from ..errors import UserError
-from . import others
+from . import fastnet, others
 from .resnet import cifar_resnet
 
 _W4 = [64, 128, 256, 512]
@@ -67,9 +67,10 @@ PRESETS: dict[str, dict] = {
 
 # Constructors of the comparison models (reglab/models/others.py), keyed by a preset's ``arch``.
 ARCHS: dict[str, Callable[..., nn.Module]] = {"vgg": others.VGG, "resnext": others.ResNeXt,
-                                              "densenet": others.DenseNet}
+                                              "densenet": others.DenseNet, "fastnet": fastnet.FastNet}
 # The model.* config keys each of those accepts (all other model.* keys are ResNet-builder options).
 ARCH_CONFIG_KEYS: dict[str, frozenset[str]] = {arch: frozenset({"dropout"}) for arch in ARCHS}
+ARCH_CONFIG_KEYS["fastnet"] = frozenset({"dropout", "channels"})
 # Comparison models of the reports (seed 001's mixup table and loss landscapes) that are not CIFAR ResNets.
 OTHER_MODELS: dict[str, dict] = {
     # Kuangliu-style CIFAR VGG-11 with batch norm, one Linear(512, classes) head.
@@ -80,7 +81,13 @@ OTHER_MODELS: dict[str, dict] = {
     # Huang et al. (2017), DenseNet-BC, depth 190, growth rate 40, compression 0.5.
     "densenet_bc_190_40": dict(arch="densenet", depth=190, growth_rate=40, compression=0.5),
 }
+# Time-to-accuracy networks (reglab/models/fastnet.py; the fast-* recipes): whitened stem, conv-pool groups.
+FAST_MODELS: dict[str, dict] = {
+    "fastnet": dict(arch="fastnet", channels=[64, 256, 256]),  # airbench94's widths, 0.24 GFLOPs/img
+    "fastnet_half": dict(arch="fastnet", channels=[32, 128, 128]),  # a quarter of the FLOPs, for CPU budgets
+}
 PRESETS.update(OTHER_MODELS)
+PRESETS.update(FAST_MODELS)
 
 # Parameter counts printed in seed 002's Table 1.1 (10 classes), checked by the tests.
 S002_TABLE = {"s002_resnet26": 4771146, "s002_resnet28_1": 4845130, "s002_resnet24": 4918602,

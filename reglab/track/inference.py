@@ -68,9 +68,10 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
         run_cfg = load_run_config(run_dir, list(data_overrides))
         data_cfg = run_cfg.data
         tta = run_cfg.train.tta if tta is None else tta
+        translate = run_cfg.train.tta_translate if tta else 0
     else:
         data_cfg = load_config(None, [f"data.dataset={meta.get('dataset', 'cifar10')}", *data_overrides]).data
-        tta = bool(tta)
+        tta, translate = bool(tta), 0
     data = load_splits(data_cfg)
     if data.num_classes != meta["num_classes"]:
         raise UserError(f"{path} predicts {meta['num_classes']} classes but {data.name} has {data.num_classes}.")
@@ -78,7 +79,7 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
     if chosen is None:
         raise UserError("this run has no validation split (data.val_size=0); evaluate --split test.")
     loader = DeviceLoader(chosen, 1000, meta["mean"], meta["std"])
-    res = evaluate(model, loader, tta=tta, keep=True)
+    res = evaluate(model, loader, tta=tta, translate=translate, keep=True)
     cm = confusion_matrix(chosen.labels, res.preds, data.num_classes)
     per_class = per_class_accuracy(cm)
     out = {"checkpoint": str(path), "split": split, "tta": tta, "images": len(chosen), "loss": round(res.loss, 5),

@@ -17,16 +17,26 @@ class EvalResult:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """Logits, or with ``tta`` the mean of the logits of the image and its mirror image."""
-    out = model(x).float()
-    if tta:
-        out = 0.5 * (out + model(x.flip(3)).float())
+def predict_logits(model: nn.Module, x: torch.Tensor, tta: bool = False, translate: int = 0) -> torch.Tensor:
+    """Logits; with ``tta`` the mean of the logits of the image and its mirror image; with ``translate=k`` too,
+    airbench's (Jordan, 2024) six views: ``0.5 * m(x) + 0.25 * (m(x shifted by (-k,-k)) + m(x shifted by
+    (k,k)))``, where ``m`` is the flip-averaged prediction and shifts use reflect padding."""
+    def mirrored(v: torch.Tensor) -> torch.Tensor:
+        out = model(v).float()
+        return 0.5 * (out + model(v.flip(3)).float()) if tta else out
+
+    out = mirrored(x)
+    if tta and translate:
+        k, h, w = translate, x.shape[2], x.shape[3]
+        padded = F.pad(x, (k, k, k, k), mode="reflect")
+        shifted = mirrored(padded[:, :, :h, :w]) + mirrored(padded[:, :, 2 * k:2 * k + h, 2 * k:2 * k + w])
+        out = 0.5 * out + 0.25 * shifted
     return out
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, *, tta: bool = False, autocast=None, keep: bool = False) -> EvalResult:
+def evaluate(model: nn.Module, loader, *, tta: bool = False, translate: int = 0, autocast=None,
+             keep: bool = False) -> EvalResult:
     """Mean cross-entropy and accuracy of ``model`` over ``loader``; sums stay on the device until the end."""
     was_training = model.training
     model.eval()
@@ -37,9 +47,9 @@ def evaluate(model: nn.Module, loader, *, tta: bool = False, autocast=None, keep
     for x, y in loader:
         if autocast is not None:
             with autocast():
-                logits = predict_logits(model, x, tta)
+                logits = predict_logits(model, x, tta, translate)
         else:
-            logits = predict_logits(model, x, tta)
+            logits = predict_logits(model, x, tta, translate)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         pred = logits.argmax(1)
         correct += (pred == y).sum()

@@ -41,6 +41,7 @@ from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, sta
 from .distributed import Dist, shard
 from .ema import EMA
 from .evaluate import evaluate
+from .lookahead import Lookahead
 from .losses import Criterion
 from .optim import build_optimizer, build_scheduler
 from .rundir import RunDir, environment, plan_start
@@ -134,15 +135,18 @@ class Run:
         self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         train_fwd = distributed.wrap(self.model, d) if d.enabled else self.model
-        self.forward = torch.compile(train_fwd) if cfg.train.compile else train_fwd
+        mode = None if cfg.train.compile_mode == "default" else cfg.train.compile_mode
+        self.forward = torch.compile(train_fwd, mode=mode) if cfg.train.compile else train_fwd
         self.eval_forward = self.forward if not d.enabled else (
-            torch.compile(self.model) if cfg.train.compile else self.model)
+            torch.compile(self.model, mode=mode) if cfg.train.compile else self.model)
         mean, std = self.data.mean, self.data.std
         common = dict(device=device, channels_last=cfg.train.channels_last)
         raw_augs, float_augs = build_transforms(cfg.aug)
         self.train_loader = DeviceLoader(self.data.train, cfg.train.batch_size, mean, std, shuffle=True,
                                          drop_last=True, uint8_transforms=raw_augs, float_transforms=float_augs,
-                                         seed=cfg.run.seed, rank=d.rank, world_size=d.world, **common)
+                                         seed=cfg.run.seed, rank=d.rank, world_size=d.world,
+                                         alternating_flip=cfg.aug.flip and cfg.aug.flip_mode == "alternating",
+                                         **common)
         self.mixer = build_mixer(cfg.mix, self.data.num_classes) if cfg.mix.enabled else None
         eval_bs = cfg.train.eval_batch_size
         val, test = shard(self.data.val, d), shard(self.data.test, d)
@@ -155,6 +159,10 @@ class Run:
                                              cfg.optim.lr)
         except ValueError as exc:
             raise UserError(f"sched: {exc}.") from None
+        self.init_from_data()
+        o = cfg.optim
+        self.lookahead = Lookahead(self.model, cfg.train.epochs * self.steps_per_epoch, o.lookahead_every,
+                                   o.lookahead_decay, o.lookahead_power) if o.lookahead else None
         self.ema = EMA(self.model, cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.every) if cfg.ema.enabled else None
         self.criterion = Criterion(self.data.num_classes, cfg.train.loss, cfg.train.label_smoothing,
                                    cfg.train.smoothing_convention)
@@ -166,6 +174,16 @@ class Run:
         self.elapsed = 0.0  # training wall time across resumes
         self.metrics: list[dict[str, Any]] = []
 
+    @torch.no_grad()
+    def init_from_data(self) -> None:
+        """Data-dependent initialization for models that have one (``init_from_data(images)``, e.g. fastnet's
+        whitening stem): the first ``train.init_images`` training images, normalized as training sees them
+        (the same images on every rank and every run of a seed's split)."""
+        init = getattr(self.model, "init_from_data", None)
+        if init is not None:
+            n = min(self.cfg.train.init_images, len(self.data.train))
+            init(self.train_loader.normalize(self.train_loader.images[:n]))
+
     # -- state --------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
         return {"classes": self.data.classes, "num_classes": self.data.num_classes, "mean": list(self.data.mean),
@@ -176,6 +194,7 @@ class Run:
         return {"epoch": self.epoch, "step": self.step, "best": self.best, "elapsed": self.elapsed,
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+                "lookahead": self.lookahead.state_dict() if self.lookahead else None,
                 "loader": self.train_loader.state_dict(), "rng": rng_state(self.device), "meta": self.meta()}
 
     def check_fits(self, state: dict[str, Any], path: Path) -> None:
@@ -205,6 +224,8 @@ class Run:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
+        if self.lookahead is not None and state.get("lookahead") is not None:
+            self.lookahead.load_state_dict(state["lookahead"])
         self.train_loader.load_state_dict(state["loader"])
         set_rng_state(state["rng"], self.device)
         self.epoch, self.step, self.elapsed = int(state["epoch"]), int(state["step"]), float(state["elapsed"])
@@ -244,6 +265,8 @@ class Run:
             self.optimizer.step()
             self.scheduler.step()
             self.step += 1
+            if self.lookahead is not None:
+                self.lookahead.update(model, self.step)
             if self.ema is not None:
                 self.ema.update(model, self.step)
             loss_sum += loss.detach() * len(y)
@@ -284,7 +307,8 @@ class Run:
                 if loader is None:
                     row[f"{prefix}{split}_loss"] = row[f"{prefix}{split}_acc"] = None
                     continue
-                res = evaluate(model, loader, tta=tta, autocast=self.autocast)
+                res = evaluate(model, loader, tta=tta, translate=self.cfg.train.tta_translate,
+                               autocast=self.autocast)
                 loss, acc = res.loss, res.acc
                 if self.dist.enabled:  # each rank evaluated its share: combine the sums
                     n = len(loader.labels)

@@ -16,18 +16,25 @@ from torch.optim import lr_scheduler as lrs
 from ..config import OptimConfig, SchedConfig
 
 
-def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool) -> list[dict]:
-    """One group, or two when norm weights and biases (all 1-D parameters) are exempt from decay."""
+def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool, lr: float | None = None,
+                 norm_lr_scale: float = 1.0) -> list[dict]:
+    """One group, or two when norm weights and biases (all 1-D parameters) are treated apart: exempt from
+    decay, and/or trained at ``lr * norm_lr_scale`` with weight decay ``weight_decay / norm_lr_scale`` -- the
+    same decay per step, ``lr * wd``, as the other weights (airbench's "bias scaler", Jordan 2024)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if not exempt_norm_bias or weight_decay == 0:
+    split = (exempt_norm_bias and weight_decay != 0) or norm_lr_scale != 1.0
+    if not split:
         return [{"params": params, "weight_decay": weight_decay}]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    norm = {"params": no_decay, "weight_decay": 0.0 if exempt_norm_bias else weight_decay / norm_lr_scale}
+    if norm_lr_scale != 1.0:
+        norm["lr"] = lr * norm_lr_scale
+    return [{"params": decay, "weight_decay": weight_decay}, norm]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.wd_exempt_norm_bias)
+    groups = param_groups(model, cfg.weight_decay, cfg.wd_exempt_norm_bias, cfg.lr, cfg.norm_lr_scale)
     eps = {} if cfg.eps is None else {"eps": cfg.eps}
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
@@ -81,5 +88,6 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedConfig, epochs: int, s
         raise ValueError(cfg.name)
     if not warm:
         return main
-    warmup = lrs.LinearLR(opt, start_factor=1.0 / (warm + 1), end_factor=1.0, total_iters=warm)
+    start = cfg.warmup_start if cfg.warmup_start is not None else 1.0 / (warm + 1)
+    warmup = lrs.LinearLR(opt, start_factor=start, end_factor=1.0, total_iters=warm)
     return lrs.SequentialLR(opt, [warmup, main], milestones=[warm])

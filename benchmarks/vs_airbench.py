@@ -1,0 +1,91 @@
+"""GPU side by side: airbench94 (Jordan, 2024), unmodified, against reglab's ``fast-gpu-94`` on the same GPU.
+
+airbench's public code is run as it is published (``legacy/airbench94.py`` of a checkout of
+github.com/KellerJordan/cifar10-airbench that you fetch yourself; nothing of it is copied into reglab). The
+script only gives it its data: airbench reads ``cifar10/train.pt`` / ``test.pt`` (a dict of uint8 NHWC
+``images``, ``labels``, ``classes``) from its working directory and would otherwise download CIFAR-10, so the
+same CIFAR-10 reglab trains on (``--data-dir``) is written there first, then airbench94 runs its 25 runs and
+prints each run's ``tta_val_acc`` and ``total_time_seconds`` (its own timer: CUDA events around training and
+the TTA evaluation). reglab's ``fast-gpu-94`` then runs ``--seeds`` times through
+``benchmarks/time_to_accuracy.py`` (whole command, and the training loop's own time from summary.json). The
+table compares mean test accuracy and time. Needs a CUDA GPU::
+
+    git clone https://github.com/KellerJordan/cifar10-airbench /tmp/airbench
+    .venv/bin/python benchmarks/vs_airbench.py --airbench /tmp/airbench --data-dir ../shared/data --seeds 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def write_airbench_data(data_dir: str, work: Path) -> None:
+    import torch
+
+    from reglab.config import load_config
+    from reglab.data import load_splits
+
+    splits = load_splits(load_config(None, [f"data.dir={data_dir}", "data.val_size=0", "data.download=false"]).data)
+    (work / "cifar10").mkdir(parents=True, exist_ok=True)
+    for name, split in (("train", splits.train), ("test", splits.test)):
+        torch.save({"images": split.images.permute(0, 2, 3, 1).contiguous(), "labels": split.labels,
+                    "classes": splits.classes}, work / "cifar10" / f"{name}.pt")
+
+
+def run_airbench(airbench: Path, work: Path, timeout: int) -> list[tuple[float, float]]:
+    script = airbench / "legacy" / "airbench94.py"
+    if not script.is_file():
+        sys.exit(f"{script} not found: --airbench must be a checkout of KellerJordan/cifar10-airbench.")
+    proc = subprocess.run([sys.executable, str(script)], cwd=work, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        sys.exit(f"airbench94 failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    runs = []
+    for line in proc.stdout.splitlines():  # final row of each run: |  ...  |  eval  | ... | tta_val_acc | time |
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 7 and cells[1] == "eval":
+            runs.append((100 * float(cells[5]), float(cells[6])))
+    return runs
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--airbench", required=True, help="checkout of github.com/KellerJordan/cifar10-airbench")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--seeds", type=int, default=5, help="reglab runs")
+    p.add_argument("--timeout", type=int, default=1800)
+    p.add_argument("-o", "--output", default=None)
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="airbench-"))
+    write_airbench_data(args.data_dir, work)
+    ab = run_airbench(Path(args.airbench), work, args.timeout)
+    out = work / "reglab.json"
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "time_to_accuracy.py"), "fast-gpu-94", "--seeds",
+                    str(args.seeds), "--data-dir", args.data_dir, "--target", "94", "-o", str(out)], check=True)
+    rg = json.loads(out.read_text())
+    train_s = [r["train_s"] for r in rg["runs"]]
+    result = {"airbench94": {"runs": len(ab), "mean_acc": statistics.mean(a for a, _ in ab),
+                             "mean_time_s": statistics.mean(t for _, t in ab)},
+              "reglab_fast_gpu_94": {"runs": rg["seeds"], "mean_acc": rg["mean_acc"],
+                                     "mean_train_loop_s": statistics.mean(train_s),
+                                     "mean_whole_command_s": rg["mean_wall_s"]}}
+    print("\n| system | runs | mean test acc | mean time (s) |\n|---|---:|---:|---:|")
+    print(f"| airbench94 (its own timer: training + TTA) | {len(ab)} | {result['airbench94']['mean_acc']:.2f} "
+          f"| {result['airbench94']['mean_time_s']:.2f} |")
+    print(f"| reglab fast-gpu-94 (training loop incl. final TTA test) | {rg['seeds']} | {rg['mean_acc']:.2f} "
+          f"| {statistics.mean(train_s):.2f} |")
+    print(f"| reglab fast-gpu-94 (whole command) | {rg['seeds']} | {rg['mean_acc']:.2f} | {rg['mean_wall_s']:.2f} |")
+    if args.output:
+        Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""The time-to-accuracy parts (issue 8): fastnet, patch whitening, lookahead, norm lr scale, warm-up start,
+translate TTA -- each against an independent computation."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reglab.config import load_config
+from reglab.errors import UserError
+from reglab.models import build, create, forward_gflops
+from reglab.models.fastnet import FastNet, dirac_conv, patch_whitening
+from reglab.train import run
+from reglab.train.evaluate import predict_logits
+from reglab.train.lookahead import Lookahead
+from reglab.train.optim import build_optimizer, build_scheduler
+
+SYN = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_test=200", "data.val_size=100",
+       "train.batch_size=50", "train.eval_batch_size=500", "run.device=cpu"]
+
+
+def correlated_images(n=400, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, 1, 32, 32, generator=g)
+    smooth = F.avg_pool2d(F.pad(base, (1, 1, 1, 1), mode="reflect"), 3, 1)  # neighbouring pixels correlate
+    mix = torch.tensor([[1.0, 0.2, 0.1], [0.9, 0.4, 0.0], [0.8, 0.1, 0.5]])
+    return torch.einsum("ck,nkhw->nchw", mix[:, :1], smooth) + 0.1 * torch.randn(n, 3, 32, 32, generator=g)
+
+
+def test_patch_whitening_makes_patch_covariance_the_identity():
+    x = correlated_images()
+    w = patch_whitening(x, 2, eps=1e-8)
+    assert w.shape == (24, 3, 2, 2)
+    assert torch.allclose(w[12:], -w[:12])
+    out = F.conv2d(x, w[:12]).permute(0, 2, 3, 1).reshape(-1, 12).double()
+    cov = out.T @ out / len(out)
+    assert torch.allclose(cov, torch.eye(12, dtype=torch.float64), atol=1e-3)
+    # against numpy's eigendecomposition of the same covariance: the same whitening (up to each sign)
+    import numpy as np
+
+    p = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double().numpy()
+    vals, vecs = np.linalg.eigh(p.T @ p / len(p))
+    ref = (vecs[:, ::-1].T / np.sqrt(vals[::-1] + 1e-8)[:, None])
+    got = w[:12].reshape(12, 12).double().numpy()
+    assert np.allclose(np.abs(got), np.abs(ref), rtol=1e-3, atol=1e-3)
+
+
+def test_dirac_conv_passes_its_input_through():
+    conv = dirac_conv(8, 16)
+    x = torch.randn(2, 8, 6, 6)
+    assert torch.allclose(conv(x)[:, :8], x, atol=1e-6)
+
+
+def test_fastnet_presets_shapes_and_flops():
+    m = create("fastnet", 10)
+    assert m(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert forward_gflops(m) == pytest.approx(0.236, abs=0.002)  # airbench94's 0.36 PFLOP / (50k * 10 * 3)
+    assert forward_gflops(create("fastnet_half", 10)) == pytest.approx(0.066, abs=0.002)
+    assert not m.whiten.weight.requires_grad and m.whiten.bias.requires_grad
+    assert all(not bn.weight.requires_grad for bn in m.modules() if isinstance(bn, torch.nn.BatchNorm2d))
+    narrow = build(load_config(None, ["model.name=fastnet", "model.channels=[8,16,16]"]).model, 100)
+    assert narrow(torch.randn(1, 3, 32, 32)).shape == (1, 100)
+    with pytest.raises(UserError, match="model.blocks"):
+        build(load_config(None, ["model.name=fastnet", "model.blocks=[1,1,1]"]).model, 10)
+
+
+def test_training_sets_the_whitening_stem_from_the_training_images_and_keeps_it_frozen(tmp_path):
+    cfg = load_config(None, [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=1",
+                             "train.init_images=300", f"run.dir={tmp_path / 'r'}"])
+    from reglab.train.loop import Run
+
+    r = Run(cfg, torch.device("cpu"))
+    expected = patch_whitening(r.train_loader.normalize(r.train_loader.images[:300]), 2)
+    assert r.model.whitened and torch.allclose(r.model.whiten.weight, expected)
+    before = r.model.whiten.weight.clone(), r.model.whiten.bias.clone()
+    r.train_epoch([])
+    assert torch.equal(r.model.whiten.weight, before[0])  # frozen
+    assert not torch.equal(r.model.whiten.bias, before[1])  # trained
+
+
+def test_lookahead_follows_its_formula():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    la = Lookahead(model, total_steps=20, every=5, decay=0.8, power=2.0)
+    slow = [t.clone() for t in la.slow]
+    for step in range(1, 21):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(torch.randn_like(p))
+            model[1].running_mean.add_(1.0)
+        fast = [t.detach().clone() for t in model.state_dict().values() if t.is_floating_point()]
+        la.update(model, step)
+        now = [t for t in model.state_dict().values() if t.is_floating_point()]
+        if step == 20:
+            assert all(torch.allclose(n, s, atol=1e-6) for n, s in zip(now, slow))  # the end: model = slow
+        elif step % 5 == 0:
+            d = 0.8 * (step / 20) ** 2
+            slow = [d * s + (1 - d) * f for s, f in zip(slow, fast)]
+            assert all(torch.allclose(n, s, atol=1e-6) for n, s in zip(now, slow))
+        else:
+            assert all(torch.equal(n, f) for n, f in zip(now, fast))
+
+
+def test_norm_lr_scale_keeps_the_decay_per_step():
+    model = create("fastnet", 10, channels=[8, 16, 16])
+    cfg = load_config(None, ["optim.lr=0.5", "optim.weight_decay=1e-3", "optim.norm_lr_scale=64"]).optim
+    opt = build_optimizer(model, cfg)
+    conv, norm = opt.param_groups
+    assert conv["lr"] == 0.5 and norm["lr"] == 32.0
+    assert conv["lr"] * conv["weight_decay"] == pytest.approx(norm["lr"] * norm["weight_decay"])
+    assert all(p.ndim == 1 for p in norm["params"]) and all(p.ndim > 1 for p in conv["params"])
+    sched = build_scheduler(opt, load_config(None, ["sched.name=linear", "sched.min_lr=0.05"]).sched, 2, 10, 0.5)
+    for _ in range(20):
+        opt.step()
+        sched.step()
+    assert norm["lr"] / conv["lr"] == pytest.approx(64.0)  # the schedule scales both groups alike
+
+
+def test_warmup_start_is_the_first_lr_fraction():
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    cfg = load_config(None, ["sched.name=linear", "sched.warmup_epochs=1", "sched.warmup_start=0.2",
+                             "sched.min_lr=0.07"]).sched
+    sched = build_scheduler(opt, cfg, 3, 10, 1.0)
+    lrs = []
+    for _ in range(30):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.2) and lrs[10] == pytest.approx(1.0)
+    assert lrs[5] == pytest.approx(0.6)
+    assert lrs[-1] == pytest.approx(1.0 - (1.0 - 0.07) * 19 / 20)
+
+
+def test_translate_tta_averages_six_views():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    x = torch.randn(2, 3, 8, 8)
+    model(x)
+    m = lambda v: 0.5 * (model(v) + model(v.flip(3)))
+    pad = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    expected = 0.5 * m(x) + 0.25 * (m(pad[:, :, :8, :8]) + m(pad[:, :, 2:, 2:]))
+    assert torch.allclose(predict_logits(model, x, tta=True, translate=1), expected, atol=1e-6)
+    assert torch.allclose(predict_logits(model, x, tta=True), m(x), atol=1e-6)
+
+
+def test_bad_fast_options_are_user_errors():
+    with pytest.raises(UserError, match="train.tta_translate needs train.tta"):
+        load_config(None, ["train.tta_translate=1"])
+    with pytest.raises(UserError, match="optim.norm_lr_scale"):
+        load_config(None, ["optim.norm_lr_scale=0"])
+    with pytest.raises(UserError, match="sched.warmup_start"):
+        load_config(None, ["sched.warmup_start=1.5"])
+
+
+def test_lookahead_run_resumes_bit_identical(tmp_path):
+    from reglab.train.rundir import load_run_config
+
+    cfg = [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3", "optim.lookahead=true",
+           "optim.lookahead_every=2", "optim.norm_lr_scale=16", "train.tta=true", "train.tta_translate=1"]
+    a = run(load_config(None, [*cfg, f"run.dir={tmp_path / 'a'}"]))
+
+    class Stop:
+        def on_epoch_end(self, r, row):
+            return r.epoch >= 2
+
+    run(load_config(None, [*cfg, f"run.dir={tmp_path / 'b'}"]), callbacks=[Stop()])
+    resumed = load_run_config(tmp_path / "b")
+    resumed.run.dir = str(tmp_path / "b")
+    b = run(resumed, resume=True)
+    keys = ("train_loss", "val_acc", "test_acc", "val_loss")
+    assert [[row[k] for k in keys] for row in a.metrics] == [[row[k] for k in keys] for row in b.metrics]
+    assert math.isfinite(a.summary["test_acc"])
+
+
+def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs():
+    from reglab.data.datasets import Split
+    from reglab.data.loader import DeviceLoader
+
+    n = 64
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.arange(n)  # label = image index, to find each image again
+    split = Split(images, labels)
+    loader = DeviceLoader(split, 16, [0.0] * 3, [1 / 255] * 3, shuffle=True, alternating_flip=True, seed=3)
+
+    def flipped_per_image():
+        out = torch.zeros(n, dtype=torch.bool)
+        for x, y in loader:
+            raw = x.round().to(torch.uint8)
+            is_flip = (raw == images[y].flip(3)).flatten(1).all(1)
+            assert bool((is_flip | (raw == images[y]).flatten(1).all(1)).all())
+            out[y] = is_flip
+        return out
+
+    e0, e1, e2 = flipped_per_image(), flipped_per_image(), flipped_per_image()
+    assert torch.equal(e0, ~e1) and torch.equal(e0, e2)
+    assert 16 < int(e0.sum()) < 48  # random bits, not all-or-nothing
+    state = loader.state_dict()
+    again = DeviceLoader(split, 16, [0.0] * 3, [1 / 255] * 3, shuffle=True, alternating_flip=True, seed=3)
+    again.load_state_dict(state)
+    assert again.epoch == 3 and torch.equal(again.flip_bits, loader.flip_bits)
