@@ -77,8 +77,10 @@ def cmd_train(args) -> int:
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     print(f"run dir: {result.run_dir}")
-    print(f"test accuracy {result.summary['test_acc']:.2f}%  (best val {result.summary['best_val_acc']:.2f}% "
-          f"at epoch {result.summary['best_epoch']}, {result.summary['wall_time_s']:.0f}s)")
+    s = result.summary
+    val = (f"best val {s['best_val_acc']:.2f}% at epoch {s['best_epoch']}" if s["best_val_acc"] is not None
+           else "no validation split")
+    print(f"test accuracy {s['test_acc']:.2f}%  ({val}, {s['wall_time_s']:.0f}s)")
     return 0
 
 

@@ -201,3 +201,56 @@ def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs():
     again = DeviceLoader(split, 16, [0.0] * 3, [1 / 255] * 3, shuffle=True, alternating_flip=True, seed=3)
     again.load_state_dict(state)
     assert again.epoch == 3 and torch.equal(again.flip_bits, loader.flip_bits)
+
+
+def test_time_to_accuracy_benchmark_runs_real_processes(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    out = tmp_path / "tta.json"
+    proc = subprocess.run([sys.executable, "benchmarks/time_to_accuracy.py", "fast-cpu-85", "data.dataset=synthetic",
+                           "data.synthetic_train=400", "data.synthetic_test=100", "data.val_size=0",
+                           "train.epochs=1", "train.batch_size=100", "model.channels=[8,16,16]", "--seeds", "2",
+                           "--target", "101", "--budget", "600", "--runs", str(tmp_path / "runs"), "-o", str(out)],
+                          cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert [r["seed"] for r in result["runs"]] == [0, 1]
+    assert result["goal_met"] is False  # 101% cannot be reached
+    assert all(r["wall_s"] > r["train_s"] > 0 for r in result["runs"])  # the whole command includes the loop
+    summary = json.loads((tmp_path / "runs" / "fast-cpu-85-s1" / "summary.json").read_text())
+    assert summary["test_acc"] == result["runs"][1]["test_acc"]
+    assert "NOT met" in proc.stdout
+
+
+def test_throughput_benchmark_measures_a_recipe_and_its_data_path():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "benchmarks/train_throughput.py", "--recipe", "fast-cpu-85",
+                           "--seconds", "0.1", "--repeats", "1", "--max-steps", "2", "--matmul", "64"],
+                          cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| fastnet_half"))
+    share = float(row.strip("| \n").split("|")[-1].strip().rstrip("%"))
+    assert 0 < share < 100
+
+
+def test_train_without_a_validation_split_reports_the_test_accuracy(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "-m", "reglab", "train", "fast-cpu-85", "data.dataset=synthetic",
+                           "data.synthetic_train=300", "data.synthetic_test=100", "data.val_size=0",
+                           "train.epochs=1", "train.batch_size=100", "model.channels=[8,16,16]",
+                           f"run.dir={tmp_path / 'r'}", "--quiet"], cwd=repo, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "test accuracy" in proc.stdout and "no validation split" in proc.stdout
