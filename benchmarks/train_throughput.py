@@ -46,7 +46,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from reglab.config import load_config  # noqa: E402
-from reglab.models import count_params, create, forward_gflops  # noqa: E402
+from reglab.models import build, count_params, create, forward_gflops  # noqa: E402
 from reglab.train.loop import Run  # noqa: E402
 
 
@@ -70,11 +70,11 @@ def sync(device: torch.device) -> None:
 class Plain:
     """The textbook loop: fixed in-memory batch, forward, cross-entropy, backward, SGD step."""
 
-    def __init__(self, preset: str, batch: int, channels_last: bool, device: torch.device):
+    def __init__(self, model: torch.nn.Module, batch: int, channels_last: bool, device: torch.device):
         torch.manual_seed(0)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.device = device
-        self.model = create(preset, 10).to(device, memory_format=fmt).train()
+        self.model = model.to(device, memory_format=fmt).train()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
         self.x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=fmt)
         self.y = torch.randint(0, 10, (batch,), device=device)
@@ -125,9 +125,15 @@ def time_loader(r: Run) -> float:
     return time.perf_counter() - t0
 
 
+def make_model(preset: str, args) -> torch.nn.Module:
+    """The preset, or with --recipe the recipe's model with its model.* overrides (e.g. model.channels)."""
+    torch.manual_seed(0)
+    return build(load_config(args.recipe).model, 10) if args.recipe else create(preset, 10)
+
+
 def bench_preset(preset: str, args) -> dict:
     device = torch.device(args.device)
-    plain = Plain(preset, args.batch, not args.contiguous, device)
+    plain = Plain(make_model(preset, args), args.batch, not args.contiguous, device)
     plain.steps(3)  # warm-up (allocator, oneDNN primitives / cuDNN autotuning)
     step_s = plain.steps(3) / 3
     steps = max(2, min(args.max_steps, round(args.seconds / step_s)))
@@ -139,7 +145,7 @@ def bench_preset(preset: str, args) -> dict:
         reg.append(steps * args.batch / time_reglab(r))
         pla.append(steps * args.batch / plain.steps(steps))
         data.append(time_loader(r) * reg[-1] / (steps * args.batch))  # loader time / reglab epoch time
-    gflops = forward_gflops(create(preset, 10))
+    gflops = forward_gflops(make_model(preset, args))
     return {"preset": preset, "params": count_params(plain.model), "gflops": gflops, "steps": steps,
             "reglab": statistics.median(reg), "plain": statistics.median(pla), "reglab_all": reg, "plain_all": pla,
             "data_share": statistics.median(data)}

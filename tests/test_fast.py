@@ -236,7 +236,7 @@ def test_throughput_benchmark_measures_a_recipe_and_its_data_path():
                            "--seconds", "0.1", "--repeats", "1", "--max-steps", "2", "--matmul", "64"],
                           cwd=repo, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    row = next(line for line in proc.stdout.splitlines() if line.startswith("| fastnet_half"))
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| fastnet "))
     share = float(row.strip("| \n").split("|")[-1].strip().rstrip("%"))
     assert 0 < share < 100
 
