@@ -29,13 +29,14 @@ class Lookahead:
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
-        """Call after optimizer step ``step`` (1-based)."""
+        """Call after optimizer step ``step`` (1-based); a no-op except every ``every`` steps and at the end."""
+        last = step >= self.total
+        if not last and step % self.every:
+            return
         fast = [t.detach() for t in _floats(model)]
-        if step >= self.total:  # end of training: the model becomes the slow weights
-            torch._foreach_copy_(fast, self.slow)
-        elif step % self.every == 0:
+        if not last:
             torch._foreach_lerp_(self.slow, fast, 1.0 - self.decay_at(step))
-            torch._foreach_copy_(fast, self.slow)
+        torch._foreach_copy_(fast, self.slow)  # at the end: the model becomes the slow weights
 
     def state_dict(self) -> dict:
         return {"slow": list(self.slow)}
