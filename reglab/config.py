@@ -190,6 +190,7 @@ class TrainConfig:
     tta: bool = False  # evaluate with horizontal-flip test-time augmentation
     tta_translate: int = 0  # with tta: also average views shifted by +-k px (airbench's level 2); 0 = off
     init_images: int = 5000  # training images that set data-dependent inits (fastnet's whitening stem)
+    whiten_bias_epochs: Optional[int] = None  # fastnet: train the whitening stem's bias this many epochs, then freeze it
     sync_bn: bool = False  # multi-process (torchrun) only: batch-norm statistics over the global batch
 
     def validate(self) -> None:
@@ -203,6 +204,9 @@ class TrainConfig:
         if self.tta_translate and not self.tta:
             raise UserError("train.tta_translate needs train.tta=true (the shifted views are flip-averaged too).")
         _check(self.init_images >= 1, "train.init_images", self.init_images, "must be >= 1")
+        if self.whiten_bias_epochs is not None:
+            _check(self.whiten_bias_epochs >= 0, "train.whiten_bias_epochs", self.whiten_bias_epochs,
+                   "must be >= 0 or null (train it throughout)")
 
 
 @dataclass
@@ -213,7 +217,7 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     wd_exempt_norm_bias: bool = False  # no weight decay on norm weights and biases
-    norm_lr_scale: float = 1.0  # lr x this for 1-D params (norm weights/biases), their decay / this (airbench)
+    norm_lr_scale: float = 1.0  # lr x this for norm-layer params (BN shifts), their decay / this (airbench)
     lookahead: bool = False  # Lookahead with airbench's schedule (reglab/train/lookahead.py)
     lookahead_every: int = 5  # steps between slow-weight updates
     lookahead_decay: float = 0.7738  # final slow-weight decay (0.95^5); d_t = decay * (t/T)^power

@@ -80,6 +80,25 @@ def test_training_sets_the_whitening_stem_from_the_training_images_and_keeps_it_
     assert not torch.equal(r.model.whiten.bias, before[1])  # trained
 
 
+def test_whiten_bias_trains_for_its_epochs_then_stays_put():
+    cfg = load_config(None, [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3",
+                             "train.whiten_bias_epochs=1", "optim.weight_decay=0.01"])
+    from reglab.train.loop import Run
+
+    r = Run(cfg, torch.device("cpu"))
+    start = r.model.whiten.bias.clone()
+    r.train_epoch([])
+    r.epoch = 1
+    after_one = r.model.whiten.bias.clone()
+    head = r.model.head.weight.clone()
+    r.train_epoch([])
+    assert not torch.equal(after_one, start)  # trained in epoch 1
+    assert torch.equal(r.model.whiten.bias, after_one)  # frozen from epoch 2: no step, no momentum, no decay
+    assert not torch.equal(r.model.head.weight, head)  # while the rest trains
+    with pytest.raises(UserError, match="whiten_bias_epochs applies to fastnet"):
+        Run(load_config(None, [*SYN, "model.name=resnet8_s2", "train.whiten_bias_epochs=1"]), torch.device("cpu"))
+
+
 def test_lookahead_follows_its_formula():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
@@ -110,7 +129,9 @@ def test_norm_lr_scale_keeps_the_decay_per_step():
     conv, norm = opt.param_groups
     assert conv["lr"] == 0.5 and norm["lr"] == 32.0
     assert conv["lr"] * conv["weight_decay"] == pytest.approx(norm["lr"] * norm["weight_decay"])
-    assert all(p.ndim == 1 for p in norm["params"]) and all(p.ndim > 1 for p in conv["params"])
+    bn_shifts = {id(m.bias) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert {id(p) for p in norm["params"]} == bn_shifts and len(bn_shifts) == 6  # the BN scales are frozen
+    assert id(model.whiten.bias) in {id(p) for p in conv["params"]}  # like airbench: a bias, not a norm param
     sched = build_scheduler(opt, load_config(None, ["sched.name=linear", "sched.min_lr=0.05"]).sched, 2, 10, 0.5)
     for _ in range(20):
         opt.step()
@@ -152,13 +173,16 @@ def test_bad_fast_options_are_user_errors():
         load_config(None, ["optim.norm_lr_scale=0"])
     with pytest.raises(UserError, match="sched.warmup_start"):
         load_config(None, ["sched.warmup_start=1.5"])
+    with pytest.raises(UserError, match="train.whiten_bias_epochs"):
+        load_config(None, ["train.whiten_bias_epochs=-1"])
 
 
 def test_lookahead_run_resumes_bit_identical(tmp_path):
     from reglab.train.rundir import load_run_config
 
     cfg = [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3", "optim.lookahead=true",
-           "optim.lookahead_every=2", "optim.norm_lr_scale=16", "train.tta=true", "train.tta_translate=1"]
+           "optim.lookahead_every=2", "optim.norm_lr_scale=16", "train.tta=true", "train.tta_translate=1",
+           "train.whiten_bias_epochs=2"]  # the resumed third epoch must freeze the stem's bias again
     a = run(load_config(None, [*cfg, f"run.dir={tmp_path / 'a'}"]))
 
     class Stop:

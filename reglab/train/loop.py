@@ -129,6 +129,13 @@ class Run:
                             f"the {d.world} processes; use a multiple of {d.world}.")
         self.model = build(cfg.model, self.data.num_classes).to(device)
         self.params = count_params(self.model)
+        if cfg.train.whiten_bias_epochs is not None:
+            if getattr(getattr(self.model, "whiten", None), "bias", None) is None:
+                raise UserError(f"train.whiten_bias_epochs applies to fastnet's whitening stem, and model.name="
+                                f"{cfg.model.name} has none; set it to null.")
+            if d.enabled:
+                raise UserError("train.whiten_bias_epochs is not supported with several processes (DDP needs the "
+                                "same trained parameters every step); set it to null.")
         self.gflops = forward_gflops(self.model)
         if d.enabled and cfg.train.sync_bn:
             self.model = distributed.convert_sync_batchnorm(self.model, device)
@@ -252,6 +259,8 @@ class Run:
             self.train_loader.set_epoch(self.epoch)
             torch.manual_seed(distributed.epoch_seed(cfg.run.seed, d.rank, self.epoch))
         show = bool(callbacks) or not d.enabled
+        if cfg.train.whiten_bias_epochs is not None:  # airbench: the stem's bias trains for the first epochs only
+            model.whiten.bias.requires_grad_(self.epoch < cfg.train.whiten_bias_epochs)
         for i, (x, y) in enumerate(self.train_loader):
             if mixer is not None:
                 x, y = mixer(x, y, self.train_loader.aug_generator)

@@ -16,21 +16,35 @@ from torch.optim import lr_scheduler as lrs
 from ..config import OptimConfig, SchedConfig
 
 
+_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
 def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool, lr: float | None = None,
                  norm_lr_scale: float = 1.0) -> list[dict]:
-    """One group, or two when norm weights and biases (all 1-D parameters) are treated apart: exempt from
-    decay, and/or trained at ``lr * norm_lr_scale`` with weight decay ``weight_decay / norm_lr_scale`` -- the
-    same decay per step, ``lr * wd``, as the other weights (airbench's "bias scaler", Jordan 2024)."""
+    """The optimizer's parameter groups: one, or more when parameters are treated apart.
+
+    * ``exempt_norm_bias``: no weight decay on the 1-D parameters (norm weights and shifts, conv/linear biases).
+    * ``norm_lr_scale = s``: the parameters of normalization layers (batch/group/layer norm) train at
+      ``lr * s`` with weight decay ``weight_decay / s`` -- the same decay per step, ``lr * wd``, as the other
+      weights (airbench's "bias scaler", Jordan 2024). Other biases (e.g. fastnet's whitening stem) keep ``lr``.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
-    split = (exempt_norm_bias and weight_decay != 0) or norm_lr_scale != 1.0
-    if not split:
+    if not (exempt_norm_bias and weight_decay != 0) and norm_lr_scale == 1.0:
         return [{"params": params, "weight_decay": weight_decay}]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    norm = {"params": no_decay, "weight_decay": 0.0 if exempt_norm_bias else weight_decay / norm_lr_scale}
+    scaled = set()
     if norm_lr_scale != 1.0:
-        norm["lr"] = lr * norm_lr_scale
-    return [{"params": decay, "weight_decay": weight_decay}, norm]
+        scaled = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
+    exempt = (lambda p: p.ndim <= 1) if exempt_norm_bias else (lambda p: False)
+    decay = [p for p in params if id(p) not in scaled and not exempt(p)]
+    plain = [p for p in params if id(p) not in scaled and exempt(p)]
+    norm = [p for p in params if id(p) in scaled]
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if plain:
+        groups.append({"params": plain, "weight_decay": 0.0})
+    if norm:
+        groups.append({"params": norm, "lr": lr * norm_lr_scale,
+                       "weight_decay": 0.0 if exempt_norm_bias else weight_decay / norm_lr_scale})
+    return [g for g in groups if g["params"]]
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
