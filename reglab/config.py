@@ -218,6 +218,7 @@ class OptimConfig:
     weight_decay: float = 5e-4
     wd_exempt_norm_bias: bool = False  # no weight decay on norm weights and biases
     norm_lr_scale: float = 1.0  # lr x this for norm-layer params (BN shifts), their decay / this (airbench)
+    norm_lr_scale_on: Literal["norm", "norm_and_bias"] = "norm"  # norm_and_bias: every other bias too
     lookahead: bool = False  # Lookahead with airbench's schedule (reglab/train/lookahead.py)
     lookahead_every: int = 5  # steps between slow-weight updates
     lookahead_decay: float = 0.7738  # final slow-weight decay (0.95^5); d_t = decay * (t/T)^power

@@ -132,6 +132,11 @@ def test_norm_lr_scale_keeps_the_decay_per_step():
     bn_shifts = {id(m.bias) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert {id(p) for p in norm["params"]} == bn_shifts and len(bn_shifts) == 6  # the BN scales are frozen
     assert id(model.whiten.bias) in {id(p) for p in conv["params"]}  # like airbench: a bias, not a norm param
+    both = build_optimizer(model, load_config(None, ["optim.lr=0.5", "optim.norm_lr_scale=64",
+                                                     "optim.norm_lr_scale_on=norm_and_bias"]).optim)
+    weights, scaled = both.param_groups
+    assert {id(p) for p in scaled["params"]} == bn_shifts | {id(model.whiten.bias)} and scaled["lr"] == 32.0
+    assert all(p.ndim > 1 for p in weights["params"])
     sched = build_scheduler(opt, load_config(None, ["sched.name=linear", "sched.min_lr=0.05"]).sched, 2, 10, 0.5)
     for _ in range(20):
         opt.step()

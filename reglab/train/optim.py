@@ -20,13 +20,15 @@ _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool, lr: float | None = None,
-                 norm_lr_scale: float = 1.0) -> list[dict]:
+                 norm_lr_scale: float = 1.0, scale_biases: bool = False) -> list[dict]:
     """The optimizer's parameter groups: one, or more when parameters are treated apart.
 
     * ``exempt_norm_bias``: no weight decay on the 1-D parameters (norm weights and shifts, conv/linear biases).
     * ``norm_lr_scale = s``: the parameters of normalization layers (batch/group/layer norm) train at
       ``lr * s`` with weight decay ``weight_decay / s`` -- the same decay per step, ``lr * wd``, as the other
-      weights (airbench's "bias scaler", Jordan 2024). Other biases (e.g. fastnet's whitening stem) keep ``lr``.
+      weights (airbench's "bias scaler", Jordan 2024). Other biases (e.g. fastnet's whitening stem) keep ``lr``
+      as in airbench94, or with ``scale_biases`` take the scaled lr too -- all 1-D parameters, as
+      airbench94_muon groups the whitening bias with the BN shifts.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not (exempt_norm_bias and weight_decay != 0) and norm_lr_scale == 1.0:
@@ -34,6 +36,8 @@ def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool, 
     scaled = set()
     if norm_lr_scale != 1.0:
         scaled = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
+        if scale_biases:
+            scaled |= {id(p) for p in params if p.ndim <= 1}
     exempt = (lambda p: p.ndim <= 1) if exempt_norm_bias else (lambda p: False)
     decay = [p for p in params if id(p) not in scaled and not exempt(p)]
     plain = [p for p in params if id(p) not in scaled and exempt(p)]
@@ -48,7 +52,8 @@ def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool, 
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.wd_exempt_norm_bias, cfg.lr, cfg.norm_lr_scale)
+    groups = param_groups(model, cfg.weight_decay, cfg.wd_exempt_norm_bias, cfg.lr, cfg.norm_lr_scale,
+                          cfg.norm_lr_scale_on == "norm_and_bias")
     eps = {} if cfg.eps is None else {"eps": cfg.eps}
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
