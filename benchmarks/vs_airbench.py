@@ -101,11 +101,14 @@ def main() -> None:
     p.add_argument("--data-dir", required=True)
     p.add_argument("--seeds", type=int, default=5, help="reglab runs")
     p.add_argument("--cpu", action="store_true", help="CPU diagnostic: a device-patched copy of airbench94")
-    p.add_argument("--airbench-runs", type=int, default=None, help="airbench runs (default 25; with --cpu: 1)")
+    p.add_argument("--airbench-runs", type=int, default=None,
+                   help="--cpu only: airbench runs (default 1); the unmodified script runs its 25")
     p.add_argument("--recipe", default=None, help="reglab recipe (default fast-gpu-94; with --cpu: fast-cpu-93)")
     p.add_argument("--timeout", type=int, default=1800)
     p.add_argument("-o", "--output", default=None)
     args = p.parse_args()
+    if args.airbench_runs is not None and not args.cpu:
+        sys.exit("--airbench-runs needs --cpu: airbench94 unmodified always runs its 25 runs.")
     work = Path(tempfile.mkdtemp(prefix="airbench-"))
     write_airbench_data(args.data_dir, work)
     recipe = args.recipe or ("fast-cpu-93" if args.cpu else "fast-gpu-94")
@@ -114,8 +117,11 @@ def main() -> None:
     ab = run_airbench(Path(args.airbench), work, args.timeout, args.cpu, runs)
     ab_wall = time.perf_counter() - t0
     out = work / "reglab.json"
+    if not ab:
+        sys.exit("airbench94 ran but printed no final 'eval' row; nothing to compare.")
+    target = "93" if args.cpu else "94"
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "time_to_accuracy.py"), recipe, "--seeds",
-                    str(args.seeds), "--data-dir", args.data_dir, "--target", "93" if args.cpu else "94", "-o", str(out)], check=True)
+                    str(args.seeds), "--data-dir", args.data_dir, "--target", target, "-o", str(out)], check=True)
     rg = json.loads(out.read_text())
     train_s = [r["train_s"] for r in rg["runs"]]
     result = {"airbench94": {"runs": len(ab), "mean_acc": statistics.mean(a for a, _ in ab),

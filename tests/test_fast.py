@@ -300,11 +300,10 @@ def test_eval_of_a_translate_tta_run_reproduces_its_test_accuracy(tmp_path):
     assert saved["acc"] == pytest.approx(result.summary["test_acc"], abs=1e-3)
 
 
-def test_vs_airbench_cpu_copy_changes_only_device_lines_and_leaves_the_checkout_alone(tmp_path):
-    import sys
+def test_vs_airbench_cpu_copy_changes_only_device_lines_and_leaves_the_checkout_alone(tmp_path, monkeypatch):
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "benchmarks"))
     from vs_airbench import CPU_PATCH, cpu_copy
 
     src = tmp_path / "airbench94.py"

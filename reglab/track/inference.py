@@ -82,8 +82,8 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
     res = evaluate(model, loader, tta=tta, translate=translate, keep=True)
     cm = confusion_matrix(chosen.labels, res.preds, data.num_classes)
     per_class = per_class_accuracy(cm)
-    out = {"checkpoint": str(path), "split": split, "tta": tta, "tta_translate": translate, "images": len(chosen), "loss": round(res.loss, 5),
-           "acc": round(res.acc, 3),
+    out = {"checkpoint": str(path), "split": split, "tta": tta, "tta_translate": translate, "images": len(chosen),
+           "loss": round(res.loss, 5), "acc": round(res.acc, 3),
            "per_class_acc": {c: round(a, 2) for c, a in zip(data.classes, per_class)},
            "confusion_matrix": cm.tolist()}
     dest = out_dir or run_dir or path.parent
@@ -91,8 +91,8 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
     plot_confusion(cm.numpy(), data.classes, dest / f"confusion_{split}.png",
                    title=f"{split}: {res.acc:.2f}% ({path.name})")
     width = max(len(c) for c in data.classes)
-    lines = [f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images"
-             f"{(f' (flip x +-{translate}px TTA, 6 views)' if translate else ' (flip TTA)') if tta else ''}",
+    views = "" if not tta else f" (flip x +-{translate}px TTA, 6 views)" if translate else " (flip TTA)"
+    lines = [f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images{views}",
              *(f"  {c:<{width}} {a:6.2f}%" for c, a in zip(data.classes, per_class)),
              f"confusion matrix: {dest / f'confusion_{split}.png'}"]
     lines += _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir, path)

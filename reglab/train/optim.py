@@ -42,12 +42,9 @@ def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool, 
     decay = [p for p in params if id(p) not in scaled and not exempt(p)]
     plain = [p for p in params if id(p) not in scaled and exempt(p)]
     norm = [p for p in params if id(p) in scaled]
-    groups = [{"params": decay, "weight_decay": weight_decay}]
-    if plain:
-        groups.append({"params": plain, "weight_decay": 0.0})
-    if norm:
-        groups.append({"params": norm, "lr": lr * norm_lr_scale,
-                       "weight_decay": 0.0 if exempt_norm_bias else weight_decay / norm_lr_scale})
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0},
+              {"params": norm, "lr": lr * norm_lr_scale,
+               "weight_decay": 0.0 if exempt_norm_bias else weight_decay / norm_lr_scale}]
     return [g for g in groups if g["params"]]
 
 
