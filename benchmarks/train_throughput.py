@@ -95,11 +95,11 @@ class Plain:
 
 
 def build_run(preset: str, batch: int, steps: int, channels_last: bool, recipe: str | None = None,
-              device: str = "cpu") -> Run:
+              device: str = "cpu", overrides: tuple[str, ...] = ()) -> Run:
     data = ["data.dataset=synthetic", f"data.synthetic_train={batch * steps}", "data.synthetic_test=10",
             "data.val_size=0", "data.train_subset=null", "train.epochs=1", f"run.device={device}"]
     if recipe:
-        cfg = load_config(recipe, data)
+        cfg = load_config(recipe, [*data, *overrides])
     else:
         cfg = load_config(None, [*data, f"model.name={preset}", f"train.batch_size={batch}",
                                  f"train.channels_last={str(channels_last).lower()}", "optim.lr=0.05",
@@ -137,7 +137,7 @@ def bench_preset(preset: str, args) -> dict:
     plain.steps(3)  # warm-up (allocator, oneDNN primitives / cuDNN autotuning)
     step_s = plain.steps(3) / 3
     steps = max(2, min(args.max_steps, round(args.seconds / step_s)))
-    r = build_run(preset, args.batch, steps, not args.contiguous, args.recipe, args.device)
+    r = build_run(preset, args.batch, steps, not args.contiguous, args.recipe, args.device, tuple(args.set))
     assert r.steps_per_epoch == steps
     time_reglab(r)  # warm-up epoch
     reg, pla, data = [], [], []
@@ -164,6 +164,8 @@ def main() -> None:
     p.add_argument("--recipe", default=None, help="measure this recipe's full training config (sets the model "
                    "and batch size)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --recipe: a config override for the reglab side (repeatable), e.g. train.compile=false")
     p.add_argument("--max-steps", type=int, default=200)
     args = p.parse_args()
     if args.recipe:

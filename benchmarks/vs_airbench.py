@@ -114,7 +114,7 @@ def main() -> None:
     recipe = args.recipe or ("fast-cpu-93" if args.cpu else "fast-gpu-94")
     runs = args.airbench_runs or (1 if args.cpu else 25)
     t0 = time.perf_counter()
-    ab = run_airbench(Path(args.airbench), work, args.timeout, args.cpu, runs)
+    ab = run_airbench(Path(args.airbench).resolve(), work, args.timeout, args.cpu, runs)
     ab_wall = time.perf_counter() - t0
     out = work / "reglab.json"
     if not ab:

@@ -1,0 +1,111 @@
+"""The GPU path (issue 8) on a real CUDA device: device-resident batches, a training step with no host sync,
+GPU and CPU computing the same function, and a compiled (CUDA-graph) run end to end. Skipped where no CUDA
+device is present, as in CI; run on a GPU with ``python -m pytest tests/test_gpu.py``."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reglab.config import load_config
+from reglab.data import DeviceLoader
+from reglab.data.augment import build_transforms
+from reglab.data.datasets import Split
+from reglab.models import create
+from reglab.train import run
+from reglab.train.checkpoint import load_checkpoint
+from reglab.train.loop import Run
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+SYN = ["data.dataset=synthetic", "data.synthetic_train=2048", "data.synthetic_test=512", "data.val_size=256",
+       "train.eval_batch_size=500", "run.device=cuda"]
+CUDA = torch.device("cuda")
+
+
+def split(n=600, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+                 torch.randint(0, 10, (n,), generator=g))
+
+
+def test_loader_batches_are_made_on_the_gpu_and_normalize_as_on_the_cpu():
+    s = split()
+    mean, std = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+    gpu = DeviceLoader(s, 128, mean, std, device=CUDA, channels_last=True)
+    cpu = DeviceLoader(s, 128, mean, std, device="cpu", channels_last=True)
+    assert gpu.images.is_cuda and gpu.labels.is_cuda
+    for (xg, yg), (xc, yc) in zip(gpu, cpu):
+        assert xg.is_cuda and yg.is_cuda and xg.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(xg.cpu(), xc, rtol=0, atol=1e-6)
+        assert torch.equal(yg.cpu(), yc)
+    cfg = load_config("fast-gpu-94", SYN)
+    raw, floats = build_transforms(cfg.aug)
+    aug = DeviceLoader(s, 128, mean, std, device=CUDA, shuffle=True, drop_last=True, uint8_transforms=raw,
+                       float_transforms=floats, alternating_flip=True, channels_last=True)
+    batches = list(aug)
+    assert len(batches) == len(s) // 128 and all(x.is_cuda and x.shape == (128, 3, 32, 32) for x, _ in batches)
+
+
+def _step(r: Run, x, y):
+    with r.autocast():
+        loss = r.criterion(r.forward(x), y)
+    r.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    r.optimizer.step()
+    r.scheduler.step()
+    r.step += 1
+    r.lookahead.update(r.model, r.step)
+    return loss.detach()
+
+
+@pytest.mark.parametrize("recipe", ["fast-gpu-94", "fast-gpu-resnet18"])
+def test_training_step_makes_no_host_sync(recipe):
+    """Batch (gather, crop, flip, normalize) -> bf16 forward -> loss -> backward -> SGD -> schedule -> lookahead,
+    under CUDA's sync debug mode set to raise on any synchronizing call (a .item(), a D2H copy, a nonzero)."""
+    cfg = load_config(recipe, [*SYN, "train.compile=false", "train.batch_size=256", "optim.lookahead=true"])
+    r = Run(cfg, CUDA)
+    assert r.autocast is not None  # train.amp=auto is bf16 on CUDA
+    batches = iter(r.train_loader)
+    _step(r, *next(batches))  # cuDNN picks its algorithms outside the checked steps
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [_step(r, *next(batches)) for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(torch.stack(losses)).all()
+
+
+def test_gpu_and_cpu_compute_the_same_training_loss_and_gradients():
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    model = create("resnet20")
+    x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))
+    gpu_model = create("resnet20").to(CUDA)
+    gpu_model.load_state_dict(model.state_dict())
+    losses, grads = [], []
+    for m, dev in ((model, "cpu"), (gpu_model, CUDA)):
+        loss = F.cross_entropy(m(x.to(dev)), y.to(dev))
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten().cpu() for p in m.parameters()]))
+    assert abs(losses[0] - losses[1]) < 1e-4
+    assert (grads[0] - grads[1]).norm() / grads[0].norm() < 1e-3
+
+
+def test_compiled_cuda_graph_run_matches_eager_and_saves_a_cpu_loadable_checkpoint(tmp_path):
+    """fast-gpu-resnet18's compiled path (torch.compile, mode reduce-overhead: CUDA graphs) against the same run
+    in eager mode: the same losses per epoch up to bf16 rounding, and the same evaluation."""
+    base = [*SYN, "model.name=resnet20", "train.epochs=3", "train.batch_size=256", "sched.warmup_epochs=1", "optim.lr=0.05"]
+    eager = run(load_config("fast-gpu-resnet18", [*base, "train.compile=false", f"run.dir={tmp_path / 'e'}"]))
+    cfg = load_config("fast-gpu-resnet18", [*base, f"run.dir={tmp_path / 'c'}"])
+    assert cfg.train.compile and cfg.train.compile_mode == "reduce-overhead"
+    compiled = run(cfg)
+    assert [m["epoch"] for m in compiled.metrics] == [1, 2, 3]
+    for a, b in zip(eager.metrics, compiled.metrics):
+        assert abs(a["train_loss"] - b["train_loss"]) < 0.05 * a["train_loss"], (a, b)
+        assert abs(a["val_acc"] - b["val_acc"]) < 5.0, (a, b)
+    assert abs(eager.summary["test_acc"] - compiled.summary["test_acc"]) < 5.0
+    state = load_checkpoint(next((compiled.run_dir / "checkpoints").glob("last.*")), torch.device("cpu"))
+    assert all(not t.is_cuda for t in state["model"].values())
