@@ -290,6 +290,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     threads: Optional[int] = None  # torch intra-op threads on CPU
     checkpoint_every: int = 0  # also keep epoch_N checkpoints every N epochs; 0 = only last and best
+    save_every_s: float = 0.0  # write last/best at most every N seconds (always at the end); 0 = every epoch
     eval_test_every: int = 1  # evaluate the test set every N epochs (and always at the end)
     budget: Optional[str] = None  # name of a budget from the recipe's `budgets:` section (e.g. cpu, smoke)
     loggers: list[Literal["tensorboard", "wandb"]] = field(default_factory=list)  # mirrors of the metrics
@@ -297,6 +298,7 @@ class RunConfig:
 
     def validate(self) -> None:
         _check(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")
+        _check(self.save_every_s >= 0, "run.save_every_s", self.save_every_s, "must be >= 0 (0: every epoch)")
         _check(self.eval_test_every >= 1, "run.eval_test_every", self.eval_test_every, "must be >= 1")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):

@@ -15,6 +15,7 @@ from reglab.models import create
 from reglab.train import run
 from reglab.train.checkpoint import load_checkpoint
 from reglab.train.loop import Run
+from reglab.train.optim import build_optimizer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -75,6 +76,28 @@ def test_training_step_makes_no_host_sync(recipe):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(torch.stack(losses)).all()
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_fused_gpu_optimizer_steps_like_the_cpu_one(name):
+    """build_optimizer fuses on CUDA; three steps with fastnet's three parameter groups (64x lr on the norms)
+    must move the weights as the CPU's (unfused) optimizer does."""
+    cfg = load_config("fast-gpu-94", [*SYN, f"optim.name={name}", "optim.lr=0.01", f"optim.nesterov={name == 'sgd'}"])
+    torch.manual_seed(0)
+    cpu = create("fastnet_half")
+    gpu = create("fastnet_half").to(CUDA)
+    gpu.load_state_dict(cpu.state_dict())
+    opts = [build_optimizer(m, cfg.optim) for m in (cpu, gpu)]
+    assert opts[1].defaults.get("fused") and not opts[0].defaults.get("fused")
+    for _ in range(3):
+        for p in cpu.parameters():
+            p.grad = torch.randn_like(p)
+        for p, q in zip(cpu.parameters(), gpu.parameters()):
+            q.grad = p.grad.to(CUDA)
+        for o in opts:
+            o.step()
+    for p, q in zip(cpu.parameters(), gpu.parameters()):
+        torch.testing.assert_close(q.cpu(), p, rtol=1e-5, atol=1e-6)
 
 
 def test_gpu_and_cpu_compute_the_same_training_loss_and_gradients():

@@ -71,18 +71,22 @@ def chi_square(counts: np.ndarray) -> float:
     return float(((counts - expected) ** 2 / expected).sum())
 
 
-def run_augmented_epochs(mode: str, epochs: int = 16, batch_size: int = 64, seed: int = 0):
+def run_augmented_epochs(mode: str, epochs: int = 16, batch_size: int = 64, seed: int = 0,
+                         epoch_batched: bool = False):
     split = coord_split()
     loader = DeviceLoader(split, batch_size, (0, 0, 0), (1, 1, 1), shuffle=True, seed=seed,
-                          uint8_transforms=crop_flip(AugConfig(crop_pad=PAD, pad_mode=mode, flip=True)))
+                          uint8_transforms=crop_flip(AugConfig(crop_pad=PAD, pad_mode=mode, flip=True)),
+                          epoch_batched=epoch_batched)
     batches = [(to_pixels(x), y) for _ in range(epochs) for x, y in loader]
     return split, batches
 
 
-@pytest.fixture(scope="module", params=["zero", "reflect"])
+@pytest.fixture(scope="module", params=[("zero", False), ("reflect", False), ("zero", True), ("reflect", True)],
+                ids=["zero", "reflect", "zero-epoch-batched", "reflect-epoch-batched"])
 def augmented(request):
-    split, batches = run_augmented_epochs(request.param)
-    return request.param, split, batches
+    mode, epoch_batched = request.param
+    split, batches = run_augmented_epochs(mode, epoch_batched=epoch_batched)
+    return mode, split, batches
 
 
 def test_crop_and_flip_match_torch_reference(augmented):
@@ -344,3 +348,44 @@ def test_loader_does_not_modify_the_split():
     for _ in loader:
         pass
     assert torch.equal(split.images, before)
+
+
+# -- epoch_batched (the GPU default): a whole epoch augmented up front, then sliced --------------------------------
+
+
+def _epochs(loader, n=3):
+    return [(x.clone(), y.clone()) for _ in range(n) for x, y in loader]
+
+
+def test_epoch_batched_equals_batch_by_batch_when_no_random_numbers_differ():
+    """Shuffle + alternating flip draw all their randomness before the first batch, so both modes must give
+    identical batches, epoch after epoch (incl. a short last batch)."""
+    split = coord_split()
+    a, b = (DeviceLoader(split, 64, (0, 0, 0), (1, 1, 1), shuffle=True, seed=3, alternating_flip=True,
+                         epoch_batched=eb) for eb in (False, True))
+    for (xa, ya), (xb, yb) in zip(_epochs(a), _epochs(b), strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_epoch_batched_ranks_take_their_slice_of_each_global_batch():
+    split = coord_split(254)
+    whole = DeviceLoader(split, 64, (0, 0, 0), (1, 1, 1), shuffle=True, drop_last=True, seed=5, epoch_batched=True)
+    ranks = [DeviceLoader(split, 64, (0, 0, 0), (1, 1, 1), shuffle=True, drop_last=True, seed=5, rank=r,
+                          world_size=2, epoch_batched=True) for r in (0, 1)]
+    for (x, y), (x0, y0), (x1, y1) in zip(whole, *ranks, strict=True):
+        assert len(y0) == len(y1) == 32
+        assert torch.equal(torch.cat([y0, y1]), y) and torch.equal(torch.cat([x0, x1]), x)
+
+
+def test_epoch_batched_resumes_exactly_from_a_saved_state():
+    split = coord_split()
+    aug = crop_flip(AugConfig(crop_pad=PAD, flip=True))
+    make = lambda: DeviceLoader(split, 50, (0, 0, 0), (1, 1, 1), shuffle=True, drop_last=True, seed=1,
+                                uint8_transforms=aug, epoch_batched=True)
+    a = make()
+    _epochs(a, 1)
+    state = a.state_dict()
+    b = make()
+    b.load_state_dict(state)
+    for (xa, ya), (xb, yb) in zip(_epochs(a, 2), _epochs(b, 2), strict=True):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)

@@ -21,6 +21,7 @@ from reglab.config import OptimConfig, SchedConfig, load_config
 from reglab.errors import UserError
 from reglab.models import create
 from reglab.train import TrainingDiverged, run
+from reglab.train import loop as loop_mod
 from reglab.train.checkpoint import load_checkpoint
 from reglab.train.ema import EMA
 from reglab.train.losses import Criterion, clamped_cross_entropy, smooth_targets, soft_cross_entropy
@@ -549,3 +550,55 @@ def test_divergence_leaves_no_nan_checkpoint(diverged):
         assert _finite(state["ema"]), f"{path.name} (epoch {state['epoch']}) has non-finite EMA weights"
     named = re.search(r"\(epoch (\d+)\)", str(exc))
     assert named and int(named.group(1)) == load_checkpoint(d / "checkpoints" / "last.safetensors")["epoch"]
+
+
+# -- run.save_every_s: fewer checkpoint writes, the same checkpoints ----------------------------------------------
+
+
+def _scripted_val(monkeypatch, accs):
+    """Make the runs' validation accuracies ``accs`` (epoch 1, 2, ...), so the best epoch is known."""
+    seq = {"i": 0}
+    orig = loop_mod.Run.evaluate_epoch
+
+    def fake(self, with_test):
+        row = orig(self, with_test)
+        row["val_acc"] = accs[seq["i"] % len(accs)]
+        seq["i"] += 1
+        return row
+    monkeypatch.setattr(loop_mod.Run, "evaluate_epoch", fake)
+
+
+def _record_saves(monkeypatch):
+    names = []
+    orig = loop_mod.save_checkpoint
+
+    def rec(path, state):
+        names.append((path.stem, int(state["epoch"])))
+        orig(path, state)
+    monkeypatch.setattr(loop_mod, "save_checkpoint", rec)
+    return names
+
+
+def test_save_every_s_writes_best_and_last_once_and_they_equal_the_per_epoch_ones(tmp_path, monkeypatch):
+    _scripted_val(monkeypatch, [50.0, 70.0, 60.0, 65.0])  # best: epoch 2, not the last
+    saves = _record_saves(monkeypatch)
+    every = run(_cfg(tmp_path, "every", "train.epochs=4"))
+    assert saves == [("best", 1), ("last", 1), ("best", 2), ("last", 2), ("last", 3), ("last", 4)]
+    saves.clear()
+    rare = run(_cfg(tmp_path, "rare", "train.epochs=4", "run.save_every_s=1e6"))
+    assert saves == [("best", 2), ("last", 4)]  # the held snapshot of epoch 2, then the end
+    assert rare.summary["best_epoch"] == every.summary["best_epoch"] == 2
+    for name in ("best", "last"):
+        a = load_checkpoint(every.run_dir / "checkpoints" / f"{name}.safetensors")
+        b = load_checkpoint(rare.run_dir / "checkpoints" / f"{name}.safetensors")
+        assert a["epoch"] == b["epoch"] == (2 if name == "best" else 4)
+        for k, t in a["model"].items():
+            assert torch.equal(t, b["model"][k]), (name, k)
+
+
+def test_save_every_s_still_writes_last_when_a_callback_stops_the_run(tmp_path, monkeypatch):
+    saves = _record_saves(monkeypatch)
+    res = run(_cfg(tmp_path, "stop", "train.epochs=5", "run.save_every_s=1e6"), callbacks=[StopAfter(2)])
+    assert [m["epoch"] for m in res.metrics] == [1, 2]
+    assert saves[-1] == ("last", 2)
+    assert load_checkpoint(res.run_dir / "checkpoints" / "last.safetensors")["epoch"] == 2

@@ -51,13 +51,21 @@ class DeviceLoader:
         alternating_flip: airbench's (Jordan, 2024) derandomized flip: each image gets one random bit ``b_i``
             when the loader is made and is mirrored in epoch ``e`` iff ``b_i XOR (e mod 2)``, so every image is
             seen both ways in any two consecutive epochs. Applied to raw pixels before ``uint8_transforms``.
+        epoch_batched: gather and augment (``alternating_flip``, ``uint8_transforms``) a whole epoch's images
+            at the start of the epoch, in chunks of :attr:`CHUNK`, then hand out slices; ``None`` (default) means
+            on CUDA only. On a GPU a step is bound by kernel launches, and this turns ~30 small launches per
+            batch into a few large ones per epoch (the augmentation is per image either way, so the batches
+            differ only in which random numbers each image draws); on a CPU, batch by batch stays in cache.
     """
+
+    CHUNK = 16384  # images augmented at once in epoch_batched mode (bounds the temporary memory)
 
     def __init__(self, split: Split, batch_size: int, mean: Sequence[float], std: Sequence[float], *,
                  device: torch.device | str = "cpu", shuffle: bool = False, drop_last: bool = False,
                  uint8_transforms: Sequence[Transform] = (), float_transforms: Sequence[Transform] = (),
                  seed: int = 0, channels_last: bool = False, dtype: torch.dtype = torch.float32,
-                 rank: int = 0, world_size: int = 1, alternating_flip: bool = False):
+                 rank: int = 0, world_size: int = 1, alternating_flip: bool = False,
+                 epoch_batched: bool | None = None):
         if batch_size % world_size or (world_size > 1 and not drop_last):
             raise ValueError(f"sharded batches need drop_last and batch_size ({batch_size}) divisible by "
                              f"world_size ({world_size})")
@@ -79,6 +87,7 @@ class DeviceLoader:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         self.local_batch = batch_size // world_size
         self.aug_generator = self.generator
+        self.epoch_batched = self.device.type == "cuda" if epoch_batched is None else epoch_batched
         self.epoch = 0  # passes started (the flip parity of alternating_flip)
         self.flip_bits = (torch.rand(len(self.labels), generator=self.generator, device=self.device) < 0.5
                           if alternating_flip else None)
@@ -105,30 +114,47 @@ class DeviceLoader:
         x = x.to(self.dtype, memory_format=self.memory_format)
         return torch.addcmul(self.shift, x, self.scale)
 
+    def _augment(self, x: torch.Tensor, idx, parity: bool) -> torch.Tensor:
+        """Raw-pixel stage for the images ``x`` = ``images[idx]``: alternating flip, then ``uint8_transforms``."""
+        if self.flip_bits is not None:
+            flip = self.flip_bits[idx] ^ parity
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        for t in self.uint8_transforms:
+            x = t(x, self.aug_generator)
+        return x
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
-        gen = self.aug_generator
         parity = self.epoch % 2 == 1
         self.epoch += 1
+        if self.epoch_batched and (order is not None or self.flip_bits is not None or self.uint8_transforms):
+            yield from self._iter_epoch(order, parity)
+            return
         for i in range(len(self)):
             start = i * self.batch_size + self.rank * self.local_batch
             sl = slice(start, min(start + self.local_batch, n))
-            if order is None:
-                x, y = self.images[sl], self.labels[sl]
-                idx = sl
-            else:
-                idx = order[sl]
-                x, y = self.images[idx], self.labels[idx]
-            if self.flip_bits is not None:
-                flip = self.flip_bits[idx] ^ parity
-                x = torch.where(flip[:, None, None, None], x.flip(3), x)
-            for t in self.uint8_transforms:
-                x = t(x, gen)
+            idx = sl if order is None else order[sl]
+            x = self._augment(self.images[idx], idx, parity)
             x = self.normalize(x)
             for t in self.float_transforms:
-                x = t(x, gen)
-            yield x, y
+                x = t(x, self.aug_generator)
+            yield x, self.labels[idx]
+
+    def _iter_epoch(self, order, parity: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``epoch_batched``: this rank's images of the whole epoch, in batch order, augmented up front."""
+        n, nb = len(self.labels), len(self)
+        idx = torch.arange(n, device=self.device) if order is None else order
+        if self.drop_last:  # this rank's contiguous slice of every global batch
+            idx = idx[: nb * self.batch_size].view(nb, self.batch_size)
+            idx = idx[:, self.rank * self.local_batch:(self.rank + 1) * self.local_batch].reshape(-1)
+        images = torch.cat([self._augment(self.images[c], c, parity) for c in idx.split(self.CHUNK)])
+        labels = self.labels[idx]
+        for i in range(nb):
+            x = self.normalize(images[i * self.local_batch:(i + 1) * self.local_batch])
+            for t in self.float_transforms:
+                x = t(x, self.aug_generator)
+            yield x, labels[i * self.local_batch:(i + 1) * self.local_batch]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The order generator's state (identical on every rank; the augmentation generator of a multi-process

@@ -20,6 +20,7 @@ written last, so whatever moment a process is killed at, ``--resume`` continues 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import random
 import time
@@ -180,6 +181,7 @@ class Run:
         self.best = {"val_acc": -1.0, "epoch": 0}
         self.elapsed = 0.0  # training wall time across resumes
         self.metrics: list[dict[str, Any]] = []
+        self.pending_best: dict[str, Any] | None = None  # best epoch's state not yet written (run.save_every_s)
 
     @torch.no_grad()
     def init_from_data(self) -> None:
@@ -242,6 +244,15 @@ class Run:
         state = self.state_dict()
         for name in names:
             save_checkpoint(self.dir.checkpoint(name), state)
+
+    def save_due(self, improved: bool) -> float:
+        """Write ``best`` (this epoch's state if it improved, else a held snapshot of the best epoch, if any)
+        and then ``last`` (a kill before last's rename resumes from the previous one); return the time."""
+        if not improved and self.pending_best is not None:
+            save_checkpoint(self.dir.checkpoint("best"), self.pending_best)
+        self.pending_best = None
+        self.save(["best", "last"] if improved else ["last"])
+        return time.perf_counter()
 
     # -- one epoch ----------------------------------------------------------------------------------------
     def train_epoch(self, callbacks: Sequence[Any]) -> dict[str, float]:
@@ -403,6 +414,7 @@ def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bo
             atomic_write_text(run_dir.path / "config.yaml", cfg.to_yaml())  # epochs may have been extended
     env = environment(device)
     _call(callbacks, "on_start", r)
+    saved_at = time.perf_counter()
     while r.epoch < cfg.train.epochs:
         lr = r.optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
@@ -417,17 +429,23 @@ def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bo
         row.update(epoch_s=round(epoch_s, 3), images_per_s=round(stats["seen"] / train_s, 1),
                    wall_time_s=round(r.elapsed, 2))
         r.metrics.append(row)
-        names = []
-        if r.val_loader is None or row["val_acc"] > r.best["val_acc"]:
+        improved = r.val_loader is None or row["val_acc"] > r.best["val_acc"]
+        if improved:
             r.best = {"val_acc": row["val_acc"] if r.val_loader else -1.0, "epoch": r.epoch}
-            names.append("best")
-        if cfg.run.checkpoint_every and r.epoch % cfg.run.checkpoint_every == 0:
-            names.append(f"epoch_{r.epoch}")
-        names.append("last")  # last: a kill before this rename resumes from the previous epoch
+        final = r.epoch >= cfg.train.epochs
+        due = not cfg.run.save_every_s or final or time.perf_counter() - saved_at >= cfg.run.save_every_s
         if d.main:
             run_dir.write_metrics(r.metrics)  # metrics first: on resume, rows past the checkpoint are dropped
-            r.save(names)
-        if distributed.any_rank(_call(callbacks, "on_epoch_end", r, row), d):
+            if cfg.run.checkpoint_every and r.epoch % cfg.run.checkpoint_every == 0:
+                r.save([f"epoch_{r.epoch}"])
+            if due:
+                saved_at = r.save_due(improved)
+            elif improved:  # written at the next due save (run.save_every_s)
+                r.pending_best = copy.deepcopy(r.state_dict())
+        stop = distributed.any_rank(_call(callbacks, "on_epoch_end", r, row), d)
+        if stop and not due and d.main:
+            r.save_due(False)
+        if stop:
             break
     summary = r.summary(env)
     if d.main:
