@@ -32,6 +32,7 @@ after so a reader can tell.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import platform
 import statistics
@@ -189,8 +190,11 @@ def main() -> None:
           f"{'NCHW' if args.contiguous else 'channels_last'}, {args.repeats} interleaved repeats, "
           f"device {args.device}{', recipe ' + args.recipe if args.recipe else ''}, "
           f"load average {load0[0]:.2f} -> {load1[0]:.2f}, {time.perf_counter() - t_start:.0f}s")
-    print(f"fp32 matmul peak ({args.matmul}x{args.matmul}): {peak_before:.1f} GFLOP/s before, "
-          f"{peak_after:.1f} after (the larger is used below)\n")
+    if args.device == "cpu":
+        print(f"fp32 matmul peak ({args.matmul}x{args.matmul}): {peak_before:.1f} GFLOP/s before, "
+              f"{peak_after:.1f} after (the larger is used below)\n")
+    else:
+        print("(no CPU matmul peak on a GPU: the % of peak column is left empty)\n")
     print("| model | params | fwd GFLOPs/img | steps | reglab img/s | plain img/s | reglab/plain "
           "| reglab train GFLOP/s | % of peak | data path % of step |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -198,7 +202,7 @@ def main() -> None:
         achieved = 3 * r["gflops"] * r["reglab"]
         print(f"| {r['preset']} | {r['params']:,} | {r['gflops']:.3f} | {r['steps']} | {r['reglab']:.0f} "
               f"| {r['plain']:.0f} | {r['reglab'] / r['plain']:.2f} | {achieved:.1f} "
-              f"| {100 * achieved / peak:.0f}% | {100 * r['data_share']:.1f}% |")
+              f"| {'—' if math.isnan(peak) else f'{100 * achieved / peak:.0f}%'} | {100 * r['data_share']:.1f}% |")
     print("\nall repeats (img/s): " + "; ".join(
         f"{r['preset']}: reglab {[round(v) for v in r['reglab_all']]}, plain {[round(v) for v in r['plain_all']]}"
         for r in rows))

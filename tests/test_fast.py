@@ -182,6 +182,22 @@ def test_bad_fast_options_are_user_errors():
         load_config(None, ["train.whiten_bias_epochs=-1"])
 
 
+def test_lookahead_follows_the_model_when_its_tensors_are_replaced():
+    """Lookahead keeps views of the model's tensors; after ``.to(memory_format=...)`` gives the conv weight new
+    storage it must update the new tensor, not the old one."""
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    la = Lookahead(model, total_steps=10, every=1, decay=0.5, power=0.0)
+    before = model[0].weight.data_ptr()
+    model.to(memory_format=torch.channels_last)
+    assert model[0].weight.data_ptr() != before
+    start = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    la.update(model, 1)  # d = 0.5: slow <- (slow + fast) / 2 = start + 0.5; fast <- slow
+    torch.testing.assert_close(model[0].weight.detach(), start + 0.5)
+    torch.testing.assert_close(la.slow[0], start + 0.5)
+
+
 def test_lookahead_run_resumes_bit_identical(tmp_path):
     from reglab.train.rundir import load_run_config
 

@@ -22,7 +22,10 @@ class Lookahead:
     def __init__(self, model: nn.Module, total_steps: int, every: int = 5, decay: float = 0.95 ** 5,
                  power: float = 3.0):
         self.total, self.every, self.decay, self.power = max(1, total_steps), every, decay, power
-        self.slow = [t.detach().clone() for t in _floats(model)]
+        self.fast = [t.detach() for t in _floats(model)]  # views of the model's tensors, made once
+        self.slow = [t.clone() for t in self.fast]
+        self._probe = next(model.parameters())
+        self._ptr = self._probe.data_ptr()
 
     def decay_at(self, step: int) -> float:
         return self.decay * min(1.0, step / self.total) ** self.power
@@ -33,7 +36,9 @@ class Lookahead:
         last = step >= self.total
         if not last and step % self.every:
             return
-        fast = [t.detach() for t in _floats(model)]
+        if self._probe.data_ptr() != self._ptr:  # the model's tensors were replaced (e.g. by .to()): new views
+            self.fast, self._ptr = [t.detach() for t in _floats(model)], self._probe.data_ptr()
+        fast = self.fast
         if not last:
             torch._foreach_lerp_(self.slow, fast, 1.0 - self.decay_at(step))
         torch._foreach_copy_(fast, self.slow)  # at the end: the model becomes the slow weights

@@ -289,9 +289,9 @@ class Run:
                 self.lookahead.update(model, self.step)
             if self.ema is not None:
                 self.ema.update(model, self.step)
-            loss_sum += loss.detach() * len(y)
+            loss_sum.add_(loss.detach(), alpha=len(y))
             hard = y if y.dtype == torch.int64 else y.argmax(1)
-            correct += (logits.detach().argmax(1) == hard).sum()
+            correct += (logits.argmax(1) == hard).sum()  # argmax has no gradient: no detach needed
             seen += len(y)
             if show and ((i + 1) % refresh == 0 or i + 1 == self.steps_per_epoch):
                 mean_loss = loss_sum.item() / seen
@@ -308,7 +308,7 @@ class Run:
             self._diverged(mean_loss)
         # The loss can stay finite for a step or two after the weights overflow: never save such a state.
         floats = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
-        if not bool(torch.stack([torch.isfinite(t).all() for t in floats]).all()):
+        if not bool(torch.isfinite(torch.stack(torch._foreach_norm(floats))).all()):  # inf/nan in any -> norm
             self._diverged(float("nan"))
         return {"train_loss": mean_loss, "train_acc": 100.0 * float(correct) / max(seen, 1), "seen": int(seen)}
 
