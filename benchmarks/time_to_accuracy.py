@@ -40,6 +40,7 @@ def one_run(recipe: str, seed: int, run_dir: Path, data_dir: str | None, overrid
         sys.exit(f"seed {seed}: `{' '.join(cmd)}` failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"seed": seed, "wall_s": round(wall, 1), "train_s": summary.get("wall_time_s"),
+            "setup_s": summary.get("setup_s"), "checkpoint_s": summary.get("checkpoint_s"),
             "test_acc": summary["test_acc"], "load_before": round(load, 2), "run_dir": str(run_dir)}
 
 
@@ -62,8 +63,8 @@ def main() -> None:
         rows.append(one_run(args.recipe, seed, root / f"{Path(args.recipe).stem}-s{seed}", args.data_dir,
                             args.overrides))
         r = rows[-1]
-        print(f"seed {seed}: {r['test_acc']:.2f}% in {r['wall_s']:.1f} s (training loop {r['train_s']} s, "
-              f"load {r['load_before']})", flush=True)
+        print(f"seed {seed}: {r['test_acc']:.2f}% in {r['wall_s']:.1f} s (training loop {r['train_s']} s, set-up "
+              f"{r['setup_s']} s, checkpoints {r['checkpoint_s']} s, load {r['load_before']})", flush=True)
     accs, walls = [r["test_acc"] for r in rows], [r["wall_s"] for r in rows]
     sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
     result = {"recipe": args.recipe, "overrides": args.overrides, "seeds": len(rows), "runs": rows,

@@ -187,6 +187,7 @@ class TrainConfig:
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
+    cudnn_benchmark: bool = False  # CUDA: time cuDNN's algorithms per shape and keep the fastest (not bit-reproducible)
     tta: bool = False  # evaluate with horizontal-flip test-time augmentation
     tta_translate: int = 0  # with tta: also average views shifted by +-k px (airbench's level 2); 0 = off
     init_images: int = 5000  # training images that set data-dependent inits (fastnet's whitening stem)

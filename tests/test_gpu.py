@@ -122,9 +122,10 @@ def test_compiled_cuda_graph_run_matches_eager_and_saves_a_cpu_loadable_checkpoi
     in eager mode: the same losses per epoch up to bf16 rounding, and the same evaluation."""
     base = [*SYN, "model.name=resnet20", "train.epochs=3", "train.batch_size=256", "sched.warmup_epochs=1", "optim.lr=0.05"]
     eager = run(load_config("fast-gpu-resnet18", [*base, "train.compile=false", f"run.dir={tmp_path / 'e'}"]))
-    cfg = load_config("fast-gpu-resnet18", [*base, f"run.dir={tmp_path / 'c'}"])
+    cfg = load_config("fast-gpu-resnet18", [*base, f"run.dir={tmp_path / 'c'}", "train.cudnn_benchmark=true"])
     assert cfg.train.compile and cfg.train.compile_mode == "reduce-overhead"
     compiled = run(cfg)
+    assert torch.backends.cudnn.benchmark
     assert [m["epoch"] for m in compiled.metrics] == [1, 2, 3]
     for a, b in zip(eager.metrics, compiled.metrics):
         assert abs(a["train_loss"] - b["train_loss"]) < 0.05 * a["train_loss"], (a, b)

@@ -182,6 +182,7 @@ class Run:
         self.elapsed = 0.0  # training wall time across resumes
         self.metrics: list[dict[str, Any]] = []
         self.pending_best: dict[str, Any] | None = None  # best epoch's state not yet written (run.save_every_s)
+        self.save_s = 0.0  # this process's time writing best/last checkpoints
 
     @torch.no_grad()
     def init_from_data(self) -> None:
@@ -248,11 +249,14 @@ class Run:
     def save_due(self, improved: bool) -> float:
         """Write ``best`` (this epoch's state if it improved, else a held snapshot of the best epoch, if any)
         and then ``last`` (a kill before last's rename resumes from the previous one); return the time."""
+        t0 = time.perf_counter()
         if not improved and self.pending_best is not None:
             save_checkpoint(self.dir.checkpoint("best"), self.pending_best)
         self.pending_best = None
         self.save(["best", "last"] if improved else ["last"])
-        return time.perf_counter()
+        now = time.perf_counter()
+        self.save_s += now - t0
+        return now
 
     # -- one epoch ----------------------------------------------------------------------------------------
     def train_epoch(self, callbacks: Sequence[Any]) -> dict[str, float]:
@@ -362,6 +366,8 @@ def run(cfg: Config, *, resume: bool = False, quiet: bool = True, overwrite: boo
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     d, device = distributed.setup(device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
     try:
         return _run(cfg, device, d, resume, overwrite, callbacks)
     finally:
@@ -370,6 +376,7 @@ def run(cfg: Config, *, resume: bool = False, quiet: bool = True, overwrite: boo
 
 def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bool,
          callbacks: Sequence[Any]) -> Result:
+    started = time.perf_counter()
     callbacks = [cb for cb in callbacks if d.main or getattr(cb, "all_ranks", False)]
     error, plan = None, ""
     if d.main:
@@ -415,6 +422,7 @@ def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bo
     env = environment(device)
     _call(callbacks, "on_start", r)
     saved_at = time.perf_counter()
+    setup_s = saved_at - started  # this process: data, model, init (and the checkpoint read of a resume)
     while r.epoch < cfg.train.epochs:
         lr = r.optimizer.param_groups[0]["lr"]
         t0 = time.perf_counter()
@@ -447,7 +455,7 @@ def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bo
             r.save_due(False)
         if stop:
             break
-    summary = r.summary(env)
+    summary = {**r.summary(env), "setup_s": round(setup_s, 2), "checkpoint_s": round(r.save_s, 2)}
     if d.main:
         run_dir.write_summary(summary)
     _call(callbacks, "on_end", r, summary)
