@@ -603,3 +603,18 @@ def test_save_every_s_still_writes_last_when_a_callback_stops_the_run(tmp_path, 
     assert [m["epoch"] for m in res.metrics] == [1, 2]
     assert saves[-1] == ("last", 2)
     assert load_checkpoint(res.run_dir / "checkpoints" / "last.safetensors")["epoch"] == 2
+
+
+def test_resume_keeps_this_devices_optimizer_kernels(tmp_path):
+    """A checkpoint written on a GPU stores ``fused=True`` in its parameter groups; resuming it on a CPU (or the
+    other way round) must keep the optimizer this device built, not the saved flag."""
+    cfg = _cfg(tmp_path, "f", "train.epochs=2")
+    first = run(cfg, callbacks=[StopAfter(1)])
+    ck = first.run_dir / "checkpoints" / "last.safetensors"
+    state = load_checkpoint(ck)
+    for g in state["optimizer"]["param_groups"]:
+        g["fused"] = True  # as a CUDA run writes it
+    r = loop_mod.Run(cfg, torch.device("cpu"))
+    r.load_state_dict(state)
+    assert all(g["fused"] == r.optimizer.defaults.get("fused") for g in r.optimizer.param_groups)
+    assert not any(g["fused"] for g in r.optimizer.param_groups)

@@ -230,7 +230,11 @@ class Run:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        fused = self.optimizer.defaults.get("fused")
         self.optimizer.load_state_dict(state["optimizer"])
+        for g in self.optimizer.param_groups:  # a checkpoint from another device keeps this device's kernel choice
+            if "fused" in g:
+                g["fused"] = fused
         self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
