@@ -100,8 +100,15 @@ def test_fused_gpu_optimizer_steps_like_the_cpu_one(name):
         torch.testing.assert_close(q.cpu(), p, rtol=1e-5, atol=1e-6)
 
 
-def test_gpu_and_cpu_compute_the_same_training_loss_and_gradients():
+@pytest.fixture
+def no_tf32():
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def test_gpu_and_cpu_compute_the_same_training_loss_and_gradients(no_tf32):
     torch.manual_seed(0)
     model = create("resnet20")
     x, y = torch.randn(32, 3, 32, 32), torch.randint(0, 10, (32,))

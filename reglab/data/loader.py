@@ -123,6 +123,13 @@ class DeviceLoader:
             x = t(x, self.aug_generator)
         return x
 
+    def _finish(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalized-float stage of one batch: :meth:`normalize`, then ``float_transforms``."""
+        x = self.normalize(x)
+        for t in self.float_transforms:
+            x = t(x, self.aug_generator)
+        return x
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
@@ -135,11 +142,7 @@ class DeviceLoader:
             start = i * self.batch_size + self.rank * self.local_batch
             sl = slice(start, min(start + self.local_batch, n))
             idx = sl if order is None else order[sl]
-            x = self._augment(self.images[idx], idx, parity)
-            x = self.normalize(x)
-            for t in self.float_transforms:
-                x = t(x, self.aug_generator)
-            yield x, self.labels[idx]
+            yield self._finish(self._augment(self.images[idx], idx, parity)), self.labels[idx]
 
     def _iter_epoch(self, order, parity: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``epoch_batched``: this rank's images of the whole epoch, in batch order, augmented up front."""
@@ -151,10 +154,8 @@ class DeviceLoader:
         images = torch.cat([self._augment(self.images[c], c, parity) for c in idx.split(self.CHUNK)])
         labels = self.labels[idx]
         for i in range(nb):
-            x = self.normalize(images[i * self.local_batch:(i + 1) * self.local_batch])
-            for t in self.float_transforms:
-                x = t(x, self.aug_generator)
-            yield x, labels[i * self.local_batch:(i + 1) * self.local_batch]
+            sl = slice(i * self.local_batch, (i + 1) * self.local_batch)
+            yield self._finish(images[sl]), labels[sl]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The order generator's state (identical on every rank; the augmentation generator of a multi-process

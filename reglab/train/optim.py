@@ -49,24 +49,23 @@ def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool, 
     return [g for g in groups if g["params"]]
 
 
-def _fused(kw: dict, name: str) -> dict:
-    """``kw`` where this torch's ``torch.optim.<name>`` takes ``fused`` (SGD from torch 2.3), else nothing."""
-    return kw if "fused" in inspect.signature(getattr(torch.optim, name)).parameters else {}
+def _fused(cls: type, cuda: bool) -> dict:
+    """``fused=True`` on CUDA where this torch's optimizer class takes it (SGD from torch 2.3): one kernel per
+    parameter group, as a GPU step is bound by launches (measured on an H100)."""
+    return {"fused": True} if cuda and "fused" in inspect.signature(cls).parameters else {}
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     groups = param_groups(model, cfg.weight_decay, cfg.wd_exempt_norm_bias, cfg.lr, cfg.norm_lr_scale,
                           cfg.norm_lr_scale_on == "norm_and_bias")
     eps = {} if cfg.eps is None else {"eps": cfg.eps}
-    # On CUDA, one fused kernel per parameter group: a GPU step is bound by launches (measured on an H100).
-    fused = {"fused": True} if next(model.parameters()).is_cuda else {}
+    cuda = next(model.parameters()).is_cuda
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               **_fused(fused, "SGD"))
-    if cfg.name == "adam":
-        return torch.optim.Adam(groups, lr=cfg.lr, betas=tuple(cfg.betas), **eps, **_fused(fused, "Adam"))
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), **eps, **_fused(fused, "AdamW"))
+                               **_fused(torch.optim.SGD, cuda))
+    if cfg.name in ("adam", "adamw"):
+        cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
+        return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), **eps, **_fused(cls, cuda))
     if cfg.name == "adadelta":
         return torch.optim.Adadelta(groups, lr=cfg.lr, rho=cfg.rho, **eps)
     if cfg.name == "adagrad":
