@@ -187,6 +187,7 @@ class TrainConfig:
     amp: Literal["auto", "off", "bf16"] = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
+    cuda_graph: bool = False  # CUDA: replay forward+loss+backward as one CUDA graph, no compile (train/graph.py)
     cudnn_benchmark: bool = False  # CUDA: time cuDNN's algorithms per shape and keep the fastest (not bit-reproducible)
     tta: bool = False  # evaluate with horizontal-flip test-time augmentation
     tta_translate: int = 0  # with tta: also average views shifted by +-k px (airbench's level 2); 0 = off
@@ -204,6 +205,9 @@ class TrainConfig:
         _check(0 <= self.tta_translate <= 4, "train.tta_translate", self.tta_translate, "must be in [0, 4] pixels")
         if self.tta_translate and not self.tta:
             raise UserError("train.tta_translate needs train.tta=true (the shifted views are flip-averaged too).")
+        if self.cuda_graph and self.compile:
+            raise UserError("train.cuda_graph and train.compile both set: choose one (train.cuda_graph captures "
+                            "the eager step; train.compile_mode=reduce-overhead is the compiled way to CUDA graphs).")
         _check(self.init_images >= 1, "train.init_images", self.init_images, "must be >= 1")
         if self.whiten_bias_epochs is not None:
             _check(self.whiten_bias_epochs >= 0, "train.whiten_bias_epochs", self.whiten_bias_epochs,

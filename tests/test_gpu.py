@@ -1,6 +1,7 @@
 """The GPU path (issue 8) on a real CUDA device: device-resident batches, a training step with no host sync,
-GPU and CPU computing the same function, and a compiled (CUDA-graph) run end to end. Skipped where no CUDA
-device is present, as in CI; run on a GPU with ``python -m pytest tests/test_gpu.py``."""
+GPU and CPU computing the same function, a compiled (CUDA-graph) run end to end, and ``train.cuda_graph``
+against the eager step. Skipped where no CUDA device is present, as in CI; run on a GPU with
+``python -m pytest tests/test_gpu.py``."""
 from __future__ import annotations
 
 import pytest
@@ -140,3 +141,69 @@ def test_compiled_cuda_graph_run_matches_eager_and_saves_a_cpu_loadable_checkpoi
     assert abs(eager.summary["test_acc"] - compiled.summary["test_acc"]) < 5.0
     state = load_checkpoint(next((compiled.run_dir / "checkpoints").glob("last.*")), torch.device("cpu"))
     assert all(not t.is_cuda for t in state["model"].values())
+
+
+def _graph_step(r: Run, x, y):
+    logits, loss = r.step_graph(x, y)
+    r.optimizer.step()
+    r.scheduler.step()
+    r.step += 1
+    r.lookahead.update(r.model, r.step)
+    return loss.detach().clone()
+
+
+def test_cuda_graph_step_makes_no_host_sync_once_captured():
+    cfg = load_config("fast-gpu-94", [*SYN, "train.batch_size=256", "train.cuda_graph=true"])
+    r = Run(cfg, CUDA)
+    assert r.step_graph is not None
+    batches = iter(r.train_loader)
+    for _ in range(r.step_graph.warmup + 1):  # eager warm-up steps, then the capture and its first replay
+        _graph_step(r, *next(batches))
+    assert r.step_graph.captures == 1
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        losses = [_graph_step(r, *next(batches)) for _ in range(3)]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(torch.stack(losses)).all() and r.step_graph.captures == 1
+
+
+@pytest.fixture
+def deterministic():
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+def test_cuda_graph_run_trains_like_the_eager_run(no_tf32, deterministic):
+    """fp32, 3 epochs; the stem's bias freezes after epoch 1, so the step is captured twice. Per-epoch training
+    loss and the final weights as the eager loop's (the same kernels; rtol for reduction order)."""
+    base = [*SYN, "train.epochs=3", "train.batch_size=256", "train.whiten_bias_epochs=1", "train.amp=off"]
+    runs = []
+    for graph in (False, True):
+        r = Run(load_config("fast-gpu-94", [*base, f"train.cuda_graph={graph}"]), CUDA)
+        losses = []
+        for _ in range(3):
+            losses.append(r.train_epoch([])["train_loss"])
+            r.epoch += 1
+        runs.append((r, losses))
+    (eager, le), (graphed, lg) = runs
+    assert graphed.step_graph.captures == 2 and eager.step_graph is None
+    assert lg == pytest.approx(le, rel=1e-3)
+    for a, b in zip(eager.model.parameters(), graphed.model.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+
+
+def test_cuda_graph_bf16_run_end_to_end(tmp_path):
+    """The recipe's own path (bf16 autocast without its cast cache) through run(): it trains as the eager run."""
+    base = [*SYN, "train.epochs=3", "train.batch_size=256"]
+    eager = run(load_config("fast-gpu-94", [*base, f"run.dir={tmp_path / 'e'}"]))
+    seen = []
+    graphed = run(load_config("fast-gpu-94", [*base, "train.cuda_graph=true", f"run.dir={tmp_path / 'g'}"]),
+                  callbacks=[type("Spy", (), {"on_start": lambda self, r: seen.append(r)})()])
+    assert seen[0].step_graph.captures == 1
+    for a, b in zip(eager.metrics, graphed.metrics):
+        assert abs(a["train_loss"] - b["train_loss"]) < 0.05 * a["train_loss"], (a, b)
+    assert abs(eager.summary["test_acc"] - graphed.summary["test_acc"]) < 5.0

@@ -40,6 +40,7 @@ from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, sta
 from .distributed import Dist, shard
 from .ema import EMA
 from .evaluate import evaluate
+from .graph import StepGraph
 from .lookahead import Lookahead
 from .losses import Criterion
 from .optim import build_optimizer, build_scheduler
@@ -102,6 +103,9 @@ class Run:
             if d.enabled:
                 raise UserError("train.whiten_bias_epochs is not supported with several processes (DDP needs the "
                                 "same trained parameters every step); set it to null.")
+        if cfg.train.cuda_graph and d.enabled:
+            raise UserError("train.cuda_graph is not supported with several processes (DDP's gradient hooks are not "
+                            "captured); set it to false.")
         self.gflops = forward_gflops(self.model)
         if d.enabled and cfg.train.sync_bn:
             self.model = distributed.convert_sync_batchnorm(self.model, device)
@@ -140,7 +144,11 @@ class Run:
         self.criterion = Criterion(self.data.num_classes, cfg.train.loss, cfg.train.label_smoothing,
                                    cfg.train.smoothing_convention)
         use_bf16 = cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device.type == "cuda")
-        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else None
+        cache = not cfg.train.cuda_graph  # a weight-cast cache does not survive a CUDA-graph capture
+        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)) \
+            if use_bf16 else None
+        self.step_graph = StepGraph(self.forward_backward, list(self.model.parameters())) \
+            if cfg.train.cuda_graph and device.type == "cuda" else None
         self.epoch = 0  # epochs completed
         self.step = 0
         self.best = {"val_acc": -1.0, "epoch": 0}
@@ -228,6 +236,15 @@ class Run:
         return now
 
     # -- one epoch ----------------------------------------------------------------------------------------
+    def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss and backward of one batch (what ``train.cuda_graph`` captures); returns logits, loss."""
+        with (self.autocast or contextlib.nullcontext)():
+            logits = self.forward(x)
+            loss = self.criterion(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        return logits, loss
+
     def train_epoch(self, callbacks: Sequence[Any]) -> dict[str, float]:
         cfg, model = self.cfg, self.model
         model.train()
@@ -235,7 +252,7 @@ class Run:
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         seen = 0
         refresh = 1 if self.device.type == "cpu" else 25
-        ctx = self.autocast or contextlib.nullcontext
+        fwd_bwd = self.step_graph or self.forward_backward
         mix = cfg.mix
         mixer = self.mixer if self.mixer and mix.start_epoch <= self.epoch < (mix.stop_epoch or 1 << 30) else None
         d = self.dist
@@ -248,11 +265,7 @@ class Run:
         for i, (x, y) in enumerate(self.train_loader):
             if mixer is not None:
                 x, y = mixer(x, y, self.train_loader.aug_generator)
-            with ctx():
-                logits = self.forward(x)
-                loss = self.criterion(logits, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            logits, loss = fwd_bwd(x, y)
             if cfg.train.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             self.optimizer.step()
