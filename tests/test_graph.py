@@ -54,7 +54,8 @@ class EmulatedGraph:
 
 def emulate(run: Run) -> StepGraph:
     params, buffers = list(run.model.parameters()), list(run.model.buffers())
-    run.step_graph = StepGraph(run.forward_backward, params, make_graph=lambda: EmulatedGraph(params, buffers))
+    run.step_graph = StepGraph(run.forward_backward, params,
+                               make_graph=lambda stream: EmulatedGraph(params, buffers))
     return run.step_graph
 
 
@@ -98,7 +99,7 @@ def test_emulation_catches_a_gradient_freed_between_replays():
         return (loss,)
 
     params = list(model.parameters())
-    step = StepGraph(fn, params, warmup=1, make_graph=lambda: EmulatedGraph(params))
+    step = StepGraph(fn, params, warmup=1, make_graph=lambda stream: EmulatedGraph(params))
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
     step(x, y)  # eager warm-up
     (loss,) = step(x, y)  # capture, then replay

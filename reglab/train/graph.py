@@ -29,13 +29,15 @@ import torch
 
 
 class CudaGraph:
-    """``torch.cuda.CUDAGraph`` behind the small interface :class:`StepGraph` uses (tests pass an emulation)."""
+    """``torch.cuda.CUDAGraph`` behind the small interface :class:`StepGraph` uses (tests pass an emulation). It
+    captures on ``stream``, the stream the warm-up steps ran on (as ``torch.cuda.make_graphed_callables`` does, so
+    that lazily made library handles exist before the capture)."""
 
-    def __init__(self):
-        self.graph = torch.cuda.CUDAGraph()
+    def __init__(self, stream):
+        self.graph, self.stream = torch.cuda.CUDAGraph(), stream
 
     def capture(self, fn: Callable, *args):
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, stream=self.stream):
             return fn(*args)
 
     def replay(self) -> None:
@@ -49,11 +51,12 @@ class StepGraph:
     next call)."""
 
     def __init__(self, fn: Callable, params: Sequence[torch.Tensor], warmup: int = 3,
-                 make_graph: Callable[[], object] = CudaGraph):
+                 make_graph: Callable[[object], object] = CudaGraph):
         self.fn, self.params, self.warmup, self.make_graph = fn, list(params), max(1, warmup), make_graph
         self.key: tuple | None = None
         self.graph = self.inputs = self.outputs = None
         self.left = self.warmup
+        self.stream = None  # CUDA: the side stream of the warm-up steps and the capture
         self.captures = 0  # how many times a graph was recorded (a test reads it)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
@@ -74,18 +77,18 @@ class StepGraph:
     def _eager(self, x, y):
         if not x.is_cuda:
             return self.fn(x, y)
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
+        self.stream = self.stream or torch.cuda.Stream(x.device)
+        self.stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(self.stream):
             out = self.fn(x, y)
-        torch.cuda.current_stream().wait_stream(side)
+        torch.cuda.current_stream().wait_stream(self.stream)
         return out
 
     def _capture(self, x, y) -> None:
         self.inputs = (x.clone(), y.clone())  # clone keeps the memory format (channels_last)
         for p in self.params:
             p.grad = None
-        self.graph = self.make_graph()
+        self.graph = self.make_graph(self.stream)
         self.outputs = self.graph.capture(self.fn, *self.inputs)
         self.captures += 1
 
