@@ -238,3 +238,18 @@ def test_zero_init_residual_makes_blocks_start_as_shortcuts():
 def test_gflops_of_resnet20():
     # 40.55M multiply-adds for He et al.'s ResNet-20 convs + fc -> about 0.081 GFLOPs (2 x MACs).
     assert forward_gflops(create("resnet20")) == pytest.approx(0.0811, abs=0.002)
+
+
+def test_training_a_plain_model_does_not_import_torchvision():
+    """torchvision takes ~1.5 s to import: only models with SE or stochastic depth (and the augmentation
+    policies) load it, so a fast recipe's whole command does not pay for it."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; import reglab.cli; from reglab.models import create; from reglab.train import run; "
+            "from reglab.train.rundir import environment; create('resnet20'); create('fastnet_half'); "
+            "v = environment(torch.device('cpu'))['versions']['torchvision']; assert v, v; "
+            "assert 'torchvision' not in sys.modules; create('resnet20', se_ratio=0.25, drop_path=0.1); "
+            "assert 'torchvision' in sys.modules")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -21,7 +21,6 @@ from typing import Callable, Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": partial(nn.ReLU, inplace=True),
@@ -103,6 +102,8 @@ class Block(nn.Module):
         else:
             self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in norm_ch)
         self.acts = nn.ModuleList(act() for _ in shapes)
+        if se_ratio or drop_path > 0:  # torchvision (~1.5 s to import) only for the models that use it
+            from torchvision.ops import SqueezeExcitation, StochasticDepth
         self.se = SqueezeExcitation(cout, max(1, int(cout * se_ratio))) if se_ratio else nn.Identity()
         self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
         self.shortcut = shortcut(cin, cout, stride, skip, skip_k, norm=not preact, avg_down=avg_down)

@@ -145,10 +145,14 @@ def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path]:
 
 def environment(device: torch.device) -> dict[str, Any]:
     """What summary.json records about where a run ran: hardware, versions, git commit and dirty state."""
-    import torchvision
+    from importlib.metadata import PackageNotFoundError, version
 
     from .. import __version__
 
+    try:
+        tv = version("torchvision")  # the installed version, without importing torchvision (~1.5 s)
+    except PackageNotFoundError:
+        tv = None
     hw = {"device": str(device), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
           "torch_threads": torch.get_num_threads()}
     if device.type == "cuda":
@@ -162,5 +166,5 @@ def environment(device: torch.device) -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
     versions = {"reglab": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-                "torchvision": torchvision.__version__, "numpy": np.__version__}
+                "torchvision": tv, "numpy": np.__version__}
     return {"hardware": hw, "versions": versions, "git_commit": commit, "git_dirty": dirty}
