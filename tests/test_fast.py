@@ -375,3 +375,22 @@ def test_a_run_ends_with_current_curves(tmp_path):
     result = run(load_config(None, [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3",
                                     f"run.dir={tmp_path / 'r'}"]), callbacks=[cb])
     assert cb.drawn == 3 and (result.run_dir / "curves.png").stat().st_size > 10_000
+
+
+def test_first_epoch_excess_is_the_start_up_inside_the_loop(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "time_to_accuracy.py"
+    spec = importlib.util.spec_from_file_location("tta_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    write = lambda times: (tmp_path / "metrics.jsonl").write_text(  # noqa: E731
+        "".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n" for i, t in enumerate(times)))
+    write([5.0, 1.0, 1.2, 0.9, 3.0])  # the last epoch holds the final test evaluation: left out of the median
+    assert bench.first_epoch_excess(tmp_path) == {"first_epoch_s": 5.0, "first_epoch_excess_s": 4.0}
+    write([0.8, 1.0, 1.2])  # a first epoch faster than the rest: no excess
+    assert bench.first_epoch_excess(tmp_path)["first_epoch_excess_s"] == 0.0
+    write([5.0, 1.0])
+    assert bench.first_epoch_excess(tmp_path)["first_epoch_excess_s"] is None
