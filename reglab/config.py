@@ -206,8 +206,9 @@ class TrainConfig:
         if self.tta_translate and not self.tta:
             raise UserError("train.tta_translate needs train.tta=true (the shifted views are flip-averaged too).")
         if self.cuda_graph and self.compile:
-            raise UserError("train.cuda_graph and train.compile both set: choose one (train.cuda_graph captures "
-                            "the eager step; train.compile_mode=reduce-overhead is the compiled way to CUDA graphs).")
+            raise UserError("train.cuda_graph and train.compile are both true: add train.compile=false to graph the "
+                            "eager step, or train.cuda_graph=false (train.compile_mode=reduce-overhead is the "
+                            "compiled way to CUDA graphs).")
         _check(self.init_images >= 1, "train.init_images", self.init_images, "must be >= 1")
         if self.whiten_bias_epochs is not None:
             _check(self.whiten_bias_epochs >= 0, "train.whiten_bias_epochs", self.whiten_bias_epochs,

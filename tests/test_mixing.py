@@ -17,7 +17,7 @@ from torchvision.transforms import v2
 
 from reglab.config import load_config
 from reglab.data.mixing import Mixer, cutmix, mixup, one_hot, sample_beta, sample_boxes
-from reglab.train.loop import build_mixer
+from reglab.data.mixing import build_mixer
 from reglab.train.losses import Criterion, smooth_targets
 
 KS_C = 1.95  # c(alpha) for alpha = 0.001

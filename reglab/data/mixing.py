@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..config import MixConfig
 from .augment import box_masks
 
 
@@ -150,3 +151,16 @@ class Mixer:
             apply = torch.rand((), generator=gen, device=dev) < self.prob
             xm, ym = torch.where(apply, xm, x), torch.where(apply, ym, y)
         return xm, ym
+
+
+def build_mixer(mix: MixConfig, num_classes: int) -> Mixer:
+    """The Mixer a ``mix:`` config section describes (decoupled ratios when ``lam_x``/``lam_y`` say so)."""
+    lam_x = ("beta", mix.mixup_alpha) if mix.lam_x == "beta" else (mix.lam_x, _ratio_arg(mix.lam_x, mix.lam_x_range))
+    lam_y = None if mix.lam_y == "tied" else (
+        ("beta", mix.mixup_alpha) if mix.lam_y == "beta" else (mix.lam_y, _ratio_arg(mix.lam_y, mix.lam_y_range)))
+    return Mixer(num_classes, mix.mixup_alpha, mix.cutmix_alpha, mix.switch_prob, mix.prob, mix.per_sample,
+                 lam_x=lam_x, lam_y=lam_y)
+
+
+def _ratio_arg(kind: str, rng: list[float]):
+    return tuple(rng) if kind == "uniform" else rng[0]

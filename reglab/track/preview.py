@@ -12,7 +12,7 @@ import torch  # noqa: E402
 from ..config import Config  # noqa: E402
 from ..data import DeviceLoader, load_splits  # noqa: E402
 from ..data.augment import build_transforms  # noqa: E402
-from ..train.loop import build_mixer  # noqa: E402
+from ..data.mixing import build_mixer  # noqa: E402
 
 
 def _label(target: torch.Tensor, classes: list[str]) -> str:

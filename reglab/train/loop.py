@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ import torch
 from ..config import Config
 from ..data import DeviceLoader, load_splits
 from ..data.augment import build_transforms
-from ..data.mixing import Mixer
+from ..data.mixing import build_mixer
 from ..errors import UserError
 from ..models import build, count_params, forward_gflops
 from . import distributed
@@ -46,18 +47,6 @@ from .losses import Criterion
 from .optim import build_optimizer, build_scheduler
 from .device import rng_state, seed_everything, select_device, set_rng_state
 from .rundir import RunDir, environment, plan_start
-
-
-def build_mixer(mix, num_classes: int) -> Mixer:
-    lam_x = ("beta", mix.mixup_alpha) if mix.lam_x == "beta" else (mix.lam_x, _ratio_arg(mix.lam_x, mix.lam_x_range))
-    lam_y = None if mix.lam_y == "tied" else (
-        ("beta", mix.mixup_alpha) if mix.lam_y == "beta" else (mix.lam_y, _ratio_arg(mix.lam_y, mix.lam_y_range)))
-    return Mixer(num_classes, mix.mixup_alpha, mix.cutmix_alpha, mix.switch_prob, mix.prob, mix.per_sample,
-                 lam_x=lam_x, lam_y=lam_y)
-
-
-def _ratio_arg(kind: str, rng: list[float]):
-    return tuple(rng) if kind == "uniform" else rng[0]
 
 
 class TrainingDiverged(UserError):
@@ -149,6 +138,9 @@ class Run:
             if use_bf16 else None
         self.step_graph = StepGraph(self.forward_backward, list(self.model.parameters())) \
             if cfg.train.cuda_graph and device.type == "cuda" else None
+        if cfg.train.cuda_graph and device.type != "cuda" and d.main:
+            print(f"note: train.cuda_graph applies on CUDA only; this run on {device.type} trains eagerly.",
+                  file=sys.stderr, flush=True)
         self.epoch = 0  # epochs completed
         self.step = 0
         self.best = {"val_acc": -1.0, "epoch": 0}
