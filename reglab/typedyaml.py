@@ -59,7 +59,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 pass
         raise bad
     if origin is Literal:
-        if value in typing.get_args(tp):
+        choices = typing.get_args(tp)
+        if isinstance(value, bool) and not any(isinstance(c, bool) for c in choices):
+            # YAML 1.1 reads off/no/false as False and on/yes/true as True: take the word the choices use
+            words = ("on", "yes", "true") if value else ("off", "no", "false")
+            value = next((w for w in words if w in choices), value)
+        if value in choices:
             return value
         raise UserError(f"{key}: {value!r} is not allowed; expected {_type_name(tp)}"
                         f"{suggest(str(value), [str(a) for a in typing.get_args(tp)])}.")

@@ -101,6 +101,16 @@ def test_wrong_type_names_expected_type(override, expected):
     assert override.split("=")[0] in msg
 
 
+def test_a_choice_spelled_like_a_yaml_boolean_is_taken_as_the_word(tmp_path):
+    """YAML 1.1 reads ``off`` as False: ``train.amp=off`` (override or recipe file) still means 'off'."""
+    assert load_config(None, ["train.amp=off"]).train.amp == "off"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("train:\n  amp: off\n")
+    assert load_config(str(recipe)).train.amp == "off"
+    with pytest.raises(UserError, match="train.amp: True is not allowed"):
+        load_config(None, ["train.amp=on"])  # no 'on' among the choices: still an error
+
+
 def test_literal_error_suggests_close_value():
     with pytest.raises(UserError, match=r"did you mean 'sgd'"):
         load_config(None, ["optim.name=sgdd"])
