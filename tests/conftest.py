@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import signal
 import struct
 import tarfile
 from contextlib import contextmanager
@@ -19,6 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+# The Ctrl-C tests send SIGINT to reglab processes started from here. A test session launched in the background
+# without job control (`nohup ... &` in a script) inherits SIGINT as ignored, and so would every child: reset it
+# to Python's handler (a handled signal is reset to the default in an exec'd child, an ignored one is not).
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parent.parent
 REAL_DATA = Path(os.environ.get("REGLAB_TEST_REAL_DATA", REPO.parent / "shared" / "data"))
