@@ -61,6 +61,16 @@ def _step(r: Run, x, y):
     return loss.detach()
 
 
+def _without_sync(step, n: int = 3) -> list:
+    """``n`` calls of ``step`` under CUDA's sync debug mode set to raise on any synchronizing call."""
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        return [step() for _ in range(n)]
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+
+
 @pytest.mark.parametrize("recipe", ["fast-gpu-94", "fast-gpu-resnet18"])
 def test_training_step_makes_no_host_sync(recipe):
     """Batch (gather, crop, flip, normalize) -> bf16 forward -> loss -> backward -> SGD -> schedule -> lookahead,
@@ -70,12 +80,7 @@ def test_training_step_makes_no_host_sync(recipe):
     assert r.autocast is not None  # train.amp=auto is bf16 on CUDA
     batches = iter(r.train_loader)
     _step(r, *next(batches))  # cuDNN picks its algorithms outside the checked steps
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        losses = [_step(r, *next(batches)) for _ in range(3)]
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
+    losses = _without_sync(lambda: _step(r, *next(batches)))
     assert torch.isfinite(torch.stack(losses)).all()
 
 
@@ -160,12 +165,7 @@ def test_cuda_graph_step_makes_no_host_sync_once_captured():
     for _ in range(r.step_graph.warmup + 1):  # eager warm-up steps, then the capture and its first replay
         _graph_step(r, *next(batches))
     assert r.step_graph.captures == 1
-    torch.cuda.synchronize()
-    torch.cuda.set_sync_debug_mode("error")
-    try:
-        losses = [_graph_step(r, *next(batches)) for _ in range(3)]
-    finally:
-        torch.cuda.set_sync_debug_mode(0)
+    losses = _without_sync(lambda: _graph_step(r, *next(batches)))
     assert torch.isfinite(torch.stack(losses)).all() and r.step_graph.captures == 1
 
 
