@@ -67,7 +67,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value in choices:
             return value
         raise UserError(f"{key}: {value!r} is not allowed; expected {_type_name(tp)}"
-                        f"{suggest(str(value), [str(a) for a in typing.get_args(tp)])}.")
+                        f"{suggest(str(value), [str(a) for a in choices])}.")
     if origin is list:
         if isinstance(value, tuple):
             value = list(value)

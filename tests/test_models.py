@@ -241,7 +241,7 @@ def test_gflops_of_resnet20():
 
 
 def test_training_a_plain_model_does_not_import_torchvision():
-    """torchvision takes ~1.5 s to import: only models with SE or stochastic depth (and the augmentation
+    """torchvision takes ~1.8 s to import here: only models with SE or stochastic depth (and the augmentation
     policies) load it, so a fast recipe's whole command does not pay for it."""
     import subprocess
     import sys

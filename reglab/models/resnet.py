@@ -102,7 +102,7 @@ class Block(nn.Module):
         else:
             self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in norm_ch)
         self.acts = nn.ModuleList(act() for _ in shapes)
-        if se_ratio or drop_path > 0:  # torchvision (~1.5 s to import) only for the models that use it
+        if se_ratio or drop_path > 0:  # torchvision (~1.8 s to import here) only for models using it
             from torchvision.ops import SqueezeExcitation, StochasticDepth
         self.se = SqueezeExcitation(cout, max(1, int(cout * se_ratio))) if se_ratio else nn.Identity()
         self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()

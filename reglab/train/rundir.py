@@ -150,7 +150,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     from .. import __version__
 
     try:
-        tv = version("torchvision")  # the installed version, without importing torchvision (~1.5 s)
+        tv = version("torchvision")  # the installed version, without importing torchvision (~1.8 s here)
     except PackageNotFoundError:
         tv = None
     hw = {"device": str(device), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
