@@ -105,6 +105,10 @@ def make_world(root: Path) -> dict[str, Path]:
     p["evil_ckpt"].parent.mkdir(parents=True)
     p["evil_ckpt"].write_bytes(pickle.dumps({"model": Exploit(p["marker"])}))
     shutil.copy(p["run"] / "config.yaml", root / "evil" / "config.yaml")  # a run directory, but hostile
+    orphan = root / "orphan"  # a run's files without its config.yaml (deleted, or copied by hand)
+    (orphan / "checkpoints").mkdir(parents=True)
+    shutil.copy(p["run"] / "metrics.jsonl", orphan / "metrics.jsonl")
+    shutil.copy(p["run"] / "checkpoints" / "last.safetensors", orphan / "checkpoints" / "last.safetensors")
     p["evil_pt"] = root / "model.pt"
     p["evil_pt"].write_bytes(pickle.dumps(Exploit(p["marker"])))
 
@@ -198,6 +202,9 @@ def cases(p: dict[str, Path]) -> list[Case]:
         # -- checkpoints and run directories ------------------------------------------------------------
         Case("run-exists", ["train", *SYN, f"run.dir={r}"], ["already holds a run", "--resume", "--overwrite"],
              what="existing run dir without --resume"),
+        Case("run-orphan", ["train", *SYN, f"run.dir={p['root'] / 'orphan'}"],
+             ["holds files of a run", "metrics.jsonl", "checkpoints/last.safetensors", "--overwrite"],
+             what="run dir with a run's files but no config.yaml"),
         Case("resume-nothing", ["train", "--resume", str(p["root"] / "img")], ["not a reglab run directory"],
              what="--resume of a folder that is not a run"),
         Case("resume-recipe", ["train", "quick", "--resume", r], ["drop the recipe"],
@@ -327,7 +334,7 @@ def run_driver(world: dict[str, Path], all_cases: list[Case], extra_argvs: list[
     spec = {"cases": [c.__dict__ for c in all_cases] + [{"id": f"good{i}", "argv": a, "special": ""}
                                                        for i, a in enumerate(extra_argvs)],
             "protect": [str(world["run"]), *(str(world["root"] / d) for d in
-                                             ("data_trunc", "data_shape", "data_sums", "data_evil"))],
+                                             ("data_trunc", "data_shape", "data_sums", "data_evil", "orphan"))],
             "run": str(world["run"]), "tmp": str(tmp / "work")}
     (tmp / "spec.json").write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGLAB_")}

@@ -34,7 +34,7 @@ TINY = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_te
 AUG = ["aug.crop_pad=4", "aug.flip=true", "mix.mixup_alpha=0.4", "train.epochs=2", "ema.enabled=true"]
 
 SCRIPT = r"""
-import json, os, sys
+import gc, json, os, sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
@@ -67,17 +67,23 @@ class StopAfter1:
 def cfg(name, *extra):
     return load_config(None, [*tiny, f"run.dir={out / name}", *extra])
 
+print("started", rank, flush=True)
 for bn in ("sync", "plain"):
     res = run(cfg(f"{bn}-w{world}", f"train.sync_bn={bn == 'sync'}"),
               callbacks=[Grads(out / "grads" / f"{bn}-w{world}-r{rank}.safetensors")])
     (out / "grads" / f"{bn}-w{world}-r{rank}.json").write_text(json.dumps(res.metrics))
+print("sync/plain finished", rank, flush=True)
 run(cfg("A", *aug))
 run(cfg("B", *aug), callbacks=[StopAfter1()])
 c = load_run_config(out / "B")
 c.run.dir = str(out / "B")
 run(c, resume=True)
+torch.distributed.barrier()
+gc.collect()  # the runs' DDP reducers hold the group: free them before it is destroyed
 torch.distributed.destroy_process_group()
 print("done", rank, flush=True)
+sys.stderr.flush()
+os._exit(0)  # the normal interpreter shutdown under torchrun is test_torchrun_cli_trains's
 """
 
 
@@ -85,7 +91,14 @@ def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGLAB_")}
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a rank killed by a signal (e.g. an abort in C++) prints its Python stacks
     return env
+
+
+def _failure(stdout: str, stderr: str) -> str:
+    """What a failed torchrun printed: the ranks' progress lines, then the start of stderr (a crashed rank's own
+    message and stacks come first; torchrun's summary of the failure follows them)."""
+    return f"stdout:\n{stdout[-2000:]}\nstderr (start):\n{stderr[:6000]}"
 
 
 def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
@@ -120,7 +133,7 @@ def ddp(tmp_path_factory):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, stderr[-4000:]
+    assert proc.returncode == 0, _failure(stdout, stderr)
     return out, single, stdout
 
 
@@ -240,7 +253,7 @@ def cli_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("ddpcli")
     proc = torchrun("-m", "reglab", "train", *TINY, "train.sync_bn=true", "run.dir=D", "--quiet", cwd=work)
     out, err = proc.communicate(timeout=600)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == 0, _failure(out, err)
     return work / "D", out, err
 
 
@@ -253,3 +266,17 @@ def test_torchrun_cli_trains(cli_run):
     assert state["epoch"] == 1 and state["step"] == 10 and state["meta"]["world_size"] == 2
     assert json.loads((d / "summary.json").read_text())["epochs"] == 1
     assert sum(line.startswith("epoch ") for line in err.splitlines()) == 1  # progress from rank 0 only
+
+
+def test_torchrun_bad_input_stops_every_rank_with_a_message(tmp_path):
+    """Rank 0 alone finds the mistake (its run directory holds a run); every rank stops with a message, none
+    hangs, and the existing run is untouched."""
+    (tmp_path / "D").mkdir()
+    (tmp_path / "D" / "config.yaml").write_text("kept: 1\n")
+    proc = torchrun("-m", "reglab", "train", *TINY, "run.dir=D", "--quiet", cwd=tmp_path)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode != 0
+    assert "run directory D already holds a run" in err and "rank 1 stops too" in err
+    assert "Traceback" not in err.split("torch/distributed/elastic")[0]  # none from reglab, before torchrun's own
+    assert (tmp_path / "D" / "config.yaml").read_text() == "kept: 1\n"
+    assert sorted(p.name for p in (tmp_path / "D").iterdir()) == ["config.yaml"]

@@ -27,6 +27,7 @@ Conventions (see docs/reliability.md):
 """
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -99,9 +100,19 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
     return Dist(world, rank, local, device, owns), device
 
 
-def teardown(d: Dist) -> None:
-    if d.owns_group and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(d: Dist, clean: bool = True) -> None:
+    """Leave the process group this module joined (a group the caller made is the caller's to destroy).
+
+    On a clean finish every rank first meets at a barrier, so no rank closes its connections while another
+    still talks to it, and frees the finished run's DDP reducer (it holds the group, in reference cycles), so
+    gloo's worker threads are joined now and not during interpreter shutdown. After an error the ranks are
+    not at the same point (a barrier could meet another rank's pending collective), so neither is done."""
+    if not (d.owns_group and dist.is_initialized()):
+        return
+    if clean:
+        dist.barrier()
+        gc.collect()
+    dist.destroy_process_group()
 
 
 def all_sum(values: Sequence[float | torch.Tensor], d: Dist) -> list[float]:

@@ -343,9 +343,12 @@ def run(cfg: Config, *, resume: bool = False, quiet: bool = True, overwrite: boo
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
     try:
-        return _run(cfg, device, d, resume, overwrite, callbacks)
-    finally:
-        distributed.teardown(d)
+        result = _run(cfg, device, d, resume, overwrite, callbacks)
+    except BaseException:
+        distributed.teardown(d, clean=False)
+        raise
+    distributed.teardown(d)
+    return result
 
 
 def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bool,

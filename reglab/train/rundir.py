@@ -47,10 +47,9 @@ class RunDir:
     @classmethod
     def create(cls, path: Path, cfg: Config, overwrite: bool = False) -> "RunDir":
         path = Path(path)
-        if (path / "config.yaml").exists() and not overwrite:
-            raise UserError(f"run directory {path} already holds a run. Continue it with `reglab train --resume "
-                            f"{path}`, pick another run.dir, or pass --overwrite to replace it.")
         rd = cls(path)
+        if not overwrite:
+            rd.refuse_if_taken()
         try:
             rd.ckpt_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -62,6 +61,23 @@ class RunDir:
         rd.remove_temporaries()
         atomic_write_text(path / "config.yaml", cfg.to_yaml())
         return rd
+
+    def run_files(self) -> list[Path]:
+        """The files of a run already here (a fresh run would replace them)."""
+        names = [self.path / n for n in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json")]
+        return [p for p in names if p.exists()] + (sorted(self.ckpt_dir.glob("*.safetensors"))
+                                                   if self.ckpt_dir.is_dir() else [])
+
+    def refuse_if_taken(self) -> None:
+        """Raise if a fresh run here would overwrite another run's files."""
+        found = self.run_files()
+        if (self.path / "config.yaml").exists():
+            raise UserError(f"run directory {self.path} already holds a run. Continue it with `reglab train "
+                            f"--resume {self.path}`, pick another run.dir, or pass --overwrite to replace it.")
+        if found:
+            names = ", ".join(str(p.relative_to(self.path)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
+            raise UserError(f"run directory {self.path} holds files of a run ({names}) but no config.yaml, so it "
+                            "cannot be resumed. Pick another run.dir, or pass --overwrite to replace them.")
 
     @classmethod
     def open(cls, path: Path) -> "RunDir":
@@ -138,8 +154,8 @@ def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path]:
               "from the beginning with its saved config.", file=sys.stderr, flush=True)
         return "restart", run_dir.path
     path = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg)
-    if (path / "config.yaml").exists() and not overwrite:
-        RunDir.create(path, cfg, overwrite)  # raises the "already holds a run" error before any work
+    if not overwrite:
+        RunDir(path).refuse_if_taken()  # before any work
     return "fresh", path
 
 
