@@ -51,6 +51,7 @@ if rank:  # only rank 0 may write the run directory: on the others every writer 
         raise AssertionError(f"rank {rank} tried to write {args[:1]}")
     ck.save_file = ck.atomic_write_bytes = rd.remove_temporaries = forbidden
 torch.distributed.init_process_group("gloo")  # one group for the several runs below (run() reuses it)
+gc.disable()  # so that only run() itself can free the runs' DDP wrappers (they sit in reference cycles)
 
 class Grads:
     all_ranks = True
@@ -78,6 +79,8 @@ run(cfg("B", *aug), callbacks=[StopAfter1()])
 c = load_run_config(out / "B")
 c.run.dir = str(out / "B")
 run(c, resume=True)
+alive = sum(isinstance(o, torch.nn.parallel.DistributedDataParallel) for o in gc.get_objects())
+print("DDP wrappers alive after the runs:", alive, flush=True)
 torch.distributed.barrier()
 gc.collect()  # the runs' DDP reducers hold the group: free them before it is destroyed
 torch.distributed.destroy_process_group()
@@ -218,6 +221,13 @@ def test_only_rank_0_writes_the_run_directory(ddp):
     for d in ("sync-w2", "plain-w2", "A", "B"):
         assert (out / d / "checkpoints" / "last.safetensors").is_file() and (out / d / "summary.json").is_file()
         assert not [p for p in (out / d).rglob("*") if ".tmp" in p.name]
+
+
+def test_runs_free_their_ddp_wrapper(ddp):
+    """Each run's DDP wrapper (which holds the process group and model-sized gradient buckets) is freed by
+    run() itself, though it sits in a reference cycle and the script has the garbage collector off."""
+    _, _, stdout = ddp
+    assert stdout.count("DDP wrappers alive after the runs: 0") == 2, stdout
 
 
 def test_ranks_take_disjoint_shards_of_the_global_batch_with_their_own_augmentation():
