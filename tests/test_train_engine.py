@@ -618,3 +618,18 @@ def test_resume_keeps_this_devices_optimizer_kernels(tmp_path):
     r.load_state_dict(state)
     assert all(g["fused"] == r.optimizer.defaults.get("fused") for g in r.optimizer.param_groups)
     assert not any(g["fused"] for g in r.optimizer.param_groups)
+
+
+def test_overwrite_replaces_every_file_of_the_old_run(tmp_path):
+    d = tmp_path / "r"
+    (d / "checkpoints").mkdir(parents=True)
+    for name in ("metrics.jsonl", "metrics.csv", "summary.json", "checkpoints/epoch_7.safetensors"):
+        (d / name).write_text("old run\n")  # without config.yaml: refused unless --overwrite
+    cfg = load_config(None, [*TINY, f"run.dir={d}", "train.epochs=1"])
+    with pytest.raises(UserError, match="holds files of a run"):
+        run(cfg)
+    assert (d / "summary.json").read_text() == "old run\n"
+    run(cfg, overwrite=True)
+    assert not (d / "checkpoints" / "epoch_7.safetensors").exists()
+    assert len((d / "metrics.jsonl").read_text().splitlines()) == 1
+    assert "old run" not in (d / "metrics.csv").read_text() + (d / "summary.json").read_text()

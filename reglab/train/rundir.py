@@ -55,9 +55,9 @@ class RunDir:
         except OSError as exc:
             raise UserError(f"cannot create run directory {path}: {exc.strerror}.") from None
         if overwrite:
-            for old in [*rd.ckpt_dir.glob("*.safetensors"), path / "metrics.csv", path / "metrics.jsonl",
-                        path / "summary.json"]:
-                old.unlink(missing_ok=True)
+            for old in rd.run_files():
+                if old.name != "config.yaml":  # replaced atomically below
+                    old.unlink(missing_ok=True)
         rd.remove_temporaries()
         atomic_write_text(path / "config.yaml", cfg.to_yaml())
         return rd
@@ -70,10 +70,10 @@ class RunDir:
 
     def refuse_if_taken(self) -> None:
         """Raise if a fresh run here would overwrite another run's files."""
-        found = self.run_files()
         if (self.path / "config.yaml").exists():
             raise UserError(f"run directory {self.path} already holds a run. Continue it with `reglab train "
                             f"--resume {self.path}`, pick another run.dir, or pass --overwrite to replace it.")
+        found = self.run_files()
         if found:
             names = ", ".join(str(p.relative_to(self.path)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
             raise UserError(f"run directory {self.path} holds files of a run ({names}) but no config.yaml, so it "
