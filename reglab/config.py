@@ -217,7 +217,7 @@ class TrainConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "adam", "adamw", "adadelta", "adagrad"] = "sgd"
+    name: Literal["sgd", "muon", "adam", "adamw", "adadelta", "adagrad"] = "sgd"  # muon: conv filters; SGD the rest
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -232,6 +232,11 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: Optional[float] = None  # optimizer default when null
     rho: float = 0.9  # Adadelta
+    muon_lr: float = 0.02  # optim.name=muon: lr of the conv filters (Muon); lr/momentum/nesterov above: the rest
+    muon_momentum: float = 0.95  # Nesterov momentum of the Muon update
+    muon_ns_steps: int = 5  # Newton-Schulz steps (airbench94_muon: 3)
+    muon_normalize: bool = False  # filters rescaled to norm sqrt(out channels) each step (airbench94_muon)
+    muon_weight_decay: float = 0.0  # decoupled: W <- W (1 - muon_lr * this)
 
     def validate(self) -> None:
         _check(self.lr > 0, "optim.lr", self.lr, "must be > 0")
@@ -243,8 +248,12 @@ class OptimConfig:
         _check(self.lookahead_every >= 1, "optim.lookahead_every", self.lookahead_every, "must be >= 1")
         _check(0 <= self.lookahead_decay < 1, "optim.lookahead_decay", self.lookahead_decay, "must be in [0, 1)")
         _check(self.lookahead_power >= 0, "optim.lookahead_power", self.lookahead_power, "must be >= 0")
-        if self.nesterov and (self.name != "sgd" or self.momentum == 0):
-            raise UserError("optim.nesterov=true needs optim.name=sgd and optim.momentum > 0.")
+        _check(self.muon_lr > 0, "optim.muon_lr", self.muon_lr, "must be > 0")
+        _check(0 <= self.muon_momentum < 1, "optim.muon_momentum", self.muon_momentum, "must be in [0, 1)")
+        _check(1 <= self.muon_ns_steps <= 20, "optim.muon_ns_steps", self.muon_ns_steps, "must be in 1..20")
+        _check(self.muon_weight_decay >= 0, "optim.muon_weight_decay", self.muon_weight_decay, "must be >= 0")
+        if self.nesterov and (self.name not in ("sgd", "muon") or self.momentum == 0):
+            raise UserError("optim.nesterov=true needs optim.name=sgd (or muon) and optim.momentum > 0.")
 
 
 @dataclass

@@ -71,7 +71,7 @@ def _without_sync(step, n: int = 3) -> list:
         torch.cuda.set_sync_debug_mode(0)
 
 
-@pytest.mark.parametrize("recipe", ["fast-gpu-94", "fast-gpu-resnet18"])
+@pytest.mark.parametrize("recipe", ["fast-gpu-94", "fast-gpu-94-muon", "fast-gpu-resnet18"])
 def test_training_step_makes_no_host_sync(recipe):
     """Batch (gather, crop, flip, normalize) -> bf16 forward -> loss -> backward -> SGD -> schedule -> lookahead,
     under CUDA's sync debug mode set to raise on any synchronizing call (a .item(), a D2H copy, a nonzero)."""

@@ -15,6 +15,7 @@ import torch.nn as nn
 from torch.optim import lr_scheduler as lrs
 
 from ..config import OptimConfig, SchedConfig
+from .muon import Muon
 
 
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -49,6 +50,17 @@ def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool, 
     return [g for g in groups if g["params"]]
 
 
+def muon_groups(groups: list[dict], cfg: OptimConfig) -> list[dict]:
+    """``groups`` without their conv filters (4-D), which go to one Muon group appended last, so group 0 (the
+    lr the logs show) stays an SGD group. The linear head, norm shifts and biases stay with SGD, as in
+    airbench94_muon and Jordan's advice (Muon for hidden layers)."""
+    filters = [p for g in groups for p in g["params"] if p.ndim == 4]
+    rest = [{**g, "params": [p for p in g["params"] if p.ndim != 4]} for g in groups]
+    muon = {"params": filters, "muon": True, "lr": cfg.muon_lr, "momentum": cfg.muon_momentum, "nesterov": True,
+            "weight_decay": cfg.muon_weight_decay}
+    return [g for g in rest + [muon] if g["params"]]
+
+
 def _fused(cls: type, cuda: bool) -> dict:
     """``fused=True`` on CUDA where this torch's optimizer class takes it (SGD from torch 2.3): one kernel per
     parameter group, as a GPU step is bound by launches (measured on an H100)."""
@@ -60,6 +72,9 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer
                           cfg.norm_lr_scale_on == "norm_and_bias")
     eps = {} if cfg.eps is None else {"eps": cfg.eps}
     cuda = next(model.parameters()).is_cuda
+    if cfg.name == "muon":
+        return Muon(muon_groups(groups, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                    ns_steps=cfg.muon_ns_steps, normalize=cfg.muon_normalize)
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                                **_fused(torch.optim.SGD, cuda))
