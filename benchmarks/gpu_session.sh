@@ -3,7 +3,7 @@
 # there: the data and airbench travel in .gpu/, which .git/info/exclude keeps out of commits).
 #
 # Here, once (needs a checkout of github.com/KellerJordan/cifar10-airbench, e.g. fetched to /tmp/airbench):
-#   benchmarks/gpu_session.sh prep /tmp/airbench      # .gpu/cifar10.tar.xz (~25 MB) + .gpu/airbench/
+#   benchmarks/gpu_session.sh prep /tmp/airbench      # .gpu/cifar10.tar.xz + .gpu/airbench/
 # There, from the repository root, with .gpu carried (OUT is where results go; default ./gpu-out):
 #   benchmarks/gpu_session.sh tests      # tests/test_gpu.py, step throughput eager vs train.cuda_graph=true
 #   benchmarks/gpu_session.sh muon       # airbench94 (25 runs) beside fast-gpu-94-muon (3 seeds)

@@ -168,6 +168,33 @@ def make_archive(src_root: Path, folder: str, archive: Path, extra: dict[str, by
 
 
 @pytest.fixture
+def resumes_bit_identical(tmp_path):
+    """``check(overrides, stop_after)``: train ``overrides`` straight through, and again stopped after epoch
+    ``stop_after`` and resumed from its run directory; assert both give the same per-epoch metrics; return the
+    uninterrupted run's result."""
+    from reglab.config import load_config
+    from reglab.train import run
+    from reglab.train.rundir import load_run_config
+
+    def check(overrides: list[str], stop_after: int = 2):
+        a = run(load_config(None, [*overrides, f"run.dir={tmp_path / 'a'}"]))
+
+        class Stop:
+            def on_epoch_end(self, r, row):
+                return r.epoch >= stop_after
+
+        run(load_config(None, [*overrides, f"run.dir={tmp_path / 'b'}"]), callbacks=[Stop()])
+        resumed = load_run_config(tmp_path / "b")
+        resumed.run.dir = str(tmp_path / "b")
+        b = run(resumed, resume=True)
+        keys = ("train_loss", "val_acc", "test_acc", "val_loss")
+        assert [[row[k] for k in keys] for row in a.metrics] == [[row[k] for k in keys] for row in b.metrics]
+        return a
+
+    return check
+
+
+@pytest.fixture
 def fake_cifar10(tmp_path) -> FakeCifar10:
     return write_cifar10(tmp_path / "data")
 

@@ -198,24 +198,11 @@ def test_lookahead_follows_the_model_when_its_tensors_are_replaced():
     torch.testing.assert_close(la.slow[0], start + 0.5)
 
 
-def test_lookahead_run_resumes_bit_identical(tmp_path):
-    from reglab.train.rundir import load_run_config
-
-    cfg = [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3", "optim.lookahead=true",
-           "optim.lookahead_every=2", "optim.norm_lr_scale=16", "train.tta=true", "train.tta_translate=1",
-           "train.whiten_bias_epochs=2"]  # the resumed third epoch must freeze the stem's bias again
-    a = run(load_config(None, [*cfg, f"run.dir={tmp_path / 'a'}"]))
-
-    class Stop:
-        def on_epoch_end(self, r, row):
-            return r.epoch >= 2
-
-    run(load_config(None, [*cfg, f"run.dir={tmp_path / 'b'}"]), callbacks=[Stop()])
-    resumed = load_run_config(tmp_path / "b")
-    resumed.run.dir = str(tmp_path / "b")
-    b = run(resumed, resume=True)
-    keys = ("train_loss", "val_acc", "test_acc", "val_loss")
-    assert [[row[k] for k in keys] for row in a.metrics] == [[row[k] for k in keys] for row in b.metrics]
+def test_lookahead_run_resumes_bit_identical(resumes_bit_identical):
+    a = resumes_bit_identical([*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3",
+                               "optim.lookahead=true", "optim.lookahead_every=2", "optim.norm_lr_scale=16",
+                               "train.tta=true", "train.tta_translate=1",
+                               "train.whiten_bias_epochs=2"])  # the resumed third epoch must freeze the bias again
     assert math.isfinite(a.summary["test_acc"])
 
 

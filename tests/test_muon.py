@@ -10,7 +10,6 @@ import torch
 from reglab.config import load_config
 from reglab.errors import UserError
 from reglab.models import create
-from reglab.train import run
 from reglab.train.muon import Muon, newton_schulz
 from reglab.train.optim import build_optimizer
 
@@ -93,23 +92,9 @@ def test_muon_groups_and_its_sgd_groups_step_as_torch_sgd():
         torch.testing.assert_close(a.detach(), b.detach(), rtol=0, atol=0)
 
 
-def test_muon_run_learns_and_resumes_bit_identical(tmp_path):
-    from reglab.train.rundir import load_run_config
-
-    cfg = [*SYN, *MUON, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3",
-           "optim.norm_lr_scale=16", "sched.name=linear", "train.whiten_bias_epochs=2"]
-    a = run(load_config(None, [*cfg, f"run.dir={tmp_path / 'a'}"]))
-
-    class Stop:
-        def on_epoch_end(self, r, row):
-            return r.epoch >= 2
-
-    run(load_config(None, [*cfg, f"run.dir={tmp_path / 'b'}"]), callbacks=[Stop()])
-    resumed = load_run_config(tmp_path / "b")
-    resumed.run.dir = str(tmp_path / "b")
-    b = run(resumed, resume=True)
-    keys = ("train_loss", "val_acc", "test_acc", "val_loss")
-    assert [[row[k] for k in keys] for row in a.metrics] == [[row[k] for k in keys] for row in b.metrics]
+def test_muon_run_learns_and_resumes_bit_identical(resumes_bit_identical):
+    a = resumes_bit_identical([*SYN, *MUON, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3",
+                               "optim.norm_lr_scale=16", "sched.name=linear", "train.whiten_bias_epochs=2"])
     losses = [row["train_loss"] for row in a.metrics]
     assert losses[-1] < losses[0]
     assert a.summary["test_acc"] > 0.2  # synthetic classes are separable; chance is 0.1
