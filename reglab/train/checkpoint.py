@@ -164,6 +164,26 @@ def state_mismatch(expected: dict[str, torch.Tensor], saved: dict[str, Any], lim
     return "; ".join(parts)
 
 
+def run_mismatch(state: dict[str, Any], model_cfg: dict[str, Any], num_classes: int, optimizer: str,
+                 model_state: dict[str, torch.Tensor]) -> list[str]:
+    """How a checkpoint's model config, class count and optimizer differ from a run's ("checkpoint vs run"),
+    and, when those agree, its model tensors from ``model_state``; empty when the checkpoint fits."""
+    meta = state.get("meta") or {}
+    diffs = []
+    saved = meta.get("model")
+    if isinstance(saved, dict):
+        diffs += [f"model.{k} {saved.get(k)!r} vs {model_cfg.get(k)!r}" for k in sorted(set(saved) | set(model_cfg))
+                  if saved.get(k) != model_cfg.get(k)]
+    if "num_classes" in meta and meta["num_classes"] != num_classes:
+        diffs.append(f"{meta['num_classes']} vs {num_classes} classes")
+    if "optimizer" in meta and meta["optimizer"] != optimizer:
+        diffs.append(f"optim.name {meta['optimizer']!r} vs {optimizer!r}")
+    if not diffs and isinstance(state.get("model"), dict):
+        found = state_mismatch(model_state, state["model"])
+        diffs += [found] if found else []
+    return diffs
+
+
 def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint written by :func:`save_checkpoint`; no pickle is involved."""
     from safetensors import safe_open

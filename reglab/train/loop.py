@@ -37,7 +37,7 @@ from ..data.mixing import build_mixer
 from ..errors import UserError
 from ..models import build, count_params, forward_gflops
 from . import distributed
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint, state_mismatch
+from .checkpoint import atomic_write_text, load_checkpoint, run_mismatch, save_checkpoint
 from .distributed import Dist, shard
 from .ema import EMA
 from .evaluate import evaluate
@@ -175,20 +175,8 @@ class Run:
     def check_fits(self, state: dict[str, Any], path: Path) -> None:
         """Raise a UserError listing every difference between the checkpoint's model, dataset and optimizer
         and this run's, before any tensor is loaded."""
-        meta = state.get("meta") or {}
-        diffs = []
-        saved = meta.get("model")
-        if isinstance(saved, dict):
-            now = self.cfg.model.__dict__
-            diffs += [f"model.{k} {saved.get(k)!r} vs {now.get(k)!r}" for k in sorted(set(saved) | set(now))
-                      if saved.get(k) != now.get(k)]
-        if "num_classes" in meta and meta["num_classes"] != self.data.num_classes:
-            diffs.append(f"{meta['num_classes']} vs {self.data.num_classes} classes")
-        if "optimizer" in meta and meta["optimizer"] != self.cfg.optim.name:
-            diffs.append(f"optim.name {meta['optimizer']!r} vs {self.cfg.optim.name!r}")
-        if not diffs and isinstance(state.get("model"), dict):
-            found = state_mismatch(self.model.state_dict(), state["model"])
-            diffs += [found] if found else []
+        diffs = run_mismatch(state, self.cfg.model.__dict__, self.data.num_classes, self.cfg.optim.name,
+                             self.model.state_dict())
         if diffs:
             raise UserError(f"{path} does not fit this run (checkpoint vs this run): {'; '.join(diffs)}. Resume "
                             "without overriding model.*, data.* or optim.name, or start a new run.")
