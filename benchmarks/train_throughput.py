@@ -12,7 +12,9 @@ For each preset (default ``resnet20`` and ``s002_resnet10``; ``--resnet18`` adds
 
 With ``--recipe NAME`` the reglab side is that recipe's whole training configuration (its model, batch size,
 optimizer with its parameter groups, lookahead, label smoothing, augmentation, alternating flip), on synthetic
-images of the same shape; the plain loop uses the same model and batch size. The **data path** column is the
+images of the same shape; the plain loop uses the same model and batch size. ``--against KEY=VALUE`` (with
+``--recipe``, repeatable) replaces the plain loop by a second reglab run of the same recipe with those overrides,
+so one option's effect is a ratio inside one run, e.g. ``--set train.compile=true --against train.compile=false``. The **data path** column is the
 time of iterating the run's training loader alone (gather, augment, normalize, channels_last) over the same
 batches, as a share of reglab's step time. ``--device cuda`` measures on a GPU (synchronizing before every
 clock read; bf16 autocast for both sides, as ``train.amp=auto`` does).
@@ -140,14 +142,22 @@ def bench_preset(preset: str, args) -> dict:
     steps = max(2, min(args.max_steps, round(args.seconds / step_s)))
     r = build_run(preset, args.batch, steps, not args.contiguous, args.recipe, args.device, tuple(args.set))
     assert r.steps_per_epoch == steps
-    time_reglab(r)  # warm-up epoch
+    time_reglab(r)  # warm-up epoch (and the compile, if any)
+    if args.against:  # the baseline is reglab itself with other overrides
+        del plain
+        base = build_run(preset, args.batch, steps, not args.contiguous, args.recipe, args.device,
+                         tuple(args.against))
+        time_reglab(base)
+        baseline = lambda: time_reglab(base)  # noqa: E731
+    else:
+        baseline = lambda: plain.steps(steps)  # noqa: E731
     reg, pla, data = [], [], []
     for _ in range(args.repeats):  # interleaved, so slow phases of the shared machine hit both
         reg.append(steps * args.batch / time_reglab(r))
-        pla.append(steps * args.batch / plain.steps(steps))
+        pla.append(steps * args.batch / baseline())
         data.append(time_loader(r) * reg[-1] / (steps * args.batch))  # loader time / reglab epoch time
     gflops = forward_gflops(make_model(preset, args))
-    return {"preset": preset, "params": count_params(plain.model), "gflops": gflops, "steps": steps,
+    return {"preset": preset, "params": count_params(r.model), "gflops": gflops, "steps": steps,
             "reglab": statistics.median(reg), "plain": statistics.median(pla), "reglab_all": reg, "plain_all": pla,
             "data_share": statistics.median(data)}
 
@@ -167,12 +177,16 @@ def main() -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="with --recipe: a config override for the reglab side (repeatable), e.g. train.compile=false")
+    p.add_argument("--against", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --recipe: the baseline is reglab with these overrides instead of the plain loop")
     p.add_argument("--max-steps", type=int, default=200)
     args = p.parse_args()
     if args.recipe:
         cfg = load_config(args.recipe)
         args.presets, args.resnet18, args.batch = cfg.model.name, False, cfg.train.batch_size
         args.contiguous = not cfg.train.channels_last
+    if args.against and not args.recipe:
+        p.error("--against needs --recipe (the baseline is that recipe with the given overrides)")
     if args.threads:
         torch.set_num_threads(args.threads)
     presets = [s for s in args.presets.split(",") if s] + (["resnet18"] if args.resnet18 else [])
@@ -195,7 +209,9 @@ def main() -> None:
               f"{peak_after:.1f} after (the larger is used below)\n")
     else:
         print("(no CPU matmul peak on a GPU: the % of peak column is left empty)\n")
-    print("| model | params | fwd GFLOPs/img | steps | reglab img/s | plain img/s | reglab/plain "
+    side = f"reglab {' '.join(args.set)}" if args.against and args.set else "reglab"
+    base = f"reglab {' '.join(args.against)}" if args.against else "plain"
+    print(f"| model | params | fwd GFLOPs/img | steps | {side} img/s | {base} img/s | {'ratio' if args.against else 'reglab/plain'} "
           "| reglab train GFLOP/s | % of peak | data path % of step |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -204,8 +220,8 @@ def main() -> None:
               f"| {r['plain']:.0f} | {r['reglab'] / r['plain']:.2f} | {achieved:.1f} "
               f"| {'—' if math.isnan(peak) else f'{100 * achieved / peak:.0f}%'} | {100 * r['data_share']:.1f}% |")
     print("\nall repeats (img/s): " + "; ".join(
-        f"{r['preset']}: reglab {[round(v) for v in r['reglab_all']]}, plain {[round(v) for v in r['plain_all']]}"
-        for r in rows))
+        f"{r['preset']}: {side} {[round(v) for v in r['reglab_all']]}, {base} {[round(v) for v in r['plain_all']]}, "
+        f"pair ratios {[round(a / b, 3) for a, b in zip(r['reglab_all'], r['plain_all'])]}" for r in rows))
 
 
 if __name__ == "__main__":

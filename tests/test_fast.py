@@ -273,6 +273,26 @@ def test_throughput_benchmark_measures_a_recipe_and_its_data_path():
     assert 0 < share < 100
 
 
+def test_throughput_benchmark_compares_two_configs_of_a_recipe():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    cmd = [sys.executable, "benchmarks/train_throughput.py", "--recipe", "fast-cpu-85", "--seconds", "0.1",
+           "--repeats", "2", "--max-steps", "2", "--matmul", "64"]
+    proc = subprocess.run([*cmd, "--set", "train.label_smoothing=0.0", "--against", "train.label_smoothing=0.2"],
+                          cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "| reglab train.label_smoothing=0.0 img/s | reglab train.label_smoothing=0.2 img/s | ratio |" in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| fastnet "))
+    assert float(row.strip("| \n").split("|")[6]) > 0
+    assert "pair ratios" in proc.stdout
+    bad = subprocess.run([sys.executable, "benchmarks/train_throughput.py", "--against", "train.compile=false"],
+                         cwd=repo, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--against needs --recipe" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_train_without_a_validation_split_reports_the_test_accuracy(tmp_path):
     import subprocess
     import sys
