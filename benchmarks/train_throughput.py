@@ -14,13 +14,14 @@ With ``--recipe NAME`` the reglab side is that recipe's whole training configura
 optimizer with its parameter groups, lookahead, label smoothing, augmentation, alternating flip), on synthetic
 images of the same shape; the plain loop uses the same model and batch size. ``--against KEY=VALUE`` (with
 ``--recipe``, repeatable) replaces the plain loop by a second reglab run of the same recipe with those overrides,
-so one option's effect is a ratio inside one run, e.g. ``--set train.compile=true --against train.compile=false``. The **data path** column is the
-time of iterating the run's training loader alone (gather, augment, normalize, channels_last) over the same
-batches, as a share of reglab's step time. ``--device cuda`` measures on a GPU (synchronizing before every
+so one option's effect is a ratio inside one run, e.g. ``--set train.compile=true --against train.compile=false``.
+The **data path** column is the time of iterating the run's training loader alone (gather, augment, normalize,
+channels_last) over the same batches, as a share of reglab's step time. ``--device cuda`` measures on a GPU (synchronizing before every
 clock read; bf16 autocast for both sides, as ``train.amp=auto`` does).
 
 N (steps per measurement) is chosen from a timed warm-up so each measurement takes about ``--seconds``.
-The two are interleaved ``--repeats`` times (default 3); the table shows medians and the ratio reglab/plain.
+The two are interleaved ``--repeats`` times (default 3); the table shows medians and their ratio;
+the last line lists every repeat and each interleaved pair's ratio.
 The peak is the best GFLOP/s of five ``--matmul``-sized fp32 matmuls (default 2048), measured before and
 after the models (the larger counts); achieved training GFLOP/s is ``3 x forward GFLOPs/image x images/s``
 (backward ~ 2 x forward). Run from the repository root::
@@ -211,7 +212,8 @@ def main() -> None:
         print("(no CPU matmul peak on a GPU: the % of peak column is left empty)\n")
     side = f"reglab {' '.join(args.set)}" if args.against and args.set else "reglab"
     base = f"reglab {' '.join(args.against)}" if args.against else "plain"
-    print(f"| model | params | fwd GFLOPs/img | steps | {side} img/s | {base} img/s | {'ratio' if args.against else 'reglab/plain'} "
+    ratio = "ratio" if args.against else "reglab/plain"
+    print(f"| model | params | fwd GFLOPs/img | steps | {side} img/s | {base} img/s | {ratio} "
           "| reglab train GFLOP/s | % of peak | data path % of step |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
