@@ -16,8 +16,8 @@ images of the same shape; the plain loop uses the same model and batch size. ``-
 ``--recipe``, repeatable) replaces the plain loop by a second reglab run of the same recipe with those overrides,
 so one option's effect is a ratio inside one run, e.g. ``--set train.compile=true --against train.compile=false``.
 The **data path** column is the time of iterating the run's training loader alone (gather, augment, normalize,
-channels_last) over the same batches, as a share of reglab's step time. ``--device cuda`` measures on a GPU (synchronizing before every
-clock read; bf16 autocast for both sides, as ``train.amp=auto`` does).
+channels_last) over the same batches, as a share of reglab's step time. ``--device cuda`` measures on a GPU
+(synchronizing before every clock read; bf16 autocast for both sides, as ``train.amp=auto`` does).
 
 N (steps per measurement) is chosen from a timed warm-up so each measurement takes about ``--seconds``.
 The two are interleaved ``--repeats`` times (default 3); the table shows medians and their ratio;
@@ -50,6 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from reglab.config import load_config  # noqa: E402
+from reglab.errors import UserError  # noqa: E402
 from reglab.models import build, count_params, create, forward_gflops  # noqa: E402
 from reglab.train.loop import Run  # noqa: E402
 
@@ -183,7 +184,12 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=200)
     args = p.parse_args()
     if args.recipe:
-        cfg = load_config(args.recipe)
+        try:  # the recipe and both override lists, checked before anything is timed
+            cfg = load_config(args.recipe)
+            for overrides in (args.set, args.against):
+                load_config(args.recipe, overrides)
+        except UserError as e:
+            p.error(str(e))
         args.presets, args.resnet18, args.batch = cfg.model.name, False, cfg.train.batch_size
         args.contiguous = not cfg.train.channels_last
     if args.against and not args.recipe:

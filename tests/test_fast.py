@@ -291,6 +291,9 @@ def test_throughput_benchmark_compares_two_configs_of_a_recipe():
     bad = subprocess.run([sys.executable, "benchmarks/train_throughput.py", "--against", "train.compile=false"],
                          cwd=repo, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--against needs --recipe" in bad.stderr and "Traceback" not in bad.stderr
+    typo = subprocess.run([*cmd, "--against", "train.nosuch=1"], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert typo.returncode == 2 and "unknown config key 'train.nosuch'" in typo.stderr
+    assert "Traceback" not in typo.stderr and "| fastnet " not in typo.stdout
 
 
 def test_train_without_a_validation_split_reports_the_test_accuracy(tmp_path):
