@@ -299,6 +299,38 @@ def test_cli_user_errors(tmp_path, capsys):
 # Processes: two workers on one storage; Ctrl-C and SIGKILL of a worker mid-trial
 
 
+def test_open_storage_retries_a_schema_creation_race_and_reports_other_errors(monkeypatch, tmp_path):
+    """Two processes creating one SQLite study at once: the loser's insert of the schema-version row fails with
+    an IntegrityError (seen in CI); opening again finds the schema made and succeeds."""
+    from sqlalchemy.exc import IntegrityError
+
+    from reglab.sweep import storage
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url, **kw):
+        calls.append(url)
+        if len(calls) == 1:
+            raise IntegrityError("INSERT INTO alembic_version", {}, Exception(
+                "UNIQUE constraint failed: alembic_version.version_num"))
+        return real(url, **kw)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert isinstance(storage.open_storage(url), real) and len(calls) == 2
+
+    def broken(url, **kw):
+        calls.append(url)
+        raise IntegrityError("INSERT INTO trials", {}, Exception("UNIQUE constraint failed: trials.number"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    calls.clear()
+    with pytest.raises(UserError, match="cannot open the Optuna storage"):
+        storage.open_storage(url)
+    assert len(calls) == 1  # not a creation race: reported at once
+
+
 def test_two_worker_processes_share_one_study(tmp_path):
     f = write_sweep(tmp_path / "two.yaml", trials=4, overrides=[*TINY, "train.epochs=1"])
     proc = subprocess.run([sys.executable, "-m", "reglab", "sweep", str(f), "-o", str(tmp_path / "out"),

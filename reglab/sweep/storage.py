@@ -38,6 +38,13 @@ def storage_url(spec: Sweep, sweep_dir: Path) -> str:
     return f"sqlite:///{(sweep_dir / DB_FILE).resolve()}"
 
 
+def _creation_race(error: str) -> bool:
+    """Whether ``error`` is another process creating the same schema at the same moment: a table that already
+    exists, a locked database, or the schema-version row (alembic_version) inserted twice; worth a retry."""
+    text = error.lower()
+    return "already exists" in text or "locked" in text or ("unique constraint" in text and "alembic" in text)
+
+
 def open_storage(url: str):
     """An Optuna storage for ``url`` (journal:FILE, sqlite:///FILE or any SQLAlchemy URL Optuna accepts)."""
     import optuna
@@ -57,7 +64,7 @@ def open_storage(url: str):
                             "PostgreSQL).") from None
         except Exception as exc:  # sqlalchemy's ArgumentError / OperationalError: bad URL, unreachable server
             text = str(exc)
-            if attempt < 9 and ("already exists" in text or "locked" in text):  # another process creating tables
+            if attempt < 9 and _creation_race(text):
                 time.sleep(0.2 + 0.3 * attempt)
                 continue
             raise UserError(f"cannot open the Optuna storage {url!r}: {text.splitlines()[0]}") from None
