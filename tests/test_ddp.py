@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_test=200", "data.val_size=100",
         "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.batch_size=50",
         "train.eval_batch_size=500", "optim.lr=0.2", "run.device=cpu", "run.threads=1", "train.epochs=1",
-        "aug.crop_pad=0", "aug.flip=false", "train.channels_last=false"]
+        "aug.crop_pad=0", "aug.flip=false", "train.channels_last=false", "train.amp=off"]  # fp32: exact claims
 AUG = ["aug.crop_pad=4", "aug.flip=true", "mix.mixup_alpha=0.4", "train.epochs=2", "ema.enabled=true"]
 
 SCRIPT = r"""
@@ -260,16 +260,20 @@ def test_ranks_take_disjoint_shards_of_the_global_batch_with_their_own_augmentat
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("ddpcli")
-    proc = torchrun("-m", "reglab", "train", *TINY, "train.sync_bn=true", "run.dir=D", "--quiet", cwd=work)
+    proc = torchrun("-m", "reglab", "train", *TINY, "train.sync_bn=true", "train.amp=bf16", "run.dir=D", "--quiet",
+                    cwd=work)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, _failure(out, err)
     return work / "D", out, err
 
 
 def test_torchrun_cli_trains(cli_run):
-    """``torchrun -m reglab train`` end to end (resuming under torchrun is run() with resume=True, as above)."""
+    """``torchrun -m reglab train`` end to end (resuming under torchrun is run() with resume=True, as above), with
+    sync BN under bf16 autocast (what ``train.amp=auto`` picks on a CPU with bf16 instructions)."""
     d, out, err = cli_run
     assert "Traceback" not in err
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["precision"] == "bf16 autocast" and summary["final_train_loss"] < 10
     assert [json.loads(x)["epoch"] for x in (d / "metrics.jsonl").read_text().splitlines()] == [1]
     state = load_checkpoint(d / "checkpoints" / "last.safetensors")
     assert state["epoch"] == 1 and state["step"] == 10 and state["meta"]["world_size"] == 2

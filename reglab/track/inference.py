@@ -15,6 +15,7 @@ from ..data import DeviceLoader, load_splits
 from ..errors import UserError
 from ..models import build
 from ..train.checkpoint import atomic_write_text, load_checkpoint
+from ..train.device import autocast_for
 from ..train.evaluate import confusion_matrix, evaluate, per_class_accuracy
 from ..train.rundir import RunDir, load_run_config
 from .plots import plot_confusion
@@ -69,9 +70,11 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
         data_cfg = run_cfg.data
         tta = run_cfg.train.tta if tta is None else tta
         translate = run_cfg.train.tta_translate if tta else 0
+        amp = run_cfg.train.amp
     else:
         data_cfg = load_config(None, [f"data.dataset={meta.get('dataset', 'cifar10')}", *data_overrides]).data
-        tta, translate = bool(tta), 0
+        tta, translate, amp = bool(tta), 0, "auto"
+    autocast = autocast_for(amp, torch.device("cpu"))  # the precision the run's own evaluation had on this CPU
     data = load_splits(data_cfg)
     if data.num_classes != meta["num_classes"]:
         raise UserError(f"{path} predicts {meta['num_classes']} classes but {data.name} has {data.num_classes}.")
@@ -79,10 +82,11 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
     if chosen is None:
         raise UserError("this run has no validation split (data.val_size=0); evaluate --split test.")
     loader = DeviceLoader(chosen, 1000, meta["mean"], meta["std"])
-    res = evaluate(model, loader, tta=tta, translate=translate, keep=True)
+    res = evaluate(model, loader, tta=tta, translate=translate, keep=True, autocast=autocast)
     cm = confusion_matrix(chosen.labels, res.preds, data.num_classes)
     per_class = per_class_accuracy(cm)
     out = {"checkpoint": str(path), "split": split, "tta": tta, "tta_translate": translate, "images": len(chosen),
+           "precision": "bf16 autocast" if autocast else "fp32",
            "loss": round(res.loss, 5), "acc": round(res.acc, 3),
            "per_class_acc": {c: round(a, 2) for c, a in zip(data.classes, per_class)},
            "confusion_matrix": cm.tolist()}
@@ -92,10 +96,11 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
                    title=f"{split}: {res.acc:.2f}% ({path.name})")
     width = max(len(c) for c in data.classes)
     views = "" if not tta else f" (flip x +-{translate}px TTA, 6 views)" if translate else " (flip TTA)"
-    lines = [f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images{views}",
+    lines = [f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images{views}"
+             f"{', bf16 autocast' if autocast else ''}",
              *(f"  {c:<{width}} {a:6.2f}%" for c, a in zip(data.classes, per_class)),
              f"confusion matrix: {dest / f'confusion_{split}.png'}"]
-    lines += _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir, path)
+    lines += _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir, path, autocast)
     atomic_write_text(dest / f"eval_{split}.json", json.dumps(out, indent=2) + "\n")
     out["_text"] = "\n".join(lines)
     return out
@@ -104,7 +109,7 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
 DIAG_TRAIN_IMAGES = 5000  # un-augmented training images evaluated for the final train-test gap
 
 
-def _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir, path) -> list[str]:
+def _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir, path, autocast) -> list[str]:
     """Calibration (ECE over 15 equal-width bins, NLL, reliability diagram) and the train-test gap (clean
     training images for this checkpoint; per epoch from the run's metrics), added to ``out``; text lines."""
     from ..data import Split
@@ -120,7 +125,7 @@ def _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir,
     n = min(DIAG_TRAIN_IMAGES, len(data.train))
     idx = torch.linspace(0, len(data.train) - 1, n).round().long()  # evenly spaced, fixed
     sub = Split(data.train.images[idx], data.train.labels[idx])
-    tr = evaluate(model, DeviceLoader(sub, 1000, meta["mean"], meta["std"]), tta=tta)
+    tr = evaluate(model, DeviceLoader(sub, 1000, meta["mean"], meta["std"]), tta=tta, autocast=autocast)
     out["gap"] = clean_train_gap(tr.acc, tr.loss, res.acc, res.loss, split, n)
     lines.append(f"train-{split} gap: {out['gap']['acc_gap']:+.2f} points ({tr.acc:.2f}% on {n} un-augmented "
                  f"training images vs {res.acc:.2f}%), loss gap {out['gap']['loss_gap']:+.4f}")

@@ -217,6 +217,7 @@ class SyncBatchNormCPU(_BatchNorm):
         if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         all_reduce = _AllReduceSum.apply
+        dtype, x = x.dtype, x.float()  # statistics in fp32 under bf16 autocast, as torch's batch norm keeps them
         dims = [0, *range(2, x.dim())]
         c = x.shape[1]
         count = torch.full((1,), x.numel() // c, dtype=x.dtype, device=x.device)
@@ -235,7 +236,7 @@ class SyncBatchNormCPU(_BatchNorm):
         out = centered * torch.rsqrt(var + self.eps).view(shape)
         if self.affine:
             out = out * self.weight.view(shape) + self.bias.view(shape)
-        return out
+        return out.to(dtype)
 
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:

@@ -50,6 +50,7 @@ def evaluate(model: nn.Module, loader, *, tta: bool = False, translate: int = 0,
                 logits = predict_logits(model, x, tta, translate)
         else:
             logits = predict_logits(model, x, tta, translate)
+        logits = logits.float()  # loss, softmax and calibration in fp32 whatever the forward's precision
         loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         pred = logits.argmax(1)
         correct += (pred == y).sum()

@@ -45,7 +45,7 @@ from .graph import StepGraph
 from .lookahead import Lookahead
 from .losses import Criterion
 from .optim import build_optimizer, build_scheduler
-from .device import rng_state, seed_everything, select_device, set_rng_state
+from .device import autocast_for, rng_state, seed_everything, select_device, set_rng_state
 from .rundir import RunDir, environment, plan_start
 
 
@@ -132,10 +132,7 @@ class Run:
         self.ema = EMA(self.model, cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.every) if cfg.ema.enabled else None
         self.criterion = Criterion(self.data.num_classes, cfg.train.loss, cfg.train.label_smoothing,
                                    cfg.train.smoothing_convention)
-        use_bf16 = cfg.train.amp == "bf16" or (cfg.train.amp == "auto" and device.type == "cuda")
-        cache = not cfg.train.cuda_graph  # a weight-cast cache does not survive a CUDA-graph capture
-        self.autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)) \
-            if use_bf16 else None
+        self.autocast = autocast_for(cfg.train.amp, device, cache=not cfg.train.cuda_graph)
         self.step_graph = StepGraph(self.forward_backward, list(self.model.parameters())) \
             if cfg.train.cuda_graph and device.type == "cuda" else None
         if cfg.train.cuda_graph and device.type != "cuda" and d.main:
@@ -312,7 +309,8 @@ class Run:
              "test_acc_at_best_val": best_row.get("test_acc"), "final_val_acc": last["val_acc"],
              "final_train_loss": last["train_loss"], "final_train_acc": last["train_acc"],
              "epochs": self.epoch, "params": self.params, "gflops_per_image": round(self.gflops, 4),
-             "wall_time_s": round(self.elapsed, 2), "images_per_s": last.get("images_per_s")}
+             "wall_time_s": round(self.elapsed, 2), "images_per_s": last.get("images_per_s"),
+             "precision": "bf16 autocast" if self.autocast else "fp32"}
         if self.ema is not None:
             s["ema_test_acc"], s["ema_val_acc"] = last.get("ema_test_acc"), last.get("ema_val_acc")
         return {**s, **env}
