@@ -17,7 +17,8 @@ images of the same shape; the plain loop uses the same model and batch size. ``-
 so one option's effect is a ratio inside one run, e.g. ``--set train.compile=true --against train.compile=false``.
 The **data path** column is the time of iterating the run's training loader alone (gather, augment, normalize,
 channels_last) over the same batches, as a share of reglab's step time. ``--device cuda`` measures on a GPU
-(synchronizing before every clock read; bf16 autocast for both sides, as ``train.amp=auto`` does).
+(synchronizing before every clock read). The plain loop runs in the reglab side's precision: bf16 autocast where
+``train.amp`` resolves to it (``auto``: on CUDA and on CPUs with bf16 instructions), else fp32.
 
 N (steps per measurement) is chosen from a timed warm-up so each measurement takes about ``--seconds``.
 The two are interleaved ``--repeats`` times (default 3); the table shows medians and their ratio;
@@ -53,6 +54,7 @@ from reglab.config import load_config  # noqa: E402
 from reglab.errors import UserError  # noqa: E402
 from reglab.models import build, count_params, create, forward_gflops  # noqa: E402
 from reglab.train.loop import Run  # noqa: E402
+from reglab.train.device import autocast_for  # noqa: E402
 
 
 def matmul_peak(n: int, repeats: int = 5) -> float:
@@ -75,7 +77,7 @@ def sync(device: torch.device) -> None:
 class Plain:
     """The textbook loop: fixed in-memory batch, forward, cross-entropy, backward, SGD step."""
 
-    def __init__(self, model: torch.nn.Module, batch: int, channels_last: bool, device: torch.device):
+    def __init__(self, model: torch.nn.Module, batch: int, channels_last: bool, device: torch.device, bf16: bool):
         torch.manual_seed(0)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.device = device
@@ -83,7 +85,7 @@ class Plain:
         self.opt = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
         self.x = torch.randn(batch, 3, 32, 32, device=device).to(memory_format=fmt)
         self.y = torch.randint(0, 10, (batch,), device=device)
-        self.autocast = device.type == "cuda"
+        self.autocast = bf16  # the precision of the reglab side
 
     def steps(self, n: int) -> float:
         sync(self.device)
@@ -138,7 +140,8 @@ def make_model(preset: str, args) -> torch.nn.Module:
 
 def bench_preset(preset: str, args) -> dict:
     device = torch.device(args.device)
-    plain = Plain(make_model(preset, args), args.batch, not args.contiguous, device)
+    bf16 = autocast_for(load_config(args.recipe, list(args.set)).train.amp, device) is not None
+    plain = Plain(make_model(preset, args), args.batch, not args.contiguous, device, bf16)
     plain.steps(3)  # warm-up (allocator, oneDNN primitives / cuDNN autotuning)
     step_s = plain.steps(3) / 3
     steps = max(2, min(args.max_steps, round(args.seconds / step_s)))
@@ -205,11 +208,13 @@ def main() -> None:
     peak_after = matmul_peak(args.matmul) if args.device == "cpu" else float("nan")
     peak = max(peak_before, peak_after)
     load1 = os.getloadavg()
+    bf16 = autocast_for(load_config(args.recipe, list(args.set)).train.amp, torch.device(args.device))
+    precision = "bf16 autocast" if bf16 else "fp32"
 
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{torch.get_num_threads()} threads, batch {args.batch}, "
           f"{'NCHW' if args.contiguous else 'channels_last'}, {args.repeats} interleaved repeats, "
-          f"device {args.device}{', recipe ' + args.recipe if args.recipe else ''}, "
+          f"device {args.device}{', recipe ' + args.recipe if args.recipe else ''}, reglab side in {precision}, "
           f"load average {load0[0]:.2f} -> {load1[0]:.2f}, {time.perf_counter() - t_start:.0f}s")
     if args.device == "cpu":
         print(f"fp32 matmul peak ({args.matmul}x{args.matmul}): {peak_before:.1f} GFLOP/s before, "

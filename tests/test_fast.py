@@ -311,18 +311,22 @@ def test_train_without_a_validation_split_reports_the_test_accuracy(tmp_path):
     assert "test accuracy" in proc.stdout and "no validation split" in proc.stdout
 
 
-def test_eval_of_a_translate_tta_run_reproduces_its_test_accuracy(tmp_path):
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_eval_of_a_translate_tta_run_reproduces_its_test_accuracy(tmp_path, amp):
+    """``reglab eval`` evaluates as the run did (its TTA views and its precision), so it reproduces the test
+    accuracy the run reported; in bf16 an fp32 evaluation gave another accuracy."""
     import json
 
     from reglab.track.inference import evaluate_command
 
     cfg = load_config(None, [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=1",
-                             "train.tta=true", "train.tta_translate=1", "data.val_size=0",
+                             "train.tta=true", "train.tta_translate=1", "data.val_size=0", f"train.amp={amp}",
                              f"run.dir={tmp_path / 'r'}"])
     result = run(cfg)
     out = evaluate_command(tmp_path / "r", checkpoint="last")
     saved = json.loads((tmp_path / "r" / "eval_test.json").read_text())
     assert saved["tta_translate"] == 1 and "6 views" in out["_text"]
+    assert saved["precision"] == result.summary["precision"] == ("fp32" if amp == "off" else "bf16 autocast")
     assert saved["acc"] == pytest.approx(result.summary["test_acc"], abs=1e-3)
 
 

@@ -1,4 +1,5 @@
-"""Where a run computes and how its randomness is seeded, saved and restored (with its checkpoints)."""
+"""Where a run computes, in which precision, and how its randomness is seeded, saved and restored (with its
+checkpoints)."""
 from __future__ import annotations
 
 import functools
@@ -27,8 +28,8 @@ def bf16_is_native(device: torch.device) -> bool:
     """Whether bf16 autocast is the fast path on ``device`` (what ``train.amp=auto`` follows): on CUDA, and on a
     CPU with bf16 instructions (AVX512-BF16 or AMX-BF16: AMD Zen 4 and later, Intel Cooper Lake, Sapphire Rapids
     and later; read from /proc/cpuinfo). Measured with ``benchmarks/train_throughput.py --set train.amp=bf16
-    --against train.amp=off`` (docs/performance.md): fastnet trains 2.15x faster in bf16 on a 2-core AMD Zen 5,
-    while on CPUs without these instructions oneDNN emulates bf16 and training runs 10-15x slower."""
+    --against train.amp=off`` (docs/performance.md): the recipes train 1.6-2.9x faster in bf16 on a 2-core AMD
+    Zen 5, while on CPUs without these instructions oneDNN emulates bf16 and training runs 10-15x slower."""
     if device.type == "cuda":
         return True
     return device.type == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
