@@ -54,7 +54,7 @@ from reglab.config import load_config  # noqa: E402
 from reglab.errors import UserError  # noqa: E402
 from reglab.models import build, count_params, create, forward_gflops  # noqa: E402
 from reglab.train.loop import Run  # noqa: E402
-from reglab.train.device import autocast_for  # noqa: E402
+from reglab.train.device import autocast_for, precision_name  # noqa: E402
 
 
 def matmul_peak(n: int, repeats: int = 5) -> float:
@@ -140,8 +140,7 @@ def make_model(preset: str, args) -> torch.nn.Module:
 
 def bench_preset(preset: str, args) -> dict:
     device = torch.device(args.device)
-    bf16 = autocast_for(load_config(args.recipe, list(args.set)).train.amp, device) is not None
-    plain = Plain(make_model(preset, args), args.batch, not args.contiguous, device, bf16)
+    plain = Plain(make_model(preset, args), args.batch, not args.contiguous, device, args.bf16)
     plain.steps(3)  # warm-up (allocator, oneDNN primitives / cuDNN autotuning)
     step_s = plain.steps(3) / 3
     steps = max(2, min(args.max_steps, round(args.seconds / step_s)))
@@ -197,6 +196,8 @@ def main() -> None:
         args.contiguous = not cfg.train.channels_last
     if args.against and not args.recipe:
         p.error("--against needs --recipe (the baseline is that recipe with the given overrides)")
+    autocast = autocast_for(load_config(args.recipe, list(args.set)).train.amp, torch.device(args.device))
+    args.bf16, args.precision = autocast is not None, precision_name(autocast)  # the reglab side's, for both
     if args.threads:
         torch.set_num_threads(args.threads)
     presets = [s for s in args.presets.split(",") if s] + (["resnet18"] if args.resnet18 else [])
@@ -208,13 +209,11 @@ def main() -> None:
     peak_after = matmul_peak(args.matmul) if args.device == "cpu" else float("nan")
     peak = max(peak_before, peak_after)
     load1 = os.getloadavg()
-    bf16 = autocast_for(load_config(args.recipe, list(args.set)).train.amp, torch.device(args.device))
-    precision = "bf16 autocast" if bf16 else "fp32"
 
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"{torch.get_num_threads()} threads, batch {args.batch}, "
           f"{'NCHW' if args.contiguous else 'channels_last'}, {args.repeats} interleaved repeats, "
-          f"device {args.device}{', recipe ' + args.recipe if args.recipe else ''}, reglab side in {precision}, "
+          f"device {args.device}{', recipe ' + args.recipe if args.recipe else ''}, reglab side in {args.precision}, "
           f"load average {load0[0]:.2f} -> {load1[0]:.2f}, {time.perf_counter() - t_start:.0f}s")
     if args.device == "cpu":
         print(f"fp32 matmul peak ({args.matmul}x{args.matmul}): {peak_before:.1f} GFLOP/s before, "

@@ -15,7 +15,7 @@ from ..data import DeviceLoader, load_splits
 from ..errors import UserError
 from ..models import build
 from ..train.checkpoint import atomic_write_text, load_checkpoint
-from ..train.device import autocast_for
+from ..train.device import autocast_for, precision_name
 from ..train.evaluate import confusion_matrix, evaluate, per_class_accuracy
 from ..train.rundir import RunDir, load_run_config
 from .plots import plot_confusion
@@ -86,7 +86,7 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
     cm = confusion_matrix(chosen.labels, res.preds, data.num_classes)
     per_class = per_class_accuracy(cm)
     out = {"checkpoint": str(path), "split": split, "tta": tta, "tta_translate": translate, "images": len(chosen),
-           "precision": "bf16 autocast" if autocast else "fp32",
+           "precision": precision_name(autocast),
            "loss": round(res.loss, 5), "acc": round(res.acc, 3),
            "per_class_acc": {c: round(a, 2) for c, a in zip(data.classes, per_class)},
            "confusion_matrix": cm.tolist()}
@@ -97,7 +97,7 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
     width = max(len(c) for c in data.classes)
     views = "" if not tta else f" (flip x +-{translate}px TTA, 6 views)" if translate else " (flip TTA)"
     lines = [f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images{views}"
-             f"{', bf16 autocast' if autocast else ''}",
+             f", {precision_name(autocast)}",
              *(f"  {c:<{width}} {a:6.2f}%" for c, a in zip(data.classes, per_class)),
              f"confusion matrix: {dest / f'confusion_{split}.png'}"]
     lines += _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir, path, autocast)

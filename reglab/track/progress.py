@@ -31,7 +31,7 @@ class Progress:
         print(f"reglab: {cfg.run.name or 'run'} | {cfg.model.name} ({run.params / 1e6:.2f}M params, "
               f"{run.gflops:.3f} GFLOPs/img) | {run.data.name}: {len(run.data.train)} train, "
               f"{len(run.data.val) if run.data.val else 0} val, {len(run.data.test)} test | {run.device}, "
-              f"{'bf16 autocast' if run.autocast else 'fp32'} | "
+              f"{run.precision} | "
               f"{run.dir.path}", file=self.stream, flush=True)
         if self.live:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \

@@ -43,6 +43,11 @@ def autocast_for(amp: str, device: torch.device, cache: bool = True) -> Callable
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16, cache_enabled=cache)
 
 
+def precision_name(autocast: Callable[[], Any] | None) -> str:
+    """How runs, ``reglab eval`` and the benchmarks name the precision of an ``autocast_for`` result."""
+    return "bf16 autocast" if autocast is not None else "fp32"
+
+
 @functools.cache
 def _cpu_flags() -> frozenset[str]:
     """The CPU's feature flags from Linux's /proc/cpuinfo (empty elsewhere: macOS, Windows)."""

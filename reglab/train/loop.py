@@ -45,7 +45,7 @@ from .graph import StepGraph
 from .lookahead import Lookahead
 from .losses import Criterion
 from .optim import build_optimizer, build_scheduler
-from .device import autocast_for, rng_state, seed_everything, select_device, set_rng_state
+from .device import autocast_for, precision_name, rng_state, seed_everything, select_device, set_rng_state
 from .rundir import RunDir, environment, plan_start
 
 
@@ -133,6 +133,7 @@ class Run:
         self.criterion = Criterion(self.data.num_classes, cfg.train.loss, cfg.train.label_smoothing,
                                    cfg.train.smoothing_convention)
         self.autocast = autocast_for(cfg.train.amp, device, cache=not cfg.train.cuda_graph)
+        self.precision = precision_name(self.autocast)
         self.step_graph = StepGraph(self.forward_backward, list(self.model.parameters())) \
             if cfg.train.cuda_graph and device.type == "cuda" else None
         if cfg.train.cuda_graph and device.type != "cuda" and d.main:
@@ -310,7 +311,7 @@ class Run:
              "final_train_loss": last["train_loss"], "final_train_acc": last["train_acc"],
              "epochs": self.epoch, "params": self.params, "gflops_per_image": round(self.gflops, 4),
              "wall_time_s": round(self.elapsed, 2), "images_per_s": last.get("images_per_s"),
-             "precision": "bf16 autocast" if self.autocast else "fp32"}
+             "precision": self.precision}
         if self.ema is not None:
             s["ema_test_acc"], s["ema_val_acc"] = last.get("ema_test_acc"), last.get("ema_val_acc")
         return {**s, **env}
