@@ -184,7 +184,7 @@ class TrainConfig:
     smoothing_convention: Literal["torch", "others"] = "torch"  # eps/K on all, or 1-eps and eps/(K-1) elsewhere
     grad_clip: Optional[float] = None  # max global grad norm
     channels_last: bool = True
-    amp: Literal["auto", "off", "bf16"] = "auto"  # auto = bf16 on CUDA and on CPUs with bf16 instructions, else fp32
+    amp: Literal["auto", "off", "bf16"] = "auto"  # auto = bf16 on Ampere+ GPUs, CPUs with bf16 instructions; else fp32
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
     cuda_graph: bool = False  # CUDA: replay forward+loss+backward as one CUDA graph, no compile (train/graph.py)

@@ -12,6 +12,7 @@ import math
 import platform
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -511,11 +512,23 @@ def test_amp_auto_is_bf16_only_on_cpus_with_bf16_instructions(tmp_path, monkeypa
     and stays fp32 where oneDNN would emulate bf16 (10-15x slower); ``off`` and ``bf16`` overrule the CPU."""
     monkeypatch.setattr(device_mod, "_cpu_flags", lambda: frozenset(flags))
     cpu = torch.device("cpu")
-    assert device_mod.bf16_is_native(cpu) is native and device_mod.bf16_is_native(torch.device("cuda"))
+    assert device_mod.bf16_is_native(cpu) is native
     assert not device_mod.bf16_is_native(torch.device("mps"))
     assert (loop_mod.Run(_cfg(tmp_path, "a"), cpu).autocast is not None) is native
     assert loop_mod.Run(_cfg(tmp_path, "o", "train.amp=off"), cpu).autocast is None
     assert loop_mod.Run(_cfg(tmp_path, "b", "train.amp=bf16"), cpu).autocast is not None
+
+
+@pytest.mark.parametrize("major, hip, native", [(8, None, True), (9, None, True), (7, None, False),
+                                               (6, None, False), (7, "6.2", True)])
+def test_amp_auto_is_bf16_only_on_gpus_with_bf16_tensor_cores(monkeypatch, major, hip, native):
+    """On CUDA, ``auto`` takes bf16 from Ampere (compute capability 8.0) on, and on ROCm; a V100 (7.0) or T4 (7.5)
+    emulates bf16, so it stays fp32 there. The device's own properties are read, not the current device's."""
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: asked.append(d) or SimpleNamespace(major=major))
+    monkeypatch.setattr(torch.version, "hip", hip)
+    assert device_mod.bf16_is_native(torch.device("cuda", 1)) is native
+    assert hip or asked == [torch.device("cuda", 1)]
 
 
 def test_cpu_flags_are_read_from_proc_cpuinfo():
