@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+from reglab.train.device import cpu_name  # noqa: E402
 
 
 def one_run(recipe: str, seed: int, run_dir: Path, data_dir: str | None, overrides: list[str]) -> dict:
@@ -41,7 +42,8 @@ def one_run(recipe: str, seed: int, run_dir: Path, data_dir: str | None, overrid
     summary = json.loads((run_dir / "summary.json").read_text())
     return {"seed": seed, "wall_s": round(wall, 1), "train_s": summary.get("wall_time_s"),
             "setup_s": summary.get("setup_s"), "checkpoint_s": summary.get("checkpoint_s"),
-            **first_epoch_excess(run_dir), "test_acc": summary["test_acc"], "load_before": round(load, 2),
+            **first_epoch_excess(run_dir), "test_acc": summary["test_acc"], "precision": summary.get("precision"),
+            "load_before": round(load, 2),
             "run_dir": str(run_dir)}
 
 
@@ -85,7 +87,7 @@ def main() -> None:
               "mean_acc": statistics.mean(accs), "std_acc": sd(accs), "min_acc": min(accs),
               "mean_wall_s": statistics.mean(walls), "max_wall_s": max(walls),
               "target": args.target, "budget_s": args.budget,
-              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+              "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
               "date": time.strftime("%Y-%m-%d")}
     met = []
     if args.target is not None:

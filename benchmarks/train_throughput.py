@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import statistics
 import sys
 import time
@@ -54,7 +53,7 @@ from reglab.config import load_config  # noqa: E402
 from reglab.errors import UserError  # noqa: E402
 from reglab.models import build, count_params, create, forward_gflops  # noqa: E402
 from reglab.train.loop import Run  # noqa: E402
-from reglab.train.device import autocast_for, precision_name  # noqa: E402
+from reglab.train.device import autocast_for, cpu_name, precision_name  # noqa: E402
 
 
 def matmul_peak(n: int, repeats: int = 5) -> float:
@@ -210,7 +209,7 @@ def main() -> None:
     peak = max(peak_before, peak_after)
     load1 = os.getloadavg()
 
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+    print(f"torch {torch.__version__}, {cpu_name()}, {os.cpu_count()} CPUs, "
           f"{torch.get_num_threads()} threads, batch {args.batch}, "
           f"{'NCHW' if args.contiguous else 'channels_last'}, {args.repeats} interleaved repeats, "
           f"device {args.device}{', recipe ' + args.recipe if args.recipe else ''}, reglab side in {args.precision}, "

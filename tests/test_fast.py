@@ -255,6 +255,8 @@ def test_time_to_accuracy_benchmark_runs_real_processes(tmp_path):
     assert all(r["wall_s"] > r["train_s"] > 0 for r in result["runs"])  # the whole command includes the loop
     summary = json.loads((tmp_path / "runs" / "fast-cpu-85-s1" / "summary.json").read_text())
     assert summary["test_acc"] == result["runs"][1]["test_acc"]
+    assert result["runs"][1]["precision"] == summary["precision"] in ("fp32", "bf16 autocast")
+    assert "bf16 instructions" in result["machine"]  # cpu_name(): which of the "AMD EPYC"s it was
     assert "NOT met" in proc.stdout
 
 

@@ -536,6 +536,19 @@ def test_cpu_flags_are_read_from_proc_cpuinfo():
     if not Path("/proc/cpuinfo").is_file() or platform.machine() not in ("x86_64", "AMD64"):
         pytest.skip("x86 Linux only")
     assert "sse2" in device_mod._cpu_flags()
+    assert device_mod.cpu_name().startswith(device_mod._cpuinfo()["model name"] + " (cpu family ")
+
+
+def test_cpu_name_tells_apart_machines_with_the_same_model_name(monkeypatch):
+    """Benchmarks record ``cpu_name()``: "AMD EPYC" alone is both an AVX2 machine and a Zen 5 twice as fast."""
+    zen3 = {"model name": "AMD EPYC", "cpu family": "25", "model": "1", "flags": "fpu sse2 avx2"}
+    zen5 = {**zen3, "cpu family": "26", "model": "2", "flags": "fpu sse2 avx2 avx512f avx512_bf16"}
+    for info, expected in [(zen3, "AMD EPYC (cpu family 25, model 1, no bf16 instructions)"),
+                           (zen5, "AMD EPYC (cpu family 26, model 2, bf16 instructions)")]:
+        monkeypatch.setattr(device_mod, "_cpuinfo", lambda info=info: info)
+        assert device_mod.cpu_name() == expected
+    monkeypatch.setattr(device_mod, "_cpuinfo", dict)  # no /proc/cpuinfo (macOS, Windows)
+    assert device_mod.cpu_name().endswith("(no bf16 instructions)")
 
 
 def test_onecycle_with_warmup_is_user_error(tmp_path):
