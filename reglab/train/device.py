@@ -26,12 +26,14 @@ def select_device(name: str) -> torch.device:
 
 
 def bf16_is_native(device: torch.device) -> bool:
-    """Whether bf16 autocast is the fast path on ``device`` (what ``train.amp=auto`` follows): on a CUDA GPU with
-    bf16 tensor cores (compute capability 8.0+, Ampere and later; ROCm), not on older ones (V100, T4), where
-    bf16 is emulated; and on a CPU with bf16 instructions (AVX512-BF16 or AMX-BF16: AMD Zen 4 and later, Intel Cooper Lake, Sapphire Rapids
-    and later; read from /proc/cpuinfo). Measured with ``benchmarks/train_throughput.py --set train.amp=bf16
-    --against train.amp=off`` (docs/performance.md): the recipes train 1.6-2.9x faster in bf16 on a 2-core AMD
-    Zen 5, while on CPUs without these instructions oneDNN emulates bf16 and training runs 10-15x slower."""
+    """Whether bf16 autocast is the fast path on ``device`` (what ``train.amp=auto`` follows).
+
+    On a CUDA GPU with bf16 tensor cores (compute capability 8.0+, Ampere and later; ROCm), not on older ones
+    (V100, T4), where bf16 is emulated. On a CPU with bf16 instructions (AVX512-BF16 or AMX-BF16: AMD Zen 4 and
+    later, Intel Cooper Lake, Sapphire Rapids and later; read from /proc/cpuinfo). Measured with
+    ``benchmarks/train_throughput.py --set train.amp=bf16 --against train.amp=off`` (docs/performance.md): the
+    recipes train 1.6-2.9x faster in bf16 on a 2-core AMD Zen 5, while on CPUs without these instructions oneDNN
+    emulates bf16 and training runs 10-15x slower."""
     if device.type == "cuda":
         return bool(torch.version.hip) or torch.cuda.get_device_properties(device).major >= 8
     return device.type == "cpu" and bool(_cpu_flags() & {"avx512_bf16", "amx_bf16"})
