@@ -14,7 +14,8 @@ from reglab.errors import UserError
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
 BUDGETED = [p for p in RECIPES if "budgets" in (yaml.safe_load(p.read_text()) or {})]
 # The default recipe and the time-to-accuracy recipes have none (a budget would change what they measure).
-WITHOUT_BUDGETS = {"quick", "fast-cpu-85", "fast-cpu-93", "fast-cpu-93-muon", "fast-gpu-94", "fast-gpu-94-muon"}
+WITHOUT_BUDGETS = {"quick", "fast-cpu-85", "fast-cpu-93", "fast-cpu-93-muon", "fast-cpu-93-wide", "fast-gpu-94",
+                   "fast-gpu-94-muon"}
 SMALL = "seed002_aug_cutout"  # a recipe used for the mechanics below
 
 
