@@ -43,8 +43,7 @@ def one_run(recipe: str, seed: int, run_dir: Path, data_dir: str | None, overrid
     return {"seed": seed, "wall_s": round(wall, 1), "train_s": summary.get("wall_time_s"),
             "setup_s": summary.get("setup_s"), "checkpoint_s": summary.get("checkpoint_s"),
             **first_epoch_excess(run_dir), "test_acc": summary["test_acc"], "precision": summary.get("precision"),
-            "load_before": round(load, 2),
-            "run_dir": str(run_dir)}
+            "load_before": round(load, 2), "run_dir": str(run_dir)}
 
 
 def first_epoch_excess(run_dir: Path) -> dict:
@@ -79,8 +78,8 @@ def main() -> None:
                             args.overrides))
         r = rows[-1]
         print(f"seed {seed}: {r['test_acc']:.2f}% in {r['wall_s']:.1f} s (training loop {r['train_s']} s, set-up "
-              f"{r['setup_s']} s, checkpoints {r['checkpoint_s']} s, first epoch's excess {r['first_epoch_excess_s']} s, "
-              f"load {r['load_before']})", flush=True)
+              f"{r['setup_s']} s, checkpoints {r['checkpoint_s']} s, first epoch's excess "
+              f"{r['first_epoch_excess_s']} s, {r['precision']}, load {r['load_before']})", flush=True)
     accs, walls = [r["test_acc"] for r in rows], [r["wall_s"] for r in rows]
     sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
     result = {"recipe": args.recipe, "overrides": args.overrides, "seeds": len(rows), "runs": rows,
