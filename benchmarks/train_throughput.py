@@ -132,9 +132,10 @@ def time_loader(r: Run) -> float:
 
 
 def make_model(preset: str, args) -> torch.nn.Module:
-    """The preset, or with --recipe the recipe's model with its model.* overrides (e.g. model.channels)."""
+    """The preset, or with --recipe the recipe's model with the --set overrides (e.g. model.channels=[...]): the
+    reglab side's model, for the plain loop and the GFLOPs column."""
     torch.manual_seed(0)
-    return build(load_config(args.recipe).model, 10) if args.recipe else create(preset, 10)
+    return build(load_config(args.recipe, list(args.set)).model, 10) if args.recipe else create(preset, 10)
 
 
 def bench_preset(preset: str, args) -> dict:

@@ -275,6 +275,28 @@ def test_throughput_benchmark_measures_a_recipe_and_its_data_path():
     assert 0 < share < 100
 
 
+def test_throughput_benchmark_measures_the_model_set_on_the_command_line():
+    """``--set model.channels=...`` changes the model of both sides and of the GFLOPs / % of peak columns (they
+    used to be the recipe's own model, so the plain loop trained a different network than reglab)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from reglab.config import load_config
+    from reglab.models import build, count_params, forward_gflops
+
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run([sys.executable, "benchmarks/train_throughput.py", "--recipe", "fast-cpu-85", "--seconds",
+                           "0.1", "--repeats", "1", "--max-steps", "2", "--matmul", "64",
+                           "--set", "model.channels=[8,24,16]"], cwd=repo, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("| fastnet ")).strip("| \n").split("|")
+    model = build(load_config("fast-cpu-85", ["model.channels=[8,24,16]"]).model, 10)
+    assert int(row[1].replace(",", "")) == count_params(model)
+    assert float(row[2]) == pytest.approx(forward_gflops(model), abs=5e-4)
+    assert forward_gflops(model) < 0.5 * forward_gflops(build(load_config("fast-cpu-85").model, 10))
+
+
 def test_throughput_benchmark_compares_two_configs_of_a_recipe():
     import subprocess
     import sys
