@@ -59,7 +59,7 @@ def cpu_name() -> str:
     info = _cpuinfo()
     name = info.get("model name") or platform.processor() or platform.machine()
     numbers = ", ".join(f"{key} {info[key]}" for key in ("cpu family", "model") if key in info)
-    bf16 = "bf16 instructions" if _cpu_flags() & {"avx512_bf16", "amx_bf16"} else "no bf16 instructions"
+    bf16 = "bf16 instructions" if bf16_is_native(torch.device("cpu")) else "no bf16 instructions"
     return f"{name} ({numbers + ', ' if numbers else ''}{bf16})"
 
 
