@@ -355,7 +355,7 @@ def _wait_for_epoch(spec, out: Path, proc: subprocess.Popen, timeout: float = 12
     study = None
     while time.monotonic() < deadline:
         assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.4)
+        time.sleep(0.1)
         if study is None:
             try:
                 study = load_study(spec, out) if (out / "study.db").is_file() else None
@@ -369,7 +369,8 @@ def _wait_for_epoch(spec, out: Path, proc: subprocess.Popen, timeout: float = 12
 
 
 def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
-    d = sweep_dict(trials=1, pruner="none", max_retries=2, overrides=[*TINY, "train.epochs=5"])
+    # 20 epochs (~4 s on a fast CPU): with 5, a trial could finish between two polls, before the signal
+    d = sweep_dict(trials=1, pruner="none", max_retries=2, overrides=[*TINY, "train.epochs=20"])
     f = tmp_path / "kill.yaml"
     f.write_text(yaml.safe_dump(d))
     spec = parse_sweep(d, "tiny")
