@@ -49,10 +49,9 @@ def one_run(recipe: str, seed: int, run_dir: Path, data_dir: str | None, overrid
 def first_epoch_excess(run_dir: Path) -> dict:
     """How much longer the first epoch took than the median of the middle ones (the last is left out: it holds
     the final test evaluation): one-time start-up inside the training loop (lazy CUDA/cuDNN initialization,
-    a compile), which a timer started after a warm-up run (airbench's) does not see. Not only start-up: it also
-    holds a first epoch that is slower by design (fastnet's whitening bias trains in the first
-    ``train.whiten_bias_epochs``, ~4% slower per epoch on a CPU), and on the CPU recipes it is mostly unexplained
-    (20-32 s on fast-cpu-93-wide). Needs >= 3 epochs."""
+    a compile), which a timer started after a warm-up run (airbench's) does not see. It also counts the
+    whitening-bias epochs of fastnet recipes (``train.whiten_bias_epochs``, ~4% slower on a CPU), and on the
+    CPU recipes part of it is unexplained. Needs >= 3 epochs."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     times = [float(r["epoch_s"]) for r in rows]
     if len(times) < 3:
