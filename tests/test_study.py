@@ -194,6 +194,36 @@ def test_report_tables_group_seeds_with_mean_and_std(finished_study, tmp_path):
     assert len(find_run_dirs([finished_study / "runs"])) == 4
 
 
+def test_report_compares_with_the_reference_and_judges_the_claims(finished_study, tmp_path, capsys):
+    study = yaml.safe_load((finished_study / "study.yaml").read_text())
+    study["reference"] = "mixup"
+    study["claims"] = [{"claim": "erm ends above chance", "metric": "test_acc", "compare": ["erm"], "than": 0,
+                        "expect": "higher"},
+                       {"claim": "erm differs from mixup", "metric": "test_loss", "compare": ["erm", "mixup"],
+                        "expect": "same", "margin": 1e-9}]
+    (finished_study / "study.yaml").write_text(yaml.safe_dump(study))
+    files = write_report([finished_study], tmp_path / "rep")
+    records = load_records([finished_study])
+    comparison = list(csv.DictReader(files["comparison_csv"].open()))
+    assert [(r["group"], r["reference"], r["pairs"]) for r in comparison] == [("erm", "mixup", "2")]
+    acc = {(r.group, r.seed): r.row["test_acc"] for r in records}
+    diffs = [acc[("erm", s)] - acc[("mixup", s)] for s in (0, 1)]
+    assert float(comparison[0]["test_acc_mean"]) == pytest.approx(sum(diffs) / 2)
+    claims = list(csv.DictReader(files["claims_csv"].open()))
+    erm = [acc[("erm", s)] for s in (0, 1)]
+    half = 12.7062 * abs(erm[0] - erm[1]) / 2 ** 0.5 / 2 ** 0.5  # t(0.975, 1) * sd / sqrt(2)
+    assert float(claims[0]["lo"]) == pytest.approx(sum(erm) / 2 - half, abs=1e-3)
+    assert claims[0]["verdict"] == ("reproduced" if float(claims[0]["lo"]) > 0 else "inconclusive")
+    assert claims[1]["verdict"] in ("contradicted", "inconclusive") and claims[1]["n"] == "2"
+    md = files["markdown"].read_text()
+    assert "Each group against **mixup**, paired by seed" in md and "| erm ends above chance |" in md
+    # the command line's --reference wins over the study file's
+    assert main(["report", str(finished_study), "-o", str(tmp_path / "r2"), "--reference", "erm"]) == 0
+    assert "Each group against **erm**" in (tmp_path / "r2" / "report.md").read_text()
+    assert main(["report", str(finished_study), "-o", str(tmp_path / "r3"), "--reference", "ermm"]) == 2
+    assert "reference group 'ermm'" in capsys.readouterr().err
+
+
 def test_report_of_a_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r")]) == 2

@@ -56,7 +56,8 @@ def cmd_study(args) -> int:
 def cmd_report(args) -> int:
     from ..track.report import write_report
 
-    files = write_report([Path(p) for p in args.dirs], Path(args.output), title=args.title)
+    files = write_report([Path(p) for p in args.dirs], Path(args.output), title=args.title,
+                         reference=args.reference)
     print(open(files["markdown"]).read().split("![curves]")[0].rstrip())
     print(f"\nwrote {', '.join(str(p) for p in files.values())}")
     return 0
@@ -85,6 +86,8 @@ def register(sub) -> None:
     rp.add_argument("dirs", nargs="+", metavar="DIR")
     rp.add_argument("-o", "--output", default="report", help="output folder (default ./report)")
     rp.add_argument("--title", help="page title")
+    rp.add_argument("--reference", metavar="GROUP", help="the group every other is compared with, paired by "
+                    "seed (default: the study file's reference:, else the first group)")
     rp.set_defaults(func=cmd_report)
 
 

@@ -16,6 +16,8 @@ grid:                         # optional: every combination (crossed with `runs`
   optim.lr: [0.1, 0.01]
 budgets:                      # optional: the study's own budgets, applied after the recipe's budget of the
   cpu: [model.name=resnet20]  # same name (if the recipe has one) and the study's overrides
+reference: baseline           # optional: the group every other is compared with, paired by seed (default: first)
+claims: [...]                 # optional: the claims the study tests (see reglab.track.claims)
 ```
 Every run's config is built and validated when the file is loaded, so a typo fails before anything trains.
 Order of overrides for a run: the recipe's budget -> study ``overrides`` -> the study's budget -> the run's
@@ -33,10 +35,12 @@ import yaml
 
 from ..config import Config, load_config, resolve_recipe
 from ..errors import UserError
+from ..track.claims import parse_claims
 from ..typedyaml import read_yaml, suggest
 
 STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
-KEYS = ("name", "recipe", "budget", "budgets", "overrides", "seeds", "parallel", "runs", "grid")
+KEYS = ("name", "recipe", "budget", "budgets", "overrides", "seeds", "parallel", "runs", "grid", "reference",
+        "claims")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
 
@@ -182,11 +186,16 @@ def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (
     for group, _, _ in entries:
         if not _NAME.match(group):
             raise UserError(f"{where}: run name {group!r} may hold only letters, digits and _ . = + -.")
+    all_groups = [g for g, _, _ in entries]
+    reference = raw.get("reference", all_groups[0])
+    if reference not in all_groups:
+        raise UserError(f"{where}: reference {reference!r} is not a run of the study{suggest(str(reference), all_groups)}"
+                        f"; runs: {', '.join(all_groups)}.")
+    parse_claims(raw.get("claims"), all_groups, where)
     if only:
-        missing = [o for o in only if o not in {g for g, _, _ in entries}]
+        missing = [o for o in only if o not in all_groups]
         if missing:
-            raise UserError(f"--only {missing[0]!r} is not a run of {where}"
-                            f"{suggest(missing[0], [g for g, _, _ in entries])}.")
+            raise UserError(f"--only {missing[0]!r} is not a run of {where}{suggest(missing[0], all_groups)}.")
         entries = [e for e in entries if e[0] in only]
 
     study = Study(name=name, path=path, parallel=parallel, raw=dict(raw))
@@ -205,6 +214,6 @@ def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (
             except UserError as exc:
                 raise UserError(f"{where}: run {group!r}: {exc}") from None
             study.runs.append(StudyRun(group, seed, recipe, overrides, cfg))
-    study.raw.update(name=name, budget=budget, seeds=seed_list, cli_overrides=list(cli_overrides),
+    study.raw.update(name=name, budget=budget, seeds=seed_list, cli_overrides=list(cli_overrides), reference=reference,
                      run_order=[r.key for r in study.runs])
     return study
