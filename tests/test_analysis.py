@@ -256,7 +256,32 @@ def test_cli_interpolation(study, tmp_path, capsys):
     data = json.loads((out / "interpolation.json").read_text())
     assert set(data["results"]) == {"erm", "mixup"} and data["pairs"] == 20
     assert len(data["results"]["erm"]["acc_x1"]) == 101
-    assert "| erm |" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "| erm |" in text and "| mixup − erm |" in text and "percentile-bootstrap" in text
+    ci = data["results"]["erm"]["ci95"]
+    assert set(ci) == {"slope_mid", "transition_width", "crossover", "top2_peak"}
+    lo, hi = ci["top2_peak"]
+    assert lo <= data["results"]["erm"]["top2_peak"] + 1e-9 and hi >= lo
+    assert len(data["results"]["mixup"]["ci95"]["minus_erm"]["slope_mid"]) == 3
+    assert main(["analyze", "interpolation", str(study / "runs" / "erm-s0"), "-o", str(out),
+                 "--bootstrap", "1"]) == 2
+
+
+def test_paired_bootstrap_over_pairs():
+    from reglab.analysis.interpolation import bootstrap_summaries
+
+    g = torch.Generator().manual_seed(0)
+    lam = LAMBDAS.view(1, -1, 1)
+    u = torch.rand(1, 1, 400, generator=g)  # each pair's own switch point
+    steep = (lam > 0.5 + 0.1 * (u - 0.5)).expand(3, -1, -1).clone()  # top-1 = y1 once lam passes ~0.5
+    flat = (lam > 0.5 + 0.8 * (u - 0.5)).expand(3, -1, -1).clone()   # the switch points spread 8x wider
+    steep[1], flat[1] = ~steep[0], ~flat[0]
+    ci = bootstrap_summaries({"flat": flat, "steep": steep, "same": flat.clone()}, replicates=200)
+    mean, lo, hi = ci["steep"]["minus_flat"]["slope_mid"]
+    assert lo > 0 and lo <= mean <= hi  # steeper at lam = 0.5, and the interval says so
+    assert ci["same"]["minus_flat"]["slope_mid"] == [0.0, 0.0, 0.0]  # identical models: no difference
+    lo, hi = ci["flat"]["crossover"]
+    assert lo < 0.5 < hi
 
 
 def test_cli_landscape(study, tmp_path, capsys):
@@ -272,7 +297,19 @@ def test_cli_landscape(study, tmp_path, capsys):
     assert np.asarray(res["2d"]["loss"]).shape == (3, 3)
     assert res["2d"]["loss"][1][1] == pytest.approx(res["loss0"])  # the grid's centre is the trained model
     assert set(res["basin"]["levels"]) == {"+0.5", "3"}
-    assert "width L=min+0.5" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "width L=min+0.5" in text and "test acc (best checkpoint)" in text
+    # the accuracy column is the analysed (best) checkpoint's, as `reglab eval` measures it, not the last epoch's
+    assert main(["eval", str(study / "runs" / "erm-s0"), "--out", str(tmp_path / "ev")]) == 0
+    assert res["test_acc"] == pytest.approx(json.loads((tmp_path / "ev" / "eval_test.json").read_text())["acc"],
+                                            abs=1e-3)
+    # two models on the same directions: a width interval over directions and a paired difference row
+    assert main(["analyze", "landscape", str(study / "runs" / "erm-s0"), str(study / "runs" / "mixup-s0"), "-o",
+                 str(tmp_path / "two"), "--subset", "60", "--directions", "2", "--levels", "+0.5", "--no-2d"]) == 0
+    assert "| mixup − erm |" in capsys.readouterr().out
+    two = json.loads((tmp_path / "two" / "landscape.json").read_text())["results"]
+    level = two["erm"]["basin"]["levels"]["+0.5"]
+    assert len(level["per_direction"]) == 2 and level["ci95"][0] <= level["mean"] <= level["ci95"][1] + 1e-9
     assert main(["analyze", "landscape", str(study / "runs" / "erm-s0"), "--levels", "x"]) == 2
     assert "--levels" in capsys.readouterr().err
 

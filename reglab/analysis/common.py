@@ -23,6 +23,23 @@ class LoadedRun:
     data: DataSplits
     mixed: bool  # trained with mixup / cutmix / decoupled mixing
     summary: dict[str, Any]
+    amp: str = "off"  # the run's train.amp (its evaluation precision)
+    tta: bool = False  # the run's train.tta
+    tta_translate: int = 0
+
+    def test_accuracy(self) -> tuple[float, str]:
+        """Test accuracy of the loaded checkpoint (not the run's last epoch), evaluated as the run evaluated:
+        its precision (bf16 autocast where ``train.amp`` took it on this CPU) and its test-time augmentation.
+        Returns (accuracy %, precision name)."""
+        from ..data import DeviceLoader
+        from ..train.device import autocast_for, precision_name
+        from ..train.evaluate import evaluate
+
+        autocast = autocast_for(self.amp, torch.device("cpu"))
+        loader = DeviceLoader(self.data.test, 1000, self.meta["mean"], self.meta["std"])
+        res = evaluate(self.model, loader, tta=self.tta, translate=self.tta_translate if self.tta else 0,
+                       autocast=autocast)
+        return res.acc, precision_name(autocast)
 
     def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
         """uint8 N x 3 x H x W -> float, ``(x / 255 - mean) / std`` with the run's statistics."""
@@ -48,7 +65,8 @@ def load_run(target: Path | str, checkpoint: str = "best", data_overrides: list[
                         f"{data.num_classes}.")
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return LoadedRun(cfg.run.name or run_dir.name, run_dir, model, meta, data, cfg.mix.enabled, summary)
+    return LoadedRun(cfg.run.name or run_dir.name, run_dir, model, meta, data, cfg.mix.enabled, summary,
+                     cfg.train.amp, cfg.train.tta, cfg.train.tta_translate)
 
 
 def unique_names(runs: list[LoadedRun]) -> list[str]:

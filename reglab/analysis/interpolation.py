@@ -56,28 +56,82 @@ def sample_pairs(labels: torch.Tensor, n_pairs: int, seed: int = 0) -> tuple[tor
 
 
 @torch.no_grad()
-def interpolation_curves(model: nn.Module, x1: torch.Tensor, y1: torch.Tensor, x2: torch.Tensor,
-                         y2: torch.Tensor, lambdas: torch.Tensor = LAMBDAS, batch_size: int = 500) -> dict[str, Any]:
-    """Accuracy curves over ``lambdas`` for normalized float image pairs ``x1``/``x2`` (N x C x H x W) with
-    labels ``y1``/``y2``; ``model`` is put in eval mode. Returns lists (percent) and the summary numbers."""
+def pair_hits(model: nn.Module, x1: torch.Tensor, y1: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor,
+              lambdas: torch.Tensor = LAMBDAS, batch_size: int = 500) -> torch.Tensor:
+    """Per pair and ``lam``, whether each curve's event happened: a bool tensor ``[3, len(lambdas), N]``
+    (rows: top-1 = y1, top-1 = y2, top-2 = {y1, y2}); ``model`` is put in eval mode."""
     model.eval()
     n = len(y1)
-    hits = torch.zeros(3, len(lambdas), dtype=torch.int64)
+    hits = torch.zeros(3, len(lambdas), n, dtype=torch.bool)
     for j, lam in enumerate(lambdas.tolist()):
         for s in range(0, n, batch_size):
             a, b = x1[s:s + batch_size], x2[s:s + batch_size]
             xm = lam * a + (1.0 - lam) * b  # exact at lam = 0 and 1
             top2 = model(xm).float().topk(2, dim=1).indices
             t1, t2 = y1[s:s + batch_size], y2[s:s + batch_size]
-            hits[0, j] += (top2[:, 0] == t1).sum()
-            hits[1, j] += (top2[:, 0] == t2).sum()
-            both = ((top2[:, 0] == t1) & (top2[:, 1] == t2)) | ((top2[:, 0] == t2) & (top2[:, 1] == t1))
-            hits[2, j] += both.sum()
-    pct = (100.0 * hits.double() / max(n, 1)).numpy()
+            hits[0, j, s:s + batch_size] = top2[:, 0] == t1
+            hits[1, j, s:s + batch_size] = top2[:, 0] == t2
+            hits[2, j, s:s + batch_size] = ((top2[:, 0] == t1) & (top2[:, 1] == t2)) | (
+                (top2[:, 0] == t2) & (top2[:, 1] == t1))
+    return hits
+
+
+def curves_from_hits(hits: torch.Tensor, lambdas: torch.Tensor = LAMBDAS) -> dict[str, Any]:
+    """The three curves (percent of pairs) and the summary numbers from :func:`pair_hits`' tensor."""
+    n = hits.shape[-1]
+    pct = (100.0 * hits.double().sum(-1) / max(n, 1)).numpy()
     lam_np = lambdas.double().numpy()
     out = {"lambda": [round(v, 4) for v in lam_np.tolist()], "acc_x1": pct[0].tolist(), "acc_x2": pct[1].tolist(),
            "top2_both": pct[2].tolist(), "pairs": n}
     out.update(summarize(lam_np, pct[0], pct[1], pct[2]))
+    return out
+
+
+def interpolation_curves(model: nn.Module, x1: torch.Tensor, y1: torch.Tensor, x2: torch.Tensor,
+                         y2: torch.Tensor, lambdas: torch.Tensor = LAMBDAS, batch_size: int = 500) -> dict[str, Any]:
+    """Accuracy curves over ``lambdas`` for normalized float image pairs ``x1``/``x2`` (N x C x H x W) with
+    labels ``y1``/``y2``; ``model`` is put in eval mode. Returns lists (percent) and the summary numbers."""
+    return curves_from_hits(pair_hits(model, x1, y1, x2, y2, lambdas, batch_size), lambdas)
+
+
+BOOTSTRAPPED = ("slope_mid", "transition_width", "crossover", "top2_peak")
+
+
+def bootstrap_summaries(hits: dict[str, torch.Tensor], replicates: int = 1000, seed: int = 0,
+                        lambdas: torch.Tensor = LAMBDAS) -> dict[str, dict[str, Any]]:
+    """95% percentile-bootstrap intervals over the image pairs (Efron & Tibshirani, 1993) of the summary
+    numbers in :data:`BOOTSTRAPPED`, per model, and of each model's difference to the first model. All models
+    were tested on the same pairs, so each replicate resamples the pairs once for all of them (a paired
+    bootstrap). Returns ``{model: {metric: [lo, hi], "minus_<first>": {metric: [mean, lo, hi]}}}``; a replicate
+    where a number is undefined (e.g. no crossover) is left out of that number's interval."""
+    names = list(hits)
+    n = hits[names[0]].shape[-1]
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, n, (replicates, n), generator=g)
+    weights = torch.zeros(replicates, n, dtype=torch.float64).scatter_add_(
+        1, idx, torch.ones(replicates, n, dtype=torch.float64))
+    lam = lambdas.double().numpy()
+    draws: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        curves = 100.0 * torch.einsum("bn,kln->bkl", weights, hits[name].double()).numpy() / n
+        draws[name] = [summarize(lam, c[0], c[1], c[2]) for c in curves]
+
+    def interval(values: list[float | None]) -> list[float | None]:
+        got = np.array([v for v in values if v is not None], dtype=float)
+        if len(got) == 0:
+            return [None, None]
+        return [round(float(np.percentile(got, 2.5)), 4), round(float(np.percentile(got, 97.5)), 4)]
+
+    out: dict[str, dict[str, Any]] = {}
+    first = names[0]
+    for name in names:
+        out[name] = {m: interval([d[m] for d in draws[name]]) for m in BOOTSTRAPPED}
+        if name != first:
+            diffs = {m: [None if a[m] is None or b[m] is None else a[m] - b[m]
+                         for a, b in zip(draws[name], draws[first])] for m in BOOTSTRAPPED}
+            out[name][f"minus_{first}"] = {
+                m: [round(float(np.mean([v for v in vals if v is not None])), 4) if any(
+                    v is not None for v in vals) else None, *interval(vals)] for m, vals in diffs.items()}
     return out
 
 
@@ -138,11 +192,38 @@ def plot_interpolation(results: dict[str, dict[str, Any]], path: str | Path, tit
     return path
 
 
+def _with_interval(value: Any, ci: list | None) -> Any:
+    if value is None or not ci or ci[0] is None:
+        return value
+    return f"{value:.4g} [{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
 def summary_table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-    """Columns and rows of the per-model summary numbers."""
+    """Columns and rows of the per-model summary numbers, with their bootstrap intervals where computed."""
     cols = ["model", "acc_x1_at_1", "acc_x2_at_0", "slope_mid", "transition_width", "crossover", "top2_peak",
             "top2_peak_lambda"]
-    return cols, [[name, *(res[c] for c in cols[1:])] for name, res in results.items()]
+    rows = [[name, *(_with_interval(res[c], res.get("ci95", {}).get(c)) for c in cols[1:])]
+            for name, res in results.items()]
+    return cols, rows
+
+
+def difference_table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+    """Each model against the first, paired over the same pairs: the difference of every bootstrapped number
+    with its 95% interval and whether the interval excludes zero."""
+    names = list(results)
+    cols = ["model", *(c for m in BOOTSTRAPPED for c in (f"{m} Δ [95% CI]", "excludes 0"))]
+    rows = []
+    for name in names[1:]:
+        diff = results[name].get("ci95", {}).get(f"minus_{names[0]}")
+        if not diff:
+            continue
+        row: list[Any] = [f"{name} − {names[0]}"]
+        for m in BOOTSTRAPPED:
+            mean, lo, hi = diff[m]
+            row += ["-" if mean is None else f"{mean:+.4g} [{lo:+.4g}, {hi:+.4g}]",
+                    "-" if lo is None else ("yes: higher" if lo > 0 else "yes: lower" if hi < 0 else "no")]
+        rows.append(row)
+    return cols, rows
 
 
 def markdown_table(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -20,7 +20,8 @@ in eval mode with the trained batch-norm running statistics, unchanged (as the p
   then interpolate ``theta + t s1 d1 + u s2 d2`` for ``t, u`` in [-1, 1]. We use the same filter-normalized
   directions as above, so the two methods differ only in the scaling (the report gives no normalization).
 * **Basin width** (to compare models in a table, not by eye): along a direction, the distance ``a`` at which
-  the loss first reaches a level ``L`` (rays in both signs of several directions; mean and std). ``a`` is in
+  the loss first reaches a level ``L`` (rays in both signs of several directions; mean and std, and a 95%
+  bootstrap interval over the directions, each the mean of its two rays). ``a`` is in
   filter-normalized units: ``a = 0.1`` moves every filter by 10% of its own norm. Widths are the report's
   grow-stage scales ``s`` themselves.
 
@@ -36,6 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import functional_call
+
+from ..track.stats import bootstrap_mean_interval
 
 Direction = dict[str, torch.Tensor]
 
@@ -184,11 +187,32 @@ def basin_width(ev: Evaluator, dirs: Sequence[Direction], levels: Sequence[str |
     for i, (label, level) in enumerate(zip(labels, levels)):
         vals = [r[i] for r in per_ray]
         got = np.array([v for v in vals if v is not None])
+        per_dir = direction_means(vals)
+        ci = bootstrap_mean_interval(per_dir)
         out["levels"][label] = {
             "loss": level, "mean": float(got.mean()) if len(got) else None,
             "std": float(got.std()) if len(got) else None, "min": float(got.min()) if len(got) else None,
+            "ci95": [ci[1], ci[2]] if ci and len(per_dir) > 1 else None, "per_direction": per_dir,
             "not_reached": int(sum(v is None for v in vals)), "below_minimum": level <= loss0, "values": vals}
     return out
+
+
+def direction_means(ray_values: Sequence[float | None]) -> list[float | None]:
+    """Per direction, the mean width of its two rays (+d, -d; rays come in that order), over the rays that
+    reached the level (None if neither did). Directions, not rays, are the independent draws."""
+    out = []
+    for k in range(0, len(ray_values), 2):
+        got = [v for v in ray_values[k:k + 2] if v is not None]
+        out.append(float(np.mean(got)) if got else None)
+    return out
+
+
+def paired_width_difference(a: Sequence[float | None], b: Sequence[float | None],
+                            replicates: int = 1000, seed: int = 0) -> tuple[float, float, float] | None:
+    """Mean of a - b over directions (the same seed draws the same Gaussian directions for two models of one
+    architecture, so direction k pairs with direction k) with its 95% bootstrap interval over directions."""
+    return bootstrap_mean_interval([x - y for x, y in zip(a, b) if x is not None and y is not None],
+                                   replicates, seed)
 
 
 def scale_direction(d: Direction, s: float) -> Direction:

@@ -40,13 +40,15 @@ def _write(out: Path, stem: str, payload: dict, table_md: str, title: str, secti
 
 
 def cmd_interpolation(args) -> int:
-    from ..analysis.interpolation import (interpolation_curves, markdown_table, plot_interpolation, sample_pairs,
-                                          summary_table)
+    from ..analysis.interpolation import (bootstrap_summaries, curves_from_hits, difference_table, markdown_table,
+                                          pair_hits, plot_interpolation, sample_pairs, summary_table)
     from ..track.html import embed_png, html_table
 
     _threads(args)
     if args.pairs < 1:
         raise UserError(f"--pairs must be >= 1, got {args.pairs}.")
+    if args.bootstrap < 0 or args.bootstrap == 1:
+        raise UserError(f"--bootstrap must be 0 (off) or >= 2 replicates, got {args.bootstrap}.")
     runs, names = _load_runs(args)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -55,22 +57,31 @@ def cmd_interpolation(args) -> int:
         if len(r.data.test) != len(test) or not bool((r.data.test.labels == test.labels).all()):
             raise UserError(f"{r.path} uses another test set than {runs[0].path}; compare runs of one dataset.")
     i1, i2 = sample_pairs(test.labels, args.pairs, args.seed)
-    results = {}
+    results, hits = {}, {}
     for name, r in zip(names, runs):
         x1, x2 = r.normalize(test.images[i1]), r.normalize(test.images[i2])
-        results[name] = interpolation_curves(r.model, x1, test.labels[i1], x2, test.labels[i2])
+        hits[name] = pair_hits(r.model, x1, test.labels[i1], x2, test.labels[i2])
+        results[name] = curves_from_hits(hits[name])
         print(f"{name}: acc(x1) at lam=1 {results[name]['acc_x1_at_1']:.2f}%, slope at 0.5 "
               f"{results[name]['slope_mid']:.1f} points/unit, top-2 peak {results[name]['top2_peak']:.2f}% at "
               f"lam={results[name]['top2_peak_lambda']:.2f}")
+    if args.bootstrap:
+        for name, ci in bootstrap_summaries(hits, args.bootstrap, args.seed).items():
+            results[name]["ci95"] = ci
     png = plot_interpolation(results, out / "interpolation.png",
                              title=f"interpolation test: {len(i1)} test pairs of different classes (seed {args.seed})")
     cols, rows = summary_table(results)
+    dcols, drows = difference_table(results)
+    boot = (f" Brackets: 95% percentile-bootstrap intervals over the pairs ({args.bootstrap} replicates); "
+            "differences are paired (the same resampled pairs for every model).") if args.bootstrap else ""
     md = (f"Interpolation test, {len(i1)} pairs of different classes from the test set (seed {args.seed}), "
-          "x = lam * x1 + (1 - lam) * x2, lam = 0..1 by 0.01, no TTA.\n\n" + markdown_table(cols, rows))
-    payload = {"pairs": len(i1), "seed": args.seed, "runs": {n: str(r.path) for n, r in zip(names, runs)},
-               "results": results}
+          f"x = lam * x1 + (1 - lam) * x2, lam = 0..1 by 0.01, no TTA.{boot}\n\n" + markdown_table(cols, rows)
+          + ("\n" + markdown_table(dcols, drows) if drows else ""))
+    payload = {"pairs": len(i1), "seed": args.seed, "bootstrap": args.bootstrap,
+               "runs": {n: str(r.path) for n, r in zip(names, runs)}, "results": results}
     _write(out, "interpolation", payload, md, "Interpolation test",
-           [("Accuracy on mixed pairs", embed_png(png)), ("Summary", html_table(cols, rows))])
+           [("Accuracy on mixed pairs", embed_png(png)), ("Summary", html_table(cols, rows)),
+            *([("Against the first model (paired bootstrap)", html_table(dcols, drows))] if drows else [])])
     print(md, end="")
     print(f"wrote {png}, {out / 'interpolation.json'}")
     return 0
@@ -110,7 +121,10 @@ def cmd_landscape(args) -> int:
                                n_dirs=args.directions, levels=levels, target=args.target_loss,
                                report_resolution=args.report_resolution, seed=args.seed, do_2d=not args.no_2d,
                                log=print)
-        res["test_acc"] = r.summary.get("test_acc")
+        res["test_acc"], res["test_acc_precision"] = r.test_accuracy()
+        res["checkpoint"] = args.checkpoint
+        print(f"  test accuracy of the {args.checkpoint} checkpoint: {res['test_acc']:.2f}% "
+              f"({res['test_acc_precision']})")
         results[name] = res
     render_landscape(results, {n: str(r.path) for n, r in zip(names, runs)}, out, args)
     return 0
@@ -122,6 +136,8 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
     from ..analysis.interpolation import markdown_table
     from ..track.html import embed_png, html_table
 
+    from ..analysis.landscape import paired_width_difference
+
     rows = []
     for name, res in results.items():
         row = [name, res["test_acc"], round(res["loss0"], 4), round(res["acc0"], 2)]
@@ -129,9 +145,22 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
             if lv["below_minimum"]:
                 row.append("0 (minimum is above L)")
             else:
-                row.append("not reached" if lv["mean"] is None else f"{lv['mean']:.3f} ± {lv['std']:.3f}"
+                ci = lv.get("ci95")
+                row.append("not reached" if lv["mean"] is None else f"{lv['mean']:.3f}"
+                           + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f" ± {lv['std']:.3f}")
                            + (f" ({lv['not_reached']} rays not reached)" if lv["not_reached"] else ""))
         rows.append(row)
+    names = list(results)
+    level_keys = list(next(iter(results.values()))["basin"]["levels"])
+    diff_rows = []
+    for name in names[1:]:
+        row = [f"{name} − {names[0]}"]
+        for k in level_keys:
+            d = paired_width_difference(results[name]["basin"]["levels"][k].get("per_direction") or [],
+                                        results[names[0]]["basin"]["levels"][k].get("per_direction") or [])
+            row.append("-" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+                       + (" wider" if d[1] > 0 else " narrower" if d[2] < 0 else ""))
+        diff_rows.append(row)
     sections = []
     if not args.no_2d:  # contour levels shared by all models, so their plots compare by eye
         li_levels = contour_levels(*(res["2d"]["loss"] for res in results.values()))
@@ -154,18 +183,23 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
                                      levels=rep_levels, title=f"{name}: report's method (grown to L={rep['target']:g})"))
         sections.append((name, "".join(embed_png(f) for f in figs)))
     png = plot_1d(results, out / "landscape_1d.png")
-    cols = ["model", "test acc", "loss at minimum", "acc at minimum"] + [
+    acc_title = f"test acc ({next(iter(results.values())).get('checkpoint', 'best')} checkpoint)"
+    cols = ["model", acc_title, "loss at minimum", "acc at minimum"] + [
         f"width L={'min' if k.startswith('+') else ''}{k}" for k in next(iter(results.values()))["basin"]["levels"]]
     note = (f"Basin width: distance a (filter-normalized units; a = 0.1 moves every filter by 10% of its norm) "
             f"at which the loss on {args.subset} {args.split} images (fixed stratified subset, seed {args.seed}, "
-            f"eval-mode BN, no augmentation) first reaches L; mean ± std over {args.directions} random "
-            f"directions x 2 signs.\n\n")
-    md = note + markdown_table(cols, rows)
+            f"eval-mode BN, no augmentation) first reaches L; mean over {args.directions} random "
+            f"directions x 2 signs, with a 95% bootstrap interval over the directions in brackets. The test "
+            f"accuracy is the analysed checkpoint's, in the run's own precision.\n\n")
+    dcols = ["models (paired by direction)"] + cols[4:]
+    md = note + markdown_table(cols, rows) + ("\n" + markdown_table(dcols, diff_rows) if diff_rows else "")
     payload = {"settings": {k: getattr(args, k) for k in ("subset", "split", "resolution", "directions", "levels",
                                                            "target_loss", "report_resolution", "seed", "checkpoint")},
                "runs": run_paths, "results": results}
     _write(out, "landscape", payload, md, "Loss landscape",
-           [("1D (direction 1)", embed_png(png)), ("Basin width", html_table(cols, rows)), *sections])
+           [("1D (direction 1)", embed_png(png)), ("Basin width", html_table(cols, rows)),
+            *([("Basin width against the first model", html_table(dcols, diff_rows))] if diff_rows else []),
+            *sections])
     print(md, end="")
     print(f"wrote {out}/ (landscape_1d.png, *_contour.png, *_surface.png, landscape.json, landscape.md)")
 
@@ -206,7 +240,9 @@ def register(sub) -> None:
     common(it)
     it.add_argument("-o", "--output", required=True, help="output folder")
     it.add_argument("--pairs", type=int, default=1000, help="test pairs of different classes (default 1000)")
-    it.add_argument("--seed", type=int, default=0, help="seed of the pair draw (default 0)")
+    it.add_argument("--seed", type=int, default=0, help="seed of the pair draw and the bootstrap (default 0)")
+    it.add_argument("--bootstrap", type=int, default=1000,
+                    help="bootstrap replicates over the pairs for the 95%% intervals (default 1000; 0 = off)")
     it.set_defaults(func=cmd_interpolation)
 
     ls = acts.add_parser("landscape", help="loss landscape along filter-normalized directions, basin widths "

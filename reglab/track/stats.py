@@ -87,3 +87,17 @@ def verdict(diff: Interval | None, higher_is_better: bool = True) -> str:
     if diff.hi < 0:
         return WORSE if higher_is_better else BETTER
     return NO_DIFFERENCE
+
+
+def bootstrap_mean_interval(values: Iterable[float | None], replicates: int = 1000,
+                            seed: int = 0) -> tuple[float, float, float] | None:
+    """(mean, lo, hi): the mean of ``values`` and its 95% percentile-bootstrap interval (Efron & Tibshirani,
+    1993), for numbers that are not seeds (directions, image pairs); None and NaN dropped, None if empty."""
+    import numpy as np
+
+    xs = np.array(_clean(values), dtype=float)
+    if len(xs) == 0:
+        return None
+    rng = np.random.default_rng(seed)
+    means = xs[rng.integers(0, len(xs), (replicates, len(xs)))].mean(axis=1)
+    return float(xs.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
