@@ -55,6 +55,7 @@ def test_claim_verdicts_in_each_direction():
     one = Claim("a above chance", "test_acc", ["a"], "higher", than=10.0)
     assert claim_effect(one, values).mean == pytest.approx(51.1666, abs=1e-3)
     assert claim_verdict(up, claim_effect(up, {"a": {0: 1.0}, "b": {0: 0.0}})) == INCONCLUSIVE
+    assert claim_verdict(up, claim_effect(up, {"a": {0: 1.0}})) == "not run"  # b has no finished run yet
 
 
 @pytest.mark.parametrize("raw, message", [

@@ -222,6 +222,12 @@ def test_report_compares_with_the_reference_and_judges_the_claims(finished_study
     assert "Each group against **erm**" in (tmp_path / "r2" / "report.md").read_text()
     assert main(["report", str(finished_study), "-o", str(tmp_path / "r3"), "--reference", "ermm"]) == 2
     assert "reference group 'ermm'" in capsys.readouterr().err
+    # `reglab findings` collects the claims of study directories into one table
+    assert main(["findings", str(finished_study), "-o", str(tmp_path / "findings.md")]) == 0
+    table = capsys.readouterr().out
+    assert "| erm ends above chance |" in table and f"**{claims[0]['verdict']}**" in table
+    assert "Verdicts:" in table and (tmp_path / "findings.md").read_text() == table
+    assert main(["findings", str(tmp_path)]) == 2
 
 
 def test_report_of_a_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):

@@ -63,6 +63,44 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_findings(args) -> int:
+    """One table of every claim of the given study directories, with its measured effect and verdict."""
+    import yaml
+
+    from ..track.comparison import claim_rows, study_settings
+    from ..track.report import by_group, load_records
+
+    lines = ["| claim | report says | measured effect [95% CI] | n | verdict | regenerate |",
+             "| --- | --- | --- | ---: | --- | --- |"]
+    counts: dict[str, int] = {}
+    for d in map(Path, args.study_dirs):
+        if not (d / "study.yaml").is_file():
+            raise UserError(f"{d} is not a study directory (no study.yaml); give folders written by reglab study.")
+        raw = yaml.safe_load((d / "study.yaml").read_text()) or {}
+        records = load_records([d / "runs"])
+        settings = study_settings([r.path for r in records])
+        if not settings.get("claims"):
+            continue
+        groups = {g: [{"seed": r.seed, **r.row} for r in recs if r.summary is not None]
+                  for g, recs in by_group(records).items()}
+        budget = f" budget={raw['budget']}" if raw.get("budget") else ""
+        seeds = raw.get("seeds") or [0]
+        command = f"`reglab study {raw.get('name', d.name)}{budget} --seeds {len(seeds)}`"
+        for row in claim_rows(groups, settings["claims"]):
+            counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+            effect = f"{row['effect of']}: {row['effect']} ({row['metric']}; expected {row['expected']})"
+            lines.append(f"| {row['claim']} | {row['source']} | {effect} | {row['n']} | **{row['verdict']}** | "
+                         f"{command} |")
+    lines += ["", "Verdicts: " + ", ".join(f"{v} {n}" for v, n in sorted(counts.items())) + "."]
+    text = "\n".join(lines) + "\n"
+    if args.output:
+        from ..train.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(args.output), text)
+    print(text, end="")
+    return 0
+
+
 def register(sub) -> None:
     st = sub.add_parser("study", help="run a named set of runs (overrides or a grid, n seeds each), then report",
                         description="Run every run of a study file, each a `reglab train` process with its own "
@@ -89,6 +127,14 @@ def register(sub) -> None:
     rp.add_argument("--reference", metavar="GROUP", help="the group every other is compared with, paired by "
                     "seed (default: the study file's reference:, else the first group)")
     rp.set_defaults(func=cmd_report)
+
+    fd = sub.add_parser("findings", help="every claim of the given studies: measured effect, 95% CI, verdict",
+                        description="Collect the claims of study directories (their study file's claims:) into "
+                                    "one Markdown table: the report's statement, the measured paired effect with "
+                                    "its 95% interval over seeds, the verdict, and the command that reruns it.")
+    fd.add_argument("study_dirs", nargs="+", metavar="STUDY_DIR")
+    fd.add_argument("-o", "--output", help="also write the table to this file")
+    fd.set_defaults(func=cmd_findings)
 
 
 

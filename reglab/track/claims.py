@@ -21,7 +21,7 @@ its measured effect (a paired difference over seeds, see :mod:`reglab.track.stat
 
 Verdicts: *reproduced* when the 95% interval excludes zero in the expected direction (for ``same``: lies
 inside ±margin), *contradicted* when it excludes zero the other way (``same``: lies wholly outside ±margin),
-*inconclusive* otherwise, and with fewer than two seeds.
+*inconclusive* otherwise, and with fewer than two seeds; *not run* while a group it needs has no finished run.
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ from typing import Any, Mapping, Sequence
 from ..errors import UserError
 from .stats import Interval, mean_interval, paired_difference
 
-REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
+REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "reproduced", "contradicted", "inconclusive", "not run"
 
 # Derived per-run metrics: name -> (description, higher is better?)
 DERIVED = {
@@ -91,8 +91,9 @@ class Claim:
         return f"{self.groups[0]} − {self.than:g}"
 
 
-def parse_claims(raw: Any, groups: Sequence[str], where: str) -> list[Claim]:
-    """Validate a study file's ``claims:`` list against its run groups."""
+def parse_claims(raw: Any, groups: Sequence[str] | None, where: str) -> list[Claim]:
+    """Validate a study file's ``claims:`` list against its run groups (``groups=None``: any names, for a
+    report over a study that has run only some of its groups)."""
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -117,7 +118,7 @@ def parse_claims(raw: Any, groups: Sequence[str], where: str) -> list[Claim]:
         if not (isinstance(compare, list) and len(compare) in (1, 2) and all(isinstance(g, str) for g in compare)):
             raise UserError(f"{at}: compare must be [group] or [group, reference group], got {compare!r}.")
         for g in compare:
-            if g not in groups:
+            if groups is not None and g not in groups:
                 raise UserError(f"{at}: group {g!r} is not a run of the study (runs: {', '.join(groups)}).")
         margin = item.get("margin")
         if item["expect"] == "same" and not (isinstance(margin, (int, float)) and margin > 0):
@@ -139,7 +140,9 @@ def claim_effect(claim: Claim, values: Mapping[str, Mapping[int, float | None]])
 
 
 def claim_verdict(claim: Claim, effect: Interval | None) -> str:
-    if effect is None or effect.lo is None:
+    if effect is None:
+        return NOT_RUN
+    if effect.lo is None:
         return INCONCLUSIVE
     if claim.expect == "same":
         if -claim.margin <= effect.lo and effect.hi <= claim.margin:
