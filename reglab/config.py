@@ -87,6 +87,17 @@ class AugConfig:
                 raise UserError(f"aug.order: unknown augmentation {name!r}{_suggest(name, known)}; "
                                 f"use any of {', '.join(known)}.")
         _check(len(set(self.order)) == len(self.order), "aug.order", self.order, "must not repeat an entry")
+        left_out = [name for name in self.enabled() if name not in self.order]
+        if left_out:
+            raise UserError(f"aug.order leaves out {', '.join(left_out)}, which is switched on, so it would never "
+                            f"run; add it to aug.order (e.g. aug.order=[{','.join([*self.order, *left_out])}]) "
+                            f"or switch it off.")
+
+    def enabled(self) -> list[str]:
+        """The augmentations this config switches on, by their aug.order names."""
+        on = {"crop": self.crop_pad > 0, "flip": self.flip, "policy": self.policy is not None,
+              "rotation": self.rotation > 0, "cutout": self.cutout_holes > 0, "erasing": self.erasing_p > 0}
+        return [name for name in UINT8_AUGS + FLOAT_AUGS if on[name]]
 
 
 @dataclass

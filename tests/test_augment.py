@@ -405,9 +405,18 @@ def test_build_transforms_respects_order_and_leaves_out_disabled():
                     order=["cutout", "crop", "erasing", "flip", "policy", "rotation"])
     raw, norm = build_transforms(aug)
     assert types(raw) == [BatchPolicy] and types(norm) == [Cutout, RandomErasing]
-    # Entries missing from the order are not applied.
+    # Entries missing from the order are not built (a validated config refuses such an order, see below).
     raw, norm = build_transforms(AugConfig(rotation=10, cutout_holes=1, order=["flip", "cutout"]))
     assert types(raw) == [RandomFlip] and types(norm) == [Cutout]
+
+
+def test_an_order_that_leaves_out_an_enabled_augmentation_is_refused():
+    with pytest.raises(UserError) as exc:
+        load_config(None, ["aug.order=[crop,flip]", "aug.cutout_holes=1"])
+    msg = str(exc.value)
+    assert "leaves out cutout" in msg and "aug.order=[crop,flip,cutout]" in msg
+    # switched off, it may be left out
+    assert load_config(None, ["aug.order=[crop,flip]"]).aug.order == ["crop", "flip"]
 
 
 def test_build_transforms_through_config_overrides():
