@@ -277,16 +277,13 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.safetensors"
     save_checkpoint(path, {"epoch": 1, "w": torch.ones(1000)})
     before = path.read_bytes()
-    real_save = ckmod.save_file
-
-    def disk_full(tensors, filename, metadata=None):
+    def disk_full(fd, data):
         # write part of the file first, as a real full disk would, then fail
-        real_save(tensors, filename, metadata=metadata)
-        with open(filename, "r+b") as fh:
-            fh.truncate(100)
+        os.write(fd, data[:100])
+        os.close(fd)
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(ckmod, "save_file", disk_full)
+    monkeypatch.setattr(ckmod, "write_file", disk_full)
     with pytest.raises(UserError, match="No space left on device"):
         save_checkpoint(path, {"epoch": 2, "w": torch.zeros(1000)})
     assert path.read_bytes() == before
