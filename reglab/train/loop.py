@@ -121,6 +121,7 @@ class Run:
         self.test_loader = DeviceLoader(test, eval_bs, mean, std, **common)
         self.steps_per_epoch = len(self.train_loader)
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]  # before a scheduler changes them
         try:
             self.scheduler = build_scheduler(self.optimizer, cfg.sched, cfg.train.epochs, self.steps_per_epoch,
                                              cfg.optim.lr)
@@ -208,8 +209,10 @@ class Run:
         start would have there (the same scheduler steps)."""
         import warnings
 
-        for g in self.optimizer.param_groups:
-            g["lr"] = g["initial_lr"]
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = base  # as build_optimizer left it; initial_lr/max_lr of the old schedule go
+            for key in ("initial_lr", "max_lr", "min_lr"):
+                g.pop(key, None)
         self.scheduler = build_scheduler(self.optimizer, self.cfg.sched, self.cfg.train.epochs, self.steps_per_epoch,
                                          self.cfg.optim.lr)
         with warnings.catch_warnings():
