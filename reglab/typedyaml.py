@@ -61,11 +61,12 @@ def load_yaml(text: str, where: str) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{where} is not valid YAML{at}: {getattr(exc, 'problem', None) or exc}.") from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())[:300]  # one line
+        raise UserError(f"{where} is not valid YAML{at}: {problem}.") from None
     except RecursionError:
         raise UserError(f"{where} is nested too deeply to read as YAML.") from None
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date 2021-13-45, an int of 5000 digits
-        raise UserError(f"{where} is not valid YAML: {str(exc)[:200]}.") from None
+        raise UserError(f"{where} is not valid YAML: {' '.join(str(exc).split())[:200]}.") from None
 
 
 def suggest(word: str, options) -> str:
