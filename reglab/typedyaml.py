@@ -191,7 +191,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         text.encode("utf-8")
     except UnicodeEncodeError:  # a byte that is not UTF-8 on the command line (Python keeps it as a surrogate)
         shown = text.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
-        raise UserError(f"override {shown!r} is not valid UTF-8 text; retype it.") from None
+        raise UserError(f"override '{shown}' is not valid UTF-8 text; retype it.") from None
     if "=" not in text:
         raise UserError(f"override {short(text)} must look like section.key=value, e.g. optim.lr=0.05.")
     key, raw = text.split("=", 1)

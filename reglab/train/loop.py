@@ -387,10 +387,11 @@ def _schedule_change(cfg: Config, saved: dict[str, Any], run_dir: RunDir, r: Run
         return False, ""
     if cfg.sched.name not in EPOCH_DEPENDENT and not cfg.optim.lookahead:
         return False, ""
+    past = f"epochs 1-{done} followed" if done > 1 else "epoch 1 followed" if done else "no epoch followed"
     return True, (f"reglab: note: train.epochs {before} -> {epochs}: the {cfg.sched.name} lr schedule (built for "
-                  f"{before} epochs) is rebuilt for {epochs} epochs and continues where a {epochs}-epoch run would be "
-                  f"at epoch {done}; epochs 1-{done} followed the old schedule, so this is not the same run as "
-                  f"{epochs} epochs from the start")
+                  f"{before} epoch{'s' * (before != 1)}) is rebuilt for {epochs} epochs and continues where a "
+                  f"{epochs}-epoch run would be at epoch {done}; {past} the old schedule, so this is not the same "
+                  f"run as {epochs} epochs from the start")
 
 
 def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bool,
