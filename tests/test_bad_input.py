@@ -476,7 +476,7 @@ def markdown_table(world: dict[str, Path], results: dict) -> str:
         msg = [ln for ln in res["stderr"].splitlines() if ln.strip()][-1].replace(root, "…")
         out = f"run.dir={world['root'] / 'out'}"
         cmd = " ".join(a for a in c.argv if a not in SYN and not a.startswith(out)).replace(root, "…")
-        cmd = cmd.replace("{DISK}", "…")
+        cmd = cmd.replace("{DISK}", "…").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         msg = msg.replace("|", "\\|")
         rows.append(f"| {c.what or c.id} | `reglab {cmd}` | {res['code']} | {msg} |")
     return "\n".join(rows)
