@@ -1,7 +1,8 @@
 """The ``reglab`` command line: argument parsing and error presentation only.
 
 Every user mistake arrives here as a :class:`~reglab.errors.UserError` and leaves as one line on stderr
-with exit code 2; Ctrl-C exits with 130.
+with exit code 2; Ctrl-C exits with 130; a closed pipe on stdout (``reglab ... | head -1``) ends quietly
+with 141, as a shell reports a process killed by SIGPIPE.
 """
 from __future__ import annotations
 
@@ -211,11 +212,28 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as exc:
-        print(f"reglab: error: {exc}", file=sys.stderr)
+        _say(f"reglab: error: {' '.join(str(exc).split(chr(10)))}")
         return 2
     except KeyboardInterrupt:
-        print("reglab: interrupted", file=sys.stderr)
+        _say("reglab: interrupted")
         return 130
+    except BrokenPipeError:
+        # The reader went away (`| head -1`): stop quietly. Point stdout at /dev/null so the interpreter's
+        # final flush does not raise again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+        return 141
+
+
+def _say(line: str) -> None:
+    """One line on stderr, whatever its characters (a stray byte of a command line is shown escaped)."""
+    enc = getattr(sys.stderr, "encoding", None) or "utf-8"
+    line = line.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    print(line.encode(enc, "backslashreplace").decode(enc, "replace"), file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

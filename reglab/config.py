@@ -312,9 +312,9 @@ class EmaConfig:
 class RunConfig:
     name: Optional[str] = None  # defaults to the recipe's file name
     dir: Optional[str] = None  # defaults to runs/<name>-<timestamp>
-    seed: int = 0
+    seed: int = 0  # 0 .. 2^32 - 1
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    threads: Optional[int] = None  # torch intra-op threads on CPU
+    threads: Optional[int] = None  # torch intra-op threads on CPU, >= 1; null = torch's default (all cores)
     checkpoint_every: int = 0  # also keep epoch_N checkpoints every N epochs; 0 = only last and best
     save_every_s: float = 0.0  # write last/best at most every N seconds (always at the end); 0 = every epoch
     eval_test_every: int = 1  # evaluate the test set every N epochs (and always at the end)
@@ -323,6 +323,10 @@ class RunConfig:
     wandb_project: str = "reglab"  # W&B project; offline unless WANDB_MODE=online is set
 
     def validate(self) -> None:
+        _check(0 <= self.seed < 2**32, "run.seed", self.seed, "must be in 0 .. 4294967295 (2^32 - 1)")
+        if self.threads is not None:
+            _check(1 <= self.threads <= 1024, "run.threads", self.threads,
+                   "must be in 1 .. 1024, or null for torch's default (all cores)")
         _check(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")
         _check(self.save_every_s >= 0, "run.save_every_s", self.save_every_s, "must be >= 0 (0: every epoch)")
         _check(self.eval_test_every >= 1, "run.eval_test_every", self.eval_test_every, "must be >= 1")
@@ -346,6 +350,9 @@ class Config:
     def validate(self) -> "Config":
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
+        if self.sched.min_lr > self.optim.lr:
+            raise UserError(f"sched.min_lr={self.sched.min_lr} is above optim.lr={self.optim.lr}: the schedule would "
+                            "raise the lr instead of lowering it; set sched.min_lr <= optim.lr (0 by default).")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -360,6 +367,12 @@ def resolve_recipe(recipe: str | Path) -> Path:
     path = Path(recipe)
     if path.is_file():
         return path
+    if path.is_dir():
+        yamls = sorted(p.name for p in path.glob("*.yaml"))[:5]
+        raise UserError(f"recipe {str(recipe)!r} is a directory, not a YAML file"
+                        f"{'; it holds ' + ', '.join(yamls) if yamls else ''}. Give the file itself.")
+    if path.exists():
+        raise UserError(f"recipe {str(recipe)!r} is not a regular file (a FIFO or device); give a YAML file.")
     for cand in (RECIPES_DIR / f"{recipe}.yaml", RECIPES_DIR / f"{recipe}"):
         if cand.is_file():
             return cand

@@ -22,7 +22,51 @@ from .errors import UserError
 
 def check(ok: bool, key: str, value: Any, rule: str) -> None:
     if not ok:
-        raise UserError(f"{key}={value!r} {rule}.")
+        raise UserError(f"{key}={short(value)} {rule}.")
+
+
+def short(value: Any) -> str:
+    """``repr`` cut to a readable size (a YAML alias bomb's repr would never finish)."""
+    import reprlib
+
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxstring, r.maxother, r.maxlong = 3, 8, 8, 8, 80, 80, 40
+    return r.repr(value)
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (YAML says keys are unique; PyYAML would
+    keep the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base class reports unhashable keys
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {short(key)} (first at line {seen[key].line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``text`` parsed as YAML (duplicate keys refused); every failure a one-line UserError naming ``where``."""
+    try:
+        return yaml.load(text, Loader=StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())[:300]  # one line
+        raise UserError(f"{where} is not valid YAML{at}: {problem}.") from None
+    except RecursionError:
+        raise UserError(f"{where} is nested too deeply to read as YAML.") from None
+    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a date 2021-13-45, an int of 5000 digits
+        raise UserError(f"{where} is not valid YAML: {' '.join(str(exc).split())[:200]}.") from None
 
 
 def suggest(word: str, options) -> str:
@@ -45,7 +89,7 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Return ``value`` as type ``tp`` or raise a UserError naming the key and the expected type."""
     origin = typing.get_origin(tp)
-    bad = UserError(f"{key}: expected {_type_name(tp)}, got {value!r}.")
+    bad = UserError(f"{key}: expected {_type_name(tp)}, got {short(value)}.")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -66,8 +110,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             value = next((w for w in words if w in choices), value)
         if value in choices:
             return value
-        raise UserError(f"{key}: {value!r} is not allowed; expected {_type_name(tp)}"
-                        f"{suggest(str(value), [str(a) for a in choices])}.")
+        raise UserError(f"{key}: {short(value)} is not allowed; expected {_type_name(tp)}"
+                        f"{suggest(value if isinstance(value, str) else short(value), [str(a) for a in choices])}.")
     if origin is list:
         if isinstance(value, tuple):
             value = list(value)
@@ -97,7 +141,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if out is None:
             raise bad
         if not math.isfinite(out):
-            raise UserError(f"{key}: expected a finite number, got {value!r}.")
+            raise UserError(f"{key}: expected a finite number, got {short(value)}.")
         return out
     if tp is str:
         if isinstance(value, str):
@@ -113,6 +157,9 @@ def build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
     for key, value in values.items():
+        if not isinstance(key, str):
+            raise UserError(f"{prefix.rstrip('.') or 'the config'}: key {short(key)} is not a name; valid keys: "
+                            f"{', '.join(names)}.")
         full = f"{prefix}{key}"
         if key not in names:
             raise UserError(f"unknown config key {full!r}{suggest(key, names)}. "
@@ -120,7 +167,7 @@ def build(cls: type, values: dict[str, Any], prefix: str) -> Any:
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise UserError(f"{full}: expected a mapping of keys ({', '.join(f.name for f in dataclasses.fields(tp))}), got {value!r}.")
+                raise UserError(f"{full}: expected a mapping of keys ({', '.join(f.name for f in dataclasses.fields(tp))}), got {short(value)}.")
             kwargs[key] = build(tp, value, f"{full}.")
         else:
             kwargs[key] = _coerce(value, tp, full)
@@ -140,32 +187,43 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def parse_override(text: str) -> tuple[str, Any]:
     """``"optim.lr=0.05"`` -> ``("optim.lr", 0.05)``; the value is read as YAML."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a byte that is not UTF-8 on the command line (Python keeps it as a surrogate)
+        shown = text.encode("utf-8", "surrogateescape").decode("ascii", "backslashreplace")
+        raise UserError(f"override '{shown}' is not valid UTF-8 text; retype it.") from None
     if "=" not in text:
-        raise UserError(f"override {text!r} must look like section.key=value, e.g. optim.lr=0.05.")
+        raise UserError(f"override {short(text)} must look like section.key=value, e.g. optim.lr=0.05.")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key or "." not in key:
-        raise UserError(f"override {text!r}: the key must be dotted, e.g. train.epochs=5.")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError as exc:
-        raise UserError(f"override {text!r}: cannot read the value: {exc.problem or exc}.") from None
-    return key, value
+        raise UserError(f"override {short(text)}: the key must be dotted, e.g. train.epochs=5.")
+    if not raw.strip():
+        return key, None
+    return key, load_yaml(raw, f"override {short(text)}: the value")
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml(path: Path, what: str = "a mapping of sections (data:, model:, train: ...)") -> dict[str, Any]:
+    import stat
+
     try:
-        text = path.read_text()
+        mode = path.stat().st_mode
+        if stat.S_ISDIR(mode):
+            raise UserError(f"{path} is a directory, not a YAML file; give the recipe file inside it.")
+        if not stat.S_ISREG(mode):
+            raise UserError(f"{path} is not a regular file (a FIFO or device); give a YAML file.")
+        data = path.read_bytes()
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror}.") from None
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise UserError(f"{path} is not valid YAML{where}: {getattr(exc, 'problem', None) or exc}.") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise UserError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as "
+                        "UTF-8.") from None
+    data = load_yaml(text, str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"{path} must hold a mapping of sections (data:, model:, train: ...), not {type(data).__name__}.")
+        raise UserError(f"{path} must hold {what}, not {type(data).__name__}.")
     return data

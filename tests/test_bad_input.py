@@ -131,6 +131,37 @@ def make_world(root: Path) -> dict[str, Path]:
     Image.fromarray(rng.integers(0, 256, (3000, 4000, 3), dtype=np.uint8)).save(img / "large.jpg", quality=70)
     p["img"] = img
 
+    os.mkfifo(img / "pipe.png")  # opening it for reading would block forever
+    p["latin1_yaml"] = root / "latin1.yaml"
+    p["latin1_yaml"].write_bytes(b"run:\n  name: caf\xe9\n")
+    p["dup_yaml"] = root / "dup.yaml"
+    p["dup_yaml"].write_text("optim:\n  lr: 0.1\ntrain:\n  epochs: 3\noptim:\n  lr: 0.5\n")
+    p["linked"] = root / "linked"  # a run whose confusion_test.png is a link to a file outside
+    shutil.copytree(p["run"], p["linked"])
+    (root / "outside").mkdir()
+    (root / "outside" / "notes.txt").write_text("notes\n")
+    (p["linked"] / "confusion_test.png").symlink_to(root / "outside" / "notes.txt")
+    p["nobest"] = root / "nobest"  # best.safetensors replaced by a folder
+    shutil.copytree(p["run"], p["nobest"])
+    (p["nobest"] / "checkpoints" / "best.safetensors").unlink()
+    (p["nobest"] / "checkpoints" / "best.safetensors").mkdir()
+    for name, edit in (("two_classes", lambda m: m.__setitem__("classes", ["cat", "dog"])),
+                       ("huge_model", lambda m: m["model"]["__dict__"].__setitem__("channels", [100000] * 3)),
+                       ("nested", None)):
+        crafted = root / f"ckpt_{name}"
+        shutil.copytree(p["run"], crafted)
+        for ck in ("best", "last"):
+            f = crafted / "checkpoints" / f"{ck}.safetensors"
+            from safetensors import safe_open
+            from safetensors.torch import load_file, save_file
+            with safe_open(str(f), "pt") as fh:
+                meta = fh.metadata()
+            tree = json.loads(meta["reglab"])
+            if edit is not None:
+                edit(tree["__dict__"]["meta"]["__dict__"])
+            text = json.dumps(tree) if edit is not None else "[" * 100000 + "]" * 100000
+            save_file(load_file(str(f)), str(f), metadata={"format": meta["format"], "reglab": text})
+        p[f"ckpt_{name}"] = crafted
     p["broken_yaml"] = root / "broken.yaml"
     p["broken_yaml"].write_text("train:\n  epochs: 3\n  batch_size: [1, 2\noptim:\n  lr: 0.1\n")
     p["typo_yaml"] = root / "typo.yaml"
@@ -184,6 +215,20 @@ def cases(p: dict[str, Path]) -> list[Case]:
         *([t("cuda", "run.device=cuda", words=["run.device=cuda", "CUDA"], what="CUDA requested, none present")]
           if no_cuda else []),
         t("device", "run.device=gpu", words=["run.device", "auto, cpu, cuda"], what="unknown device"),
+        t("seed-huge", "run.seed=1180591620717411303424", words=["run.seed", "2^32"], what="seed beyond 2^32"),
+        t("threads-negative", "run.threads=-1", words=["run.threads=-1", "or null"], what="threads < 0"),
+        t("threads-zero", "run.threads=0", words=["run.threads=0", "null for torch's default"],
+          what="threads = 0 (null means all cores)"),
+        t("min-lr-above-lr", "sched.min_lr=10", "optim.lr=0.3", words=["sched.min_lr=10.0 is above optim.lr=0.3"],
+          what="sched.min_lr above optim.lr"),
+        t("override-not-utf8", "run.name=caf\udce9", words=["not valid UTF-8", "\\xe9"],
+          what="override with a non-UTF-8 byte"),
+        Case("yaml-latin1", ["train", str(p["latin1_yaml"])], ["is not UTF-8 text (byte 0xe9 on line 2)"],
+             what="recipe with a non-UTF-8 byte"),
+        Case("yaml-duplicate", ["train", str(p["dup_yaml"])], ["duplicate key 'optim' (first at line 1)"],
+             what="recipe with a key given twice"),
+        Case("recipe-dir", ["train", str(p["img"])], ["is a directory, not a YAML file"],
+             what="recipe path that is a directory"),
         # -- data ---------------------------------------------------------------------------------------
         Case("data-missing", ["train", "data.download=false", "--data-dir", str(p["root"] / "nowhere"),
                               f"run.dir={out / 'dm'}"], ["cifar10 not found", "--data-dir", "REGLAB_DATA"],
@@ -224,6 +269,22 @@ def cases(p: dict[str, Path]) -> list[Case]:
         Case("disk-full", ["train", "--resume", "{DISK}/run", "train.epochs=2", "--quiet"],
              ["No space left on device", "previous checkpoint is unchanged"], special="enospc", trains=True,
              what="disk full while saving"),
+        Case("eval-linked-output", ["eval", str(p["linked"])], ["confusion_test.png is a symbolic link"],
+             what="eval output that is a symlink to a file outside"),
+        Case("best-not-a-file", ["eval", str(p["nobest"])], ["best.safetensors is a folder", "--checkpoint last"],
+             what="best checkpoint replaced by a folder"),
+        Case("ckpt-classes", ["predict", str(p["ckpt_two_classes"]), str(img / "full.png")],
+             ["not a valid reglab checkpoint: meta.classes has 2 names for 10 classes"],
+             what="checkpoint metadata: 2 class names for 10 outputs"),
+        Case("ckpt-huge-model", ["predict", str(p["ckpt_huge_model"]), str(img / "full.png")],
+             ["not a valid reglab checkpoint: meta.model.channels"], what="checkpoint metadata: channels [100000]*3"),
+        Case("ckpt-nested", ["train", "--resume", str(p["ckpt_nested"])],
+             ["not a valid reglab checkpoint: metadata is nested deeper than 64 levels"],
+             what="checkpoint metadata: JSON nested 100000 deep"),
+        Case("export-opset", ["export", r, "--opset", "999", "-o", str(out / "m.onnx")],
+             ["--opset 999 is not an ONNX opset"], absent=[str(out / "m.onnx")], what="export --opset 999"),
+        Case("export-opset-zero", ["export", r, "--opset", "0", "-o", str(out / "m.onnx")],
+             ["--opset 0 is not an ONNX opset"], absent=[str(out / "m.onnx")], what="export --opset 0"),
         # -- predict ------------------------------------------------------------------------------------
         Case("top-k", ["predict", r, str(img / "full.png"), "--top-k", "0"], ["--top-k must be >= 1"],
              what="predict --top-k 0"),
@@ -233,6 +294,7 @@ def cases(p: dict[str, Path]) -> list[Case]:
         pr("img-text", "notes.png", ["not an image file"], "text file named .png"),
         pr("img-huge", "bomb.png", ["too large", "900000000 pixels"], "huge image (30000 x 30000 header)"),
         pr("img-dir", "folder.png", ["is a directory"], "a directory"),
+        pr("img-fifo", "pipe.png", ["is a FIFO, not an image file"], "a FIFO (would block forever)"),
         pr("img-ioerror", "ioerror.png", ["cannot read the file", "Input/output error"], "unreadable (I/O error)"),
         *([pr("img-locked", "locked.png", locked_words, "unreadable (no permission)")] if locked_words else []),
     ]
@@ -257,6 +319,8 @@ def digests():
     out = {}
     for root in protect:
         for p in sorted(root.rglob("*")):
+            if p.name == ".reglab.lock":  # the run-directory lock: holds the pid of the last process that locked it
+                continue
             if p.is_file() and not p.is_symlink() and os.access(p, os.R_OK) and p.stat().st_mode & 0o444:
                 out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
@@ -275,13 +339,11 @@ def disk_full(case, workdir):
                 fh.flush()
     else:
         import reglab.train.checkpoint as ck
-        real_save = ck.save_file
-        def full(tensors, filename, metadata=None):
-            real_save(tensors, filename, metadata=metadata)
-            with open(filename, "r+b") as fh:
-                fh.truncate(100)
+        def full(fd, data):
+            os.write(fd, data[:100])
+            os.close(fd)
             raise OSError(28, "No space left on device")
-        ck.save_file = full
+        ck.write_file = full
     before = {p.name: p.read_bytes() for p in (disk / "run" / "checkpoints").iterdir()}
     return disk, real, before
 
@@ -334,7 +396,9 @@ def run_driver(world: dict[str, Path], all_cases: list[Case], extra_argvs: list[
     spec = {"cases": [c.__dict__ for c in all_cases] + [{"id": f"good{i}", "argv": a, "special": ""}
                                                        for i, a in enumerate(extra_argvs)],
             "protect": [str(world["run"]), *(str(world["root"] / d) for d in
-                                             ("data_trunc", "data_shape", "data_sums", "data_evil", "orphan"))],
+                                             ("data_trunc", "data_shape", "data_sums", "data_evil", "orphan",
+                                              "outside", "linked", "nobest", "ckpt_two_classes", "ckpt_huge_model",
+                                              "ckpt_nested"))],
             "run": str(world["run"]), "tmp": str(tmp / "work")}
     (tmp / "spec.json").write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGLAB_")}
@@ -361,7 +425,8 @@ def results(world):
 def _case_ids():
     # The ids are fixed; the paths inside the cases are only known once the world exists.
     probe = {k: Path("/x") for k in ("root", "run", "img", "marker", "evil_ckpt", "evil_pt", "broken_yaml",
-                                      "typo_yaml", "list_yaml")}
+                                      "typo_yaml", "list_yaml", "latin1_yaml", "dup_yaml", "linked", "nobest",
+                                      "ckpt_two_classes", "ckpt_huge_model", "ckpt_nested")}
     return [c.id for c in cases(probe)]
 
 
@@ -374,7 +439,7 @@ def test_bad_input(world, results, case_id):
     assert "Traceback" not in err and "Traceback" not in res["stdout"], err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     if case.trains:  # the progress display of the epoch that ran, then the error
-        lines = [ln for ln in lines if not re.match(r"(reglab: \S+ \| |epoch )", ln)]
+        lines = [ln for ln in lines if not re.match(r"(reglab: \S+ \| |epoch |reglab: note: )", ln)]
     assert len(lines) == 1, err
     line = lines[0]
     if case.code == 2:
@@ -411,7 +476,7 @@ def markdown_table(world: dict[str, Path], results: dict) -> str:
         msg = [ln for ln in res["stderr"].splitlines() if ln.strip()][-1].replace(root, "…")
         out = f"run.dir={world['root'] / 'out'}"
         cmd = " ".join(a for a in c.argv if a not in SYN and not a.startswith(out)).replace(root, "…")
-        cmd = cmd.replace("{DISK}", "…")
+        cmd = cmd.replace("{DISK}", "…").encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         msg = msg.replace("|", "\\|")
         rows.append(f"| {c.what or c.id} | `reglab {cmd}` | {res['code']} | {msg} |")
     return "\n".join(rows)

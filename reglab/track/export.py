@@ -18,6 +18,7 @@ source checkpoint and the largest logit difference the check measured.
 from __future__ import annotations
 
 import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,12 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..train.checkpoint import atomic_write_text, temp_name
+from ..train.fsguard import ensure_dirs, open_new, refuse_links
 from .inference import load_trained, resolve_checkpoint
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+MIN_OPSET = 18  # torch.export-based exporter: it writes opset 18+ natively; lower ones need a converter that
+# may fail (it then keeps 18 and prints a traceback), so they are refused up front
 TOLERANCE = 1e-4  # largest accepted |logit difference| relative to max(1, |logits|)
 
 
@@ -61,13 +65,35 @@ def _run_tta(target: Path, which: str) -> bool:
     return bool(load_run_config(run_dir).train.tta)
 
 
+def max_opset() -> int:
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+    except ImportError:  # pragma: no cover - a torch without the constant
+        return 23
+    return int(ONNX_MAX_OPSET)
+
+
 def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> None:
-    kwargs = {"opset_version": opset} if opset else {}
-    with warnings.catch_warnings():
+    import contextlib
+    import io
+
+    kwargs = {"opset_version": opset} if opset is not None else {}
+    chatter = io.StringIO()  # the exporter prints progress and, for some failures, a traceback it then ignores
+    with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=["images"],
                           output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
                           external_data=False, verbose=False, **kwargs)
+
+
+def written_opset(path: Path) -> int | None:
+    """The default-domain opset an ONNX file declares (None without the onnx package)."""
+    try:
+        import onnx
+    except ImportError:
+        return None
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 def _export_torchscript(module: nn.Module, example: torch.Tensor, path: Path) -> None:
@@ -94,17 +120,27 @@ def export(target: Path, fmt: str = "onnx", out: Path | None = None, checkpoint:
     """Export the model of a run directory or checkpoint; return the metadata written beside it."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not supported; use one of {', '.join(FORMATS)}.")
+    if opset is not None and fmt != "onnx":
+        raise UserError(f"--opset applies to --format onnx only; drop it for --format {fmt}.")
+    if opset is not None and not MIN_OPSET <= opset <= max_opset():
+        raise UserError(f"--opset {opset} is not an ONNX opset this exporter writes; use {MIN_OPSET} to "
+                        f"{max_opset()}, or leave --opset out for the exporter's default.")
     model, meta, ckpt = load_trained(target, checkpoint)
     tta = _run_tta(target, checkpoint) if tta is None else tta
     module = ImageClassifier(model, meta["mean"], meta["std"], tta=tta).eval()
     if out is None:
-        out = (ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent) / "export" / (
-            "model" + FORMATS[fmt])
-    out = Path(out)
+        root = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+        out = root / "export" / ("model" + FORMATS[fmt])
+    else:
+        out = Path(out)
+        root = out.parent
+    meta_path = out.with_name(out.name + ".json")
+    refuse_links(out, root)  # RUN/export a link, or the file itself: refused, never written through
+    refuse_links(meta_path, root)
     if out.is_dir():
         raise UserError(f"{out} is a directory; give the file to write with -o, e.g. -o {out / ('model' + FORMATS[fmt])}.")
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dirs(out.parent, root)
     except OSError as exc:
         raise UserError(f"cannot create {out.parent}: {exc.strerror}.") from None
     gen = torch.Generator().manual_seed(0)
@@ -113,17 +149,31 @@ def export(target: Path, fmt: str = "onnx", out: Path | None = None, checkpoint:
     try:
         with torch.no_grad():
             reference = module(example)
+        os.close(open_new(tmp))  # a fresh file of ours at the temporary name, never a planted link
         (_export_onnx(module, example, tmp, opset) if fmt == "onnx" else _export_torchscript(module, example, tmp))
+        if fmt == "onnx":
+            wrote = written_opset(tmp)
+            if opset is not None and wrote is not None and wrote != opset:
+                raise UserError(f"the exporter could not write opset {opset} (it wrote {wrote}); nothing was "
+                                f"written. Use --opset {wrote}, or leave --opset out.")
+            opset = wrote if wrote is not None else opset
         check = torch.rand(7, 3, 32, 32, generator=gen)  # another batch size: the batch axis is dynamic
         with torch.no_grad():
             expected = module(check)
-        got = run_exported(tmp, fmt, check)
+        try:
+            got = run_exported(tmp, fmt, check)
+        except (OSError, UserError):
+            raise
+        except Exception as exc:  # onnxruntime's own exception types (e.g. an opset it does not support)
+            raise UserError(f"the {fmt} export of {ckpt} does not run in "
+                            f"{'onnxruntime' if fmt == 'onnx' else 'torch.jit'} ({str(exc).splitlines()[0][:200]}); "
+                            "nothing was written. Try another --opset or the other --format.") from None
         diff = float((got - expected).abs().max())
         scale = max(1.0, float(expected.abs().max()), float(reference.abs().max()))
         if not diff <= TOLERANCE * scale:
             raise UserError(f"the {fmt} export of {ckpt} gives logits that differ from PyTorch's by {diff:.3g}; "
                             "nothing was written. Try the other --format.")
-        tmp.replace(out)
+        os.replace(tmp, out)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}.") from None
     finally:
@@ -139,8 +189,7 @@ def export(target: Path, fmt: str = "onnx", out: Path | None = None, checkpoint:
                   "max_abs_logit_diff": diff},
         "opset": opset if fmt == "onnx" else None, "torch": torch.__version__,
     }
-    meta_path = out.with_name(out.name + ".json")
-    atomic_write_text(meta_path, json.dumps(info, indent=2) + "\n")
+    atomic_write_text(meta_path, json.dumps(info, indent=2) + "\n", root=root)
     info["metadata_file"] = str(meta_path)
     info["path"] = str(out)
     return info
@@ -150,4 +199,4 @@ def _checkpoint_epoch(path: Path) -> int | None:
     from ..train.checkpoint import load_checkpoint
 
     epoch = load_checkpoint(path).get("epoch")
-    return int(epoch) if isinstance(epoch, int) else None
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None

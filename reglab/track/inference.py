@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,11 +11,13 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..config import ModelConfig, load_config
+from ..config import load_config
 from ..data import DeviceLoader, load_splits
 from ..errors import UserError
 from ..models import build
 from ..train.checkpoint import atomic_write_text, load_checkpoint
+from ..train.ckschema import Inference, inference_fields
+from ..train.fsguard import refuse_links
 from ..train.device import autocast_for, precision_name
 from ..train.evaluate import confusion_matrix, evaluate, per_class_accuracy
 from ..train.rundir import RunDir, load_run_config
@@ -22,13 +25,28 @@ from .plots import plot_confusion
 
 
 def resolve_checkpoint(target: Path, which: str = "best") -> tuple[Path, Path | None]:
-    """(checkpoint file, run dir or None) for a run directory or a checkpoint file."""
+    """(checkpoint file, run dir or None) for a run directory or a checkpoint file.
+
+    A run directory without ``best`` (but with ``last``) uses ``last`` and says so on stderr; a ``best`` that
+    exists but is not a regular file (a folder, a dangling link, a FIFO) is an error, never skipped."""
+    import stat
+    import sys
+
     if target.is_dir():
         RunDir.open(target)
-        for name in (which, "last"):
-            path = target / "checkpoints" / f"{name}.safetensors"
-            if path.is_file():
-                return path, target
+        path = target / "checkpoints" / f"{which}.safetensors"
+        if path.is_file():
+            return path, target
+        if os.path.lexists(path):
+            kind = "a dangling link" if not path.exists() else "a folder" if path.is_dir() else \
+                "a FIFO" if stat.S_ISFIFO(path.stat().st_mode) else "not a regular file"
+            raise UserError(f"{path} is {kind}, not a checkpoint; move it away or pick the other with "
+                            f"--checkpoint {'last' if which == 'best' else 'best'}.")
+        last = target / "checkpoints" / "last.safetensors"
+        if which != "last" and last.is_file():
+            print(f"reglab: note: {target} has no checkpoints/{which}.safetensors; using last.safetensors.",
+                  file=sys.stderr, flush=True)
+            return last, target
         raise UserError(f"{target} has no checkpoints yet (checkpoints/{which}.safetensors); train it first.")
     if target.is_file():
         run_dir = target.parent.parent if target.parent.name == "checkpoints" else None
@@ -37,23 +55,27 @@ def resolve_checkpoint(target: Path, which: str = "best") -> tuple[Path, Path | 
 
 
 def load_trained(target: Path, which: str = "best", device: str = "cpu") -> tuple[nn.Module, dict[str, Any], Path]:
-    """The model of a run directory or checkpoint (weights only; no pickle), its metadata and the file."""
+    """The model of a run directory or checkpoint (weights only; no pickle), its validated metadata and the
+    file. The model is built from the metadata only after :mod:`reglab.train.ckschema` has checked it."""
+    model, info, path = load_validated(target, which, device)
+    return model, info.meta(), path
+
+
+def load_validated(target: Path, which: str = "best", device: str = "cpu") -> tuple[nn.Module, Inference, Path]:
     path, _ = resolve_checkpoint(target, which)
     state = load_checkpoint(path, device)
-    meta = state.get("meta") or {}
-    try:
-        model_cfg = ModelConfig(**meta["model"])
-        model = build(model_cfg, int(meta["num_classes"]))
-    except (KeyError, TypeError) as exc:
-        raise UserError(f"{path} lacks the model description reglab needs ({exc}); it was not written by "
-                        "`reglab train`.") from None
+    info = inference_fields(state, path)
+    model = build(info.model, info.num_classes)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines()[1:4]]
         raise UserError(f"{path}: the weights do not fit the model the checkpoint describes: "
                         f"{'; '.join(lines)}.") from None
-    return model.to(device).eval(), meta, path
+    return model.to(device).eval(), info, path
+
+
+OUTPUTS = ("confusion_{split}.png", "reliability_{split}.png", "gap.png", "eval_{split}.json")
 
 
 def evaluate_command(target: Path, split: str = "test", data_overrides: list[str] = (), checkpoint: str = "best",
@@ -64,7 +86,11 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
     bins, train-test gap), ``confusion_<split>.png``, ``reliability_<split>.png`` and, for a run directory,
     ``gap.png`` (gap over epochs)."""
     model, meta, path = load_trained(target, checkpoint)
-    _, run_dir = resolve_checkpoint(target, checkpoint)
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file() \
+        else None
+    dest = out_dir or run_dir or path.parent
+    for name in OUTPUTS:  # before any work: a linked output is refused, never written through
+        refuse_links(dest / name.format(split=split), dest)
     if run_dir is not None:
         run_cfg = load_run_config(run_dir, list(data_overrides))
         data_cfg = run_cfg.data
@@ -72,7 +98,7 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
         translate = run_cfg.train.tta_translate if tta else 0
         amp = run_cfg.train.amp
     else:
-        data_cfg = load_config(None, [f"data.dataset={meta.get('dataset', 'cifar10')}", *data_overrides]).data
+        data_cfg = load_config(None, [f"data.dataset={meta.get('dataset') or 'cifar10'}", *data_overrides]).data
         tta, translate, amp = bool(tta), 0, "auto"
     autocast = autocast_for(amp, torch.device("cpu"))  # the precision the run's own evaluation had on this CPU
     data = load_splits(data_cfg)
@@ -90,8 +116,10 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
            "loss": round(res.loss, 5), "acc": round(res.acc, 3),
            "per_class_acc": {c: round(a, 2) for c, a in zip(data.classes, per_class)},
            "confusion_matrix": cm.tolist()}
-    dest = out_dir or run_dir or path.parent
-    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {dest}: {exc.strerror or exc}.") from None
     plot_confusion(cm.numpy(), data.classes, dest / f"confusion_{split}.png",
                    title=f"{split}: {res.acc:.2f}% ({path.name})")
     width = max(len(c) for c in data.classes)
@@ -148,6 +176,15 @@ def load_image(path: Path, size: int = 32) -> np.ndarray:
 
     from PIL import Image, UnidentifiedImageError
 
+    import stat
+
+    try:  # a FIFO, socket or device would block open() or read() forever
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # open() below says why
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ValueError(f"is {kind}, not an image file; give a regular file")
     try:
         with open(path, "rb") as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -193,7 +230,8 @@ def predict_command(target: Path, images: list[Path], top_k: int = 3,
                     checkpoint: str = "best") -> tuple[list[dict[str, Any]], bool]:
     if top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {top_k}.")
-    model, meta, _ = load_trained(target, checkpoint)
+    model, info, _ = load_validated(target, checkpoint)
+    meta = info.meta()
     classes = meta["classes"]
     top_k = min(top_k, len(classes))
     mean = torch.tensor(meta["mean"]).view(1, 3, 1, 1)

@@ -66,7 +66,9 @@ class WandbLogger:
 
         id_file = run.dir.path / "wandb_id"
         run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
-        id_file.write_text(run_id)
+        from ..train.checkpoint import atomic_write_text
+
+        atomic_write_text(id_file, run_id, root=run.dir.path)
         self.wb = wandb.init(project=self.project, id=run_id, resume="allow", name=run.dir.path.name,
                              dir=str(run.dir.path), config=run.cfg.to_dict(),
                              mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")

@@ -50,9 +50,7 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 class CurvesCallback:
@@ -101,14 +99,35 @@ def eval_split(series: dict[str, list[list[dict[str, Any]]]]) -> str:
     return "test" if has_test and any(runs) else "val"
 
 
-def save_figure(fig, path: Path) -> Path:
-    """Lay out, write atomically (temporary file, rename) and close a figure; returns ``path``."""
+def save_figure(fig, path: Path, root: Path | None = None) -> Path:
+    """Lay out, write atomically (a new temporary file, rename) and close a figure; returns ``path``. Neither
+    ``path`` nor a folder below ``root`` (default: its parent) may be a symbolic link; a failed write (a full
+    disk) is a UserError and leaves no temporary file."""
+    import os
+
+    from ..errors import UserError
+    from ..train.checkpoint import fsync_dir, temp_name
+    from ..train.fsguard import ensure_dirs, open_new, refuse_links
+
+    path = Path(path)
+    root = Path(root) if root is not None else path.parent
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    refuse_links(path, root)
+    tmp = temp_name(path)
+    try:
+        ensure_dirs(path.parent, root)
+        with open(open_new(tmp), "wb") as fh:
+            fig.savefig(fh, dpi=110, format=path.suffix.lstrip(".") or "png")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {exc.strerror or exc}. Free some space or write elsewhere; "
+                        "files written earlier are unchanged.") from None
+    finally:
+        plt.close(fig)
+    fsync_dir(path.parent)
     return path
 
 

@@ -3,9 +3,13 @@
 A checkpoint is one ``.safetensors`` file. Any nested state (model and optimizer state dicts, scheduler
 state, EMA, RNG states, epoch counters) is split by :func:`flatten` into a JSON tree, in which each tensor is
 replaced by a reference ``{"__tensor__": "<key>"}``, and a flat ``{key: tensor}`` dict. The JSON goes into the
-file's ``__metadata__`` under ``"reglab"``. Files are written to a temporary name (``.<name>.tmp<pid>``),
-fsynced and renamed, so a crash never leaves a half-written checkpoint behind the final name; a killed writer
-leaves at most a temporary file, which :func:`remove_temporaries` clears on the next start.
+file's ``__metadata__`` under ``"reglab"``. Files are written to a temporary name (``.<name>.tmp<pid>``,
+created with ``O_EXCL | O_NOFOLLOW``), fsynced and renamed, so a crash never leaves a half-written checkpoint
+behind the final name; a killed writer leaves at most a temporary file, which :func:`remove_temporaries`
+clears on the next start. No file is written through a symbolic link (:mod:`reglab.train.fsguard`).
+
+:func:`load_checkpoint` bounds what it parses (metadata size, JSON nesting depth); what the fields mean is
+checked by :mod:`reglab.train.ckschema` before a model is built from them.
 
 Test hook: ``REGLAB_TEST_SLOW_SAVE=<seconds>`` sleeps between writing a checkpoint's temporary file and renaming
 it, so a crash test can kill a process in the middle of a checkpoint write (tests/test_kill_resume.py).
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -21,11 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as serialize
 
 from ..errors import UserError
+from .fsguard import ensure_dirs, open_new, refuse_links
 
 FORMAT = "reglab-checkpoint-1"
+MAX_METADATA_CHARS = 64 << 20  # the JSON of a real checkpoint is a few hundred KB
+MAX_DEPTH = 64  # nesting of that JSON; a real checkpoint's is about 10
 
 
 def flatten(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "t") -> Any:
@@ -89,13 +98,34 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp{os.getpid()}")
 
 
+TEMPORARY = re.compile(r"^\..+\.tmp(?P<pid>\d+)(\.png)?$|^\..+\.tmp\.png$|^\.tmp[A-Za-z0-9]{6}$")
+
+
+def _alive(pid: str | None) -> bool:
+    if not pid or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError, ValueError):
+        return True
+    return True
+
+
 def remove_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files a killed writer left in ``folder`` (``.<name>.tmp<pid>``); return them."""
+    """Delete the temporary files killed writers left in ``folder``: ``.<name>.tmp<pid>`` (reglab's, unless that
+    process still runs), ``.<name>.tmp.png`` (older reglab plots) and ``.tmpXXXXXX`` (safetensors before reglab
+    wrote checkpoint bytes itself); return them. Links are removed as links, never followed."""
     gone = []
-    for tmp in folder.glob(".*.tmp*"):
-        if tmp.is_file():
-            tmp.unlink(missing_ok=True)
-            gone.append(tmp)
+    if not folder.is_dir():
+        return gone
+    refuse_links(folder, folder.parent)
+    for entry in os.scandir(folder):
+        m = TEMPORARY.match(entry.name)
+        if m and (entry.is_symlink() or entry.is_file(follow_symlinks=False)) and not _alive(m.group("pid")):
+            Path(entry.path).unlink(missing_ok=True)
+            gone.append(Path(entry.path))
     return gone
 
 
@@ -105,43 +135,55 @@ def _test_pause() -> None:
         time.sleep(float(delay))
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync and rename (all or nothing)."""
+def write_file(fd: int, data: bytes) -> None:
+    """Write ``data`` to the new file ``fd``, fsync and close it (tests replace this to simulate a full disk)."""
+    with open(fd, "wb", closefd=True) as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def atomic_write_bytes(path: Path, data: bytes, root: Path | None = None, what: str = "",
+                       advice: str = "files written earlier are unchanged") -> None:
+    """Write ``data`` to ``path`` via a new temporary file, fsync and rename (all or nothing). Neither ``path``
+    nor a folder between ``root`` (default: its parent) and it may be a symbolic link; missing folders below
+    ``root`` are created (and removed again if the write fails)."""
+    path = Path(path)
+    root = Path(root) if root is not None else path.parent
+    refuse_links(path, root)
     tmp = temp_name(path)
+    made: list[Path] = []
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+        made = ensure_dirs(path.parent, root)
+        write_file(open_new(tmp), data)
+        _test_pause()
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}. Free some space or choose another "
-                        "run.dir; files written earlier are unchanged.") from None
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        raise UserError(f"cannot write {what + ' ' if what else ''}{path}: {exc.strerror or exc}. Free some space or "
+                        f"choose another run.dir; {advice}.") from None
     fsync_dir(path.parent)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+def atomic_write_text(path: Path, text: str, root: Path | None = None) -> None:
+    atomic_write_bytes(path, text.encode(), root)
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any], root: Path | None = None) -> None:
+    """Write ``state`` to ``path`` (see the module docstring); ``root``: the run directory, for the link check."""
     tensors: dict[str, torch.Tensor] = {}
     tree = flatten(state, tensors)
     meta = {"format": FORMAT, "reglab": json.dumps(tree)}
-    tmp = temp_name(path)
     try:
-        save_file(tensors, str(tmp), metadata=meta)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        _test_pause()
-        os.replace(tmp, path)
-    except (OSError, SafetensorError) as exc:
-        tmp.unlink(missing_ok=True)
-        reason = getattr(exc, "strerror", None) or exc
-        raise UserError(f"cannot write checkpoint {path}: {reason}. Free some space or choose "
-                        "another run.dir; the previous checkpoint is unchanged.") from None
-    fsync_dir(path.parent)
+        data = serialize(tensors, metadata=meta)
+    except SafetensorError as exc:
+        raise UserError(f"cannot write checkpoint {path}: {exc}.") from None
+    atomic_write_bytes(path, data, root, what="checkpoint", advice="the previous checkpoint is unchanged")
 
 
 def _shape(t: Any) -> str:
@@ -199,8 +241,36 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str,
                         "safetensors checkpoints; pickled .pt files are refused on purpose.") from None
     if meta.get("format") != FORMAT or "reglab" not in meta:
         raise UserError(f"{path} is a safetensors file but not a reglab checkpoint (no reglab metadata).")
+    text = meta["reglab"]
+    if len(text) > MAX_METADATA_CHARS:
+        raise UserError(f"{path} is not a valid reglab checkpoint: metadata is {len(text)} characters (at most "
+                        f"{MAX_METADATA_CHARS}). Use another checkpoint (e.g. --checkpoint last) or retrain.")
+    reason = ""
     try:
-        return unflatten(json.loads(meta["reglab"]), tensors)
+        tree = json.loads(text)
+        if nesting_depth(tree, MAX_DEPTH) > MAX_DEPTH:
+            raise RecursionError
+        state = unflatten(tree, tensors)
+        if not isinstance(state, dict):
+            reason = f"holds {type(state).__name__}, not a mapping"
+    except RecursionError:
+        reason = f"is nested deeper than {MAX_DEPTH} levels"
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise UserError(f"{path} has corrupt reglab metadata ({exc!r}); it cannot be loaded. Use another "
-                        "checkpoint (e.g. best vs last) or retrain.") from None
+        reason = f"cannot be decoded ({exc!r})"
+    if reason:
+        raise UserError(f"{path} is not a valid reglab checkpoint: metadata {reason[:300]}; it cannot be loaded. "
+                        "Use another checkpoint (e.g. --checkpoint last) or retrain.")
+    return state
+
+
+def nesting_depth(tree: Any, limit: int) -> int:
+    """Depth of nested lists and dicts in ``tree`` (without recursion); stops counting past ``limit``."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (list, dict)):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            stack.extend((v, depth + 1) for v in (node.values() if isinstance(node, dict) else node))
+    return deepest

@@ -37,7 +37,8 @@ from ..data.mixing import build_mixer
 from ..errors import UserError
 from ..models import build, count_params, forward_gflops
 from . import distributed
-from .checkpoint import atomic_write_text, load_checkpoint, run_mismatch, save_checkpoint
+from .checkpoint import load_checkpoint, run_mismatch, save_checkpoint
+from .ckschema import resume_fields
 from .distributed import Dist, shard
 from .ema import EMA
 from .evaluate import evaluate
@@ -120,6 +121,7 @@ class Run:
         self.test_loader = DeviceLoader(test, eval_bs, mean, std, **common)
         self.steps_per_epoch = len(self.train_loader)
         self.optimizer = build_optimizer(self.model, cfg.optim)
+        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]  # before a scheduler changes them
         try:
             self.scheduler = build_scheduler(self.optimizer, cfg.sched, cfg.train.epochs, self.steps_per_epoch,
                                              cfg.optim.lr)
@@ -168,7 +170,8 @@ class Run:
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
                 "lookahead": self.lookahead.state_dict() if self.lookahead else None,
-                "loader": self.train_loader.state_dict(), "rng": rng_state(self.device), "meta": self.meta()}
+                "loader": self.train_loader.state_dict(), "rng": rng_state(self.device), "meta": self.meta(),
+                "schedule": {"epochs": self.cfg.train.epochs}}
 
     def check_fits(self, state: dict[str, Any], path: Path) -> None:
         """Raise a UserError listing every difference between the checkpoint's model, dataset and optimizer
@@ -179,14 +182,19 @@ class Run:
             raise UserError(f"{path} does not fit this run (checkpoint vs this run): {'; '.join(diffs)}. Resume "
                             "without overriding model.*, data.* or optim.name, or start a new run.")
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any], rebuild_schedule: bool = False) -> None:
+        """Restore a checkpoint's state; ``rebuild_schedule``: the run's length changed, so the lr schedule is
+        built anew for ``train.epochs`` and advanced to the checkpoint's step instead of loaded."""
         self.model.load_state_dict(state["model"])
         fused = self.optimizer.defaults.get("fused")
         self.optimizer.load_state_dict(state["optimizer"])
         for g in self.optimizer.param_groups:  # a checkpoint from another device keeps this device's kernel choice
             if "fused" in g:
                 g["fused"] = fused
-        self.scheduler.load_state_dict(state["scheduler"])
+        if rebuild_schedule:
+            self.rebuild_schedule(int(state["step"]))
+        else:
+            self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
         if self.lookahead is not None and state.get("lookahead") is not None:
@@ -196,17 +204,33 @@ class Run:
         self.epoch, self.step, self.elapsed = int(state["epoch"]), int(state["step"]), float(state["elapsed"])
         self.best = {"val_acc": float(state["best"]["val_acc"]), "epoch": int(state["best"]["epoch"])}
 
+    def rebuild_schedule(self, step: int) -> None:
+        """The lr schedule for this run's ``train.epochs``, at ``step``: the lr a run of that length from the
+        start would have there (the same scheduler steps)."""
+        import warnings
+
+        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
+            g["lr"] = base  # as build_optimizer left it; initial_lr/max_lr of the old schedule go
+            for key in ("initial_lr", "max_lr", "min_lr"):
+                g.pop(key, None)
+        self.scheduler = build_scheduler(self.optimizer, self.cfg.sched, self.cfg.train.epochs, self.steps_per_epoch,
+                                         self.cfg.optim.lr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": on purpose here
+            for _ in range(step):
+                self.scheduler.step()
+
     def save(self, names: Sequence[str]) -> None:
         state = self.state_dict()
         for name in names:
-            save_checkpoint(self.dir.checkpoint(name), state)
+            save_checkpoint(self.dir.checkpoint(name), state, root=self.dir.path)
 
     def save_due(self, improved: bool) -> float:
         """Write ``best`` (this epoch's state if it improved, else a held snapshot of the best epoch, if any)
         and then ``last`` (a kill before last's rename resumes from the previous one); return the time."""
         t0 = time.perf_counter()
         if not improved and self.pending_best is not None:
-            save_checkpoint(self.dir.checkpoint("best"), self.pending_best)
+            save_checkpoint(self.dir.checkpoint("best"), self.pending_best, root=self.dir.path)
         self.pending_best = None
         self.save(["best", "last"] if improved else ["last"])
         now = time.perf_counter()
@@ -324,28 +348,62 @@ def run(cfg: Config, *, resume: bool = False, quiet: bool = True, overwrite: boo
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes the run directory and calls
     the callbacks (except those with a true ``all_ranks`` attribute); all ranks return the same metrics."""
     device = select_device(cfg.run.device)
-    if cfg.run.threads:
+    if cfg.run.threads is not None:
         torch.set_num_threads(cfg.run.threads)
     d, device = distributed.setup(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark
-    try:
-        result = _run(cfg, device, d, resume, overwrite, callbacks)
-    except BaseException:
-        distributed.teardown(d, clean=False)
-        raise
+    with contextlib.ExitStack() as held:  # the run directory's lock (rank 0), released however the run ends
+        try:
+            result = _run(cfg, device, d, resume, overwrite, callbacks, held)
+        except BaseException:
+            distributed.teardown(d, clean=False)
+            raise
     distributed.teardown(d)
     return result
 
 
+EPOCH_DEPENDENT = ("cosine", "linear", "onecycle")  # schedules whose shape depends on train.epochs
+
+
+def _schedule_change(cfg: Config, saved: dict[str, Any], run_dir: RunDir, r: Run) -> tuple[bool, str]:
+    """What a resume with another ``train.epochs`` does: (rebuild the lr schedule?, note for the user).
+
+    Fewer epochs than the run has done is refused. More (or fewer, for an unfinished run) with a schedule whose
+    shape depends on the length (cosine, linear, onecycle; lookahead's decay too) rebuilds the schedule for the
+    new length, advanced to the checkpoint's step, and says so: continuing the old schedule would train the
+    extra epochs at its final lr (~0 for cosine). Other schedules are functions of the step alone and continue
+    exactly."""
+    done, epochs = saved["epoch"], cfg.train.epochs
+    if epochs < done:
+        raise UserError(f"train.epochs={epochs} is fewer than the {done} epochs {run_dir.path} has trained; a run "
+                        f"cannot be shortened. Resume with train.epochs >= {done}, or start a new run.")
+    before = saved["schedule_epochs"]
+    if before is None:  # a checkpoint from before reglab recorded it: the saved config's value
+        from .rundir import load_run_config
+
+        before = load_run_config(run_dir.path).train.epochs
+    if before == epochs:
+        return False, ""
+    if cfg.sched.name not in EPOCH_DEPENDENT and not cfg.optim.lookahead:
+        return False, ""
+    past = f"epochs 1-{done} followed" if done > 1 else "epoch 1 followed" if done else "no epoch followed"
+    return True, (f"reglab: note: train.epochs {before} -> {epochs}: the {cfg.sched.name} lr schedule (built for "
+                  f"{before} epoch{'s' * (before != 1)}) is rebuilt for {epochs} epochs and continues where a "
+                  f"{epochs}-epoch run would be at epoch {done}; {past} the old schedule, so this is not the same "
+                  f"run as {epochs} epochs from the start")
+
+
 def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bool,
-         callbacks: Sequence[Any]) -> Result:
+         callbacks: Sequence[Any], held: contextlib.ExitStack) -> Result:
     started = time.perf_counter()
     callbacks = [cb for cb in callbacks if d.main or getattr(cb, "all_ranks", False)]
-    error, plan = None, ""
-    if d.main:
+    error, plan, lock = None, "", None
+    if d.main:  # only rank 0 locks and writes the run directory
         try:
-            mode, path = plan_start(cfg, resume, overwrite)
+            mode, path, lock = plan_start(cfg, resume, overwrite)
+            if lock is not None:
+                held.callback(lock.release)
             plan = f"{mode}\n{path}"
         except UserError as exc:
             error = exc
@@ -360,29 +418,42 @@ def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bo
         error = exc
     distributed.agree(error, d)
     run_dir = RunDir(path)
+    error = None
     if d.main:
-        if mode == "resume":
-            run_dir.remove_temporaries()
-        else:
-            run_dir = RunDir.create(path, cfg, overwrite=overwrite or mode == "restart")
+        try:
+            if mode == "resume":
+                run_dir.remove_temporaries()
+            else:
+                run_dir = RunDir.create(path, cfg, overwrite=overwrite or mode == "restart", lock=lock)
+                if lock is None:
+                    held.callback(run_dir.lock.release)
+        except UserError as exc:
+            error = exc
+    distributed.agree(error, d)
     r.dir = run_dir
     if mode == "resume":
         ckpt = run_dir.checkpoint("last")
-        error = None
+        error, note = None, ""
         try:
             state = load_checkpoint(ckpt, device)
+            saved = resume_fields(state, ckpt)
             r.check_fits(state, ckpt)
+            rebuild, note = _schedule_change(cfg, saved, run_dir, r)
             try:
-                r.load_state_dict(state)
-            except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+                r.load_state_dict(state, rebuild_schedule=rebuild)
+            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError, OverflowError) as exc:
                 raise UserError(f"{ckpt} does not match this run's model or optimizer "
-                                f"({str(exc).splitlines()[0]}).") from None
+                                f"({(str(exc).splitlines() or [type(exc).__name__])[0][:300]}).") from None
+            if note:
+                note += f" (lr {r.optimizer.param_groups[0]['lr']:.3g} at epoch {r.epoch + 1})."
         except UserError as exc:
             error = exc
         distributed.agree(error, d)
         r.metrics = [row for row in run_dir.read_metrics() if row["epoch"] <= r.epoch]
         if d.main:
-            atomic_write_text(run_dir.path / "config.yaml", cfg.to_yaml())  # epochs may have been extended
+            if note:
+                print(note, file=sys.stderr, flush=True)
+            run_dir.write_config(cfg)  # epochs may have been extended
     env = environment(device)
     _call(callbacks, "on_start", r)
     saved_at = time.perf_counter()

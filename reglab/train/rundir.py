@@ -9,7 +9,10 @@ runs/<name>-<timestamp>/
   checkpoints/last.safetensors, best.safetensors (by validation accuracy), epoch_N.safetensors
 ```
 Every file is replaced atomically (temporary file, fsync, rename); the temporary files a killed process leaves
-behind (``.<name>.tmp<pid>``) are removed when the run is resumed or recreated.
+behind (``.<name>.tmp<pid>``) are removed when the run is resumed or recreated. ``checkpoints/`` is created
+with the first checkpoint. One process at a time owns a run directory (``.reglab.lock``, an flock held for the
+whole run); nothing inside a run directory is written or deleted through a symbolic link
+(:mod:`reglab.train.fsguard`).
 """
 from __future__ import annotations
 
@@ -26,11 +29,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
 from ..config import Config, load_config
 from ..errors import UserError
 from .checkpoint import atomic_write_text, remove_temporaries
+from .fsguard import LOCK_NAME, RunLock, refuse_links
 
 BASE_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
 
@@ -43,24 +46,53 @@ class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.ckpt_dir = self.path / "checkpoints"
+        self.lock: RunLock | None = None
 
     @classmethod
-    def create(cls, path: Path, cfg: Config, overwrite: bool = False) -> "RunDir":
+    def create(cls, path: Path, cfg: Config, overwrite: bool = False, lock: RunLock | None = None) -> "RunDir":
+        """Make (or, with ``overwrite``, empty) the run directory and write config.yaml. ``lock``: this process's
+        lock on it, if taken already; else it is taken here and kept in ``self.lock`` until released."""
         path = Path(path)
         rd = cls(path)
         if not overwrite:
             rd.refuse_if_taken()
+        created = not os.path.lexists(path)
         try:
-            rd.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create run directory {path}: {exc.strerror}.") from None
-        if overwrite:
-            for old in rd.run_files():
-                if old.name != "config.yaml":  # replaced atomically below
-                    old.unlink(missing_ok=True)
-        rd.remove_temporaries()
-        atomic_write_text(path / "config.yaml", cfg.to_yaml())
+        try:
+            rd.lock = lock or RunLock.acquire(path)
+            if not overwrite:
+                rd.refuse_if_taken()  # again, under the lock: another process may have started here meanwhile
+            rd.check_links()
+            if overwrite:
+                for old in rd.run_files():
+                    if old.name != "config.yaml":  # replaced atomically below
+                        old.unlink(missing_ok=True)
+            rd.remove_temporaries()
+            atomic_write_text(path / "config.yaml", cfg.to_yaml(), root=path)
+        except BaseException:
+            if lock is None and rd.lock is not None:
+                rd.lock.release()
+            if created:  # leave nothing behind: no empty folder, no lock file
+                (path / LOCK_NAME).unlink(missing_ok=True)
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
+            raise
         return rd
+
+    def check_links(self) -> None:
+        """Raise if a file or folder reglab writes or deletes in this run directory is a symbolic link."""
+        names = ["config.yaml", "metrics.csv", "metrics.jsonl", "summary.json", "curves.png", "checkpoints",
+                 "tensorboard", "wandb_id", LOCK_NAME]
+        for name in names:
+            refuse_links(self.path / name, self.path)
+        if self.ckpt_dir.is_dir():
+            for entry in os.scandir(self.ckpt_dir):
+                refuse_links(Path(entry.path), self.path)
 
     def run_files(self) -> list[Path]:
         """The files of a run already here (a fresh run would replace them)."""
@@ -88,7 +120,10 @@ class RunDir:
 
     def remove_temporaries(self) -> list[Path]:
         """Delete temporary files left by a killed writer (never a finished file)."""
-        return [*remove_temporaries(self.path), *remove_temporaries(self.ckpt_dir)] if self.path.is_dir() else []
+        if not self.path.is_dir():
+            return []
+        refuse_links(self.ckpt_dir, self.path)
+        return [*remove_temporaries(self.path), *remove_temporaries(self.ckpt_dir)]
 
     def checkpoint(self, name: str) -> Path:
         return self.ckpt_dir / f"{name}.safetensors"
@@ -103,8 +138,8 @@ class RunDir:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-        atomic_write_text(self.path / "metrics.csv", buf.getvalue())
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+        atomic_write_text(self.path / "metrics.csv", buf.getvalue(), root=self.path)
+        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows), root=self.path)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
@@ -124,39 +159,46 @@ class RunDir:
         return rows
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n", root=self.path)
+
+    def write_config(self, cfg: Config) -> None:
+        atomic_write_text(self.path / "config.yaml", cfg.to_yaml(), root=self.path)
 
 
 def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The saved config of a run directory, with overrides applied (e.g. more epochs on resume)."""
+    from ..typedyaml import read_yaml
+
     rd = RunDir.open(path)
-    try:
-        tree = yaml.safe_load((rd.path / "config.yaml").read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise UserError(f"{rd.path / 'config.yaml'} is not valid YAML: {exc}.") from None
-    if not isinstance(tree, dict):
-        raise UserError(f"{rd.path / 'config.yaml'} does not hold a config mapping.")
+    tree = read_yaml(rd.path / "config.yaml", what="a config mapping")
     return load_config(None, list(overrides), base=tree)
 
 
-def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path]:
-    """How to start: ("fresh" | "resume" | "restart", run dir). Raises the user's mistakes."""
+def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path, RunLock | None]:
+    """How to start: ("fresh" | "resume" | "restart", run dir, this process's lock on it: taken here for a
+    resume or restart, by :meth:`RunDir.create` for a fresh run). Raises the user's mistakes."""
     if resume:
         run_dir = RunDir.open(Path(cfg.run.dir))
-        if run_dir.checkpoint("last").is_file():
-            return "resume", run_dir.path
-        done = run_dir.read_metrics()
-        if len(done) > 1:
-            raise UserError(f"{run_dir.path} has no checkpoints/last.safetensors to resume from, although its "
-                            f"metrics record {len(done)} epochs (was the checkpoint moved or deleted?). Put it "
-                            "back, or start the run again with --overwrite.")
+        lock = RunLock.acquire(run_dir.path)
+        try:
+            run_dir.check_links()
+            if run_dir.checkpoint("last").is_file():
+                return "resume", run_dir.path, lock
+            done = run_dir.read_metrics()
+            if len(done) > 1:
+                raise UserError(f"{run_dir.path} has no checkpoints/last.safetensors to resume from, although its "
+                                f"metrics record {len(done)} epochs (was the checkpoint moved or deleted?). Put it "
+                                "back, or start the run again with --overwrite.")
+        except BaseException:
+            lock.release()
+            raise
         print(f"reglab: {run_dir.path} has no checkpoint yet (it stopped in its first epoch); starting it again "
               "from the beginning with its saved config.", file=sys.stderr, flush=True)
-        return "restart", run_dir.path
+        return "restart", run_dir.path, lock
     path = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg)
     if not overwrite:
         RunDir(path).refuse_if_taken()  # before any work
-    return "fresh", path
+    return "fresh", path, None
 
 
 def environment(device: torch.device) -> dict[str, Any]:
