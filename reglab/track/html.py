@@ -20,7 +20,11 @@ table{border-collapse:collapse;font-size:.9em;margin:.5em 0} th,td{border:1px so
 th{background:#f3f3f3;text-align:left} td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.3em 0} .muted{color:#777;font-size:.85em}
 details{margin:.3em 0} pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-size:.85em}
+td.good{background:#e3f4e1;font-weight:600} td.bad{background:#fbe3e1;font-weight:600} td.none{color:#777}
 """
+# Verdict words of the comparison and claims tables, and the class that colours their cell.
+VERDICT_CLASSES = {"better": "good", "reproduced": "good", "worse": "bad", "contradicted": "bad",
+                   "no detectable difference": "none", "inconclusive": "none", "not run": "none"}
 
 
 def escape(value: Any) -> str:
@@ -55,7 +59,8 @@ def html_table(columns: Sequence[str], rows: Iterable[dict[str, Any] | Sequence[
         cells = []
         for v in values:
             text, numeric = format_cell(v)
-            cells.append(f'<td class="num">{escape(text)}</td>' if numeric else f"<td>{escape(text)}</td>")
+            cls_name = "num" if numeric else VERDICT_CLASSES.get(text)
+            cells.append(f'<td class="{cls_name}">{escape(text)}</td>' if cls_name else f"<td>{escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     cls_attr = f' class="{escape(cls)}"' if cls else ""
     return f"<table{cls_attr}><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
