@@ -470,3 +470,55 @@ def test_resume_keeps_old_checkpoints_loadable(trained):
     from reglab.train.ckschema import resume_fields
 
     assert resume_fields(state, Path("x"))["schedule_epochs"] is None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Review fixes: a refused racer leaves the winner alone, a linked run directory, old checkpoints extended
+# twice, merge keys, the resume records, the slow-save hook, unlocking
+
+
+def test_a_lock_taken_on_a_removed_lock_file_is_taken_again(tmp_path, monkeypatch):
+    """Another process unlinked the lock file between this one's open and flock: the lock must be on the file
+    that is there now, not on the removed one (else two processes would both hold "the" lock)."""
+    import fcntl
+
+    real, calls = fcntl.flock, []
+
+    def flock(fd, op):
+        if op & fcntl.LOCK_EX and not calls:
+            calls.append(fd)
+            os.unlink(tmp_path / LOCK_NAME)
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    lock = RunLock.acquire(tmp_path)
+    try:
+        assert calls and os.fstat(lock.fd).st_ino == os.stat(tmp_path / LOCK_NAME).st_ino
+    finally:
+        lock.release()
+
+
+def test_release_unlocks_also_for_a_child_that_inherited_the_descriptor(tmp_path):
+    lock = RunLock.acquire(tmp_path)
+    child = subprocess.Popen(["sleep", "60"], pass_fds=[lock.fd])  # holds the same open file description
+    try:
+        lock.release()
+        again = RunLock.acquire(tmp_path)  # refused if the child's copy still held the flock
+        again.release()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_no_flock_support_says_the_run_is_not_locked(tmp_path, monkeypatch, capfd):
+    import errno
+    import fcntl
+
+    def unsupported(fd, op):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)
+    lock = RunLock.acquire(tmp_path)
+    lock.release()
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("reglab: note:") and "not locked" in err, err
