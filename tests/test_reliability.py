@@ -477,6 +477,82 @@ def test_resume_keeps_old_checkpoints_loadable(trained):
 # twice, merge keys, the resume records, the slow-save hook, unlocking
 
 
+RACE = r"""
+import sys, time
+from pathlib import Path
+import reglab.cli as cli
+from reglab.train import fsguard, rundir
+
+role, sync = sys.argv[1], Path(sys.argv[2])
+real_create, real_acquire = rundir.RunDir.create.__func__, fsguard.RunLock.acquire.__func__
+
+def wait(name):
+    deadline = time.time() + 120
+    while not (sync / name).exists():
+        if time.time() > deadline:
+            raise SystemExit(f"{role}: timed out waiting for {name}")
+        time.sleep(0.02)
+
+def create(cls, path, cfg, overwrite=False, lock=None):
+    if role == "winner":  # the loser has looked at (and made) the folder and is about to lock it
+        wait("loser-at-lock")
+    return real_create(cls, path, cfg, overwrite=overwrite, lock=lock)
+
+def acquire(cls, run_dir):
+    if role == "loser":
+        (sync / "loser-at-lock").touch()
+        wait("winner-locked")
+        return real_acquire(cls, run_dir)
+    lock = real_acquire(cls, run_dir)
+    (sync / "winner-locked").touch()
+    wait("loser-done")  # the winner holds the lock, config.yaml not yet written, while the loser gives up
+    return lock
+
+rundir.RunDir.create = classmethod(create)
+fsguard.RunLock.acquire = classmethod(acquire)
+code = cli.main(sys.argv[3:])
+(sync / f"{role}-done").touch()
+sys.exit(code)
+"""
+
+
+def test_two_racing_fresh_runs_the_loser_leaves_the_winners_directory_alone(tmp_path):
+    """Two real processes start a fresh run in one new run.dir; both find it free, the loser even creates the
+    folder, the winner takes the lock first. The loser is refused with the winner's pid and deletes nothing."""
+    d, sync = tmp_path / "runs" / "race", tmp_path / "sync"
+    sync.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    argv = ["train", *SYN, "train.epochs=1", f"run.dir={d}", "--quiet"]
+    procs = {role: subprocess.Popen([sys.executable, "-c", RACE, role, str(sync), *argv], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for role in ("winner", "loser")}
+    try:
+        errs = {role: p.communicate(timeout=240)[1] for role, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+    assert procs["loser"].returncode == 2, errs["loser"]
+    one_error(2, errs["loser"], "is in use by another reglab process", f"pid {procs['winner'].pid}")
+    assert procs["winner"].returncode == 0, errs["winner"]
+    assert (d / LOCK_NAME).is_file() and (d / LOCK_NAME).read_text().split()[0] == str(procs["winner"].pid)
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/last.safetensors"):
+        assert (d / name).is_file(), name
+    assert load_checkpoint(d / "checkpoints" / "last.safetensors")["epoch"] == 1
+
+
+def test_a_run_directory_that_disappears_is_not_recreated(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    atomic_write_bytes(d / "config.yaml", b"x", root=d, root_must_exist=True)
+    shutil.rmtree(d)
+    with pytest.raises(UserError, match="has disappeared"):
+        atomic_write_bytes(d / "config.yaml", b"x", root=d, root_must_exist=True)
+    with pytest.raises(UserError, match="has disappeared"):
+        atomic_write_bytes(d / "checkpoints" / "last.safetensors", b"x", root=d, root_must_exist=True)
+    assert not d.exists()
+
+
 def test_a_lock_taken_on_a_removed_lock_file_is_taken_again(tmp_path, monkeypatch):
     """Another process unlinked the lock file between this one's open and flock: the lock must be on the file
     that is there now, not on the removed one (else two processes would both hold "the" lock)."""

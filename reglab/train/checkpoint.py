@@ -144,17 +144,18 @@ def write_file(fd: int, data: bytes) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes, root: Path | None = None, what: str = "",
-                       advice: str = "files written earlier are unchanged") -> None:
+                       advice: str = "files written earlier are unchanged", root_must_exist: bool = False) -> None:
     """Write ``data`` to ``path`` via a new temporary file, fsync and rename (all or nothing). Neither ``path``
     nor a folder between ``root`` (default: its parent) and it may be a symbolic link; missing folders below
-    ``root`` are created (and removed again if the write fails)."""
+    ``root`` are created (and removed again if the write fails). ``root_must_exist``: ``root`` is a run
+    directory; if it has disappeared the write raises instead of creating it anew."""
     path = Path(path)
     root = Path(root) if root is not None else path.parent
     refuse_links(path, root)
     tmp = temp_name(path)
     made: list[Path] = []
     try:
-        made = ensure_dirs(path.parent, root)
+        made = ensure_dirs(path.parent, root, root_must_exist)
         write_file(open_new(tmp), data)
         _test_pause()
         os.replace(tmp, path)
@@ -170,12 +171,13 @@ def atomic_write_bytes(path: Path, data: bytes, root: Path | None = None, what: 
     fsync_dir(path.parent)
 
 
-def atomic_write_text(path: Path, text: str, root: Path | None = None) -> None:
-    atomic_write_bytes(path, text.encode(), root)
+def atomic_write_text(path: Path, text: str, root: Path | None = None, root_must_exist: bool = False) -> None:
+    atomic_write_bytes(path, text.encode(), root, root_must_exist=root_must_exist)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any], root: Path | None = None) -> None:
-    """Write ``state`` to ``path`` (see the module docstring); ``root``: the run directory, for the link check."""
+    """Write ``state`` to ``path`` (see the module docstring); ``root``: the run directory, for the link check
+    (it must exist then: a run directory removed under a running process is not created anew)."""
     tensors: dict[str, torch.Tensor] = {}
     tree = flatten(state, tensors)
     meta = {"format": FORMAT, "reglab": json.dumps(tree)}
@@ -183,7 +185,8 @@ def save_checkpoint(path: Path, state: dict[str, Any], root: Path | None = None)
         data = serialize(tensors, metadata=meta)
     except SafetensorError as exc:
         raise UserError(f"cannot write checkpoint {path}: {exc}.") from None
-    atomic_write_bytes(path, data, root, what="checkpoint", advice="the previous checkpoint is unchanged")
+    atomic_write_bytes(path, data, root, what="checkpoint", advice="the previous checkpoint is unchanged",
+                       root_must_exist=root is not None)
 
 
 def _shape(t: Any) -> str:

@@ -56,13 +56,21 @@ class RunDir:
         rd = cls(path)
         if not overwrite:
             rd.refuse_if_taken()
-        created = not os.path.lexists(path)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()  # atomic: of several processes racing here, exactly one creates the folder
+            created = True
+        except FileExistsError:
+            created = False
+            if not path.is_dir():
+                raise UserError(f"cannot create run directory {path}: a file (or a dangling link) is there.") \
+                    from None
         except OSError as exc:
             raise UserError(f"cannot create run directory {path}: {exc.strerror}.") from None
+        # Refused here (another process holds the lock): delete nothing, even a folder this process created:
+        # the lock file and the folder are the holder's now.
+        rd.lock, owned = (lock, False) if lock is not None else (RunLock.acquire(path), True)
         try:
-            rd.lock = lock or RunLock.acquire(path)
             if not overwrite:
                 rd.refuse_if_taken()  # again, under the lock: another process may have started here meanwhile
             rd.check_links()
@@ -71,14 +79,18 @@ class RunDir:
                     if old.name != "config.yaml":  # replaced atomically below
                         old.unlink(missing_ok=True)
             rd.remove_temporaries()
-            atomic_write_text(path / "config.yaml", cfg.to_yaml(), root=path)
+            atomic_write_text(path / "config.yaml", cfg.to_yaml(), root=path, root_must_exist=True)
         except BaseException:
-            if lock is None and rd.lock is not None:
-                rd.lock.release()
-            if created:  # leave nothing behind: no empty folder, no lock file
+            if created:
+                # This process made the folder and holds its lock: leave nothing behind. The lock file goes
+                # while still locked; a process that opened it meanwhile finds on locking that it is no longer
+                # the file at RUN/.reglab.lock (RunLock.acquire) and then that the folder is gone.
                 (path / LOCK_NAME).unlink(missing_ok=True)
+            if owned:
+                rd.lock.release()
+            if created:
                 try:
-                    path.rmdir()
+                    path.rmdir()  # only if empty: never another process's files
                 except OSError:
                     pass
             raise
@@ -138,8 +150,8 @@ class RunDir:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-        atomic_write_text(self.path / "metrics.csv", buf.getvalue(), root=self.path)
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows), root=self.path)
+        self._write("metrics.csv", buf.getvalue())
+        self._write("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
@@ -159,10 +171,14 @@ class RunDir:
         return rows
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n", root=self.path)
+        self._write("summary.json", json.dumps(summary, indent=2) + "\n")
 
     def write_config(self, cfg: Config) -> None:
-        atomic_write_text(self.path / "config.yaml", cfg.to_yaml(), root=self.path)
+        self._write("config.yaml", cfg.to_yaml())
+
+    def _write(self, name: str, text: str) -> None:
+        """Replace ``name`` in the run directory atomically; raise if the directory itself has disappeared."""
+        atomic_write_text(self.path / name, text, root=self.path, root_must_exist=True)
 
 
 def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
