@@ -598,3 +598,23 @@ def test_no_flock_support_says_the_run_is_not_locked(tmp_path, monkeypatch, capf
     lock.release()
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and err.startswith("reglab: note:") and "not locked" in err, err
+
+
+@pytest.mark.parametrize("how", ["fresh", "overwrite", "resume"])
+def test_a_run_directory_that_is_a_link_trains(tmp_path, capfd, how):
+    """runs/x -> elsewhere/x: the run directory itself may be a link (only paths below it may not)."""
+    target = tmp_path / "elsewhere" / "x"
+    target.mkdir(parents=True)
+    link = tmp_path / "runs" / "x"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    fresh = ["train", *SYN, "train.epochs=1", f"run.dir={link}", "--quiet"]
+    if how != "fresh":
+        code, _, err = cli_run(fresh, capfd)
+        assert code == 0, err
+    argv = {"fresh": fresh, "overwrite": [*fresh, "--overwrite"],
+            "resume": ["train", "--resume", link, "train.epochs=2", "--quiet"]}[how]
+    code, _, err = cli_run(argv, capfd)
+    assert code == 0, err
+    assert link.is_symlink() and (target / "summary.json").is_file()
+    assert load_checkpoint(target / "checkpoints" / "last.safetensors")["epoch"] == (2 if how == "resume" else 1)

@@ -113,14 +113,15 @@ def _alive(pid: str | None) -> bool:
     return True
 
 
-def remove_temporaries(folder: Path) -> list[Path]:
+def remove_temporaries(folder: Path, root: Path | None = None) -> list[Path]:
     """Delete the temporary files killed writers left in ``folder``: ``.<name>.tmp<pid>`` (reglab's, unless that
     process still runs), ``.<name>.tmp.png`` (older reglab plots) and ``.tmpXXXXXX`` (safetensors before reglab
-    wrote checkpoint bytes itself); return them. Links are removed as links, never followed."""
+    wrote checkpoint bytes itself); return them. Links are removed as links, never followed. ``root``: the run
+    directory ``folder`` is in (or is); no folder below it may be a link, while ``root`` itself may be one."""
     gone = []
     if not folder.is_dir():
         return gone
-    refuse_links(folder, folder.parent)
+    refuse_links(folder, root if root is not None else folder.parent)
     for entry in os.scandir(folder):
         m = TEMPORARY.match(entry.name)
         if m and (entry.is_symlink() or entry.is_file(follow_symlinks=False)) and not _alive(m.group("pid")):

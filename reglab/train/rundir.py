@@ -135,7 +135,7 @@ class RunDir:
         if not self.path.is_dir():
             return []
         refuse_links(self.ckpt_dir, self.path)
-        return [*remove_temporaries(self.path), *remove_temporaries(self.ckpt_dir)]
+        return [*remove_temporaries(self.path, self.path), *remove_temporaries(self.ckpt_dir, self.path)]
 
     def checkpoint(self, name: str) -> Path:
         return self.ckpt_dir / f"{name}.safetensors"
