@@ -618,3 +618,27 @@ def test_a_run_directory_that_is_a_link_trains(tmp_path, capfd, how):
     assert code == 0, err
     assert link.is_symlink() and (target / "summary.json").is_file()
     assert load_checkpoint(target / "checkpoints" / "last.safetensors")["epoch"] == (2 if how == "resume" else 1)
+
+
+def test_recipes_with_merge_keys_load_and_duplicates_are_still_refused(tmp_path, capfd):
+    from reglab.typedyaml import load_yaml
+
+    tree = load_yaml("base: &b {lr: 0.1, momentum: 0.8}\nx:\n  <<: *b\n  lr: 0.5\n"
+                     "y:\n  <<: [*b, {nesterov: true}]\n", "t")
+    assert tree["x"] == {"lr": 0.5, "momentum": 0.8} and tree["y"] == {"lr": 0.1, "momentum": 0.8, "nesterov": True}
+    recipe = tmp_path / "merge.yaml"
+    recipe.write_text("optim:\n  <<: &sgd {lr: 0.05, momentum: 0.85}\n  lr: 0.3\n")
+    cfg = load_config(recipe, [])
+    assert cfg.optim.lr == 0.3 and cfg.optim.momentum == 0.85
+    dup = tmp_path / "dup_merge.yaml"
+    dup.write_text("optim:\n  <<: {momentum: 0.85}\n  lr: 0.3\n  lr: 0.4\n")
+    code, _, err = cli_run(["config", dup], capfd)
+    one_error(code, err, "found duplicate key 'lr' (first at line 3)", "line 4")
+    with pytest.raises(UserError, match="found duplicate key 'momentum'"):  # inside a merged mapping
+        load_yaml("optim:\n  <<: {momentum: 0.85, momentum: 0.9}\n", "t")
+    layers = ["&a {x0: 1}"] + [f"&{c} {{<<: [{', '.join([f'*{p}'] * 9)}], x{i + 1}: 1}}"
+                               for i, (p, c) in enumerate(zip("abcdefgh", "bcdefghi"))]
+    t0 = time.time()
+    with pytest.raises(UserError, match="merge keys"):  # 9^8 keys if expanded (PyYAML: minutes)
+        load_yaml(f"l: [{', '.join(layers)}]\n", "bomb")
+    assert time.time() - t0 < 5
