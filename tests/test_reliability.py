@@ -642,3 +642,12 @@ def test_recipes_with_merge_keys_load_and_duplicates_are_still_refused(tmp_path,
     with pytest.raises(UserError, match="merge keys"):  # 9^8 keys if expanded (PyYAML: minutes)
         load_yaml(f"l: [{', '.join(layers)}]\n", "bomb")
     assert time.time() - t0 < 5
+
+
+def test_slow_save_hook_pauses_checkpoint_writes_only(tmp_path, monkeypatch):
+    paused = []
+    monkeypatch.setattr(ckmod, "_test_pause", lambda: paused.append(1))
+    ckmod.atomic_write_text(tmp_path / "summary.json", "{}", root=tmp_path)
+    assert paused == []
+    ckmod.save_checkpoint(tmp_path / "checkpoints" / "last.safetensors", {"epoch": 1}, root=tmp_path)
+    assert paused == [1]
