@@ -216,10 +216,10 @@ def test_rebuilt_schedule_is_the_fresh_schedule_at_that_step():
         for _ in range(60):
             opt_a.step()
             a.step()
-        # as a resume does it (Run.rebuild_schedule): a 6-epoch schedule 60 steps in, then rebuilt for 8
+        # as a resume does it (resume.rebuild_schedule): a 6-epoch schedule 60 steps in, then rebuilt for 8
         from types import SimpleNamespace
 
-        from reglab.train.loop import Run
+        from reglab.train.resume import rebuild_schedule
 
         opt_b = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
         old = build_scheduler(opt_b, SchedConfig(name=name, **extra), 6, 10, 0.3)
@@ -229,7 +229,7 @@ def test_rebuilt_schedule_is_the_fresh_schedule_at_that_step():
         cfg = load_config(None, [f"sched.name={name}", *(f"sched.{k}={v}" for k, v in extra.items()),
                                  "train.epochs=8", "optim.lr=0.3"])
         fake = SimpleNamespace(optimizer=opt_b, base_lrs=[0.3], cfg=cfg, steps_per_epoch=10, scheduler=old)
-        Run.rebuild_schedule(fake, 60)
+        rebuild_schedule(fake, 60)
         assert opt_b.param_groups[0]["lr"] == pytest.approx(opt_a.param_groups[0]["lr"], rel=1e-12), name
 
 
