@@ -620,6 +620,62 @@ def test_a_run_directory_that_is_a_link_trains(tmp_path, capfd, how):
     assert load_checkpoint(target / "checkpoints" / "last.safetensors")["epoch"] == (2 if how == "resume" else 1)
 
 
+def _strip_schedule(run_dir: Path) -> None:
+    """Make a run's checkpoints look like ones written before reglab recorded the schedule length."""
+    for name in ("best", "last"):
+        path = run_dir / "checkpoints" / f"{name}.safetensors"
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata()
+        tree = json.loads(meta["reglab"])
+        tree["__dict__"].pop("schedule")
+        save_file(load_file(str(path)), str(path), metadata={"format": meta["format"], "reglab": json.dumps(tree)})
+
+
+def _cosine(step, total, lr=0.2):
+    return lr * 0.5 * (1 + np.cos(np.pi * step / total))
+
+
+def test_extending_an_old_checkpoint_killed_before_its_first_checkpoint_still_rebuilds(work, capfd, monkeypatch):
+    """An old checkpoint (no schedule field) resumed with more epochs, killed before the first new checkpoint
+    (config.yaml already says 4 epochs), then a plain --resume: still the rebuilt 4-epoch schedule."""
+    import reglab.train.loop as loop_mod
+
+    _strip_schedule(work)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop_mod, "save_checkpoint", killed)
+    code, _, err = cli_run(["train", "--resume", work, "train.epochs=4", "--quiet"], capfd)
+    assert code == 130 and "train.epochs 2 -> 4" in err, err
+    assert "epochs: 4" in (work / "config.yaml").read_text()
+    monkeypatch.undo()
+    code, _, err = cli_run(["train", "--resume", work, "--quiet"], capfd)
+    assert code == 0, err
+    assert "reglab: note: train.epochs 2 -> 4: the cosine lr schedule" in err, err
+    rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[2]["lr"] == pytest.approx(_cosine(8, 16), rel=1e-6)
+    assert rows[3]["lr"] == pytest.approx(_cosine(12, 16), rel=1e-6)
+    records = [json.loads(line) for line in (work / "resumes.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["epochs_before"], r["epochs_after"]) for r in records] == [(2, 2, 4), (2, 2, 4)]
+
+
+def test_an_extended_schedule_is_recorded_in_the_run_directory(work, capfd):
+    code, _, err = cli_run(["train", "--resume", work, "train.epochs=4", "--quiet"], capfd)
+    assert code == 0, err
+    (rec,) = [json.loads(line) for line in (work / "resumes.jsonl").read_text().splitlines()]
+    assert rec["epoch"] == 2 and rec["step"] == 8 and rec["epochs_before"] == 2 and rec["epochs_after"] == 4
+    assert rec["schedule"] == "cosine" and rec["rebuilt"] is True
+    assert rec["lr"] == pytest.approx(_cosine(8, 16), rel=1e-6)
+    code, _, err = cli_run(["train", "--resume", work, "--quiet"], capfd)  # nothing changed: no new record
+    assert code == 0, err
+    assert len((work / "resumes.jsonl").read_text().splitlines()) == 1
+    code, _, err = cli_run(["train", *SYN, "train.epochs=1", f"run.dir={work}", "--overwrite", "--quiet"], capfd)
+    assert code == 0, err
+    assert not (work / "resumes.jsonl").exists()  # a new run has no resumes
+
+
 def test_recipes_with_merge_keys_load_and_duplicates_are_still_refused(tmp_path, capfd):
     from reglab.typedyaml import load_yaml
 

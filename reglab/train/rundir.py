@@ -5,6 +5,7 @@ runs/<name>-<timestamp>/
   config.yaml        the fully resolved config
   metrics.csv        one row per epoch (also metrics.jsonl)
   summary.json       final numbers, hardware, versions, git commit
+  resumes.jsonl      one record per resume that changed train.epochs (only if one did)
   curves.png         loss and accuracy per epoch (written by reglab.track.plots as a callback)
   checkpoints/last.safetensors, best.safetensors (by validation accuracy), epoch_N.safetensors
 ```
@@ -35,6 +36,7 @@ from ..errors import UserError
 from .checkpoint import atomic_write_text, remove_temporaries
 from .fsguard import LOCK_NAME, RunLock, refuse_links
 
+RESUMES = "resumes.jsonl"
 BASE_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
 
 
@@ -99,7 +101,7 @@ class RunDir:
     def check_links(self) -> None:
         """Raise if a file or folder reglab writes or deletes in this run directory is a symbolic link."""
         names = ["config.yaml", "metrics.csv", "metrics.jsonl", "summary.json", "curves.png", "checkpoints",
-                 "tensorboard", "wandb_id", LOCK_NAME]
+                 "tensorboard", "wandb_id", RESUMES, LOCK_NAME]
         for name in names:
             refuse_links(self.path / name, self.path)
         if self.ckpt_dir.is_dir():
@@ -108,7 +110,7 @@ class RunDir:
 
     def run_files(self) -> list[Path]:
         """The files of a run already here (a fresh run would replace them)."""
-        names = [self.path / n for n in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json")]
+        names = [self.path / n for n in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json", RESUMES)]
         return [p for p in names if p.exists()] + (sorted(self.ckpt_dir.glob("*.safetensors"))
                                                    if self.ckpt_dir.is_dir() else [])
 
@@ -169,6 +171,28 @@ class RunDir:
                                     "Delete that line (rows are rewritten from the checkpoint's epoch on).")
                 rows.append(row)
         return rows
+
+    def read_resumes(self) -> list[dict[str, Any]]:
+        """The records of resumes that changed ``train.epochs`` (:mod:`reglab.train.resume`), oldest first."""
+        path = self.path / RESUMES
+        if not path.is_file():
+            return []
+        records = []
+        for i, line in enumerate(path.read_text().splitlines()):
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    rec = None
+                if not isinstance(rec, dict):
+                    raise UserError(f"{path}: line {i + 1} is not a resume record; the file was edited or damaged. "
+                                    "Delete that line.")
+                records.append(rec)
+        return records
+
+    def add_resume(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to resumes.jsonl (the file is replaced atomically)."""
+        self._write(RESUMES, "".join(json.dumps(r) + "\n" for r in [*self.read_resumes(), record]))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         self._write("summary.json", json.dumps(summary, indent=2) + "\n")
