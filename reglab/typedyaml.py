@@ -34,13 +34,56 @@ def short(value: Any) -> str:
     return r.repr(value)
 
 
+MERGE = "tag:yaml.org,2002:merge"
+MAX_MERGED = 100_000  # keys a mapping may hold after its merge keys are expanded
+
+
+def _merged_size(node: yaml.MappingNode, memo: dict[int, int]) -> int:
+    """How many keys ``node`` holds once its merge keys are expanded (each node counted once: linear time)."""
+    if id(node) in memo:
+        return memo[id(node)]
+    memo[id(node)] = 0  # a mapping that merges itself
+    n = 0
+    for key_node, value in node.value:
+        if key_node.tag != MERGE:
+            n += 1
+            continue
+        for sub in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+            if isinstance(sub, yaml.MappingNode):
+                n += _merged_size(sub, memo)
+    memo[id(node)] = n
+    return n
+
+
 class StrictLoader(yaml.SafeLoader):
     """yaml.SafeLoader that refuses a key given twice in one mapping (YAML says keys are unique; PyYAML would
-    keep the last one silently)."""
+    keep the last one silently). Merge keys (``<<: *base``) work as in PyYAML: a key of the mapping itself
+    overrides a merged one, which is not a duplicate; only keys written twice in the mapping itself are."""
 
     def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            self._refuse_duplicates(node, deep)
+            if _merged_size(node, {}) > MAX_MERGED:  # PyYAML copies merged keys: nested merges grow exponentially
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"its merge keys (<<) expand it to more than {MAX_MERGED} keys", node.start_mark)
+            self.flatten_mapping(node)  # merged keys first, then the mapping's own (which win)
+        return super().construct_mapping(node, deep=deep)
+
+    def _refuse_duplicates(self, node, deep):
+        """Raise if a key appears twice among ``node``'s own keys, or among those of a mapping it merges."""
+        checked = self.__dict__.setdefault("_checked", set())  # each node once (aliases repeat them)
+        if id(node) in checked:
+            return
+        checked.add(id(node))
+        own = [k for k, _ in node.value if k.tag != MERGE]
+        for key_node, value in node.value:
+            if key_node.tag == MERGE:
+                for sub in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                    if isinstance(sub, yaml.MappingNode):
+                        self._refuse_duplicates(sub, deep)
         seen: dict[Any, Any] = {}
-        for key_node, _ in node.value:
+        for key_node in own:
             key = self.construct_object(key_node, deep=deep)
             try:
                 hash(key)
@@ -51,7 +94,6 @@ class StrictLoader(yaml.SafeLoader):
                     "while constructing a mapping", node.start_mark,
                     f"found duplicate key {short(key)} (first at line {seen[key].line + 1})", key_node.start_mark)
             seen[key] = key_node.start_mark
-        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(text: str, where: str) -> Any:

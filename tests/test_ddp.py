@@ -45,11 +45,12 @@ from reglab.train.rundir import load_run_config
 
 out, tiny, aug = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
 world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
-if rank:  # only rank 0 may write the run directory: on the others every writer raises
-    import reglab.train.checkpoint as ck, reglab.train.rundir as rd
+if rank:  # only rank 0 may write (or lock) the run directory: on the others every writer raises
+    import reglab.train.checkpoint as ck, reglab.train.fsguard as fg, reglab.train.rundir as rd
     def forbidden(*args, **kwargs):
-        raise AssertionError(f"rank {rank} tried to write {args[:1]}")
-    ck.save_file = ck.atomic_write_bytes = rd.remove_temporaries = forbidden
+        raise AssertionError(f"rank {rank} tried to write or lock {args[:1]}")
+    ck.write_file = ck.atomic_write_bytes = rd.remove_temporaries = forbidden
+    fg.RunLock.acquire = forbidden
 torch.distributed.init_process_group("gloo")  # one group for the several runs below (run() reuses it)
 gc.disable()  # so that only run() itself can free the runs' DDP wrappers (they sit in reference cycles)
 
@@ -214,7 +215,8 @@ def test_ddp_resume_is_bit_identical(ddp):
 
 
 def test_only_rank_0_writes_the_run_directory(ddp):
-    """Rank 1 ran with every file writer replaced by one that raises, and finished all five runs."""
+    """Rank 1 ran with every file writer (and the run-directory lock) replaced by one that raises, and finished
+    all five runs."""
     out, _, stdout = ddp
     assert stdout.count("done") == 2
     for d in ("sync-w2", "plain-w2", "A", "B"):

@@ -216,10 +216,10 @@ def test_rebuilt_schedule_is_the_fresh_schedule_at_that_step():
         for _ in range(60):
             opt_a.step()
             a.step()
-        # as a resume does it (Run.rebuild_schedule): a 6-epoch schedule 60 steps in, then rebuilt for 8
+        # as a resume does it (resume.rebuild_schedule): a 6-epoch schedule 60 steps in, then rebuilt for 8
         from types import SimpleNamespace
 
-        from reglab.train.loop import Run
+        from reglab.train.resume import rebuild_schedule
 
         opt_b = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
         old = build_scheduler(opt_b, SchedConfig(name=name, **extra), 6, 10, 0.3)
@@ -229,7 +229,7 @@ def test_rebuilt_schedule_is_the_fresh_schedule_at_that_step():
         cfg = load_config(None, [f"sched.name={name}", *(f"sched.{k}={v}" for k, v in extra.items()),
                                  "train.epochs=8", "optim.lr=0.3"])
         fake = SimpleNamespace(optimizer=opt_b, base_lrs=[0.3], cfg=cfg, steps_per_epoch=10, scheduler=old)
-        Run.rebuild_schedule(fake, 60)
+        rebuild_schedule(fake, 60)
         assert opt_b.param_groups[0]["lr"] == pytest.approx(opt_a.param_groups[0]["lr"], rel=1e-12), name
 
 
@@ -433,13 +433,17 @@ def test_fresh_run_has_no_checkpoints_folder_until_its_first_checkpoint(tmp_path
     assert "checkpoints" not in look.seen and LOCK_NAME in look.seen
 
 
-def test_predict_a_fifo_does_not_hang(work, tmp_path, capfd):
+def test_predict_a_fifo_does_not_hang(work, tmp_path):
+    """In a subprocess with a timeout: a regression that opens the FIFO blocks forever, not the test session."""
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
-    t0 = time.time()
-    code, _, err = cli_run(["predict", work, fifo], capfd)
-    assert time.time() - t0 < 20
-    one_error(code, err, "is a FIFO, not an image file", exit_code=1)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "reglab", "predict", str(work), str(fifo)], env=env,
+                              capture_output=True, text=True, timeout=120)  # the start alone takes ~5-10 s here
+    except subprocess.TimeoutExpired:
+        pytest.fail("reglab predict blocked on a FIFO (killed after 120 s)")
+    one_error(proc.returncode, proc.stderr, "is a FIFO, not an image file", exit_code=1)
 
 
 def test_best_that_is_not_a_file_is_an_error_and_a_missing_best_says_last(work, image, capfd):
@@ -470,3 +474,240 @@ def test_resume_keeps_old_checkpoints_loadable(trained):
     from reglab.train.ckschema import resume_fields
 
     assert resume_fields(state, Path("x"))["schedule_epochs"] is None
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Review fixes: a refused racer leaves the winner alone, a linked run directory, old checkpoints extended
+# twice, merge keys, the resume records, the slow-save hook, unlocking
+
+
+RACE = r"""
+import sys, time
+from pathlib import Path
+import reglab.cli as cli
+from reglab.train import fsguard, rundir
+
+role, sync = sys.argv[1], Path(sys.argv[2])
+real_create, real_acquire = rundir.RunDir.create.__func__, fsguard.RunLock.acquire.__func__
+
+def wait(name):
+    deadline = time.time() + 120
+    while not (sync / name).exists():
+        if time.time() > deadline:
+            raise SystemExit(f"{role}: timed out waiting for {name}")
+        time.sleep(0.02)
+
+def create(cls, path, cfg, overwrite=False, lock=None):
+    if role == "winner":  # the loser has looked at (and made) the folder and is about to lock it
+        wait("loser-at-lock")
+    return real_create(cls, path, cfg, overwrite=overwrite, lock=lock)
+
+def acquire(cls, run_dir):
+    if role == "loser":
+        (sync / "loser-at-lock").touch()
+        wait("winner-locked")
+        return real_acquire(cls, run_dir)
+    lock = real_acquire(cls, run_dir)
+    (sync / "winner-locked").touch()
+    wait("loser-done")  # the winner holds the lock, config.yaml not yet written, while the loser gives up
+    return lock
+
+rundir.RunDir.create = classmethod(create)
+fsguard.RunLock.acquire = classmethod(acquire)
+code = cli.main(sys.argv[3:])
+(sync / f"{role}-done").touch()
+sys.exit(code)
+"""
+
+
+def test_two_racing_fresh_runs_the_loser_leaves_the_winners_directory_alone(tmp_path):
+    """Two real processes start a fresh run in one new run.dir; both find it free, the loser even creates the
+    folder, the winner takes the lock first. The loser is refused with the winner's pid and deletes nothing."""
+    d, sync = tmp_path / "runs" / "race", tmp_path / "sync"
+    sync.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    argv = ["train", *SYN, "train.epochs=1", f"run.dir={d}", "--quiet"]
+    procs = {role: subprocess.Popen([sys.executable, "-c", RACE, role, str(sync), *argv], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+             for role in ("winner", "loser")}
+    try:
+        errs = {role: p.communicate(timeout=240)[1] for role, p in procs.items()}
+    finally:
+        for p in procs.values():
+            p.kill()
+            p.wait()
+    assert procs["loser"].returncode == 2, errs["loser"]
+    one_error(2, errs["loser"], "is in use by another reglab process", f"pid {procs['winner'].pid}")
+    assert procs["winner"].returncode == 0, errs["winner"]
+    assert (d / LOCK_NAME).is_file() and (d / LOCK_NAME).read_text().split()[0] == str(procs["winner"].pid)
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "checkpoints/last.safetensors"):
+        assert (d / name).is_file(), name
+    assert load_checkpoint(d / "checkpoints" / "last.safetensors")["epoch"] == 1
+
+
+def test_a_run_directory_that_disappears_is_not_recreated(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    atomic_write_bytes(d / "config.yaml", b"x", root=d, root_must_exist=True)
+    shutil.rmtree(d)
+    with pytest.raises(UserError, match="has disappeared"):
+        atomic_write_bytes(d / "config.yaml", b"x", root=d, root_must_exist=True)
+    with pytest.raises(UserError, match="has disappeared"):
+        atomic_write_bytes(d / "checkpoints" / "last.safetensors", b"x", root=d, root_must_exist=True)
+    assert not d.exists()
+
+
+def test_a_lock_taken_on_a_removed_lock_file_is_taken_again(tmp_path, monkeypatch):
+    """Another process unlinked the lock file between this one's open and flock: the lock must be on the file
+    that is there now, not on the removed one (else two processes would both hold "the" lock)."""
+    import fcntl
+
+    real, calls = fcntl.flock, []
+
+    def flock(fd, op):
+        if op & fcntl.LOCK_EX and not calls:
+            calls.append(fd)
+            os.unlink(tmp_path / LOCK_NAME)
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    lock = RunLock.acquire(tmp_path)
+    try:
+        assert calls and os.fstat(lock.fd).st_ino == os.stat(tmp_path / LOCK_NAME).st_ino
+    finally:
+        lock.release()
+
+
+def test_release_unlocks_also_for_a_child_that_inherited_the_descriptor(tmp_path):
+    lock = RunLock.acquire(tmp_path)
+    child = subprocess.Popen(["sleep", "60"], pass_fds=[lock.fd])  # holds the same open file description
+    try:
+        lock.release()
+        again = RunLock.acquire(tmp_path)  # refused if the child's copy still held the flock
+        again.release()
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_no_flock_support_says_the_run_is_not_locked(tmp_path, monkeypatch, capfd):
+    import errno
+    import fcntl
+
+    def unsupported(fd, op):
+        raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)
+    lock = RunLock.acquire(tmp_path)
+    lock.release()
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("reglab: note:") and "not locked" in err, err
+
+
+@pytest.mark.parametrize("how", ["fresh", "overwrite", "resume"])
+def test_a_run_directory_that_is_a_link_trains(tmp_path, capfd, how):
+    """runs/x -> elsewhere/x: the run directory itself may be a link (only paths below it may not)."""
+    target = tmp_path / "elsewhere" / "x"
+    target.mkdir(parents=True)
+    link = tmp_path / "runs" / "x"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    fresh = ["train", *SYN, "train.epochs=1", f"run.dir={link}", "--quiet"]
+    if how != "fresh":
+        code, _, err = cli_run(fresh, capfd)
+        assert code == 0, err
+    argv = {"fresh": fresh, "overwrite": [*fresh, "--overwrite"],
+            "resume": ["train", "--resume", link, "train.epochs=2", "--quiet"]}[how]
+    code, _, err = cli_run(argv, capfd)
+    assert code == 0, err
+    assert link.is_symlink() and (target / "summary.json").is_file()
+    assert load_checkpoint(target / "checkpoints" / "last.safetensors")["epoch"] == (2 if how == "resume" else 1)
+
+
+def _strip_schedule(run_dir: Path) -> None:
+    """Make a run's checkpoints look like ones written before reglab recorded the schedule length."""
+    for name in ("best", "last"):
+        path = run_dir / "checkpoints" / f"{name}.safetensors"
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata()
+        tree = json.loads(meta["reglab"])
+        tree["__dict__"].pop("schedule")
+        save_file(load_file(str(path)), str(path), metadata={"format": meta["format"], "reglab": json.dumps(tree)})
+
+
+def _cosine(step, total, lr=0.2):
+    return lr * 0.5 * (1 + np.cos(np.pi * step / total))
+
+
+def test_extending_an_old_checkpoint_killed_before_its_first_checkpoint_still_rebuilds(work, capfd, monkeypatch):
+    """An old checkpoint (no schedule field) resumed with more epochs, killed before the first new checkpoint
+    (config.yaml already says 4 epochs), then a plain --resume: still the rebuilt 4-epoch schedule."""
+    import reglab.train.loop as loop_mod
+
+    _strip_schedule(work)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop_mod, "save_checkpoint", killed)
+    code, _, err = cli_run(["train", "--resume", work, "train.epochs=4", "--quiet"], capfd)
+    assert code == 130 and "train.epochs 2 -> 4" in err, err
+    assert "epochs: 4" in (work / "config.yaml").read_text()
+    monkeypatch.undo()
+    code, _, err = cli_run(["train", "--resume", work, "--quiet"], capfd)
+    assert code == 0, err
+    assert "reglab: note: train.epochs 2 -> 4: the cosine lr schedule" in err, err
+    rows = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert rows[2]["lr"] == pytest.approx(_cosine(8, 16), rel=1e-6)
+    assert rows[3]["lr"] == pytest.approx(_cosine(12, 16), rel=1e-6)
+    records = [json.loads(line) for line in (work / "resumes.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["epochs_before"], r["epochs_after"]) for r in records] == [(2, 2, 4), (2, 2, 4)]
+
+
+def test_an_extended_schedule_is_recorded_in_the_run_directory(work, capfd):
+    code, _, err = cli_run(["train", "--resume", work, "train.epochs=4", "--quiet"], capfd)
+    assert code == 0, err
+    (rec,) = [json.loads(line) for line in (work / "resumes.jsonl").read_text().splitlines()]
+    assert rec["epoch"] == 2 and rec["step"] == 8 and rec["epochs_before"] == 2 and rec["epochs_after"] == 4
+    assert rec["schedule"] == "cosine" and rec["rebuilt"] is True
+    assert rec["lr"] == pytest.approx(_cosine(8, 16), rel=1e-6)
+    code, _, err = cli_run(["train", "--resume", work, "--quiet"], capfd)  # nothing changed: no new record
+    assert code == 0, err
+    assert len((work / "resumes.jsonl").read_text().splitlines()) == 1
+    code, _, err = cli_run(["train", *SYN, "train.epochs=1", f"run.dir={work}", "--overwrite", "--quiet"], capfd)
+    assert code == 0, err
+    assert not (work / "resumes.jsonl").exists()  # a new run has no resumes
+
+
+def test_recipes_with_merge_keys_load_and_duplicates_are_still_refused(tmp_path, capfd):
+    from reglab.typedyaml import load_yaml
+
+    tree = load_yaml("base: &b {lr: 0.1, momentum: 0.8}\nx:\n  <<: *b\n  lr: 0.5\n"
+                     "y:\n  <<: [*b, {nesterov: true}]\n", "t")
+    assert tree["x"] == {"lr": 0.5, "momentum": 0.8} and tree["y"] == {"lr": 0.1, "momentum": 0.8, "nesterov": True}
+    recipe = tmp_path / "merge.yaml"
+    recipe.write_text("optim:\n  <<: &sgd {lr: 0.05, momentum: 0.85}\n  lr: 0.3\n")
+    cfg = load_config(recipe, [])
+    assert cfg.optim.lr == 0.3 and cfg.optim.momentum == 0.85
+    dup = tmp_path / "dup_merge.yaml"
+    dup.write_text("optim:\n  <<: {momentum: 0.85}\n  lr: 0.3\n  lr: 0.4\n")
+    code, _, err = cli_run(["config", dup], capfd)
+    one_error(code, err, "found duplicate key 'lr' (first at line 3)", "line 4")
+    with pytest.raises(UserError, match="found duplicate key 'momentum'"):  # inside a merged mapping
+        load_yaml("optim:\n  <<: {momentum: 0.85, momentum: 0.9}\n", "t")
+    layers = ["&a {x0: 1}"] + [f"&{c} {{<<: [{', '.join([f'*{p}'] * 9)}], x{i + 1}: 1}}"
+                               for i, (p, c) in enumerate(zip("abcdefgh", "bcdefghi"))]
+    t0 = time.time()
+    with pytest.raises(UserError, match="merge keys"):  # 9^8 keys if expanded (PyYAML: minutes)
+        load_yaml(f"l: [{', '.join(layers)}]\n", "bomb")
+    assert time.time() - t0 < 5
+
+
+def test_slow_save_hook_pauses_checkpoint_writes_only(tmp_path, monkeypatch):
+    paused = []
+    monkeypatch.setattr(ckmod, "_test_pause", lambda: paused.append(1))
+    ckmod.atomic_write_text(tmp_path / "summary.json", "{}", root=tmp_path)
+    assert paused == []
+    ckmod.save_checkpoint(tmp_path / "checkpoints" / "last.safetensors", {"epoch": 1}, root=tmp_path)
+    assert paused == [1]

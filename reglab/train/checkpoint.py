@@ -12,7 +12,9 @@ clears on the next start. No file is written through a symbolic link (:mod:`regl
 checked by :mod:`reglab.train.ckschema` before a model is built from them.
 
 Test hook: ``REGLAB_TEST_SLOW_SAVE=<seconds>`` sleeps between writing a checkpoint's temporary file and renaming
-it, so a crash test can kill a process in the middle of a checkpoint write (tests/test_kill_resume.py).
+it (checkpoints only: :func:`save_checkpoint` asks :func:`atomic_write_bytes` for the pause; config, metrics
+and summary writes are not slowed), so a crash test can kill a process in the middle of a checkpoint write
+(tests/test_kill_resume.py).
 """
 from __future__ import annotations
 
@@ -113,14 +115,15 @@ def _alive(pid: str | None) -> bool:
     return True
 
 
-def remove_temporaries(folder: Path) -> list[Path]:
+def remove_temporaries(folder: Path, root: Path | None = None) -> list[Path]:
     """Delete the temporary files killed writers left in ``folder``: ``.<name>.tmp<pid>`` (reglab's, unless that
     process still runs), ``.<name>.tmp.png`` (older reglab plots) and ``.tmpXXXXXX`` (safetensors before reglab
-    wrote checkpoint bytes itself); return them. Links are removed as links, never followed."""
+    wrote checkpoint bytes itself); return them. Links are removed as links, never followed. ``root``: the run
+    directory ``folder`` is in (or is); no folder below it may be a link, while ``root`` itself may be one."""
     gone = []
     if not folder.is_dir():
         return gone
-    refuse_links(folder, folder.parent)
+    refuse_links(folder, root if root is not None else folder.parent)
     for entry in os.scandir(folder):
         m = TEMPORARY.match(entry.name)
         if m and (entry.is_symlink() or entry.is_file(follow_symlinks=False)) and not _alive(m.group("pid")):
@@ -130,6 +133,7 @@ def remove_temporaries(folder: Path) -> list[Path]:
 
 
 def _test_pause() -> None:
+    """The ``REGLAB_TEST_SLOW_SAVE`` sleep of a checkpoint write (see the module docstring)."""
     delay = os.environ.get("REGLAB_TEST_SLOW_SAVE")
     if delay:
         time.sleep(float(delay))
@@ -144,19 +148,23 @@ def write_file(fd: int, data: bytes) -> None:
 
 
 def atomic_write_bytes(path: Path, data: bytes, root: Path | None = None, what: str = "",
-                       advice: str = "files written earlier are unchanged") -> None:
+                       advice: str = "files written earlier are unchanged", root_must_exist: bool = False,
+                       pause: bool = False) -> None:
     """Write ``data`` to ``path`` via a new temporary file, fsync and rename (all or nothing). Neither ``path``
     nor a folder between ``root`` (default: its parent) and it may be a symbolic link; missing folders below
-    ``root`` are created (and removed again if the write fails)."""
+    ``root`` are created (and removed again if the write fails). ``root_must_exist``: ``root`` is a run
+    directory; if it has disappeared the write raises instead of creating it anew. ``pause``: the write is a
+    checkpoint's, which the test hook ``REGLAB_TEST_SLOW_SAVE`` slows down (no other file is paused)."""
     path = Path(path)
     root = Path(root) if root is not None else path.parent
     refuse_links(path, root)
     tmp = temp_name(path)
     made: list[Path] = []
     try:
-        made = ensure_dirs(path.parent, root)
+        made = ensure_dirs(path.parent, root, root_must_exist)
         write_file(open_new(tmp), data)
-        _test_pause()
+        if pause:
+            _test_pause()
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -170,12 +178,13 @@ def atomic_write_bytes(path: Path, data: bytes, root: Path | None = None, what: 
     fsync_dir(path.parent)
 
 
-def atomic_write_text(path: Path, text: str, root: Path | None = None) -> None:
-    atomic_write_bytes(path, text.encode(), root)
+def atomic_write_text(path: Path, text: str, root: Path | None = None, root_must_exist: bool = False) -> None:
+    atomic_write_bytes(path, text.encode(), root, root_must_exist=root_must_exist)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any], root: Path | None = None) -> None:
-    """Write ``state`` to ``path`` (see the module docstring); ``root``: the run directory, for the link check."""
+    """Write ``state`` to ``path`` (see the module docstring); ``root``: the run directory, for the link check
+    (it must exist then: a run directory removed under a running process is not created anew)."""
     tensors: dict[str, torch.Tensor] = {}
     tree = flatten(state, tensors)
     meta = {"format": FORMAT, "reglab": json.dumps(tree)}
@@ -183,7 +192,8 @@ def save_checkpoint(path: Path, state: dict[str, Any], root: Path | None = None)
         data = serialize(tensors, metadata=meta)
     except SafetensorError as exc:
         raise UserError(f"cannot write checkpoint {path}: {exc}.") from None
-    atomic_write_bytes(path, data, root, what="checkpoint", advice="the previous checkpoint is unchanged")
+    atomic_write_bytes(path, data, root, what="checkpoint", advice="the previous checkpoint is unchanged",
+                       root_must_exist=root is not None, pause=True)
 
 
 def _shape(t: Any) -> str:

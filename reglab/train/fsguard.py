@@ -8,7 +8,11 @@
 * :class:`RunLock` is an advisory ``flock`` on ``RUN/.reglab.lock`` held for a whole run. The kernel drops it
   when the process ends, killed or not, so a lock is never stale; the file keeps the holder's pid and host
   for the message a second process gets. The descriptor is close-on-exec, so child processes (git, ...) do
-  not inherit the lock.
+  not inherit the lock, and :meth:`RunLock.release` unlocks before it closes (a forked child holding a copy
+  of the descriptor would otherwise keep the lock). The lock file is never deleted while the run directory
+  is in use; :meth:`RunLock.acquire` checks after locking that the file it locked is still the one at
+  ``RUN/.reglab.lock`` (not one removed meanwhile). Where the file system has no ``flock`` the run goes on
+  unlocked and one ``reglab: note:`` line says so.
 
 The checks run right before each write or delete; a link swapped in between a check and the write by another
 process is outside what this guards against (the rename that finishes every write replaces a link at the
@@ -20,6 +24,7 @@ import errno
 import os
 import socket
 import stat
+import sys
 from pathlib import Path
 
 from ..errors import UserError
@@ -54,8 +59,10 @@ def refuse_links(path: Path, root: Path | None = None) -> None:
                             f"a link. Remove the link (rm {cur}) or use another folder.")
 
 
-def ensure_dirs(folder: Path, root: Path) -> list[Path]:
-    """Create the missing folders from ``root`` down to ``folder`` (none of them a link); return the new ones."""
+def ensure_dirs(folder: Path, root: Path, root_must_exist: bool = False) -> list[Path]:
+    """Create the missing folders from ``root`` down to ``folder`` (none of them a link); return the new ones.
+    ``root_must_exist``: ``root`` is a run directory, which is never created here: if it is gone (deleted or
+    moved by another process), raise instead of silently making an empty one."""
     folder, root = Path(folder), Path(root)
     try:
         parts = folder.relative_to(root).parts
@@ -63,6 +70,9 @@ def ensure_dirs(folder: Path, root: Path) -> list[Path]:
         root, parts = folder, ()
     made = []
     if not root.is_dir():
+        if root_must_exist:
+            raise UserError(f"run directory {root} has disappeared (deleted or moved while reglab was using it); "
+                            "nothing more is written. Start the run again.")
         root.mkdir(parents=True, exist_ok=True)
     cur = root
     for part in parts:
@@ -90,6 +100,9 @@ def open_new(path: Path) -> int:
         return os.open(path, flags, 0o666)
 
 
+NO_LOCKS = (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL)  # flock unsupported on this file system
+
+
 class RunLock:
     """An exclusive advisory lock on a run directory (see the module docstring)."""
 
@@ -99,31 +112,42 @@ class RunLock:
     @classmethod
     def acquire(cls, run_dir: Path) -> "RunLock":
         path = Path(run_dir) / LOCK_NAME
-        refuse_links(path, run_dir)
         import fcntl
 
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
-        except OSError as exc:
-            raise UserError(f"cannot create the lock file {path}: {exc.strerror or exc}.") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        for _ in range(10):  # another attempt only when the locked file was replaced in between (rare)
+            refuse_links(path, run_dir)
+            if not Path(run_dir).is_dir():
+                raise UserError(f"run directory {run_dir} has disappeared (deleted or moved by another process).")
             try:
-                holder = os.pread(fd, 200, 0).decode(errors="replace").split()
-            except OSError:
-                holder = []
-            os.close(fd)
-            who = f"pid {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "") if holder else "another process"
-            raise UserError(f"run directory {run_dir} is in use by another reglab process ({who}); two processes "
-                            "would overwrite each other's checkpoints. Wait for it to finish or stop it, then run "
-                            "the command again.") from None
-        except OSError as exc:
-            if exc.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):  # no locks on this fs
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+            except OSError as exc:
+                raise UserError(f"cannot create the lock file {path}: {exc.strerror or exc}.") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                try:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").split()
+                except OSError:
+                    holder = []
                 os.close(fd)
-                return cls(None, path)
-            os.close(fd)
-            raise
+                who = f"pid {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "") if holder \
+                    else "another process"
+                raise UserError(f"run directory {run_dir} is in use by another reglab process ({who}); two "
+                                "processes would overwrite each other's checkpoints. Wait for it to finish or stop "
+                                "it, then run the command again.") from None
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno in NO_LOCKS:
+                    print(f"reglab: note: {run_dir} is not locked: its file system does not support flock "
+                          f"({exc.strerror or exc}), so nothing stops a second reglab process from writing to it "
+                          "at the same time.", file=sys.stderr, flush=True)
+                    return cls(None, path)
+                raise
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # we locked a lock file that was removed meanwhile: lock the one there now
+        else:
+            raise UserError(f"cannot lock {path}: it keeps being replaced by another process.")
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
@@ -132,6 +156,22 @@ class RunLock:
         return cls(fd, path)
 
     def release(self) -> None:
+        """Unlock and close. The file stays: unlinking it would let a new locker lock a removed file."""
         if self.fd is not None:
-            os.close(self.fd)  # drops the flock; the file stays (unlinking it would race with a new locker)
+            import fcntl
+
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_UN)  # also for copies of the descriptor a forked child holds
+            except OSError:
+                pass
+            os.close(self.fd)
             self.fd = None
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether the open file ``fd`` is (still) the file at ``path``."""
+    try:
+        there, mine = os.stat(path, follow_symlinks=False), os.fstat(fd)
+    except OSError:
+        return False
+    return (there.st_dev, there.st_ino) == (mine.st_dev, mine.st_ino)

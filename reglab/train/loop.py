@@ -16,6 +16,7 @@ written last, so whatever moment a process is killed at, ``--resume`` continues 
 ``last`` (rows of later epochs in metrics.csv are recomputed) and ends bit-identical to an uninterrupted run
 (tests/test_kill_resume.py). A run killed before its first checkpoint starts again from scratch on
 ``--resume``. Under ``torchrun`` the same function trains data-parallel (:mod:`reglab.train.distributed`).
+Resuming, and resuming with another ``train.epochs``, is :mod:`reglab.train.resume`.
 """
 from __future__ import annotations
 
@@ -37,8 +38,7 @@ from ..data.mixing import build_mixer
 from ..errors import UserError
 from ..models import build, count_params, forward_gflops
 from . import distributed
-from .checkpoint import load_checkpoint, run_mismatch, save_checkpoint
-from .ckschema import resume_fields
+from .checkpoint import run_mismatch, save_checkpoint
 from .distributed import Dist, shard
 from .ema import EMA
 from .evaluate import evaluate
@@ -46,6 +46,7 @@ from .graph import StepGraph
 from .lookahead import Lookahead
 from .losses import Criterion
 from .optim import build_optimizer, build_scheduler
+from . import resume as resuming
 from .device import autocast_for, precision_name, rng_state, seed_everything, select_device, set_rng_state
 from .rundir import RunDir, environment, plan_start
 
@@ -192,7 +193,7 @@ class Run:
             if "fused" in g:
                 g["fused"] = fused
         if rebuild_schedule:
-            self.rebuild_schedule(int(state["step"]))
+            resuming.rebuild_schedule(self, int(state["step"]))
         else:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None and state.get("ema") is not None:
@@ -203,22 +204,6 @@ class Run:
         set_rng_state(state["rng"], self.device)
         self.epoch, self.step, self.elapsed = int(state["epoch"]), int(state["step"]), float(state["elapsed"])
         self.best = {"val_acc": float(state["best"]["val_acc"]), "epoch": int(state["best"]["epoch"])}
-
-    def rebuild_schedule(self, step: int) -> None:
-        """The lr schedule for this run's ``train.epochs``, at ``step``: the lr a run of that length from the
-        start would have there (the same scheduler steps)."""
-        import warnings
-
-        for g, base in zip(self.optimizer.param_groups, self.base_lrs):
-            g["lr"] = base  # as build_optimizer left it; initial_lr/max_lr of the old schedule go
-            for key in ("initial_lr", "max_lr", "min_lr"):
-                g.pop(key, None)
-        self.scheduler = build_scheduler(self.optimizer, self.cfg.sched, self.cfg.train.epochs, self.steps_per_epoch,
-                                         self.cfg.optim.lr)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "lr_scheduler.step() before optimizer.step()": on purpose here
-            for _ in range(step):
-                self.scheduler.step()
 
     def save(self, names: Sequence[str]) -> None:
         state = self.state_dict()
@@ -363,37 +348,6 @@ def run(cfg: Config, *, resume: bool = False, quiet: bool = True, overwrite: boo
     return result
 
 
-EPOCH_DEPENDENT = ("cosine", "linear", "onecycle")  # schedules whose shape depends on train.epochs
-
-
-def _schedule_change(cfg: Config, saved: dict[str, Any], run_dir: RunDir, r: Run) -> tuple[bool, str]:
-    """What a resume with another ``train.epochs`` does: (rebuild the lr schedule?, note for the user).
-
-    Fewer epochs than the run has done is refused. More (or fewer, for an unfinished run) with a schedule whose
-    shape depends on the length (cosine, linear, onecycle; lookahead's decay too) rebuilds the schedule for the
-    new length, advanced to the checkpoint's step, and says so: continuing the old schedule would train the
-    extra epochs at its final lr (~0 for cosine). Other schedules are functions of the step alone and continue
-    exactly."""
-    done, epochs = saved["epoch"], cfg.train.epochs
-    if epochs < done:
-        raise UserError(f"train.epochs={epochs} is fewer than the {done} epochs {run_dir.path} has trained; a run "
-                        f"cannot be shortened. Resume with train.epochs >= {done}, or start a new run.")
-    before = saved["schedule_epochs"]
-    if before is None:  # a checkpoint from before reglab recorded it: the saved config's value
-        from .rundir import load_run_config
-
-        before = load_run_config(run_dir.path).train.epochs
-    if before == epochs:
-        return False, ""
-    if cfg.sched.name not in EPOCH_DEPENDENT and not cfg.optim.lookahead:
-        return False, ""
-    past = f"epochs 1-{done} followed" if done > 1 else "epoch 1 followed" if done else "no epoch followed"
-    return True, (f"reglab: note: train.epochs {before} -> {epochs}: the {cfg.sched.name} lr schedule (built for "
-                  f"{before} epoch{'s' * (before != 1)}) is rebuilt for {epochs} epochs and continues where a "
-                  f"{epochs}-epoch run would be at epoch {done}; {past} the old schedule, so this is not the same "
-                  f"run as {epochs} epochs from the start")
-
-
 def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bool,
          callbacks: Sequence[Any], held: contextlib.ExitStack) -> Result:
     started = time.perf_counter()
@@ -432,28 +386,7 @@ def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bo
     distributed.agree(error, d)
     r.dir = run_dir
     if mode == "resume":
-        ckpt = run_dir.checkpoint("last")
-        error, note = None, ""
-        try:
-            state = load_checkpoint(ckpt, device)
-            saved = resume_fields(state, ckpt)
-            r.check_fits(state, ckpt)
-            rebuild, note = _schedule_change(cfg, saved, run_dir, r)
-            try:
-                r.load_state_dict(state, rebuild_schedule=rebuild)
-            except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError, OverflowError) as exc:
-                raise UserError(f"{ckpt} does not match this run's model or optimizer "
-                                f"({(str(exc).splitlines() or [type(exc).__name__])[0][:300]}).") from None
-            if note:
-                note += f" (lr {r.optimizer.param_groups[0]['lr']:.3g} at epoch {r.epoch + 1})."
-        except UserError as exc:
-            error = exc
-        distributed.agree(error, d)
-        r.metrics = [row for row in run_dir.read_metrics() if row["epoch"] <= r.epoch]
-        if d.main:
-            if note:
-                print(note, file=sys.stderr, flush=True)
-            run_dir.write_config(cfg)  # epochs may have been extended
+        resuming.resume(r, cfg, run_dir, d)
     env = environment(device)
     _call(callbacks, "on_start", r)
     saved_at = time.perf_counter()

@@ -5,6 +5,7 @@ runs/<name>-<timestamp>/
   config.yaml        the fully resolved config
   metrics.csv        one row per epoch (also metrics.jsonl)
   summary.json       final numbers, hardware, versions, git commit
+  resumes.jsonl      one record per resume that changed train.epochs (only if one did)
   curves.png         loss and accuracy per epoch (written by reglab.track.plots as a callback)
   checkpoints/last.safetensors, best.safetensors (by validation accuracy), epoch_N.safetensors
 ```
@@ -35,6 +36,7 @@ from ..errors import UserError
 from .checkpoint import atomic_write_text, remove_temporaries
 from .fsguard import LOCK_NAME, RunLock, refuse_links
 
+RESUMES = "resumes.jsonl"
 BASE_COLUMNS = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc"]
 
 
@@ -56,13 +58,21 @@ class RunDir:
         rd = cls(path)
         if not overwrite:
             rd.refuse_if_taken()
-        created = not os.path.lexists(path)
         try:
-            path.mkdir(parents=True, exist_ok=True)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.mkdir()  # atomic: of several processes racing here, exactly one creates the folder
+            created = True
+        except FileExistsError:
+            created = False
+            if not path.is_dir():
+                raise UserError(f"cannot create run directory {path}: a file (or a dangling link) is there.") \
+                    from None
         except OSError as exc:
             raise UserError(f"cannot create run directory {path}: {exc.strerror}.") from None
+        # Refused here (another process holds the lock): delete nothing, even a folder this process created:
+        # the lock file and the folder are the holder's now.
+        rd.lock, owned = (lock, False) if lock is not None else (RunLock.acquire(path), True)
         try:
-            rd.lock = lock or RunLock.acquire(path)
             if not overwrite:
                 rd.refuse_if_taken()  # again, under the lock: another process may have started here meanwhile
             rd.check_links()
@@ -71,14 +81,18 @@ class RunDir:
                     if old.name != "config.yaml":  # replaced atomically below
                         old.unlink(missing_ok=True)
             rd.remove_temporaries()
-            atomic_write_text(path / "config.yaml", cfg.to_yaml(), root=path)
+            atomic_write_text(path / "config.yaml", cfg.to_yaml(), root=path, root_must_exist=True)
         except BaseException:
-            if lock is None and rd.lock is not None:
-                rd.lock.release()
-            if created:  # leave nothing behind: no empty folder, no lock file
+            if created:
+                # This process made the folder and holds its lock: leave nothing behind. The lock file goes
+                # while still locked; a process that opened it meanwhile finds on locking that it is no longer
+                # the file at RUN/.reglab.lock (RunLock.acquire) and then that the folder is gone.
                 (path / LOCK_NAME).unlink(missing_ok=True)
+            if owned:
+                rd.lock.release()
+            if created:
                 try:
-                    path.rmdir()
+                    path.rmdir()  # only if empty: never another process's files
                 except OSError:
                     pass
             raise
@@ -87,7 +101,7 @@ class RunDir:
     def check_links(self) -> None:
         """Raise if a file or folder reglab writes or deletes in this run directory is a symbolic link."""
         names = ["config.yaml", "metrics.csv", "metrics.jsonl", "summary.json", "curves.png", "checkpoints",
-                 "tensorboard", "wandb_id", LOCK_NAME]
+                 "tensorboard", "wandb_id", RESUMES, LOCK_NAME]
         for name in names:
             refuse_links(self.path / name, self.path)
         if self.ckpt_dir.is_dir():
@@ -96,7 +110,7 @@ class RunDir:
 
     def run_files(self) -> list[Path]:
         """The files of a run already here (a fresh run would replace them)."""
-        names = [self.path / n for n in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json")]
+        names = [self.path / n for n in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json", RESUMES)]
         return [p for p in names if p.exists()] + (sorted(self.ckpt_dir.glob("*.safetensors"))
                                                    if self.ckpt_dir.is_dir() else [])
 
@@ -123,7 +137,7 @@ class RunDir:
         if not self.path.is_dir():
             return []
         refuse_links(self.ckpt_dir, self.path)
-        return [*remove_temporaries(self.path), *remove_temporaries(self.ckpt_dir)]
+        return [*remove_temporaries(self.path, self.path), *remove_temporaries(self.ckpt_dir, self.path)]
 
     def checkpoint(self, name: str) -> Path:
         return self.ckpt_dir / f"{name}.safetensors"
@@ -138,8 +152,8 @@ class RunDir:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
-        atomic_write_text(self.path / "metrics.csv", buf.getvalue(), root=self.path)
-        atomic_write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows), root=self.path)
+        self._write("metrics.csv", buf.getvalue())
+        self._write("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.path / "metrics.jsonl"
@@ -158,11 +172,37 @@ class RunDir:
                 rows.append(row)
         return rows
 
+    def read_resumes(self) -> list[dict[str, Any]]:
+        """The records of resumes that changed ``train.epochs`` (:mod:`reglab.train.resume`), oldest first."""
+        path = self.path / RESUMES
+        if not path.is_file():
+            return []
+        records = []
+        for i, line in enumerate(path.read_text().splitlines()):
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    rec = None
+                if not isinstance(rec, dict):
+                    raise UserError(f"{path}: line {i + 1} is not a resume record; the file was edited or damaged. "
+                                    "Delete that line.")
+                records.append(rec)
+        return records
+
+    def add_resume(self, record: dict[str, Any]) -> None:
+        """Append ``record`` to resumes.jsonl (the file is replaced atomically)."""
+        self._write(RESUMES, "".join(json.dumps(r) + "\n" for r in [*self.read_resumes(), record]))
+
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n", root=self.path)
+        self._write("summary.json", json.dumps(summary, indent=2) + "\n")
 
     def write_config(self, cfg: Config) -> None:
-        atomic_write_text(self.path / "config.yaml", cfg.to_yaml(), root=self.path)
+        self._write("config.yaml", cfg.to_yaml())
+
+    def _write(self, name: str, text: str) -> None:
+        """Replace ``name`` in the run directory atomically; raise if the directory itself has disappeared."""
+        atomic_write_text(self.path / name, text, root=self.path, root_must_exist=True)
 
 
 def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
