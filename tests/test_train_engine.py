@@ -622,9 +622,9 @@ def _record_saves(monkeypatch):
     names = []
     orig = loop_mod.save_checkpoint
 
-    def rec(path, state):
+    def rec(path, state, **kwargs):
         names.append((path.stem, int(state["epoch"])))
-        orig(path, state)
+        orig(path, state, **kwargs)
     monkeypatch.setattr(loop_mod, "save_checkpoint", rec)
     return names
 
