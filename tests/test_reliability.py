@@ -711,3 +711,21 @@ def test_slow_save_hook_pauses_checkpoint_writes_only(tmp_path, monkeypatch):
     assert paused == []
     ckmod.save_checkpoint(tmp_path / "checkpoints" / "last.safetensors", {"epoch": 1}, root=tmp_path)
     assert paused == [1]
+
+
+def test_damaged_metrics_and_resume_records_are_one_line_errors(tmp_path):
+    from reglab.errors import UserError
+    from reglab.train.rundir import RESUMES, RunDir
+
+    rd = RunDir(tmp_path)
+    assert rd.read_metrics() == [] and rd.read_resumes() == []
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1, "val_acc": 50}\n\n{"epoch": "2"}\n')
+    (tmp_path / RESUMES).write_text('{"epoch": 3}\nnot json\n')
+    import pytest
+
+    with pytest.raises(UserError, match=r"metrics.jsonl: line 3 is not a metrics row"):
+        rd.read_metrics()
+    with pytest.raises(UserError, match=r"line 2 is not a resume record"):
+        rd.read_resumes()
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
+    assert [r["epoch"] for r in rd.read_metrics()] == [1, 2]

@@ -155,8 +155,10 @@ class RunDir:
         self._write("metrics.csv", buf.getvalue())
         self._write("metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
-    def read_metrics(self) -> list[dict[str, Any]]:
-        path = self.path / "metrics.jsonl"
+    def _read_jsonl(self, name: str, valid, what: str, fix: str) -> list[dict[str, Any]]:
+        """The rows of ``name`` (one JSON object a line, blank lines skipped), each checked by ``valid``; a
+        damaged line is a one-line error naming it."""
+        path = self.path / name
         if not path.is_file():
             return []
         rows = []
@@ -166,29 +168,18 @@ class RunDir:
                     row = json.loads(line)
                 except ValueError:
                     row = None
-                if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-                    raise UserError(f"{path}: line {i + 1} is not a metrics row; the file was edited or damaged. "
-                                    "Delete that line (rows are rewritten from the checkpoint's epoch on).")
+                if not isinstance(row, dict) or not valid(row):
+                    raise UserError(f"{path}: line {i + 1} is not {what}; the file was edited or damaged. {fix}")
                 rows.append(row)
         return rows
 
+    def read_metrics(self) -> list[dict[str, Any]]:
+        return self._read_jsonl("metrics.jsonl", lambda r: isinstance(r.get("epoch"), int), "a metrics row",
+                                "Delete that line (rows are rewritten from the checkpoint's epoch on).")
+
     def read_resumes(self) -> list[dict[str, Any]]:
         """The records of resumes that changed ``train.epochs`` (:mod:`reglab.train.resume`), oldest first."""
-        path = self.path / RESUMES
-        if not path.is_file():
-            return []
-        records = []
-        for i, line in enumerate(path.read_text().splitlines()):
-            if line.strip():
-                try:
-                    rec = json.loads(line)
-                except ValueError:
-                    rec = None
-                if not isinstance(rec, dict):
-                    raise UserError(f"{path}: line {i + 1} is not a resume record; the file was edited or damaged. "
-                                    "Delete that line.")
-                records.append(rec)
-        return records
+        return self._read_jsonl(RESUMES, lambda r: True, "a resume record", "Delete that line.")
 
     def add_resume(self, record: dict[str, Any]) -> None:
         """Append ``record`` to resumes.jsonl (the file is replaced atomically)."""
