@@ -118,3 +118,23 @@ def test_bad_config_value_is_one_line(tmp_path, capsys):
     assert "did you mean 'cifar100'" in captured.err
     assert len(captured.err.strip().splitlines()) == 1
 
+
+
+def test_every_help_page_renders():
+    """`reglab --help` and every subcommand's help format without error (a bare % in a help string crashed
+    `reglab --help` once)."""
+    import argparse
+
+    from reglab.cli import build_parser
+
+    def walk(parser: argparse.ArgumentParser, path: str):
+        yield path, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    yield from walk(child, f"{path} {name}")
+
+    pages = list(walk(build_parser(), "reglab"))
+    assert len(pages) > 10
+    for path, parser in pages:
+        assert parser.format_help().startswith("usage:"), path

@@ -128,7 +128,7 @@ def register(sub) -> None:
                     "seed (default: the study file's reference:, else the first group)")
     rp.set_defaults(func=cmd_report)
 
-    fd = sub.add_parser("findings", help="every claim of the given studies: measured effect, 95% CI, verdict",
+    fd = sub.add_parser("findings", help="every claim of the given studies: measured effect, 95%% CI, verdict",
                         description="Collect the claims of study directories (their study file's claims:) into "
                                     "one Markdown table: the report's statement, the measured paired effect with "
                                     "its 95% interval over seeds, the verdict, and the command that reruns it.")
