@@ -62,6 +62,8 @@ class AugConfig:
     policy: Optional[Literal["autoaugment", "randaugment", "trivialaugment"]] = None
     ra_num_ops: int = 2  # RandAugment N
     ra_magnitude: int = 9  # RandAugment M (of 31 bins)
+    solarize_p: float = 0.0  # solarize (AutoAugment's operation on its own): probability per image; 0 = off
+    solarize_threshold: int = 128  # solarize inverts pixel values >= this (PIL's default threshold)
     cutout_holes: int = 0  # cutout: number of square holes (seed 002: 1 of 8; seed 003: 4 of 4); 0 = off
     cutout_size: int = 8
     erasing_p: float = 0.0  # random erasing probability (seed 004); 0 = off
@@ -77,6 +79,10 @@ class AugConfig:
         _check(0 <= self.rotation <= 180, "aug.rotation", self.rotation, "must be in [0, 180] degrees")
         _check(self.ra_num_ops >= 1, "aug.ra_num_ops", self.ra_num_ops, "must be >= 1")
         _check(0 <= self.ra_magnitude <= 30, "aug.ra_magnitude", self.ra_magnitude, "must be in [0, 30]")
+        _check(0 <= self.solarize_p <= 1, "aug.solarize_p", self.solarize_p,
+               "must be a probability in [0, 1] (0 = off)")
+        _check(0 <= self.solarize_threshold <= 255, "aug.solarize_threshold", self.solarize_threshold,
+               "must be a pixel value in [0, 255] (values >= it are inverted)")
         _check(self.cutout_holes >= 0, "aug.cutout_holes", self.cutout_holes, "must be >= 0")
         _check(1 <= self.cutout_size <= 32, "aug.cutout_size", self.cutout_size, "must be in [1, 32]")
         _check(0 <= self.erasing_p <= 1, "aug.erasing_p", self.erasing_p, "must be a probability in [0, 1]")

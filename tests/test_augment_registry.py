@@ -6,14 +6,17 @@ input and generator, and the same generator state afterwards (the same random dr
 """
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 
 import pytest
 import torch
+from torchvision.transforms.v2 import functional as TF
 
 from reglab.config import RECIPES_DIR, AugConfig, load_config
-from reglab.data.augment import AUGMENTATIONS, FLOAT, FLOAT_AUGS, UINT8, UINT8_AUGS, build_transforms
+from reglab.data.augment import (AUGMENTATIONS, FLOAT, FLOAT_AUGS, UINT8, UINT8_AUGS, RandomCrop, RandomFlip,
+                                 RandomSolarize, build_transforms)
 from reglab.errors import UserError
 
 EXTRA = {  # configs beyond the recipes: every transform on, a shuffled order, alternating flip
@@ -141,3 +144,58 @@ def test_config_import_is_torch_free_and_validation_does_not_load_torchvision():
             "c.load_config(None, ['aug.policy=autoaugment']); assert 'torchvision' not in sys.modules")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------
+# solarize: added through the registry (its entry and class in augment.py, its fields in config.py)
+
+
+@pytest.mark.parametrize("threshold", [0, 77, 128, 255])
+def test_solarize_equals_torchvision_on_the_samples_it_picks(threshold):
+    x = torch.randint(0, 256, (64, 3, 8, 8), generator=torch.Generator().manual_seed(threshold), dtype=torch.uint8)
+    pick = torch.rand(64, generator=torch.Generator().manual_seed(5)) < 0.5  # the transform's own draw, replayed
+    out = RandomSolarize(0.5, threshold)(x, torch.Generator().manual_seed(5))
+    assert out.dtype == torch.uint8 and 0 < int(pick.sum()) < 64
+    assert torch.equal(out[pick], TF.solarize(x[pick], threshold))
+    assert torch.equal(out[~pick], x[~pick])
+
+
+def test_solarize_picks_each_sample_independently_with_probability_p():
+    n = 4000
+    x = torch.full((n, 3, 2, 2), 200, dtype=torch.uint8)  # every pixel above the threshold: picked -> 55
+    outs = [RandomSolarize(0.5)(x, torch.Generator().manual_seed(seed)) for seed in (0, 1)]
+    picked = [(o == 55).all(dim=(1, 2, 3)) for o in outs]
+    assert all(((o == 55) | (o == 200)).all() for o in outs)  # whole images, never part of one
+    for pk in picked:
+        assert abs(int(pk.sum()) / n - 0.5) <= 5 * math.sqrt(0.25 / n)
+    agree = int((picked[0] == picked[1]).sum())  # two generators: independent picks agree half the time
+    assert abs(agree / n - 0.5) <= 5 * math.sqrt(0.25 / n)
+
+
+def test_solarize_off_is_not_built_and_p0_is_the_identity():
+    assert "solarize" not in AugConfig().enabled()
+    raw, norm = build_transforms(AugConfig())
+    assert [type(t) for t in raw] == [RandomCrop, RandomFlip] and norm == []
+    x = torch.randint(0, 256, (8, 3, 4, 4), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    assert torch.equal(RandomSolarize(0.0, 0)(x, torch.Generator().manual_seed(0)), x)
+    cfg = load_config(None, ["aug.solarize_p=0.3", "aug.solarize_threshold=100"]).aug
+    raw, norm = build_transforms(cfg)
+    assert [type(t) for t in raw] == [RandomCrop, RandomFlip, RandomSolarize] and norm == []
+    assert (raw[2].p, raw[2].threshold) == (0.3, 100) and "solarize" in cfg.enabled()
+    cfg = load_config(None, ["aug.solarize_p=1", "aug.order=[solarize,cutout,flip,crop]"]).aug
+    assert [type(t) for t in build_transforms(cfg)[0]] == [RandomSolarize, RandomFlip, RandomCrop]
+    with pytest.raises(UserError, match=r"leaves out solarize.*aug.order=\[crop,flip,solarize\]"):
+        load_config(None, ["aug.order=[crop,flip]", "aug.solarize_p=0.2"])
+
+
+@pytest.mark.parametrize("override, words", [
+    ("aug.solarize_p=1.5", ["aug.solarize_p=1.5", "[0, 1]"]),
+    ("aug.solarize_p=-0.1", ["aug.solarize_p=-0.1", "[0, 1]"]),
+    ("aug.solarize_threshold=256", ["aug.solarize_threshold=256", "[0, 255]"]),
+    ("aug.solarize_threshold=-1", ["aug.solarize_threshold=-1", "[0, 255]"]),
+    ("aug.solarize_treshold=100", ["solarize_treshold", "solarize_threshold"]),
+])
+def test_solarize_settings_are_validated(override, words):
+    with pytest.raises(UserError) as exc:
+        load_config(None, [override])
+    assert all(w in str(exc.value) for w in words), str(exc.value)

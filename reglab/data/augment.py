@@ -145,6 +145,20 @@ class RandomRotation:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
+class RandomSolarize:
+    """Solarize (PIL's ``ImageOps.solarize``, one of AutoAugment's operations; Cubuk et al., 2019) as an
+    augmentation of its own: with probability ``p``, independently per sample, every pixel value
+    ``>= threshold`` becomes ``255 - value``, as ``torchvision.transforms.v2.functional.solarize`` does.
+    Raw uint8 pixels; ``threshold`` 0 inverts the whole image."""
+
+    def __init__(self, p: float = 0.5, threshold: int = 128):
+        self.p, self.threshold = p, threshold
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        pick = torch.rand(x.shape[0], generator=gen, device=x.device) < self.p
+        return torch.where(pick[:, None, None, None] & (x >= self.threshold), 255 - x, x)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The registry. reglab.config derives the aug.order names, their default order, the order's validation and
 # AugConfig.enabled() from it; build_transforms the loader's two stages; the preview its title.
@@ -180,6 +194,9 @@ AUGMENTATIONS: tuple[BatchAug, ...] = (
              lambda a: "flip"),
     BatchAug("policy", UINT8, lambda a: a.policy is not None, _policy,
              lambda a: a.policy + (f" N={a.ra_num_ops} M={a.ra_magnitude}" if a.policy == "randaugment" else "")),
+    BatchAug("solarize", UINT8, lambda a: a.solarize_p > 0,
+             lambda a: RandomSolarize(a.solarize_p, a.solarize_threshold),
+             lambda a: f"solarize p={a.solarize_p:g} ≥{a.solarize_threshold}"),
     BatchAug("rotation", FLOAT, lambda a: a.rotation > 0, lambda a: RandomRotation(a.rotation),
              lambda a: f"rotation ±{a.rotation:g}°"),
     BatchAug("cutout", FLOAT, lambda a: a.cutout_holes > 0, lambda a: Cutout(a.cutout_holes, a.cutout_size),
