@@ -44,8 +44,12 @@ class DataConfig:
         _check(self.synthetic_classes >= 2, "data.synthetic_classes", self.synthetic_classes, "must be >= 2")
 
 
-UINT8_AUGS = ("crop", "flip", "policy")
-FLOAT_AUGS = ("rotation", "cutout", "erasing")
+def _augmentations():
+    """The batch-augmentation registry (:data:`reglab.data.augment.AUGMENTATIONS`). Imported on use, not at the
+    top: data/ imports this module (a cycle otherwise), and `import reglab.config` stays free of torch."""
+    from .data.augment import AUGMENTATIONS
+
+    return AUGMENTATIONS
 
 
 @dataclass
@@ -58,21 +62,27 @@ class AugConfig:
     policy: Optional[Literal["autoaugment", "randaugment", "trivialaugment"]] = None
     ra_num_ops: int = 2  # RandAugment N
     ra_magnitude: int = 9  # RandAugment M (of 31 bins)
+    solarize_p: float = 0.0  # solarize (AutoAugment's operation on its own): probability per image; 0 = off
+    solarize_threshold: int = 128  # solarize inverts pixel values >= this (PIL's default threshold)
     cutout_holes: int = 0  # cutout: number of square holes (seed 002: 1 of 8; seed 003: 4 of 4); 0 = off
     cutout_size: int = 8
     erasing_p: float = 0.0  # random erasing probability (seed 004); 0 = off
     erasing_scale: list[float] = field(default_factory=lambda: [0.02, 0.33])
     erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])
     erasing_value: Literal["zero", "random"] = "zero"
-    # Order of application. crop/flip/policy act on raw pixels before normalization, rotation/cutout/
-    # erasing on normalized images after it; the order within each group is the order given here.
-    order: list[str] = field(default_factory=lambda: ["crop", "flip", "policy", "rotation", "cutout", "erasing"])
+    # Order of application within each stage (raw pixels before normalization, normalized images after it);
+    # names, stages and the default order: reglab.data.augment.AUGMENTATIONS.
+    order: list[str] = field(default_factory=lambda: [a.name for a in _augmentations()])
 
     def validate(self) -> None:
         _check(0 <= self.crop_pad <= 16, "aug.crop_pad", self.crop_pad, "must be in [0, 16]")
         _check(0 <= self.rotation <= 180, "aug.rotation", self.rotation, "must be in [0, 180] degrees")
         _check(self.ra_num_ops >= 1, "aug.ra_num_ops", self.ra_num_ops, "must be >= 1")
         _check(0 <= self.ra_magnitude <= 30, "aug.ra_magnitude", self.ra_magnitude, "must be in [0, 30]")
+        _check(0 <= self.solarize_p <= 1, "aug.solarize_p", self.solarize_p,
+               "must be a probability in [0, 1] (0 = off)")
+        _check(0 <= self.solarize_threshold <= 255, "aug.solarize_threshold", self.solarize_threshold,
+               "must be a pixel value in [0, 255] (values >= it are inverted)")
         _check(self.cutout_holes >= 0, "aug.cutout_holes", self.cutout_holes, "must be >= 0")
         _check(1 <= self.cutout_size <= 32, "aug.cutout_size", self.cutout_size, "must be in [1, 32]")
         _check(0 <= self.erasing_p <= 1, "aug.erasing_p", self.erasing_p, "must be a probability in [0, 1]")
@@ -81,7 +91,7 @@ class AugConfig:
                "must be [lo, hi] with 0 < lo <= hi < 1")
         _check(len(self.erasing_ratio) == 2 and 0 < self.erasing_ratio[0] <= self.erasing_ratio[1],
                "aug.erasing_ratio", self.erasing_ratio, "must be [lo, hi] with 0 < lo <= hi")
-        known = UINT8_AUGS + FLOAT_AUGS
+        known = [a.name for a in _augmentations()]
         for name in self.order:
             if name not in known:
                 raise UserError(f"aug.order: unknown augmentation {name!r}{_suggest(name, known)}; "
@@ -95,9 +105,7 @@ class AugConfig:
 
     def enabled(self) -> list[str]:
         """The augmentations this config switches on, by their aug.order names."""
-        on = {"crop": self.crop_pad > 0, "flip": self.flip, "policy": self.policy is not None,
-              "rotation": self.rotation > 0, "cutout": self.cutout_holes > 0, "erasing": self.erasing_p > 0}
-        return [name for name in UINT8_AUGS + FLOAT_AUGS if on[name]]
+        return [a.name for a in _augmentations() if a.enabled(self)]
 
 
 @dataclass

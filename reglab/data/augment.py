@@ -1,13 +1,16 @@
 """Batch augmentations with per-sample random parameters, run as whole-batch tensor ops on the device.
 
 Every transform is a callable ``t(x, generator) -> x`` on a batch ``x`` of shape B x C x H x W. Transforms in
-the loader's ``uint8`` stage see raw pixels (crop, flip, policies); transforms in its ``float`` stage see
-normalized images (cutout, erasing). There is no per-image Python loop: random parameters are drawn as
-tensors and applied with gathers, masks and ``torch.where``.
+the loader's ``uint8`` stage see raw pixels; transforms in its ``float`` stage see normalized images. There is
+no per-image Python loop: random parameters are drawn as tensors and applied with gathers, masks and
+``torch.where``. :data:`AUGMENTATIONS` at the end is the one list of them (name, stage, on-condition, builder)
+that the config and the loader derive theirs from.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -142,28 +145,79 @@ class RandomRotation:
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def build_transforms(aug) -> tuple[list, list]:
-    """(raw-pixel stage, normalized stage) of the training pipeline from an :class:`~reglab.config.AugConfig`,
-    each in the order ``aug.order`` gives; switched-off augmentations are left out."""
-    makers = {
-        "crop": lambda: RandomCrop(aug.crop_pad, aug.pad_mode) if aug.crop_pad > 0 else None,
-        "flip": lambda: RandomFlip(0.5) if aug.flip and aug.flip_mode == "random" else None,
-        "policy": lambda: _policy(aug) if aug.policy else None,
-        "rotation": lambda: RandomRotation(aug.rotation) if aug.rotation > 0 else None,
-        "cutout": lambda: Cutout(aug.cutout_holes, aug.cutout_size) if aug.cutout_holes > 0 else None,
-        "erasing": lambda: RandomErasing(aug.erasing_p, tuple(aug.erasing_scale), tuple(aug.erasing_ratio),
-                                         "random" if aug.erasing_value == "random" else 0.0)
-        if aug.erasing_p > 0 else None,
-    }
-    raw, normalized = [], []
-    for name in aug.order:
-        t = makers[name]()
-        if t is not None:
-            (raw if name in ("crop", "flip", "policy") else normalized).append(t)
-    return raw, normalized
+class RandomSolarize:
+    """Solarize (PIL's ``ImageOps.solarize``, one of AutoAugment's operations; Cubuk et al., 2019) as an
+    augmentation of its own: with probability ``p``, independently per sample, every pixel value
+    ``>= threshold`` becomes ``255 - value``, as ``torchvision.transforms.v2.functional.solarize`` does.
+    Raw uint8 pixels; ``threshold`` 0 inverts the whole image."""
+
+    def __init__(self, p: float = 0.5, threshold: int = 128):
+        self.p, self.threshold = p, threshold
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        pick = torch.rand(x.shape[0], generator=gen, device=x.device) < self.p
+        return torch.where(pick[:, None, None, None] & (x >= self.threshold), 255 - x, x)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The registry. reglab.config derives the aug.order names, their default order, the order's validation and
+# AugConfig.enabled() from it; build_transforms the loader's two stages; the preview its title.
+
+UINT8, FLOAT = "uint8", "float"  # raw pixels before normalization / normalized images after it
+
+
+@dataclass(frozen=True)
+class BatchAug:
+    """One batch augmentation: ``name`` (its ``aug.order`` entry), ``stage`` (:data:`UINT8` or :data:`FLOAT`),
+    ``enabled(aug)`` (does this AugConfig switch it on), ``build(aug)`` (its transform; None when it is on but
+    applied elsewhere) and ``label(aug)`` (a few words for the preview's title)."""
+
+    name: str
+    stage: str
+    enabled: Callable[[Any], bool]
+    build: Callable[[Any], Optional[Callable]]
+    label: Callable[[Any], str]
 
 
 def _policy(aug):
     from .policies import BatchPolicy  # torchvision.transforms.v2 is imported only when a policy is used
 
     return BatchPolicy(aug.policy, num_ops=aug.ra_num_ops, magnitude=aug.ra_magnitude)
+
+
+# The order here is the default aug.order.
+AUGMENTATIONS: tuple[BatchAug, ...] = (
+    BatchAug("crop", UINT8, lambda a: a.crop_pad > 0, lambda a: RandomCrop(a.crop_pad, a.pad_mode),
+             lambda a: f"crop pad {a.crop_pad} ({a.pad_mode})"),
+    BatchAug("flip", UINT8, lambda a: a.flip,
+             lambda a: RandomFlip(0.5) if a.flip_mode == "random" else None,  # alternating: the loader flips
+             lambda a: "flip"),
+    BatchAug("policy", UINT8, lambda a: a.policy is not None, _policy,
+             lambda a: a.policy + (f" N={a.ra_num_ops} M={a.ra_magnitude}" if a.policy == "randaugment" else "")),
+    BatchAug("solarize", UINT8, lambda a: a.solarize_p > 0,
+             lambda a: RandomSolarize(a.solarize_p, a.solarize_threshold),
+             lambda a: f"solarize p={a.solarize_p:g} ≥{a.solarize_threshold}"),
+    BatchAug("rotation", FLOAT, lambda a: a.rotation > 0, lambda a: RandomRotation(a.rotation),
+             lambda a: f"rotation ±{a.rotation:g}°"),
+    BatchAug("cutout", FLOAT, lambda a: a.cutout_holes > 0, lambda a: Cutout(a.cutout_holes, a.cutout_size),
+             lambda a: f"cutout {a.cutout_holes}x{a.cutout_size}px"),
+    BatchAug("erasing", FLOAT, lambda a: a.erasing_p > 0,
+             lambda a: RandomErasing(a.erasing_p, tuple(a.erasing_scale), tuple(a.erasing_ratio),
+                                     "random" if a.erasing_value == "random" else 0.0),
+             lambda a: f"erasing p={a.erasing_p:g}"),
+)
+BY_NAME = {a.name: a for a in AUGMENTATIONS}
+UINT8_AUGS = tuple(a.name for a in AUGMENTATIONS if a.stage == UINT8)
+FLOAT_AUGS = tuple(a.name for a in AUGMENTATIONS if a.stage == FLOAT)
+
+
+def build_transforms(aug) -> tuple[list, list]:
+    """(raw-pixel stage, normalized stage) of the training pipeline from an :class:`~reglab.config.AugConfig`,
+    each in the order ``aug.order`` gives; switched-off augmentations are left out."""
+    stages: dict[str, list] = {UINT8: [], FLOAT: []}
+    for name in aug.order:
+        entry = BY_NAME[name]
+        t = entry.build(aug) if entry.enabled(aug) else None
+        if t is not None:
+            stages[entry.stage].append(t)
+    return stages[UINT8], stages[FLOAT]

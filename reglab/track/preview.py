@@ -11,7 +11,7 @@ import torch  # noqa: E402
 
 from ..config import Config  # noqa: E402
 from ..data import DeviceLoader, load_splits  # noqa: E402
-from ..data.augment import build_transforms  # noqa: E402
+from ..data.augment import AUGMENTATIONS, build_transforms  # noqa: E402
 from ..data.mixing import build_mixer  # noqa: E402
 
 
@@ -53,19 +53,7 @@ def preview(cfg: Config, out: Path, n: int = 32, columns: int = 8, seed: int = 0
 
 def _describe(cfg: Config) -> str:
     a, m = cfg.aug, cfg.mix
-    parts = []
-    if a.crop_pad:
-        parts.append(f"crop pad {a.crop_pad} ({a.pad_mode})")
-    if a.flip:
-        parts.append("flip")
-    if a.policy:
-        parts.append(a.policy + (f" N={a.ra_num_ops} M={a.ra_magnitude}" if a.policy == "randaugment" else ""))
-    if a.rotation:
-        parts.append(f"rotation ±{a.rotation:g}°")
-    if a.cutout_holes:
-        parts.append(f"cutout {a.cutout_holes}x{a.cutout_size}px")
-    if a.erasing_p:
-        parts.append(f"erasing p={a.erasing_p:g}")
+    parts = [aug.label(a) for aug in AUGMENTATIONS if aug.enabled(a)]
     if m.mixup_alpha or m.lam_x != "beta":
         parts.append(f"mixup λx={m.lam_x}" + (f"(α={m.mixup_alpha:g})" if m.lam_x == "beta" else f"{m.lam_x_range}")
                      + ("" if m.lam_y == "tied" else f" λy={m.lam_y}{m.lam_y_range if m.lam_y != 'beta' else ''}"))
