@@ -118,6 +118,26 @@ def test_changed_study_config_is_an_error_not_a_silent_mix(tmp_path, capsys):
     assert "different config (optim.lr)" in err and "-o DIR" in err and len(err.strip().splitlines()) == 1
 
 
+def test_runs_saved_before_a_new_option_existed_still_match(tmp_path):
+    """A finished run whose config.yaml predates an option (no key for it, an aug.order without the new
+    augmentation) is the same config; a real difference still is one."""
+    from reglab.study.runner import config_mismatch
+
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": []})
+    (run,) = load_study(spec).runs
+    tree = run.config.to_dict()
+    del tree["aug"]["solarize_p"], tree["aug"]["solarize_threshold"]
+    tree["aug"]["order"] = [n for n in tree["aug"]["order"] if n != "solarize"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(tree))
+    assert config_mismatch(run_dir, run) == []
+    tree["aug"]["order"] = list(reversed(tree["aug"]["order"]))  # crop and flip swap places: a real change
+    tree["optim"]["lr"] = 123.0
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(tree))
+    assert config_mismatch(run_dir, run) == ["aug.order", "optim.lr"]
+
+
 def test_failing_run_is_reported_and_the_others_finish(tmp_path, capsys):
     spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"ok": [], "diverges": ["optim.lr=1e12"]})
     out = tmp_path / "study"

@@ -25,6 +25,7 @@ from typing import Callable
 
 import yaml
 
+from ..config import Config
 from ..errors import UserError
 from ..track.report import flatten_tree
 from ..train.checkpoint import atomic_write_text
@@ -42,12 +43,23 @@ class Outcome:
 
 
 def config_mismatch(run_dir: Path, run: StudyRun) -> list[str]:
-    """Keys whose value in ``run_dir/config.yaml`` differs from the study's config for ``run``."""
+    """Keys whose value in ``run_dir/config.yaml`` differs from the study's config for ``run``.
+
+    Compared as the current code reads the saved file: a key added to reglab after the run was trained counts as
+    its default (so a new option does not orphan finished studies), and ``aug.order`` is compared over the
+    augmentations the config switches on (the place of one that is off changes nothing)."""
     try:
-        saved = flatten_tree(yaml.safe_load((run_dir / "config.yaml").read_text()) or {})
+        saved_tree = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError):
         return ["config.yaml (unreadable)"]
+    if not isinstance(saved_tree, dict):
+        return ["config.yaml (not a mapping)"]
+    saved = {**flatten_tree(Config().to_dict()), **flatten_tree(saved_tree)}
     wanted = flatten_tree(run.config.to_dict())
+    on = set(run.config.aug.enabled())
+    for flat in (saved, wanted):
+        if isinstance(flat.get("aug.order"), list):
+            flat["aug.order"] = [name for name in flat["aug.order"] if name in on]
     return sorted(k for k in set(saved) | set(wanted)
                   if k not in IGNORED_KEYS and saved.get(k) != wanted.get(k))
 
