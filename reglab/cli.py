@@ -19,12 +19,11 @@ OVERRIDES_HELP = ("dotted config overrides, e.g. optim.lr=0.05 train.epochs=5 mo
 
 
 def _recipe_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
-    """The first positional item is a recipe unless it looks like ``key=value``; a bare ``budget=NAME`` is
-    short for ``run.budget=NAME``."""
-    items = [f"run.{item}" if item.startswith("budget=") else item for item in items]
+    """The first positional item is a recipe unless it looks like ``key=value`` (``budget=NAME``, short for
+    ``run.budget=NAME``, is expanded by :func:`reglab.api.load_config`)."""
     if items and "=" not in items[0]:
         return items[0], items[1:]
-    return None, items
+    return None, list(items)
 
 
 def _data_overrides(args) -> list[str]:
@@ -32,19 +31,19 @@ def _data_overrides(args) -> list[str]:
 
 
 def cmd_data_check(args) -> int:
-    from .config import load_config
+    from .api import load_config
     from .data.check import check, format_summary
 
-    cfg = load_config(None, [f"data.dataset={args.dataset}", *_data_overrides(args)])
+    cfg = load_config(None, [f"data.dataset={args.dataset}"], data_dir=args.data_dir)
     summary = check(cfg.data)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 
 
 def cmd_models(args) -> int:
-    from .models import PRESETS, describe
+    from .api import list_models
 
-    rows = [describe(name) for name in PRESETS]
+    rows = list_models()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -56,25 +55,17 @@ def cmd_models(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .config import load_config
-    from .track import CurvesCallback, Progress
-    from .train import run
-    from .train.rundir import load_run_config
+    from .api import fit, load_config, load_run_config
 
+    recipe, overrides = _recipe_and_overrides(args.items)
     if args.resume:
-        recipe, overrides = _recipe_and_overrides(args.items)
         if recipe is not None:
             raise UserError("--resume continues a run with its saved config; drop the recipe argument "
                             "(overrides such as train.epochs=N are allowed).")
-        cfg = load_run_config(Path(args.resume), [*overrides, *_data_overrides(args)])
-        cfg.run.dir = str(args.resume)
+        cfg = load_run_config(args.resume, overrides, data_dir=args.data_dir)
     else:
-        recipe, overrides = _recipe_and_overrides(args.items)
-        cfg = load_config(recipe or "quick", [*overrides, *_data_overrides(args)])
-    from .track.loggers import build_loggers
-
-    result = run(cfg, resume=bool(args.resume), overwrite=args.overwrite,
-                 callbacks=[Progress(quiet=args.quiet), CurvesCallback(), *build_loggers(cfg)])
+        cfg = load_config(recipe or "quick", overrides, data_dir=args.data_dir)
+    result = fit(cfg, resume=bool(args.resume), overwrite=args.overwrite, progress="lines" if args.quiet else "bar")
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     print(f"run dir: {result.run_dir}")
@@ -114,7 +105,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from .config import load_config
+    from .api import load_config
 
     recipe, overrides = _recipe_and_overrides(args.items)
     print(load_config(recipe or "quick", overrides).to_yaml(), end="")
@@ -122,11 +113,11 @@ def cmd_config(args) -> int:
 
 
 def cmd_augment_preview(args) -> int:
-    from .config import load_config
+    from .api import load_config
     from .track.preview import preview
 
     recipe, overrides = _recipe_and_overrides(args.items)
-    cfg = load_config(recipe or "quick", [*overrides, *_data_overrides(args)])
+    cfg = load_config(recipe or "quick", overrides, data_dir=args.data_dir)
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}.")
     out = preview(cfg, Path(args.output), n=args.n, seed=args.seed)

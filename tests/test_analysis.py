@@ -299,6 +299,7 @@ def test_cli_landscape(study, tmp_path, capsys):
     assert set(res["basin"]["levels"]) == {"+0.5", "3"}
     text = capsys.readouterr().out
     assert "width L=min+0.5" in text and "test acc (best checkpoint)" in text
+    assert "*_contour.png, *_surface.png" in text
     # the accuracy column is the analysed (best) checkpoint's, as `reglab eval` measures it, not the last epoch's
     assert main(["eval", str(study / "runs" / "erm-s0"), "--out", str(tmp_path / "ev")]) == 0
     assert res["test_acc"] == pytest.approx(json.loads((tmp_path / "ev" / "eval_test.json").read_text())["acc"],
@@ -306,7 +307,11 @@ def test_cli_landscape(study, tmp_path, capsys):
     # two models on the same directions: a width interval over directions and a paired difference row
     assert main(["analyze", "landscape", str(study / "runs" / "erm-s0"), str(study / "runs" / "mixup-s0"), "-o",
                  str(tmp_path / "two"), "--subset", "60", "--directions", "2", "--levels", "+0.5", "--no-2d"]) == 0
-    assert "| mixup − erm |" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "| mixup − erm |" in text
+    wrote = next(line for line in text.splitlines() if line.startswith("wrote "))
+    assert "_contour.png" not in wrote and "_surface.png" not in wrote and "no contour or surface plots (--no-2d)" in wrote
+    assert sorted(p.name for p in (tmp_path / "two").glob("*.png")) == ["landscape_1d.png"]
     two = json.loads((tmp_path / "two" / "landscape.json").read_text())["results"]
     level = two["erm"]["basin"]["levels"]["+0.5"]
     assert len(level["per_direction"]) == 2 and level["ci95"][0] <= level["mean"] <= level["ci95"][1] + 1e-9

@@ -162,9 +162,10 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
                        + (" wider" if d[1] > 0 else " narrower" if d[2] < 0 else ""))
         diff_rows.append(row)
     sections = []
-    if not args.no_2d:  # contour levels shared by all models, so their plots compare by eye
-        li_levels = contour_levels(*(res["2d"]["loss"] for res in results.values()))
-        rep_levels = contour_levels(*(res["report"]["loss"] for res in results.values()))
+    with_2d = [res for res in results.values() if "2d" in res]
+    if with_2d:  # contour levels shared by all models, so their plots compare by eye
+        li_levels = contour_levels(*(res["2d"]["loss"] for res in with_2d))
+        rep_levels = contour_levels(*(res["report"]["loss"] for res in with_2d))
     for name, res in results.items():
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
         zmax = args.zmax or 2 * args.target_loss
@@ -201,7 +202,9 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
             *([("Basin width against the first model", html_table(dcols, diff_rows))] if diff_rows else []),
             *sections])
     print(md, end="")
-    print(f"wrote {out}/ (landscape_1d.png, *_contour.png, *_surface.png, landscape.json, landscape.md)")
+    written = ["landscape_1d.png", *(["*_contour.png", "*_surface.png"] if with_2d else []), "landscape.json",
+               "landscape.md", "landscape.html"]
+    print(f"wrote {out}/ ({', '.join(written)})" + ("" if with_2d else "; no contour or surface plots (--no-2d)"))
 
 
 def cmd_ratio(args) -> int:

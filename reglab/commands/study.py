@@ -8,26 +8,10 @@ from ..errors import UserError
 
 
 def cmd_study(args) -> int:
-    from ..study import load_study, run_study
-    from ..track.report import write_report
+    from ..api import prepare_study, run_study
 
-    items = [f"run.{i}" if i.startswith("budget=") else i for i in args.items]
-    budget = None
-    rest = []
-    for item in items:
-        if item.startswith("run.budget="):
-            budget = item.split("=", 1)[1]
-        elif "=" not in item:
-            raise UserError(f"unexpected argument {item!r}: after the study file come key=value overrides.")
-        else:
-            rest.append(item)
-    if args.parallel is not None and args.parallel < 1:
-        raise UserError(f"--parallel must be >= 1, got {args.parallel}.")
-    if args.seeds is not None and args.seeds < 1:
-        raise UserError(f"--seeds must be >= 1, got {args.seeds}.")
-    study = load_study(args.study, rest, budget=budget, seeds=args.seeds,
-                       only=args.only.split(",") if args.only else None)
-    out = Path(args.output) if args.output else Path("runs") / "studies" / study.name
+    study, out = prepare_study(args.study, args.items, seeds=args.seeds, parallel=args.parallel,
+                               only=args.only.split(",") if args.only else None, output=args.output)
     if args.dry_run:
         from ..study.runner import run_state, train_command
 
@@ -36,28 +20,26 @@ def cmd_study(args) -> int:
             state = run_state(run_dir)
             print(f"{run.key:<32} {state:<8} {' '.join(train_command(run, run_dir, state, 1, args.data_dir)[3:])}")
         return 0
-    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
     try:
-        outcomes = run_study(study, out, parallel=args.parallel, data_dir=data_dir)
+        result = run_study(study, output=out, parallel=args.parallel, data_dir=args.data_dir,
+                           report=not args.no_report)
     except KeyboardInterrupt:
         print(f"interrupted: rerun the same command to resume ({out})")
         return 130
-    failed = [o for o in outcomes if o.status == "failed"]
-    if not args.no_report:
-        files = write_report([out / "runs"], out / "report", title=f"study {study.name}")
-        print(f"report: {files['markdown']}  {files['html']}")
+    if result.report:
+        print(f"report: {result.report['markdown']}  {result.report['html']}")
+    failed = result.failed
     if failed:
-        print(f"{len(failed)} of {len(outcomes)} runs failed: {', '.join(o.key for o in failed)} "
+        print(f"{len(failed)} of {len(result.outcomes)} runs failed: {', '.join(o.key for o in failed)} "
               f"(logs in {out / 'logs'}); fix the cause and rerun the same command.")
         return 1
     return 0
 
 
 def cmd_report(args) -> int:
-    from ..track.report import write_report
+    from ..api import write_report
 
-    files = write_report([Path(p) for p in args.dirs], Path(args.output), title=args.title,
-                         reference=args.reference)
+    files = write_report(args.dirs, args.output, title=args.title, reference=args.reference)
     print(open(files["markdown"]).read().split("![curves]")[0].rstrip())
     print(f"\nwrote {', '.join(str(p) for p in files.values())}")
     return 0

@@ -57,6 +57,9 @@ class TrainingDiverged(UserError):
 
 @dataclass
 class Result:
+    """What :func:`run` (and ``reglab.fit``) returns: the run directory, the summary (summary.json's dict) and
+    the per-epoch metric rows."""
+
     run_dir: Path
     summary: dict[str, Any]
     metrics: list[dict[str, Any]] = field(default_factory=list)

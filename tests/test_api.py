@@ -1,0 +1,124 @@
+"""The Python API (reglab/api.py, exported lazily by reglab/__init__.py): ``import reglab`` stays cheap, the
+README's example runs as written, and the CLI goes through the same functions."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import reglab
+import reglab.api as api
+from reglab.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def readme_example() -> str:
+    """The first ```python block of README.md's "Python API" section."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("\n## Python API\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert blocks, "README.md's Python API section has no ```python block"
+    return blocks[0]
+
+
+def test_import_reglab_does_not_import_torch():
+    code = ("import sys, reglab; assert 'torch' not in sys.modules, 'import reglab imported torch'; "
+            "assert set(reglab.__all__) <= set(dir(reglab)); "
+            "cfg = reglab.load_config('quick', ['train.epochs=1']); "
+            "assert 'torch' not in sys.modules, 'load_config imported torch'; "
+            "assert callable(reglab.fit) and 'torch' not in sys.modules; print('ok')")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_public_names_resolve_and_do_not_shadow_subpackages():
+    for name in reglab.__all__:
+        assert getattr(reglab, name) is not None, name
+    import importlib
+
+    importlib.import_module("reglab.train")  # the subpackage of that name; training is reglab.fit
+    assert callable(reglab.fit) and not callable(reglab.train)
+    with pytest.raises(AttributeError):
+        reglab.no_such_name
+
+
+def test_readme_python_example_runs(tmp_path, monkeypatch, cifar_tools):
+    """Executes README.md's example as written, on fake CIFAR-10 files (300 training images) via REGLAB_DATA."""
+    cifar_tools.write_cifar10(tmp_path / "data", per_batch=60)
+    monkeypatch.setenv("REGLAB_DATA", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    code = readme_example()
+    assert "import reglab" in code and "reglab.fit(" in code
+    exec(compile(code, "README.md (Python API)", "exec"), {"__name__": "readme"})
+    (run_dir,) = (tmp_path / "runs").glob("quick-*")
+    assert json.loads((run_dir / "summary.json").read_text())["epochs"] == 1
+    assert [r["epoch"] for r in reglab.read_metrics(run_dir)] == [1]
+    assert reglab.read_summary(run_dir)["params"] > 0
+
+
+def test_load_config_overrides_budget_and_data_dir(tmp_path):
+    cfg = reglab.load_config("quick", ["optim.lr=0.05", "train.epochs=2"], data_dir=tmp_path)
+    assert (cfg.optim.lr, cfg.train.epochs, cfg.data.dir, cfg.run.name) == (0.05, 2, str(tmp_path), "quick")
+    assert reglab.load_config("seed004_baseline", ["budget=smoke"]).train.epochs == 1
+    assert reglab.load_config(None).run.name is None  # None: the built-in defaults, no recipe
+    assert reglab.load_config("quick", "train.epochs=3").train.epochs == 3  # one string: one override
+    with pytest.raises(reglab.UserError, match="lrr"):
+        reglab.load_config("quick", ["optim.lrr=1"])
+
+
+def test_read_functions_on_an_unfinished_run_and_a_non_run(tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.yaml").write_text(reglab.load_config("quick").to_yaml())
+    assert reglab.read_metrics(tmp_path / "r") == [] and reglab.read_summary(tmp_path / "r") is None
+    with pytest.raises(reglab.UserError, match="not a reglab run directory"):
+        reglab.read_metrics(tmp_path)
+
+
+def test_build_model():
+    net = reglab.build_model("resnet20", num_classes=100, channels=[8, 16, 32])
+    assert net(__import__("torch").zeros(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_prepare_study_parses_budget_and_checks_arguments(tmp_path):
+    study, out = reglab.prepare_study("seed004_regularizers", ["budget=cpu"], seeds=2, parallel=3,
+                                      output=tmp_path / "s")
+    assert out == tmp_path / "s" and study.parallel == 3 and study.raw["budget"] == "cpu"
+    assert {r.seed for r in study.runs} == {0, 1}
+    with pytest.raises(reglab.UserError, match="unexpected argument"):
+        reglab.prepare_study("seed004_regularizers", ["oops"])
+    with pytest.raises(reglab.UserError, match="--parallel"):
+        reglab.run_study(study, parallel=0)
+
+
+class Called(Exception):
+    """Raised by a stand-in to prove the CLI reached it."""
+
+
+def test_cli_goes_through_the_api(monkeypatch, tmp_path, capsys):
+    seen = {}
+
+    def fake(name):
+        def f(*args, **kwargs):
+            seen[name] = (args, kwargs)
+            raise Called(name)
+        return f
+
+    for name in ("fit", "run_study", "write_report", "list_models"):
+        monkeypatch.setattr(api, name, fake(name))
+    with pytest.raises(Called):
+        main(["train", "quick", "train.epochs=1", "optim.lr=0.1", "--quiet"])
+    cfg = seen["fit"][0][0]
+    assert cfg.optim.lr == 0.1 and seen["fit"][1]["progress"] == "lines"
+    with pytest.raises(Called):
+        main(["study", "seed004_regularizers", "budget=cpu", "-o", str(tmp_path / "s")])
+    assert seen["run_study"][1]["output"] == tmp_path / "s"
+    with pytest.raises(Called):
+        main(["report", str(tmp_path), "-o", str(tmp_path / "rep")])
+    with pytest.raises(Called):
+        main(["models"])
