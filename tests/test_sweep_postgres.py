@@ -13,7 +13,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
@@ -89,7 +88,7 @@ def test_missing_postgres_driver_names_the_pip_command(monkeypatch):
     with pytest.raises(UserError, match=r"pip install 'reglab\[postgres\]'") as exc:
         open_storage("postgresql://u:secret@localhost/db")
     assert "secret" not in str(exc.value) and "u:***@localhost" in str(exc.value)
-    with pytest.raises(UserError, match="names the psycopg2 driver, which is not installed: pip install psycopg2-binary"):
+    with pytest.raises(UserError, match="names the psycopg2 driver, which is not installed: pip install psycopg2-bin"):
         open_storage("postgresql+psycopg2://u@localhost/db")
     # with only psycopg2 installed, postgresql:// uses it (SQLAlchemy 2.1 alone would ask for psycopg 3)
     monkeypatch.setattr(storage, "_importable", lambda module: module == "psycopg2")
@@ -111,6 +110,7 @@ def test_unreachable_server_is_one_line_without_the_password(tmp_path, capsys):
     assert code == 2 and err.count("\n") == 1, err
     assert f"no database server answers at 127.0.0.1:{port}: start it" in err and "secret" not in err
     assert "reglab:***@127.0.0.1" in err
+    assert not (tmp_path / "out" / "sweep.yaml").exists()  # the directory does not remember the storage that failed
 
 
 def test_wrong_password_and_missing_database_on_a_real_server(postgres_server):
@@ -356,7 +356,7 @@ def test_dashboard_serves_the_sweep_on_localhost(dashboard_sweep, chromium, tmp_
             browser.close()
         assert all(u.startswith(base) for u in requests), {u for u in requests if not u.startswith(base)}
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.terminate()  # SIGTERM (kill PID): a clean stop, as Ctrl-C
         text = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0 and "dashboard stopped" in text, text
 

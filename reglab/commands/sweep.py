@@ -5,9 +5,9 @@
     reglab sweep best DIR [--overwrite] [KEY=VALUE ...]
     reglab sweep dashboard DIR [--host 127.0.0.1] [--port 8080]
 
-The first positional word is ``report``, ``best`` or ``dashboard`` (sub-forms) or the sweep file. KEY=VALUE overrides with a
-sweep file apply to every trial this command runs (e.g. ``data.dir=...``, ``run.device=cuda``); they are not part
-of the study's identity, so change the experiment itself in the sweep file.
+The first positional word is ``report``, ``best`` or ``dashboard`` (sub-forms) or the sweep file. KEY=VALUE
+overrides with a sweep file apply to every trial this command runs (e.g. ``data.dir=...``, ``run.device=cuda``);
+they are not part of the study's identity, so change the experiment itself in the sweep file.
 """
 from __future__ import annotations
 
@@ -143,8 +143,8 @@ def _run(args, path: Path, extra: list[str]) -> int:
         recover_stale(study, spec)
     c = counts(study)
     print(f"sweep {spec.name}: {c['done']}/{spec.trials} trials finished so far | sampler {spec.sampler.name}, "
-          f"pruner {spec.pruner.name}, objective {spec.objective} | {shown_url(storage_url(spec, sweep_dir))} | {sweep_dir}",
-          flush=True)
+          f"pruner {spec.pruner.name}, objective {spec.objective} | {shown_url(storage_url(spec, sweep_dir))} | "
+          f"{sweep_dir}", flush=True)
     code = 0
     if args.workers > 1:
         from ..sweep.workers import run_workers

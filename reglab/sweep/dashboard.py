@@ -8,7 +8,9 @@ the address actually bound.
 """
 from __future__ import annotations
 
+import signal
 import socket
+import threading
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Callable
@@ -68,10 +70,18 @@ def serve(sweep_dir: Path, host: str = "127.0.0.1", port: int = 8080, log: Calla
             "change the study (tell trials, delete studies). Use the default --host 127.0.0.1 and an SSH tunnel "
             "(ssh -L PORT:127.0.0.1:PORT HOST) to view it from elsewhere.")
     log(f"dashboard of sweep {name} ({where}): {page}  (Ctrl-C stops it)")
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None  # `kill PID` stops it cleanly too
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         log("dashboard stopped")
     finally:
         server.server_close()
+        if main:
+            signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
     return 0
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt

@@ -131,7 +131,8 @@ def _connect_error(url: str, exc: BaseException) -> UserError:
         fix = (f"the server refused user {user!r}: check the user and password in the URL (or leave the password "
                "out of the URL and put it in ~/.pgpass or PGPASSWORD)")
     elif "does not exist" in low and "database" in low:
-        fix = f"database {db!r} does not exist on {where}: create it (createdb -h HOST -p PORT -U {user or 'USER'} {db})"
+        fix = (f"database {db!r} does not exist on {where}: create it "
+               f"(createdb -h HOST -p PORT -U {user or 'USER'} {db})")
     elif "translate host name" in low or "name or service not known" in low or "nodename nor servname" in low:
         fix = f"unknown host {host!r}: check the host name in the URL"
     elif "refused" in low or "timeout" in low or "timed out" in low or "could not connect" in low \
@@ -206,21 +207,23 @@ def prepare(spec: Sweep, sweep_dir: Path):
             raise UserError(f"{sweep_dir} uses storage {shown_url(old.storage or DB_FILE)!r}, not "
                             f"{shown_url(spec.storage)!r}; drop "
                             "--storage (the directory remembers its storage) or use another -o DIR.")
+    # Opened before sweep.yaml is written: a new directory must not remember a storage that cannot be opened (a
+    # typo in the URL, a server that is down), or the rerun with the fix would be refused as another storage.
+    storage = open_storage(storage_url(spec, sweep_dir))
     from ..train.checkpoint import atomic_write_text
 
     atomic_write_text(saved, "# Written by `reglab sweep`; rerun it to resume: reglab sweep " + str(saved) + "\n"
                       + yaml.safe_dump(spec.to_dict(), sort_keys=False))
     if read_sweep_dir(sweep_dir).to_dict() != spec.to_dict():  # the copy workers and `report` read back
         raise RuntimeError(f"{saved} does not read back as the sweep it was written from")
-    storage = open_storage(storage_url(spec, sweep_dir))
     with ask_lock(sweep_dir):
         study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True)
     ident = study.user_attrs.get("sweep")
     if ident is None:
         study.set_user_attr("sweep", spec.identity())
     elif ident != spec.identity():
-        raise UserError(f"study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))} was started with another space or "
-                        "base; give the sweep another name: or a new storage.")
+        raise UserError(f"study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))} was started with another "
+                        "space or base; give the sweep another name: or a new storage.")
     return study
 
 
@@ -232,8 +235,8 @@ def load_study(spec: Sweep, sweep_dir: Path, sampler=None, pruner=None):
         return optuna.load_study(study_name=spec.name, storage=open_storage(storage_url(spec, sweep_dir)),
                                  sampler=sampler, pruner=pruner)
     except KeyError:
-        raise UserError(f"no study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))}; run `reglab sweep` first.") \
-            from None
+        raise UserError(f"no study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))}; run `reglab sweep` "
+                        "first.") from None
 
 
 @contextlib.contextmanager
