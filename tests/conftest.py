@@ -291,3 +291,88 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Headless chromium (Debian's, driven through playwright's Python API) for the HTML tests
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    import shutil
+
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)")
+        pytest.skip("chromium not installed (make test installs it)")
+    pytest.importorskip("playwright")
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# PostgreSQL for the shared-storage sweep tests (tests/test_sweep_postgres.py)
+
+
+def _postgres_unavailable(reason: str):
+    """Skip, except under CI, where the PostgreSQL tests must run (as root .ci/postgres.sh installs the server)."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (CI must run the PostgreSQL tests)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """URL of a PostgreSQL server for this session: $REGLAB_TEST_POSTGRES if set, else a throwaway one that
+    .ci/postgres.sh starts in a temporary folder (installing Debian's postgresql first when root), stopped and
+    removed at the end."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from reglab.errors import UserError
+    from reglab.sweep.storage import engine_url
+
+    try:
+        engine_url("postgresql://localhost/x")  # the Python driver is installed
+    except UserError as exc:
+        _postgres_unavailable(str(exc))
+    if os.environ.get("REGLAB_TEST_POSTGRES"):
+        yield os.environ["REGLAB_TEST_POSTGRES"]
+        return
+    script = REPO / ".ci" / "postgres.sh"
+    if shutil.which("bash") is None:
+        _postgres_unavailable("no bash to run .ci/postgres.sh")
+    folder = tempfile.mkdtemp(prefix="reglab-pg-")
+    proc = subprocess.run(["bash", str(script), "start", folder], capture_output=True, text=True, timeout=1200)
+    if proc.returncode != 0:
+        subprocess.run(["bash", str(script), "stop", folder], capture_output=True, timeout=120)
+        _postgres_unavailable("cannot start PostgreSQL with .ci/postgres.sh: "
+                              + " | ".join(proc.stderr.strip().splitlines()[-3:]))
+    try:
+        yield proc.stdout.strip().splitlines()[-1]
+    finally:
+        subprocess.run(["bash", str(script), "stop", folder], capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def postgres_url(postgres_server, request):
+    """A fresh, empty database on the session's server for one test; its URL (dropped afterwards)."""
+    import re
+
+    import sqlalchemy
+    from sqlalchemy.engine import make_url
+
+    from reglab.sweep.storage import engine_url
+
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.node.name.lower())[:40] + f"_{os.getpid()}"
+    admin = sqlalchemy.create_engine(engine_url(postgres_server), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(postgres_server).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sqlalchemy.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -256,17 +255,6 @@ def test_report_of_a_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "r")]) == 2
     assert "holds no reglab run directories" in capsys.readouterr().err
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is missing: `make test` installs it (apt-get install chromium)")
-        pytest.skip("chromium not installed (make test installs it)")
-    pytest.importorskip("playwright")
-    return path
 
 
 def test_html_report_renders_in_headless_chromium(finished_study, tmp_path, chromium):

@@ -3,10 +3,11 @@
     reglab sweep SWEEP.yaml [--workers N] [--storage URL] [--trials N] [-o DIR] [KEY=VALUE ...]
     reglab sweep report DIR [--importance ped_anova|fanova]
     reglab sweep best DIR [--overwrite] [KEY=VALUE ...]
+    reglab sweep dashboard DIR [--host 127.0.0.1] [--port 8080]
 
-The first positional word is ``report`` or ``best`` (sub-forms) or the sweep file. KEY=VALUE overrides with a
-sweep file apply to every trial this command runs (e.g. ``data.dir=...``, ``run.device=cuda``); they are not part
-of the study's identity, so change the experiment itself in the sweep file.
+The first positional word is ``report``, ``best`` or ``dashboard`` (sub-forms) or the sweep file. KEY=VALUE
+overrides with a sweep file apply to every trial this command runs (e.g. ``data.dir=...``, ``run.device=cuda``);
+they are not part of the study's identity, so change the experiment itself in the sweep file.
 """
 from __future__ import annotations
 
@@ -16,17 +17,18 @@ from pathlib import Path
 
 from ..errors import UserError
 
-FORMS = ("report", "best")
+FORMS = ("report", "best", "dashboard")
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "sweep", help="hyperparameter sweeps (Optuna): run/resume a sweep, `report DIR`, `best DIR`",
+        "sweep", help="hyperparameter sweeps (Optuna): run/resume a sweep, `report DIR`, `best DIR`, `dashboard DIR`",
         description="Run or resume a sweep: a base recipe plus a search space (sweeps/*.yaml, docs/sweeps.md), "
                     "objective = validation accuracy. `reglab sweep report DIR` writes the analysis (best config as "
                     "a recipe, importance, figures); `reglab sweep best DIR` retrains the best config on "
-                    "train+val and reports test accuracy once.")
-    p.add_argument("items", nargs="*", metavar="SWEEP.yaml|report DIR|best DIR [KEY=VALUE ...]")
+                    "train+val and reports test accuracy once; `reglab sweep dashboard DIR` serves the study live in "
+                    "optuna-dashboard (pip install 'reglab[dashboard]').")
+    p.add_argument("items", nargs="*", metavar="SWEEP.yaml|report DIR|best DIR|dashboard DIR [KEY=VALUE ...]")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     p.add_argument("--storage", help="Optuna storage URL shared by workers/machines: sqlite:///FILE, journal:FILE, "
                                      "postgresql://... (default: study.db in the sweep directory)")
@@ -37,6 +39,9 @@ def register(sub) -> None:
                    help="importance method for the report (fanova needs scikit-learn)")
     p.add_argument("--overwrite", action="store_true", help="best: retrain even when already done")
     p.add_argument("--quiet", action="store_true", help="best: plain log lines instead of a progress bar")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="dashboard: address to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="dashboard: port (default 8080; 0 = any free port)")
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_sweep)
 
@@ -58,7 +63,7 @@ def cmd_sweep(args) -> int:
     items = list(args.items)
     if not items:
         raise UserError("give a sweep file (reglab sweep sweeps/cpu_quick.yaml), or `reglab sweep report DIR` / "
-                        "`reglab sweep best DIR`.")
+                        "`reglab sweep best DIR` / `reglab sweep dashboard DIR`.")
     if items[0] in FORMS and not Path(items[0]).is_file():
         if len(items) < 2 or "=" in items[1]:
             raise UserError(f"reglab sweep {items[0]} DIR: give the sweep directory (default runs/sweeps/<name>).")
@@ -68,6 +73,12 @@ def cmd_sweep(args) -> int:
             if rest:
                 raise UserError("sweep report takes no KEY=VALUE overrides.")
             return _report(sweep_dir, args.importance)
+        if items[0] == "dashboard":
+            if rest:
+                raise UserError("sweep dashboard takes no KEY=VALUE overrides; options: --host, --port.")
+            from ..sweep.dashboard import serve
+
+            return serve(sweep_dir, args.host, args.port, _log())
         from ..sweep.best import retrain_best
 
         retrain_best(sweep_dir, _overrides(rest, "sweep best"), overwrite=args.overwrite, quiet=args.quiet)
@@ -100,7 +111,7 @@ def _default_dir(path: Path, name: str) -> Path:
 
 def _run(args, path: Path, extra: list[str]) -> int:
     from ..sweep.runner import Worker, counts, recover_stale
-    from ..sweep.storage import ask_lock, prepare, storage_url
+    from ..sweep.storage import ask_lock, prepare, shown_url, storage_url
     from ..sweep.spec import load_sweep, resolve_sweep
 
     path = resolve_sweep(path)
@@ -132,8 +143,8 @@ def _run(args, path: Path, extra: list[str]) -> int:
         recover_stale(study, spec)
     c = counts(study)
     print(f"sweep {spec.name}: {c['done']}/{spec.trials} trials finished so far | sampler {spec.sampler.name}, "
-          f"pruner {spec.pruner.name}, objective {spec.objective} | {storage_url(spec, sweep_dir)} | {sweep_dir}",
-          flush=True)
+          f"pruner {spec.pruner.name}, objective {spec.objective} | {shown_url(storage_url(spec, sweep_dir))} | "
+          f"{sweep_dir}", flush=True)
     code = 0
     if args.workers > 1:
         from ..sweep.workers import run_workers

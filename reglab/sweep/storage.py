@@ -12,6 +12,8 @@ promise (a worker killed while holding its symlink lock leaves the lock behind u
 from __future__ import annotations
 
 import contextlib
+import importlib
+import re
 import time
 from pathlib import Path
 
@@ -23,7 +25,14 @@ from .spec import Sweep, parse_sweep
 SWEEP_FILE = "sweep.yaml"
 DB_FILE = "study.db"
 
-
+URL_FORMS = "sqlite:///FILE.db, journal:FILE, postgresql://USER:PASSWORD@HOST:PORT/DB or mysql://USER:PASSWORD@HOST/DB"
+# Database drivers per SQLAlchemy dialect, in order of preference: (SQLAlchemy driver name, module to import). A
+# URL naming no driver (postgresql://...) gets the first one installed, whatever SQLAlchemy's own default is
+# (SQLAlchemy 2.0 picks psycopg2, 2.1 psycopg 3).
+DRIVERS = {"postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
+           "mysql": (("pymysql", "pymysql"), ("mysqldb", "MySQLdb"))}
+INSTALL = {"postgresql": "pip install 'reglab[postgres]' (psycopg 3; psycopg2-binary works too)",
+           "mysql": "pip install PyMySQL"}
 
 
 def storage_url(spec: Sweep, sweep_dir: Path) -> str:
@@ -32,17 +41,115 @@ def storage_url(spec: Sweep, sweep_dir: Path) -> str:
         if "://" not in url and not url.startswith("journal:"):
             if url.endswith((".journal", ".log", ".jsonl")):
                 return f"journal:{Path(url).resolve()}"
-            raise UserError(f"storage {url!r} is not a storage URL; use sqlite:///FILE.db, journal:FILE, "
-                            "postgresql://USER:PASS@HOST/DB or mysql://...")
+            raise UserError(f"storage {url!r} is not a storage URL; use {URL_FORMS}.")
         return url
     return f"sqlite:///{(sweep_dir / DB_FILE).resolve()}"
 
 
+def shown_url(url: str) -> str:
+    """``url`` with its password masked (``postgresql://user:***@host/db``), for messages and logs."""
+    if "://" not in url or "@" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not parseable: mask whatever sits between user: and @
+        return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+        return True
+    except ImportError:  # also psycopg without a libpq wrapper
+        return False
+
+
+def engine_url(url: str) -> str:
+    """The SQLAlchemy URL to connect with: ``url`` checked, and for a postgresql:// or mysql:// URL that names no
+    driver, the first installed driver of :data:`DRIVERS` made explicit. Mistakes are one UserError."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    shown = shown_url(url)
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise UserError(f"storage {shown}: not a database URL ({_first_line(exc)}); use {URL_FORMS}.") from None
+    dialect, _, driver = u.drivername.partition("+")
+    if dialect in ("postgres", "postgre", "pgsql", "psql", "pg"):
+        raise UserError(f"storage {shown}: write postgresql://, not {dialect}:// (SQLAlchemy's name).")
+    if dialect == "sqlite":
+        return url
+    if dialect not in DRIVERS:
+        try:
+            u.get_dialect()
+        except NoSuchModuleError:
+            import difflib
+
+            close = difflib.get_close_matches(dialect, ["sqlite", "postgresql", "mysql"], n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}://?)" if close else ""
+            raise UserError(f"storage {shown}: unknown database {dialect!r}{hint}; use {URL_FORMS}.") from None
+        except ImportError as exc:
+            raise UserError(f"storage {shown}: its database driver is not installed ({_first_line(exc)}).") from None
+        return url
+    if driver:
+        module = dict(DRIVERS[dialect]).get(driver)
+        if module and not _importable(module):
+            raise UserError(f"storage {shown} names the {driver} driver, which is not installed: pip install "
+                            f"{'psycopg2-binary' if driver == 'psycopg2' else module}, or write {dialect}:// and "
+                            f"{INSTALL[dialect]}.")
+        return url
+    for name, module in DRIVERS[dialect]:
+        if _importable(module):
+            return u.set(drivername=f"{dialect}+{name}").render_as_string(hide_password=False)
+    raise UserError(f"storage {shown} needs a {dialect} driver and none is installed: {INSTALL[dialect]}.")
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _connect_error(url: str, exc: BaseException) -> UserError:
+    """A UserError for a database that could not be opened: what went wrong and how to fix it."""
+    from sqlalchemy.engine import make_url
+
+    shown = shown_url(url)
+    orig = getattr(exc, "orig", None) or exc  # sqlalchemy wraps the driver's error
+    text = " ".join(str(orig).split())
+    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", text)
+    low = text.lower()
+    try:
+        u = make_url(url)
+        port = u.port or {"postgresql": 5432, "mysql": 3306}.get(u.get_backend_name(), "its default port")
+        host, where, user, db = u.host or "localhost", f"{u.host or 'localhost'}:{port}", u.username, u.database
+    except Exception:
+        host, where, user, db = "?", "the server", None, None
+    if "password authentication failed" in low or "no password supplied" in low or "access denied" in low:
+        fix = (f"the server refused user {user!r}: check the user and password in the URL (or leave the password "
+               "out of the URL and put it in ~/.pgpass or PGPASSWORD)")
+    elif "does not exist" in low and "database" in low:
+        fix = (f"database {db!r} does not exist on {where}: create it "
+               f"(createdb -h HOST -p PORT -U {user or 'USER'} {db})")
+    elif "translate host name" in low or "name or service not known" in low or "nodename nor servname" in low:
+        fix = f"unknown host {host!r}: check the host name in the URL"
+    elif "refused" in low or "timeout" in low or "timed out" in low or "could not connect" in low \
+            or "no route to host" in low:
+        fix = f"no database server answers at {where}: start it, or fix the host and port in the URL"
+    else:
+        return UserError(f"cannot open the Optuna storage {shown}: {text[:500]}")
+    return UserError(f"cannot open the Optuna storage {shown}: {fix}. ({text[:300]})")
+
+
 def _creation_race(error: str) -> bool:
     """Whether ``error`` is another process creating the same schema at the same moment: a table that already
-    exists, a locked database, or the schema-version row (alembic_version) inserted twice; worth a retry."""
+    exists, a locked database, or the schema-version row (alembic_version) or a table's row type (PostgreSQL's
+    pg_type) inserted twice; worth a retry."""
     text = error.lower()
-    return "already exists" in text or "locked" in text or ("unique constraint" in text and "alembic" in text)
+    return "already exists" in text or "locked" in text or (
+        "unique constraint" in text and ("alembic" in text or "pg_type" in text))
 
 
 def open_storage(url: str):
@@ -55,19 +162,22 @@ def open_storage(url: str):
         path = url[len("journal:"):].removeprefix("//")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(path))
-    engine = {"connect_args": {"timeout": 300}} if url.startswith("sqlite") else {}
+    real = engine_url(url)
+    if url.startswith("sqlite"):
+        engine: dict = {"connect_args": {"timeout": 300}}
+    else:  # a server: fail in seconds when it is away; test pooled connections (a sweep lasts hours)
+        engine = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
     for attempt in range(10):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+            return optuna.storages.RDBStorage(real, engine_kwargs=engine)
         except ImportError as exc:
-            raise UserError(f"storage {url}: {exc}; install the database driver (e.g. psycopg2-binary for "
-                            "PostgreSQL).") from None
+            raise UserError(f"storage {shown_url(url)}: {_first_line(exc)}; install its database driver "
+                            f"(PostgreSQL: {INSTALL['postgresql']}).") from None
         except Exception as exc:  # sqlalchemy's ArgumentError / OperationalError: bad URL, unreachable server
-            text = str(exc)
-            if attempt < 9 and _creation_race(text):
+            if attempt < 9 and _creation_race(str(exc)):
                 time.sleep(0.2 + 0.3 * attempt)
                 continue
-            raise UserError(f"cannot open the Optuna storage {url!r}: {text.splitlines()[0]}") from None
+            raise _connect_error(url, exc) from None
 
 
 def read_sweep_dir(sweep_dir: Path) -> Sweep:
@@ -94,23 +204,26 @@ def prepare(spec: Sweep, sweep_dir: Path):
         if spec.storage is None:
             spec.storage = old.storage  # resuming: the storage the sweep started with
         elif old.storage != spec.storage:
-            raise UserError(f"{sweep_dir} uses storage {old.storage or DB_FILE!r}, not {spec.storage!r}; drop "
+            raise UserError(f"{sweep_dir} uses storage {shown_url(old.storage or DB_FILE)!r}, not "
+                            f"{shown_url(spec.storage)!r}; drop "
                             "--storage (the directory remembers its storage) or use another -o DIR.")
+    # Opened before sweep.yaml is written: a new directory must not remember a storage that cannot be opened (a
+    # typo in the URL, a server that is down), or the rerun with the fix would be refused as another storage.
+    storage = open_storage(storage_url(spec, sweep_dir))
     from ..train.checkpoint import atomic_write_text
 
     atomic_write_text(saved, "# Written by `reglab sweep`; rerun it to resume: reglab sweep " + str(saved) + "\n"
                       + yaml.safe_dump(spec.to_dict(), sort_keys=False))
     if read_sweep_dir(sweep_dir).to_dict() != spec.to_dict():  # the copy workers and `report` read back
         raise RuntimeError(f"{saved} does not read back as the sweep it was written from")
-    storage = open_storage(storage_url(spec, sweep_dir))
     with ask_lock(sweep_dir):
         study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True)
     ident = study.user_attrs.get("sweep")
     if ident is None:
         study.set_user_attr("sweep", spec.identity())
     elif ident != spec.identity():
-        raise UserError(f"study {spec.name!r} in {storage_url(spec, sweep_dir)} was started with another space or "
-                        "base; give the sweep another name: or a new storage.")
+        raise UserError(f"study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))} was started with another "
+                        "space or base; give the sweep another name: or a new storage.")
     return study
 
 
@@ -122,8 +235,8 @@ def load_study(spec: Sweep, sweep_dir: Path, sampler=None, pruner=None):
         return optuna.load_study(study_name=spec.name, storage=open_storage(storage_url(spec, sweep_dir)),
                                  sampler=sampler, pruner=pruner)
     except KeyError:
-        raise UserError(f"no study {spec.name!r} in {storage_url(spec, sweep_dir)}; run `reglab sweep` first.") \
-            from None
+        raise UserError(f"no study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))}; run `reglab sweep` "
+                        "first.") from None
 
 
 @contextlib.contextmanager
