@@ -82,3 +82,10 @@ def test_derived_metrics_of_an_overfitting_run():
     assert got["train99_epoch"] == 3
     assert got["val_acc_roughness"] == pytest.approx((1 + 3) / 2)  # epochs 3-5: |49-50|, |52-49|
     assert derived_metrics([], {})["gap"] is None
+    assert got["ema_or_test_acc"] == 51.0  # no EMA: the trained weights' accuracy
+
+
+def test_ema_or_test_acc_takes_the_ema_weights_when_the_run_kept_them():
+    epochs = [{"epoch": 1, "test_acc": 50.0, "ema_test_acc": None}, {"epoch": 2, "test_acc": 51.0,
+                                                                    "ema_test_acc": 53.5}]
+    assert derived_metrics(epochs, {"train_acc": 60.0, "test_acc": 51.0})["ema_or_test_acc"] == 53.5

@@ -38,6 +38,8 @@ REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "reproduced", "contradicted", 
 DERIVED = {
     "gap": ("final train accuracy minus test accuracy (points): the overfitting gap", False),
     "test_minus_train_acc": ("test accuracy minus final train accuracy (points)", True),
+    "ema_or_test_acc": ("test accuracy of the weights the run keeps: the EMA average when ema.enabled, else the "
+                        "trained weights", True),
     "val_loss_rise": ("final validation loss minus its minimum over epochs (> 0: past its minimum)", False),
     "val_loss_min_epoch": ("epoch of the lowest validation loss", True),
     "train99_epoch": ("first epoch whose train accuracy reached 99% (empty: never)", False),
@@ -58,6 +60,8 @@ def derived_metrics(epochs: Sequence[Mapping[str, Any]], row: Mapping[str, Any])
     if train_acc is not None and test_acc is not None:
         out["gap"] = train_acc - test_acc
         out["test_minus_train_acc"] = test_acc - train_acc
+    ema_test_acc = epochs[-1].get("ema_test_acc") if epochs else None
+    out["ema_or_test_acc"] = ema_test_acc if ema_test_acc is not None else test_acc
     losses = [(r["epoch"], r["val_loss"]) for r in epochs if r.get("val_loss") is not None]
     if losses:
         best_epoch, best = min(losses, key=lambda el: el[1])
