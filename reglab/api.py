@@ -179,7 +179,7 @@ def _check_parallel(parallel: int | None) -> None:
         raise UserError(f"--parallel must be >= 1, got {parallel}.")
 
 
-def prepare_study(study: PathLike, overrides: Sequence[str] = (), *, seeds: int | None = None,
+def prepare_study(study: PathLike, overrides: Sequence[str] = (), *, seeds: int | list[int] | None = None,
                   only: Sequence[str] | None = None, parallel: int | None = None,
                   output: PathLike | None = None) -> tuple["Study", Path]:
     """Load and expand a study file (validating every run's config) and choose its directory (default
@@ -201,7 +201,7 @@ def prepare_study(study: PathLike, overrides: Sequence[str] = (), *, seeds: int 
         else:
             rest.append(item)
     _check_parallel(parallel)
-    if seeds is not None and seeds < 1:
+    if isinstance(seeds, int) and seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {seeds}.")
     loaded = load_study(study, rest, budget=budget, seeds=seeds, only=list(only) if only else None)
     if parallel is not None:
@@ -210,7 +210,7 @@ def prepare_study(study: PathLike, overrides: Sequence[str] = (), *, seeds: int 
 
 
 def run_study(study: "PathLike | Study", overrides: Sequence[str] = (), *, output: PathLike | None = None,
-              seeds: int | None = None, only: Sequence[str] | None = None, parallel: int | None = None,
+              seeds: int | list[int] | None = None, only: Sequence[str] | None = None, parallel: int | None = None,
               data_dir: PathLike | None = None, report: bool = True) -> StudyResult:
     """Run a study (a file or a name in ``studies/``, or a Study from :func:`prepare_study`), as
     ``reglab study``: each run a ``reglab train`` process with its own run directory under ``output``

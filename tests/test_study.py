@@ -184,6 +184,20 @@ def test_dry_run_lists_states_and_commands(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_seeds_on_the_command_line_as_a_count_or_a_list(tmp_path, capsys):
+    """`--seeds 3,4` reruns a study on new seeds (the claims must hold there too); `--seeds 2` is seeds 0, 1."""
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": []})
+    assert main(["study", str(spec), "-o", str(tmp_path / "o"), "--dry-run", "--seeds", "3,4"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["erm-s3", "erm-s4"]
+    assert main(["study", str(spec), "-o", str(tmp_path / "o"), "--dry-run", "--seeds", "2"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["erm-s0", "erm-s1"]
+    with pytest.raises(SystemExit):
+        main(["study", str(spec), "--dry-run", "--seeds", "three"])
+    assert "neither a count" in capsys.readouterr().err
+    assert main(["study", str(spec), "--dry-run", "--seeds", "3,3"]) == 2
+    assert "duplicates" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------------------------
 # reports
 

@@ -7,6 +7,17 @@ from pathlib import Path
 from ..errors import UserError
 
 
+def _seeds_arg(text: str) -> int | list[int]:
+    """``--seeds``: ``3`` (seeds 0, 1, 2) or ``3,4,5`` (those seeds)."""
+    import argparse
+
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a count (3) nor a list of seeds (3,4,5)") from None
+    return values[0] if len(values) == 1 and "," not in text else values
+
+
 def cmd_study(args) -> int:
     from ..api import prepare_study, run_study
 
@@ -67,7 +78,9 @@ def cmd_findings(args) -> int:
                   for g, recs in by_group(records).items()}
         budget = f" budget={raw['budget']}" if raw.get("budget") else ""
         seeds = raw.get("seeds") or [0]
-        command = f"`reglab study {raw.get('name', d.name)}{budget} --seeds {len(seeds)}`"
+        seeds_arg = str(len(seeds)) if seeds == list(range(len(seeds))) else ",".join(map(str, seeds))
+        extra = "".join(f" {o}" for o in raw.get("cli_overrides") or [])
+        command = f"`reglab study {raw.get('name', d.name)}{budget}{extra} --seeds {seeds_arg}`"
         for row in claim_rows(groups, settings["claims"]):
             counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
             effect = f"{row['effect of']}: {row['effect']} ({row['metric']}; expected {row['expected']})"
@@ -93,7 +106,9 @@ def register(sub) -> None:
                     help="overrides for every run; budget=NAME picks the recipes' budget (e.g. budget=cpu)")
     st.add_argument("-o", "--output", help="study directory (default runs/studies/<name>)")
     st.add_argument("-j", "--parallel", type=int, help="runs at a time (default: the file's `parallel`, else 1)")
-    st.add_argument("--seeds", type=int, help="seeds per run (replaces the file's `seeds`)")
+    st.add_argument("--seeds", type=_seeds_arg, metavar="N|S1,S2,...",
+                    help="seeds per run, as a count (seeds 0..N-1) or a list (e.g. 3,4,5 for three new seeds); "
+                         "replaces the file's `seeds`")
     st.add_argument("--only", help="comma-separated run names to run")
     st.add_argument("--data-dir", help="dataset folder for every run")
     st.add_argument("--dry-run", action="store_true", help="list the runs, their state and command; run nothing")

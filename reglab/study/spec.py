@@ -142,9 +142,9 @@ def _seeds(value: Any, where: str) -> list[int]:
 
 
 def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (), *, budget: str | None = None,
-               seeds: int | None = None, only: list[str] | None = None) -> Study:
-    """Read, expand and validate a study file. ``budget``/``seeds`` replace the file's; ``only`` keeps the
-    named groups."""
+               seeds: int | list[int] | None = None, only: list[str] | None = None) -> Study:
+    """Read, expand and validate a study file. ``budget``/``seeds`` replace the file's (``seeds``: a count n
+    for seeds 0..n-1, or the list of seeds); ``only`` keeps the named groups."""
     path = resolve_study(study)
     raw = read_yaml(path)
     where = str(path)
@@ -164,7 +164,7 @@ def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (
         raise UserError(f"{where}: budgets must be a mapping of name -> overrides, e.g. cpu: [train.epochs=5].")
     budget_items = (_overrides(study_budgets[budget], f"{where}: budgets.{budget}")[1]
                     if budget is not None and budget in study_budgets else [])
-    seed_list = list(range(seeds)) if seeds is not None else _seeds(raw.get("seeds", 1), f"{where}: seeds")
+    seed_list = _seeds(seeds, "--seeds") if seeds is not None else _seeds(raw.get("seeds", 1), f"{where}: seeds")
     parallel = raw.get("parallel", 1)
     if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
         raise UserError(f"{where}: parallel must be an integer >= 1, got {parallel!r}.")
