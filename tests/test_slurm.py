@@ -261,3 +261,29 @@ def test_requeue_on_preemption_resumes_from_the_last_checkpoint(slurm_cluster, l
     assert log.count(f"# slurm job {job} ") == 2 and "(resuming)" in log, log
     assert epochs_of(out / "runs" / "long-s0") == reference
 
+
+# ----------------------------------------------------------------------------------------------------------
+# sweeps: --workers N as Slurm array tasks on one storage
+
+
+def test_sweep_slurm_flags_need_the_slurm_launcher(tmp_path, capsys):
+    from test_sweep import write_sweep
+
+    spec = write_sweep(tmp_path / "sw.yaml")
+    assert main(["sweep", str(spec), "-o", str(tmp_path / "o"), "--slurm", "partition=gpu"]) == 2
+    assert "add --launcher slurm" in capsys.readouterr().err
+
+
+def test_sweep_workers_on_slurm_share_one_storage(slurm_cluster, tmp_path, capsys):
+    from test_sweep import TINY as SWEEP_TINY, write_sweep
+
+    spec = write_sweep(tmp_path / "sw.yaml", trials=3, overrides=[*SWEEP_TINY, "train.epochs=1"])
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(spec), "-o", str(out), "--launcher", "slurm", "--workers", "2", "--wait",
+                 "--no-report"]) == 0
+    text = capsys.readouterr().out
+    assert "submitted job array" in text and text.count(") ended") == 2, text
+    assert "3/3 finished (3 complete" in text, text
+    for i in (0, 1):
+        log = (out / "slurm" / f"worker{i}.log").read_text()
+        assert log.startswith("# slurm job ") and f"--worker-index {i}" in log
