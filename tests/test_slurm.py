@@ -97,6 +97,20 @@ def test_no_slurm_on_this_machine_is_a_clear_error(tmp_path, capsys, monkeypatch
     assert "srun/sbatch not found" in err and ".ci/slurm.sh start" in err
 
 
+def test_status_without_slurm_shows_the_run_directories(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no squeue
+    spec = write_study(tmp_path / "s.yaml", seeds=1)
+    out = tmp_path / "o"
+    (out / "runs" / "erm-s0").mkdir(parents=True)
+    (out / "runs" / "erm-s0" / "summary.json").write_text(json.dumps({"best_val_acc": 50.0, "test_acc": 40.0}))
+    assert main(["study", str(spec), "-o", str(out), "--status"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "squeue unavailable" in lines[0]
+    assert lines[2].split()[:4] == ["erm-s0", "-", "-", "done"] and "val 50.00%, test 40.00%" in lines[2]
+    assert lines[3].split() == ["mixup-s0", "-", "-", "not", "started", "not", "started"]
+    assert lines[4].strip() == "1 done, 1 not started"
+
+
 def test_dry_run_shows_the_slurm_settings_file_then_flags(tmp_path, capsys):
     spec = write_study(tmp_path / "s.yaml", seeds=1, launcher={"type": "slurm", "partition": "cpu", "time": 30})
     assert main(["study", str(spec), "-o", str(tmp_path / "o"), "--dry-run", "--slurm", "time=2:00:00",

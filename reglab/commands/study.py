@@ -164,7 +164,8 @@ def register(sub) -> None:
     st.add_argument("items", nargs="*", metavar="KEY=VALUE",
                     help="overrides for every run; budget=NAME picks the recipes' budget (e.g. budget=cpu)")
     st.add_argument("-o", "--output", help="study directory (default runs/studies/<name>)")
-    st.add_argument("-j", "--parallel", type=int, help="runs at a time (default: the file's `parallel`, else 1; with Slurm: array tasks at a time, default all)")
+    st.add_argument("-j", "--parallel", type=int, help="runs at a time (default: the file's `parallel`, else 1; "
+                    "with Slurm: array tasks at a time, default all)")
     st.add_argument("--seeds", type=int, help="seeds per run (replaces the file's `seeds`)")
     st.add_argument("--only", help="comma-separated run names to run")
     st.add_argument("--data-dir", help="dataset folder for every run")

@@ -140,8 +140,9 @@ def _executor(folder: Path, s: dict[str, Any], name: str, n_tasks: int):
     try:
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=s["max_timeouts"], python=s.get("python"))
     except RuntimeError:  # "Could not detect srun"
-        raise UserError("--launcher slurm: srun/sbatch not found; run this on a Slurm login node (for a local "
-                        "test cluster: .ci/slurm.sh start, then export SLURM_CONF as it says).") from None
+        raise UserError("--launcher slurm: srun/sbatch not found; run this on a Slurm login node, or use "
+                        "--launcher local to run here (a local test cluster: .ci/slurm.sh start, then export "
+                        "SLURM_CONF as it says).") from None
     params: dict[str, Any] = {"job_name": name, "time": s["time"], "cpus_per_task": s["cpus_per_task"],
                               "array_parallelism": s.get("max_running", n_tasks),
                               "additional_parameters": {"requeue": True, **s.get("sbatch", {})}}
