@@ -23,6 +23,16 @@ def cmd_study(args) -> int:
 
     study, out = prepare_study(args.study, args.items, seeds=args.seeds, parallel=args.parallel,
                                only=args.only.split(",") if args.only else None, output=args.output)
+    launcher = args.launcher or study.launcher.get("type", "local")
+    cli_slurm = _slurm_items(args.slurm or [])
+    if launcher != "slurm" and (cli_slurm or args.wait):
+        raise UserError(f"{'--slurm' if cli_slurm else '--wait'} is for Slurm runs: add --launcher slurm (or "
+                        "type: slurm in the study file's launcher: section).")
+    if args.status:
+        from ..study.slurmstate import print_status
+
+        print_status(study, out)
+        return 0
     if args.dry_run:
         from ..study.runner import run_state, train_command
 
@@ -30,7 +40,14 @@ def cmd_study(args) -> int:
             run_dir = out / "runs" / run.key
             state = run_state(run_dir)
             print(f"{run.key:<32} {state:<8} {' '.join(train_command(run, run_dir, state, 1, args.data_dir)[3:])}")
+        if launcher == "slurm":
+            from ..study.slurm import describe, settings_for
+
+            settings = settings_for(study, cli_slurm, args.parallel)
+            print(f"launcher slurm: one job array of the runs not done ({describe(settings)})")
         return 0
+    if launcher == "slurm":
+        return _study_on_slurm(args, study, out, cli_slurm)
     try:
         result = run_study(study, output=out, parallel=args.parallel, data_dir=args.data_dir,
                            report=not args.no_report)
@@ -39,12 +56,67 @@ def cmd_study(args) -> int:
         return 130
     if result.report:
         print(f"report: {result.report['markdown']}  {result.report['html']}")
-    failed = result.failed
+    return _failed(result.failed, len(result.outcomes), out)
+
+
+def _failed(failed: list, total: int, out: Path) -> int:
     if failed:
-        print(f"{len(failed)} of {len(result.outcomes)} runs failed: {', '.join(o.key for o in failed)} "
+        print(f"{len(failed)} of {total} runs failed: {', '.join(o.key for o in failed)} "
               f"(logs in {out / 'logs'}); fix the cause and rerun the same command.")
         return 1
     return 0
+
+
+def _study_on_slurm(args, study, out: Path, cli_slurm: dict) -> int:
+    """``--launcher slurm``: submit what is left as one job array; with ``--wait`` (or nothing left to wait
+    for) wait, then report as a local study does."""
+    from ..api import write_report
+    from ..study.slurm import settings_for, submit_study
+    from ..study.slurmstate import wait_for
+
+    data_dir = str(Path(args.data_dir).resolve()) if args.data_dir else None
+    keys = submit_study(study, out, settings_for(study, cli_slurm, args.parallel), data_dir=data_dir)
+    again = " ".join(["reglab study", args.study, *args.items, *(["-o", str(args.output)] if args.output else [])])
+    if keys and not args.wait:
+        print(f"follow with: {again} --status   (rerun the same command later to continue stopped runs)")
+        return 0
+    try:
+        outcomes = wait_for(study, out, keys)
+    except KeyboardInterrupt:
+        print(f"stopped waiting; the Slurm jobs go on: {again} --status")
+        return 130
+    if not args.no_report:
+        files = write_report(out / "runs", out / "report", title=f"study {study.name}")
+        print(f"report: {files['markdown']}  {files['html']}")
+    return _failed([o for o in outcomes if o.status == "failed"], len(outcomes), out)
+
+
+def _slurm_items(items: list[str]) -> dict:
+    """``--slurm KEY=VALUE`` items -> validated launcher settings (``setup=LINE`` repeats, ``sbatch.OPTION=V``)."""
+    from ..study.spec import LAUNCHER_KEYS, parse_launcher
+    from ..typedyaml import suggest
+
+    raw: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or not key:
+            raise UserError(f"--slurm {item!r}: expected KEY=VALUE, e.g. --slurm partition=gpu --slurm time=2:00:00.")
+        if key.startswith("sbatch."):
+            raw.setdefault("sbatch", {})[key[len("sbatch."):]] = value
+        elif key == "setup":
+            raw.setdefault("setup", []).append(value)
+        elif key in ("cpus_per_task", "gpus_per_task", "max_running", "max_timeouts", "mem_gb"):
+            try:
+                raw[key] = float(value) if key == "mem_gb" else int(value)
+            except ValueError:
+                raise UserError(f"--slurm {key}={value}: must be {LAUNCHER_KEYS[key]}.") from None
+        elif key in LAUNCHER_KEYS:
+            raw[key] = value
+        else:
+            raise UserError(f"--slurm {key}: unknown key{suggest(key, LAUNCHER_KEYS)}; the keys are: "
+                            f"{', '.join(LAUNCHER_KEYS)} (and sbatch.OPTION=VALUE for any other sbatch option).")
+    return parse_launcher(raw, "--slurm")
 
 
 def cmd_report(args) -> int:
@@ -105,7 +177,8 @@ def register(sub) -> None:
     st.add_argument("items", nargs="*", metavar="KEY=VALUE",
                     help="overrides for every run; budget=NAME picks the recipes' budget (e.g. budget=cpu)")
     st.add_argument("-o", "--output", help="study directory (default runs/studies/<name>)")
-    st.add_argument("-j", "--parallel", type=int, help="runs at a time (default: the file's `parallel`, else 1)")
+    st.add_argument("-j", "--parallel", type=int, help="runs at a time (default: the file's `parallel`, else 1; "
+                    "with Slurm: array tasks at a time, default all)")
     st.add_argument("--seeds", type=_seeds_arg, metavar="N|S1,S2,...",
                     help="seeds per run, as a count (seeds 0..N-1) or a list (e.g. 3,4,5 for three new seeds); "
                          "replaces the file's `seeds`")
@@ -113,6 +186,14 @@ def register(sub) -> None:
     st.add_argument("--data-dir", help="dataset folder for every run")
     st.add_argument("--dry-run", action="store_true", help="list the runs, their state and command; run nothing")
     st.add_argument("--no-report", action="store_true", help="skip writing report/ at the end")
+    st.add_argument("--launcher", choices=("local", "slurm"), help="local processes (default) or one Slurm job "
+                    "array through submitit (default: the study file's launcher: type); see docs/cluster.md")
+    st.add_argument("--slurm", action="append", metavar="KEY=VALUE", help="a Slurm setting (repeatable; wins over "
+                    "the file's launcher:): partition, time, cpus_per_task, gpus_per_task, mem_gb, qos, account, "
+                    "constraint, max_running, max_timeouts, setup, python, sbatch.OPTION")
+    st.add_argument("--wait", action="store_true", help="with --launcher slurm: wait for the jobs, then report")
+    st.add_argument("--status", action="store_true", help="each run's Slurm job state and run directory; "
+                    "runs nothing")
     st.set_defaults(func=cmd_study)
 
     rp = sub.add_parser("report", help="comparison table (Markdown, CSV), overlaid curves and an HTML page",

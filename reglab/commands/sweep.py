@@ -1,6 +1,7 @@
 """``reglab sweep``: hyperparameter sweeps (Optuna).
 
     reglab sweep SWEEP.yaml [--workers N] [--storage URL] [--trials N] [-o DIR] [KEY=VALUE ...]
+    reglab sweep SWEEP.yaml --launcher slurm --workers N [--slurm KEY=VALUE ...] [--wait]
     reglab sweep report DIR [--importance ped_anova|fanova]
     reglab sweep best DIR [--overwrite] [KEY=VALUE ...]
     reglab sweep dashboard DIR [--host 127.0.0.1] [--port 8080]
@@ -42,6 +43,11 @@ def register(sub) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="dashboard: address to listen on (default 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8080, help="dashboard: port (default 8080; 0 = any free port)")
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local", help="local worker processes "
+                   "(default) or --workers N Slurm array tasks on the sweep's storage (docs/cluster.md)")
+    p.add_argument("--slurm", action="append", metavar="KEY=VALUE", help="a Slurm setting, as for reglab study: "
+                   "partition, time, cpus_per_task, gpus_per_task, mem_gb, qos, account, constraint, setup, ...")
+    p.add_argument("--wait", action="store_true", help="with --launcher slurm: wait for the workers, then report")
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_sweep)
 
@@ -127,6 +133,8 @@ def _run(args, path: Path, extra: list[str]) -> int:
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}.")
     sweep_dir = Path(args.out) if args.out else _default_dir(path, spec.name)
+    if args.launcher != "slurm" and (args.slurm or args.wait):
+        raise UserError(f"{'--slurm' if args.slurm else '--wait'} is for Slurm workers: add --launcher slurm.")
     try:
         spec.config({}, extra)
     except UserError as exc:
@@ -146,7 +154,10 @@ def _run(args, path: Path, extra: list[str]) -> int:
           f"pruner {spec.pruner.name}, objective {spec.objective} | {shown_url(storage_url(spec, sweep_dir))} | "
           f"{sweep_dir}", flush=True)
     code = 0
-    if args.workers > 1:
+    if args.launcher == "slurm":
+        if not _slurm_workers(args, spec, sweep_dir, extra):
+            return 0
+    elif args.workers > 1:
         from ..sweep.workers import run_workers
 
         code = run_workers(sweep_dir, spec.trials, args.workers, extra)
@@ -160,3 +171,36 @@ def _run(args, path: Path, extra: list[str]) -> int:
     if code:
         print("reglab: some workers failed; rerun the same command to resume the sweep", file=sys.stderr)
     return code
+
+
+def _slurm_workers(args, spec, sweep_dir: Path, extra: list[str]) -> bool:
+    """``--launcher slurm``: the ``--workers N`` workers as one Slurm job array (each the same worker process as
+    ``--workers`` starts locally) on the sweep's storage; with ``--wait``, wait for them and return True."""
+    from ..study.slurm import DEFAULTS, CommandTask, describe, queue_states, submit_tasks
+    from ..study.slurmstate import wait_gone
+    from ..sweep.storage import storage_url
+    from ..sweep.workers import worker_command
+    from .study import _slurm_items
+
+    settings = {**DEFAULTS, **_slurm_items(args.slurm or [])}
+    settings.pop("type", None)
+    if str(storage_url(spec, sweep_dir)).startswith("sqlite"):
+        print("note: a SQLite study is safe for workers on one node only; for workers on several nodes give "
+              "--storage journal:FILE (on a shared file system) or postgresql://...", flush=True)
+    if not any(e.startswith("run.threads=") for e in extra):
+        extra = [*extra, f"run.threads={settings['cpus_per_task']}"]
+    folder = sweep_dir / "slurm"
+    queue_states(folder, settings)
+    tasks = [CommandTask(worker_command(sweep_dir.resolve(), spec.trials, i, extra),
+                         (folder / f"worker{i}.log").resolve()) for i in range(args.workers)]
+    ids = submit_tasks(folder, f"reglab-sweep-{spec.name}", tasks, settings)
+    array = ids[0].split("_")[0]
+    print(f"submitted job array {array} ({len(ids)} worker{'s' if len(ids) > 1 else ''}; {describe(settings)}); "
+          f"worker logs in {folder}", flush=True)
+    if not args.wait:
+        print(f"follow with: squeue -j {array}; when it ends: reglab sweep report {sweep_dir} (rerunning this "
+              "command resumes the sweep)", flush=True)
+        return False
+    wait_gone({f"worker {i}": job for i, job in enumerate(ids)},
+              lambda name, job: print(f"  {name} (job {job}) ended", flush=True))
+    return True

@@ -18,6 +18,10 @@ budgets:                      # optional: the study's own budgets, applied after
   cpu: [model.name=resnet20]  # same name (if the recipe has one) and the study's overrides
 reference: baseline           # optional: the group every other is compared with, paired by seed (default: first)
 claims: [...]                 # optional: the claims the study tests (see reglab.track.claims)
+launcher:                     # optional: where the runs go (`--launcher`, `--slurm KEY=VALUE` on the CLI win)
+  type: slurm                 # local (default: processes on this machine) or slurm (one job array)
+  partition: gpu              # and time, cpus_per_task, gpus_per_task, mem_gb, qos, account, constraint,
+  time: "2:00:00"             # max_running, max_timeouts, setup, sbatch, python (see LAUNCHER_KEYS, docs/cluster.md)
 ```
 Every run's config is built and validated when the file is loaded, so a typo fails before anything trains.
 Order of overrides for a run: the recipe's budget -> study ``overrides`` -> the study's budget -> the run's
@@ -40,7 +44,16 @@ from ..typedyaml import read_yaml, suggest
 
 STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 KEYS = ("name", "recipe", "budget", "budgets", "overrides", "seeds", "parallel", "runs", "grid", "reference",
-        "claims")
+        "claims", "launcher")
+LAUNCHERS = ("local", "slurm")
+LAUNCHER_KEYS = {  # key -> what it takes (the messages quote it)
+    "type": "local or slurm", "partition": "a partition name", "time": "minutes or a Slurm time like '2:00:00'",
+    "cpus_per_task": "an integer >= 1", "gpus_per_task": "an integer >= 0", "mem_gb": "a number > 0 (GB)",
+    "qos": "a QOS name", "account": "an account name", "constraint": "a node feature expression",
+    "max_running": "an integer >= 1 (array tasks at a time)", "max_timeouts": "an integer >= 0 (requeues after the "
+    "time limit)", "setup": "a list of shell lines run before each task", "sbatch": "a mapping of extra sbatch "
+    "options, e.g. {mail-type: END}", "python": "the python command on the compute nodes"}
+_SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
 
@@ -66,6 +79,7 @@ class Study:
     runs: list[StudyRun] = field(default_factory=list)
     parallel: int = 1
     raw: dict[str, Any] = field(default_factory=dict)
+    launcher: dict[str, Any] = field(default_factory=dict)  # the file's `launcher:` section, validated
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.raw, sort_keys=False)
@@ -141,6 +155,72 @@ def _seeds(value: Any, where: str) -> list[int]:
     raise UserError(f"{where}: seeds must be a count (e.g. 3) or a list of integers, got {value!r}.")
 
 
+def slurm_minutes(value: Any, where: str) -> int:
+    """A time limit -> whole minutes: an integer (minutes) or Slurm's MM, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise UserError(f"{where}: time={value} must be >= 1 minute.")
+        return value
+    m = _SLURM_TIME.match(str(value).strip()) if isinstance(value, str) else None
+    if m is None:
+        raise UserError(f"{where}: time {value!r} is not a time limit; give minutes (90) or a Slurm time such "
+                        "as '1:30:00' (H:MM:SS) or '2-00:00:00' (days-H:MM:SS).")
+    days, a, b, c = m.groups()
+    if days is not None:  # D-HH[:MM[:SS]]
+        secs = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
+    elif c is not None:  # HH:MM:SS
+        secs = int(a) * 3600 + int(b) * 60 + int(c)
+    else:  # MM or MM:SS
+        secs = int(a) * 60 + int(b or 0)
+    if secs < 60:
+        raise UserError(f"{where}: time {value!r} is under a minute.")
+    return -(-secs // 60)
+
+
+def parse_launcher(value: Any, where: str, text: str = "") -> dict[str, Any]:
+    """Validate a ``launcher:`` section (or the ``--slurm KEY=VALUE`` items as a mapping); return it with the
+    time in minutes. ``text``: the study file's text, to read a ``time:`` written as an unquoted H:MM:SS (YAML
+    1.1 turns ``1:30:00`` into the base-60 number 5400) the way it was written."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: launcher must be a mapping (type: slurm, partition: ..., time: ...), "
+                        f"got {value!r}.")
+    out: dict[str, Any] = {}
+    for key, val in value.items():
+        what = LAUNCHER_KEYS.get(key) if isinstance(key, str) else None
+        if what is None:
+            raise UserError(f"{where}: unknown launcher key {key!r}{suggest(str(key), LAUNCHER_KEYS)}; the keys are: "
+                            f"{', '.join(LAUNCHER_KEYS)}.")
+        bad = UserError(f"{where}: launcher {key} must be {what}, got {val!r}.")
+        if key == "type":
+            if val not in LAUNCHERS:
+                raise UserError(f"{where}: launcher type {val!r} is not one of {', '.join(LAUNCHERS)}"
+                                f"{suggest(str(val), LAUNCHERS)}.")
+        elif key == "time":
+            written = re.search(r"^\s+time:\s*([0-9]+(?::[0-9]+)+)\s*(?:#.*)?$", text, re.M) if text else None
+            val = slurm_minutes(written.group(1) if written and isinstance(val, int) else val, f"{where}: launcher")
+        elif key in ("cpus_per_task", "gpus_per_task", "max_running", "max_timeouts"):
+            low = 0 if key in ("gpus_per_task", "max_timeouts") else 1
+            if not isinstance(val, int) or isinstance(val, bool) or val < low:
+                raise bad
+        elif key == "mem_gb":
+            if not isinstance(val, (int, float)) or isinstance(val, bool) or not val > 0:
+                raise bad
+        elif key == "setup":
+            if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+                raise bad
+        elif key == "sbatch":
+            if not isinstance(val, dict) or not all(isinstance(k, str) and re.fullmatch(r"[a-z][a-z0-9-]*", k)
+                                                    and isinstance(v, (str, int, float, bool)) for k, v in val.items()):
+                raise UserError(f"{where}: launcher sbatch must be {what} (long option names without the "
+                                f"dashes, values text or numbers), got {val!r}.")
+        elif not isinstance(val, str) or not val.strip() or any(ch in val for ch in "\n\r"):
+            raise bad
+        out[key] = val
+    return out
+
+
 def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (), *, budget: str | None = None,
                seeds: int | list[int] | None = None, only: list[str] | None = None) -> Study:
     """Read, expand and validate a study file. ``budget``/``seeds`` replace the file's (``seeds``: a count n
@@ -198,7 +278,8 @@ def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (
             raise UserError(f"--only {missing[0]!r} is not a run of {where}{suggest(missing[0], all_groups)}.")
         entries = [e for e in entries if e[0] in only]
 
-    study = Study(name=name, path=path, parallel=parallel, raw=dict(raw))
+    launcher = parse_launcher(raw.get("launcher"), where, path.read_text(errors="replace"))
+    study = Study(name=name, path=path, parallel=parallel, raw=dict(raw), launcher=launcher)
     for group, recipe, items in entries:
         recipe = recipe or base_recipe
         recipe_budgets = read_yaml(resolve_recipe(recipe)).get("budgets") or {}
