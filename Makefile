@@ -1,4 +1,6 @@
-# Set-up and the two everyday jobs. `make train` / `make test` create .venv on first use.
+# Set-up and the two everyday jobs. `make train` / `make test` create .venv on first use: `make train` installs the
+# runtime set (requirements-lock.txt), `make test` adds the test tools and the optional extras
+# (requirements-dev-lock.txt).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -12,8 +14,13 @@ $(BIN)/reglab: pyproject.toml requirements-lock.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
-.PHONY: setup train test bench browser
+$(VENV)/.dev-installed: $(BIN)/reglab requirements-dev-lock.txt
+	$(BIN)/pip install -q -r requirements-dev-lock.txt
+	touch $@
+
+.PHONY: setup setup-dev train test bench browser
 setup: $(BIN)/reglab
+setup-dev: $(VENV)/.dev-installed
 
 # The HTML report tests drive Debian's chromium (through playwright's Python API, no browser download).
 browser:
@@ -24,7 +31,7 @@ browser:
 train: setup  ## train the default recipe (recipes/quick.yaml) on CIFAR-10
 	$(BIN)/reglab train $(ARGS)
 
-test: setup browser  ## the test suite (what CI runs)
+test: setup-dev browser  ## the test suite (what CI runs)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup

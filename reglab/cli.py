@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ._malloc import tune_malloc
+
+    tune_malloc()  # before any tensor is allocated (reglab/_malloc.py; REGLAB_MALLOC=default opts out)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may come after options: `reglab train quick --quiet optim.lr=0.1`

@@ -135,3 +135,18 @@ def test_exported_model_is_the_wrapper_not_the_raw_network(trained):
     with torch.no_grad():
         raw = model(images)
     assert not np.allclose(raw.numpy(), pytorch_logits(d, images).numpy(), atol=1e-3)
+
+
+def test_onnx_without_the_export_extra_says_how_to_install_it(monkeypatch, tmp_path):
+    """`make train` installs the runtime set only: a missing ONNX package is one line naming the pip command,
+    before any work."""
+    import importlib.util
+
+    from reglab.errors import UserError
+    from reglab.track.export import export
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("onnxscript", "onnxruntime") else real(name, *a))
+    with pytest.raises(UserError, match=r"onnxscript, onnxruntime packages; pip install 'reglab\[export\]'"):
+        export(tmp_path / "no-run", fmt="onnx")

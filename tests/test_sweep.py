@@ -408,3 +408,30 @@ def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
     for number, retry in retries.items():
         assert retry.params == study.trials[number].params
     assert retries[killed].state == TrialState.COMPLETE
+
+
+def test_spearman_matches_scipy_without_needing_it():
+    """The report's rank correlation is numpy-only (scipy is the optional sweep extra) and equals scipy's."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from reglab.sweep.report import spearman
+
+    rng = np.random.default_rng(0)
+    for n in (3, 5, 17, 40):
+        xs = rng.integers(0, 4, n).astype(float).tolist()  # many ties
+        ys = (rng.normal(size=n) + np.array(xs)).tolist()
+        assert spearman(xs, ys) == pytest.approx(float(spearmanr(xs, ys).statistic), abs=1e-12)
+        assert spearman(ys, ys) == pytest.approx(1.0)
+    assert np.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    assert np.isnan(spearman([1.0, float("nan"), 3.0], [1.0, 2.0, 3.0]))
+
+
+def test_gp_sampler_without_scipy_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    spec = parse_sweep(sweep_dict(sampler="gp"), "tiny", "tiny.yaml")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a))
+    with pytest.raises(UserError, match=r"pip install 'reglab\[sweep\]'"):
+        spec.make_sampler(0)

@@ -87,8 +87,6 @@ def importance(study, method: str = "ped_anova") -> tuple[dict[str, float] | Non
 
 def correlations(rows: list[dict], spec: Sweep) -> list[tuple[str, float, int]]:
     """(label, Spearman rho, n) per numeric parameter and per choice of a categorical one."""
-    from scipy.stats import spearmanr
-
     done = [r for r in rows if r["state"] == "COMPLETE" and r["value"] is not None]
     out = []
     for p in spec.space:
@@ -102,11 +100,30 @@ def correlations(rows: list[dict], spec: Sweep) -> list[tuple[str, float, int]]:
         for label, xs in series:
             rho = float("nan")
             if len(xs) >= 3 and len(set(xs)) > 1 and len(set(ys)) > 1:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    rho = float(spearmanr(xs, ys).statistic)
+                rho = spearman(xs, ys)
             out.append((label, rho, len(xs)))
     return out
+
+
+def _average_ranks(values: list[float]):
+    """1-based ranks, ties sharing their mean rank (``scipy.stats.rankdata``'s default)."""
+    import numpy as np
+
+    _, inverse, counts = np.unique(np.asarray(values, dtype=float), return_inverse=True, return_counts=True)
+    return (np.cumsum(counts) - (counts - 1) / 2)[inverse.reshape(-1)]
+
+
+def spearman(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rho: Pearson's correlation of the average ranks, as ``scipy.stats.spearmanr`` computes it
+    (numpy only: scipy is the optional ``sweep`` extra); nan when a value is nan or either side is constant."""
+    import numpy as np
+
+    if any(math.isnan(v) for v in (*xs, *ys)):
+        return float("nan")
+    rx, ry = _average_ranks(xs), _average_ranks(ys)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    denom = math.sqrt(float((rx * rx).sum()) * float((ry * ry).sum()))
+    return float((rx * ry).sum()) / denom if denom > 0 else float("nan")
 
 
 def savings(rows: list[dict], max_epochs: int) -> dict[str, Any]:

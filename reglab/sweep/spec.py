@@ -243,6 +243,12 @@ class Sweep:
         import optuna
 
         opts = dict(self.sampler.options)
+        if self.sampler.name == "gp":
+            import importlib.util
+
+            if importlib.util.find_spec("scipy") is None:  # the sweep extra, not part of `make train`'s set-up
+                raise UserError("sampler gp (Optuna's GPSampler) needs scipy; pip install 'reglab[sweep]' (or "
+                                "scipy), or use sampler tpe.")
         cls = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
                "random": optuna.samplers.RandomSampler, "grid": optuna.samplers.GridSampler}[self.sampler.name]
         if self.sampler.name == "grid":

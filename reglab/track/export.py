@@ -65,6 +65,19 @@ def _run_tta(target: Path, which: str) -> bool:
     return bool(load_run_config(run_dir).train.tta)
 
 
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")  # the exporter needs the first two, the check the third
+
+
+def _require_onnx() -> None:
+    """The export extra is not part of ``make train``'s set-up: say how to install it, before any work."""
+    import importlib.util
+
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        raise UserError(f"--format onnx needs the {', '.join(missing)} package{'s' if len(missing) > 1 else ''}; "
+                        f"pip install 'reglab[export]' (or {' '.join(missing)}), or use --format torchscript.")
+
+
 def max_opset() -> int:
     try:
         from torch.onnx._constants import ONNX_MAX_OPSET
@@ -125,6 +138,8 @@ def export(target: Path, fmt: str = "onnx", out: Path | None = None, checkpoint:
     if opset is not None and not MIN_OPSET <= opset <= max_opset():
         raise UserError(f"--opset {opset} is not an ONNX opset this exporter writes; use {MIN_OPSET} to "
                         f"{max_opset()}, or leave --opset out for the exporter's default.")
+    if fmt == "onnx":
+        _require_onnx()
     model, meta, ckpt = load_trained(target, checkpoint)
     tta = _run_tta(target, checkpoint) if tta is None else tta
     module = ImageClassifier(model, meta["mean"], meta["std"], tta=tta).eval()

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .._malloc import tune_malloc
 from ..config import load_config
 from ..data import DeviceLoader, load_splits
 from ..errors import UserError
@@ -62,6 +63,7 @@ def load_trained(target: Path, which: str = "best", device: str = "cpu") -> tupl
 
 
 def load_validated(target: Path, which: str = "best", device: str = "cpu") -> tuple[nn.Module, Inference, Path]:
+    tune_malloc()  # evaluation, prediction and the analyses start here (reglab/_malloc.py)
     path, _ = resolve_checkpoint(target, which)
     state = load_checkpoint(path, device)
     info = inference_fields(state, path)

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 
 import torch
 
+from .._malloc import tune_malloc
 from ..config import Config
 from ..data import DeviceLoader, load_splits
 from ..data.augment import build_transforms
@@ -78,6 +79,7 @@ class Run:
     """Everything a training run holds; built from a config by :func:`run`."""
 
     def __init__(self, cfg: Config, device: torch.device, run_dir: RunDir | None = None, dist: Dist | None = None):
+        tune_malloc()  # reglab/_malloc.py: activations from the heap, not a fresh mmap per batch
         self.cfg, self.dir, self.device = cfg, run_dir, device
         self.dist = d = dist or Dist(device=device)
         seed_everything(cfg.run.seed)
