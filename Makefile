@@ -18,7 +18,7 @@ $(VENV)/.dev-installed: $(BIN)/reglab requirements-dev-lock.txt
 	$(BIN)/pip install -q -r requirements-dev-lock.txt
 	touch $@
 
-.PHONY: setup setup-dev train test bench browser
+.PHONY: setup setup-dev train test lint format bench browser
 setup: $(BIN)/reglab
 setup-dev: $(VENV)/.dev-installed
 
@@ -31,8 +31,17 @@ browser:
 train: setup  ## train the default recipe (recipes/quick.yaml) on CIFAR-10
 	$(BIN)/reglab train $(ARGS)
 
-test: setup-dev browser  ## the test suite (what CI runs)
+test: lint browser  ## the linter, then the test suite (what CI runs)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# ruff: lint rules and line length in pyproject.toml; `make format` rewrites the files the check would reject.
+lint: setup-dev
+	$(BIN)/ruff check reglab tests benchmarks
+	$(BIN)/ruff format --check reglab tests benchmarks
+
+format: setup-dev
+	$(BIN)/ruff check --fix reglab tests benchmarks
+	$(BIN)/ruff format reglab tests benchmarks
 
 bench: setup
 	$(BIN)/python benchmarks/loader_throughput.py

@@ -7,6 +7,7 @@ seconds per epoch.
 
     .venv/bin/python benchmarks/augment_cost.py [--data-dir ../shared/data] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,17 @@ CONFIGS = {
 def epoch_seconds(data, overrides: list[str], batch: int) -> float:
     cfg = load_config(None, overrides)
     raw, normalized = build_transforms(cfg.aug)
-    loader = DeviceLoader(data.train, batch, data.mean, data.std, shuffle=True, drop_last=True,
-                          uint8_transforms=raw, float_transforms=normalized, channels_last=True)
+    loader = DeviceLoader(
+        data.train,
+        batch,
+        data.mean,
+        data.std,
+        shuffle=True,
+        drop_last=True,
+        uint8_transforms=raw,
+        float_transforms=normalized,
+        channels_last=True,
+    )
     mixer = build_mixer(cfg.mix, data.num_classes) if cfg.mix.enabled else None
     t0 = time.perf_counter()
     for x, y in loader:
@@ -63,8 +73,10 @@ def main() -> None:
         for name, overrides in CONFIGS.items():
             times[name].append(epoch_seconds(data, overrides, args.batch))
     base = statistics.median(times["crop+flip (baseline)"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(data.train)} images/epoch, "
-          f"batch {args.batch}, median of {args.repeats}\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(data.train)} images/epoch, "
+        f"batch {args.batch}, median of {args.repeats}\n"
+    )
     print("| pipeline | s/epoch | images/s | x baseline | extra s/epoch |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, ts in times.items():

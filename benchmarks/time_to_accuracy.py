@@ -11,6 +11,7 @@ target and the mean wall time stays inside the budget. Run from the repository r
     .venv/bin/python benchmarks/time_to_accuracy.py fast-cpu-85 --seeds 3 --target 85 --budget 300 \\
         --data-dir ../shared/data [-o benchmarks/results/fast-cpu-85.json] [key=value ...]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,16 @@ from reglab.train.device import cpu_name  # noqa: E402
 
 
 def one_run(recipe: str, seed: int, run_dir: Path, data_dir: str | None, overrides: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "reglab", "train", recipe, f"run.seed={seed}", f"run.dir={run_dir}", "--overwrite"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "reglab",
+        "train",
+        recipe,
+        f"run.seed={seed}",
+        f"run.dir={run_dir}",
+        "--overwrite",
+    ]
     if data_dir:
         cmd.append(f"data.dir={data_dir}")
     cmd += overrides
@@ -40,10 +50,18 @@ def one_run(recipe: str, seed: int, run_dir: Path, data_dir: str | None, overrid
     if proc.returncode != 0:
         sys.exit(f"seed {seed}: `{' '.join(cmd)}` failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
     summary = json.loads((run_dir / "summary.json").read_text())
-    return {"seed": seed, "wall_s": round(wall, 1), "train_s": summary.get("wall_time_s"),
-            "setup_s": summary.get("setup_s"), "checkpoint_s": summary.get("checkpoint_s"),
-            **first_epoch_excess(run_dir), "test_acc": summary["test_acc"], "precision": summary.get("precision"),
-            "load_before": round(load, 2), "run_dir": str(run_dir)}
+    return {
+        "seed": seed,
+        "wall_s": round(wall, 1),
+        "train_s": summary.get("wall_time_s"),
+        "setup_s": summary.get("setup_s"),
+        "checkpoint_s": summary.get("checkpoint_s"),
+        **first_epoch_excess(run_dir),
+        "test_acc": summary["test_acc"],
+        "precision": summary.get("precision"),
+        "load_before": round(load, 2),
+        "run_dir": str(run_dir),
+    }
 
 
 def first_epoch_excess(run_dir: Path) -> dict:
@@ -76,31 +94,49 @@ def main() -> None:
     root = Path(args.runs) if args.runs else Path(tempfile.mkdtemp(prefix="tta-"))
     rows = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        rows.append(one_run(args.recipe, seed, root / f"{Path(args.recipe).stem}-s{seed}", args.data_dir,
-                            args.overrides))
+        rows.append(
+            one_run(args.recipe, seed, root / f"{Path(args.recipe).stem}-s{seed}", args.data_dir, args.overrides)
+        )
         r = rows[-1]
-        print(f"seed {seed}: {r['test_acc']:.2f}% in {r['wall_s']:.1f} s (training loop {r['train_s']} s, set-up "
-              f"{r['setup_s']} s, checkpoints {r['checkpoint_s']} s, first epoch's excess "
-              f"{r['first_epoch_excess_s']} s, {r['precision']}, load {r['load_before']})", flush=True)
+        print(
+            f"seed {seed}: {r['test_acc']:.2f}% in {r['wall_s']:.1f} s (training loop {r['train_s']} s, set-up "
+            f"{r['setup_s']} s, checkpoints {r['checkpoint_s']} s, first epoch's excess "
+            f"{r['first_epoch_excess_s']} s, {r['precision']}, load {r['load_before']})",
+            flush=True,
+        )
     accs, walls = [r["test_acc"] for r in rows], [r["wall_s"] for r in rows]
-    sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
-    result = {"recipe": args.recipe, "overrides": args.overrides, "seeds": len(rows), "runs": rows,
-              "mean_acc": statistics.mean(accs), "std_acc": sd(accs), "min_acc": min(accs),
-              "mean_wall_s": statistics.mean(walls), "max_wall_s": max(walls),
-              "target": args.target, "budget_s": args.budget,
-              "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
-              "date": time.strftime("%Y-%m-%d")}
+
+    def sd(v):
+        return statistics.stdev(v) if len(v) > 1 else 0.0
+
+    result = {
+        "recipe": args.recipe,
+        "overrides": args.overrides,
+        "seeds": len(rows),
+        "runs": rows,
+        "mean_acc": statistics.mean(accs),
+        "std_acc": sd(accs),
+        "min_acc": min(accs),
+        "mean_wall_s": statistics.mean(walls),
+        "max_wall_s": max(walls),
+        "target": args.target,
+        "budget_s": args.budget,
+        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
+        "date": time.strftime("%Y-%m-%d"),
+    }
     met = []
     if args.target is not None:
         met.append(result["mean_acc"] >= args.target)
     if args.budget is not None:
         met.append(result["mean_wall_s"] <= args.budget)
     result["goal_met"] = all(met) if met else None
-    print(f"\n| recipe | seeds | test acc (mean ± std, min) | wall s (mean, max) | goal |\n|---|---:|---|---|---|\n"
-          f"| {args.recipe} | {len(rows)} | {result['mean_acc']:.2f} ± {result['std_acc']:.2f}, {min(accs):.2f} "
-          f"| {result['mean_wall_s']:.1f}, {max(walls):.1f} | "
-          f"{'—' if result['goal_met'] is None else ('met' if result['goal_met'] else 'NOT met')} "
-          f"(≥ {args.target}% in ≤ {args.budget} s) |")
+    print(
+        f"\n| recipe | seeds | test acc (mean ± std, min) | wall s (mean, max) | goal |\n|---|---:|---|---|---|\n"
+        f"| {args.recipe} | {len(rows)} | {result['mean_acc']:.2f} ± {result['std_acc']:.2f}, {min(accs):.2f} "
+        f"| {result['mean_wall_s']:.1f}, {max(walls):.1f} | "
+        f"{'—' if result['goal_met'] is None else ('met' if result['goal_met'] else 'NOT met')} "
+        f"(≥ {args.target}% in ≤ {args.budget} s) |"
+    )
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)
         Path(args.output).write_text(json.dumps(result, indent=2) + "\n")

@@ -33,6 +33,7 @@ after the models (the larger counts); achieved training GFLOP/s is ``3 x forward
 On a shared machine the numbers move with the other load; the script prints the load average before and
 after so a reader can tell.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,8 @@ sys.path.insert(0, str(REPO))
 from reglab.config import load_config  # noqa: E402
 from reglab.errors import UserError  # noqa: E402
 from reglab.models import build, count_params, create, forward_gflops  # noqa: E402
-from reglab.train.loop import Run  # noqa: E402
 from reglab.train.device import autocast_for, cpu_name, precision_name  # noqa: E402
+from reglab.train.loop import Run  # noqa: E402
 
 
 def matmul_peak(n: int, repeats: int = 5) -> float:
@@ -100,16 +101,38 @@ class Plain:
         return time.perf_counter() - t0
 
 
-def build_run(preset: str, batch: int, steps: int, channels_last: bool, recipe: str | None = None,
-              device: str = "cpu", overrides: tuple[str, ...] = ()) -> Run:
-    data = ["data.dataset=synthetic", f"data.synthetic_train={batch * steps}", "data.synthetic_test=10",
-            "data.val_size=0", "data.train_subset=null", "train.epochs=1", f"run.device={device}"]
+def build_run(
+    preset: str,
+    batch: int,
+    steps: int,
+    channels_last: bool,
+    recipe: str | None = None,
+    device: str = "cpu",
+    overrides: tuple[str, ...] = (),
+) -> Run:
+    data = [
+        "data.dataset=synthetic",
+        f"data.synthetic_train={batch * steps}",
+        "data.synthetic_test=10",
+        "data.val_size=0",
+        "data.train_subset=null",
+        "train.epochs=1",
+        f"run.device={device}",
+    ]
     if recipe:
         cfg = load_config(recipe, [*data, *overrides])
     else:
-        cfg = load_config(None, [*data, f"model.name={preset}", f"train.batch_size={batch}",
-                                 f"train.channels_last={str(channels_last).lower()}", "optim.lr=0.05",
-                                 "sched.name=constant"])
+        cfg = load_config(
+            None,
+            [
+                *data,
+                f"model.name={preset}",
+                f"train.batch_size={batch}",
+                f"train.channels_last={str(channels_last).lower()}",
+                "optim.lr=0.05",
+                "sched.name=constant",
+            ],
+        )
     return Run(cfg, torch.device(device))
 
 
@@ -125,7 +148,7 @@ def time_loader(r: Run) -> float:
     """The training loader alone over one epoch: what the data path costs inside a step."""
     sync(r.device)
     t0 = time.perf_counter()
-    for x, y in r.train_loader:
+    for _batch in r.train_loader:
         pass
     sync(r.device)
     return time.perf_counter() - t0
@@ -149,8 +172,9 @@ def bench_preset(preset: str, args) -> dict:
     time_reglab(r)  # warm-up epoch (and the compile, if any)
     if args.against:  # the baseline is reglab itself with other overrides
         del plain
-        base = build_run(preset, args.batch, steps, not args.contiguous, args.recipe, args.device,
-                         tuple(args.against))
+        base = build_run(
+            preset, args.batch, steps, not args.contiguous, args.recipe, args.device, tuple(args.against)
+        )
         time_reglab(base)
         baseline = lambda: time_reglab(base)  # noqa: E731
     else:
@@ -161,9 +185,17 @@ def bench_preset(preset: str, args) -> dict:
         pla.append(steps * args.batch / baseline())
         data.append(time_loader(r) * reg[-1] / (steps * args.batch))  # loader time / reglab epoch time
     gflops = forward_gflops(make_model(preset, args))
-    return {"preset": preset, "params": count_params(r.model), "gflops": gflops, "steps": steps,
-            "reglab": statistics.median(reg), "plain": statistics.median(pla), "reglab_all": reg, "plain_all": pla,
-            "data_share": statistics.median(data)}
+    return {
+        "preset": preset,
+        "params": count_params(r.model),
+        "gflops": gflops,
+        "steps": steps,
+        "reglab": statistics.median(reg),
+        "plain": statistics.median(pla),
+        "reglab_all": reg,
+        "plain_all": pla,
+        "data_share": statistics.median(data),
+    }
 
 
 def main() -> None:
@@ -176,13 +208,24 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--matmul", type=int, default=2048, help="size of the peak-measuring matmul")
     p.add_argument("--contiguous", action="store_true", help="NCHW instead of channels_last for both")
-    p.add_argument("--recipe", default=None, help="measure this recipe's full training config (sets the model "
-                   "and batch size)")
+    p.add_argument(
+        "--recipe", default=None, help="measure this recipe's full training config (sets the model and batch size)"
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --recipe: a config override for the reglab side (repeatable), e.g. train.compile=false")
-    p.add_argument("--against", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --recipe: the baseline is reglab with these overrides instead of the plain loop")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --recipe: a config override for the reglab side (repeatable), e.g. train.compile=false",
+    )
+    p.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --recipe: the baseline is reglab with these overrides instead of the plain loop",
+    )
     p.add_argument("--max-steps", type=int, default=200)
     args = p.parse_args()
     if args.recipe:
@@ -210,30 +253,43 @@ def main() -> None:
     peak = max(peak_before, peak_after)
     load1 = os.getloadavg()
 
-    print(f"torch {torch.__version__}, {cpu_name()}, {os.cpu_count()} CPUs, "
-          f"{torch.get_num_threads()} threads, batch {args.batch}, "
-          f"{'NCHW' if args.contiguous else 'channels_last'}, {args.repeats} interleaved repeats, "
-          f"device {args.device}{', recipe ' + args.recipe if args.recipe else ''}, reglab side in {args.precision}, "
-          f"load average {load0[0]:.2f} -> {load1[0]:.2f}, {time.perf_counter() - t_start:.0f}s")
+    print(
+        f"torch {torch.__version__}, {cpu_name()}, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} threads, batch {args.batch}, "
+        f"{'NCHW' if args.contiguous else 'channels_last'}, {args.repeats} interleaved repeats, "
+        f"device {args.device}{', recipe ' + args.recipe if args.recipe else ''}, reglab side in {args.precision}, "
+        f"load average {load0[0]:.2f} -> {load1[0]:.2f}, {time.perf_counter() - t_start:.0f}s"
+    )
     if args.device == "cpu":
-        print(f"fp32 matmul peak ({args.matmul}x{args.matmul}): {peak_before:.1f} GFLOP/s before, "
-              f"{peak_after:.1f} after (the larger is used below)\n")
+        print(
+            f"fp32 matmul peak ({args.matmul}x{args.matmul}): {peak_before:.1f} GFLOP/s before, "
+            f"{peak_after:.1f} after (the larger is used below)\n"
+        )
     else:
         print("(no CPU matmul peak on a GPU: the % of peak column is left empty)\n")
     side = f"reglab {' '.join(args.set)}" if args.against and args.set else "reglab"
     base = f"reglab {' '.join(args.against)}" if args.against else "plain"
     ratio = "ratio" if args.against else "reglab/plain"
-    print(f"| model | params | fwd GFLOPs/img | steps | {side} img/s | {base} img/s | {ratio} "
-          "| reglab train GFLOP/s | % of peak | data path % of step |")
+    print(
+        f"| model | params | fwd GFLOPs/img | steps | {side} img/s | {base} img/s | {ratio} "
+        "| reglab train GFLOP/s | % of peak | data path % of step |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         achieved = 3 * r["gflops"] * r["reglab"]
-        print(f"| {r['preset']} | {r['params']:,} | {r['gflops']:.3f} | {r['steps']} | {r['reglab']:.0f} "
-              f"| {r['plain']:.0f} | {r['reglab'] / r['plain']:.2f} | {achieved:.1f} "
-              f"| {'—' if math.isnan(peak) else f'{100 * achieved / peak:.0f}%'} | {100 * r['data_share']:.1f}% |")
-    print("\nall repeats (img/s): " + "; ".join(
-        f"{r['preset']}: {side} {[round(v) for v in r['reglab_all']]}, {base} {[round(v) for v in r['plain_all']]}, "
-        f"pair ratios {[round(a / b, 3) for a, b in zip(r['reglab_all'], r['plain_all'])]}" for r in rows))
+        print(
+            f"| {r['preset']} | {r['params']:,} | {r['gflops']:.3f} | {r['steps']} | {r['reglab']:.0f} "
+            f"| {r['plain']:.0f} | {r['reglab'] / r['plain']:.2f} | {achieved:.1f} "
+            f"| {'—' if math.isnan(peak) else f'{100 * achieved / peak:.0f}%'} | {100 * r['data_share']:.1f}% |"
+        )
+    print(
+        "\nall repeats (img/s): "
+        + "; ".join(
+            f"{r['preset']}: {side} {[round(v) for v in r['reglab_all']]}, {base} {[round(v) for v in r['plain_all']]}, "
+            f"pair ratios {[round(a / b, 3) for a, b in zip(r['reglab_all'], r['plain_all'])]}"
+            for r in rows
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -18,11 +18,20 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first access)
 _LAZY = {
-    "load_config": "reglab.api", "load_run_config": "reglab.api", "fit": "reglab.api",
-    "read_metrics": "reglab.api", "read_summary": "reglab.api", "build_model": "reglab.api",
-    "list_models": "reglab.api", "prepare_study": "reglab.api", "run_study": "reglab.api",
-    "write_report": "reglab.api", "StudyResult": "reglab.api", "Config": "reglab.config",
-    "UserError": "reglab.errors", "Result": "reglab.train.loop",
+    "load_config": "reglab.api",
+    "load_run_config": "reglab.api",
+    "fit": "reglab.api",
+    "read_metrics": "reglab.api",
+    "read_summary": "reglab.api",
+    "build_model": "reglab.api",
+    "list_models": "reglab.api",
+    "prepare_study": "reglab.api",
+    "run_study": "reglab.api",
+    "write_report": "reglab.api",
+    "StudyResult": "reglab.api",
+    "Config": "reglab.config",
+    "UserError": "reglab.errors",
+    "Result": "reglab.train.loop",
 }
 __all__ = [*_LAZY, "__version__"]
 

@@ -16,6 +16,7 @@ evaluation, analyses). Nothing is changed when ``REGLAB_MALLOC=default`` is set,
 malloc variables (``MALLOC_*_``, ``GLIBC_TUNABLES=glibc.malloc...``), when another allocator is preloaded
 (``LD_PRELOAD`` of jemalloc, tcmalloc, mimalloc), or off glibc (macOS, Windows, musl).
 """
+
 from __future__ import annotations
 
 import os

@@ -15,6 +15,7 @@ net = reglab.build_model("resnet20", num_classes=10)
 ```
 Training is ``fit`` rather than ``train``: ``reglab.train`` is the training subpackage.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,9 @@ def _data_dir(data_dir: PathLike | None) -> list[str]:
     return [f"data.dir={data_dir}"] if data_dir else []
 
 
-def load_config(recipe: PathLike | None = "quick", overrides: Sequence[str] = (), *,
-                data_dir: PathLike | None = None) -> Config:
+def load_config(
+    recipe: PathLike | None = "quick", overrides: Sequence[str] = (), *, data_dir: PathLike | None = None
+) -> Config:
     """A validated :class:`~reglab.config.Config`: a recipe (a name in ``recipes/`` or a YAML path; ``None``:
     the built-in defaults, no recipe) plus ``section.key=value`` overrides, as ``reglab train RECIPE KEY=VALUE``.
 
@@ -63,7 +65,9 @@ def load_config(recipe: PathLike | None = "quick", overrides: Sequence[str] = ()
     return _load(recipe, [*_budget_shorthand(overrides), *_data_dir(data_dir)])
 
 
-def load_run_config(run_dir: PathLike, overrides: Sequence[str] = (), *, data_dir: PathLike | None = None) -> Config:
+def load_run_config(
+    run_dir: PathLike, overrides: Sequence[str] = (), *, data_dir: PathLike | None = None
+) -> Config:
     """The saved config of a run directory, with overrides (e.g. ``train.epochs=N``), ready to continue with
     ``fit(cfg, resume=True)`` (``run.dir`` is set to ``run_dir``), as ``reglab train --resume RUN_DIR``.
 
@@ -77,8 +81,14 @@ def load_run_config(run_dir: PathLike, overrides: Sequence[str] = (), *, data_di
     return cfg
 
 
-def fit(config: Config, *, callbacks: Sequence[Any] = (), resume: bool = False, overwrite: bool = False,
-        progress: str | None = None) -> "Result":
+def fit(
+    config: Config,
+    *,
+    callbacks: Sequence[Any] = (),
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: str | None = None,
+) -> "Result":
     """Train the run ``config`` describes (what ``reglab train`` does) and return a
     :class:`~reglab.train.loop.Result`: ``run_dir``, ``summary`` (the dict of summary.json) and ``metrics``
     (one dict per epoch).
@@ -100,8 +110,12 @@ def fit(config: Config, *, callbacks: Sequence[Any] = (), resume: bool = False, 
     if progress not in PROGRESS:
         raise ValueError(f"progress must be one of {PROGRESS}, got {progress!r}")
     shown = [Progress(quiet=progress == "lines")] if progress else []
-    return run(config, resume=resume, overwrite=overwrite,
-               callbacks=[*shown, CurvesCallback(), *build_loggers(config), *callbacks])
+    return run(
+        config,
+        resume=resume,
+        overwrite=overwrite,
+        callbacks=[*shown, CurvesCallback(), *build_loggers(config), *callbacks],
+    )
 
 
 def read_metrics(run_dir: PathLike) -> list[dict[str, Any]]:
@@ -179,9 +193,15 @@ def _check_parallel(parallel: int | None) -> None:
         raise UserError(f"--parallel must be >= 1, got {parallel}.")
 
 
-def prepare_study(study: PathLike, overrides: Sequence[str] = (), *, seeds: int | list[int] | None = None,
-                  only: Sequence[str] | None = None, parallel: int | None = None,
-                  output: PathLike | None = None) -> tuple["Study", Path]:
+def prepare_study(
+    study: PathLike,
+    overrides: Sequence[str] = (),
+    *,
+    seeds: int | list[int] | None = None,
+    only: Sequence[str] | None = None,
+    parallel: int | None = None,
+    output: PathLike | None = None,
+) -> tuple["Study", Path]:
     """Load and expand a study file (validating every run's config) and choose its directory (default
     ``runs/studies/<name>``): :func:`run_study` up to the point of running. ``overrides``: ``key=value`` for
     every run, ``budget=NAME`` (or ``run.budget=NAME``) for the recipes' budget; ``seeds``, ``only`` (run
@@ -209,9 +229,17 @@ def prepare_study(study: PathLike, overrides: Sequence[str] = (), *, seeds: int 
     return loaded, Path(output) if output else Path("runs") / "studies" / loaded.name
 
 
-def run_study(study: "PathLike | Study", overrides: Sequence[str] = (), *, output: PathLike | None = None,
-              seeds: int | list[int] | None = None, only: Sequence[str] | None = None, parallel: int | None = None,
-              data_dir: PathLike | None = None, report: bool = True) -> StudyResult:
+def run_study(
+    study: "PathLike | Study",
+    overrides: Sequence[str] = (),
+    *,
+    output: PathLike | None = None,
+    seeds: int | list[int] | None = None,
+    only: Sequence[str] | None = None,
+    parallel: int | None = None,
+    data_dir: PathLike | None = None,
+    report: bool = True,
+) -> StudyResult:
     """Run a study (a file or a name in ``studies/``, or a Study from :func:`prepare_study`), as
     ``reglab study``: each run a ``reglab train`` process with its own run directory under ``output``
     (default ``runs/studies/<name>``), ``parallel`` at a time; finished runs are skipped and interrupted ones
@@ -221,12 +249,14 @@ def run_study(study: "PathLike | Study", overrides: Sequence[str] = (), *, outpu
     >>> res = reglab.run_study("seed004_regularizers", ["budget=smoke"], seeds=1)
     >>> res.dir, [o.status for o in res.outcomes]
     """
-    from .study import Study, run_study as _run
+    from .study import Study
+    from .study import run_study as _run
 
     if isinstance(study, Study):
         if overrides or seeds is not None or only:
-            raise ValueError("overrides, seeds and only apply when loading a study file; pass them to "
-                             "prepare_study")
+            raise ValueError(
+                "overrides, seeds and only apply when loading a study file; pass them to prepare_study"
+            )
         _check_parallel(parallel)
         out = Path(output) if output else Path("runs") / "studies" / study.name
     else:
@@ -236,8 +266,13 @@ def run_study(study: "PathLike | Study", overrides: Sequence[str] = (), *, outpu
     return StudyResult(out, study, outcomes, files)
 
 
-def write_report(dirs: PathLike | Sequence[PathLike], output: PathLike = "report", *, title: str | None = None,
-                 reference: str | None = None) -> dict[str, Path]:
+def write_report(
+    dirs: PathLike | Sequence[PathLike],
+    output: PathLike = "report",
+    *,
+    title: str | None = None,
+    reference: str | None = None,
+) -> dict[str, Path]:
     """Tables (Markdown, CSV), overlaid curves and an offline HTML page for study directories, run
     directories or folders holding them, as ``reglab report``; runs with the same ``run.name`` are seeds of
     one group, compared with ``reference`` (default: the study's, else the first group). Returns the files

@@ -4,6 +4,7 @@ Every user mistake arrives here as a :class:`~reglab.errors.UserError` and leave
 with exit code 2; Ctrl-C exits with 130; a closed pipe on stdout (``reglab ... | head -1``) ends quietly
 with 141, as a shell reports a process killed by SIGPIPE.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,10 @@ from pathlib import Path
 
 from .errors import UserError
 
-OVERRIDES_HELP = ("dotted config overrides, e.g. optim.lr=0.05 train.epochs=5 model.channels=[32,64,128] "
-                  "(values are YAML); budget=NAME picks one of the recipe's budgets (run.budget=NAME)")
+OVERRIDES_HELP = (
+    "dotted config overrides, e.g. optim.lr=0.05 train.epochs=5 model.channels=[32,64,128] "
+    "(values are YAML); budget=NAME picks one of the recipe's budgets (run.budget=NAME)"
+)
 
 
 def _recipe_and_overrides(items: list[str]) -> tuple[str | None, list[str]]:
@@ -60,18 +63,25 @@ def cmd_train(args) -> int:
     recipe, overrides = _recipe_and_overrides(args.items)
     if args.resume:
         if recipe is not None:
-            raise UserError("--resume continues a run with its saved config; drop the recipe argument "
-                            "(overrides such as train.epochs=N are allowed).")
+            raise UserError(
+                "--resume continues a run with its saved config; drop the recipe argument "
+                "(overrides such as train.epochs=N are allowed)."
+            )
         cfg = load_run_config(args.resume, overrides, data_dir=args.data_dir)
     else:
         cfg = load_config(recipe or "quick", overrides, data_dir=args.data_dir)
-    result = fit(cfg, resume=bool(args.resume), overwrite=args.overwrite, progress="lines" if args.quiet else "bar")
+    result = fit(
+        cfg, resume=bool(args.resume), overwrite=args.overwrite, progress="lines" if args.quiet else "bar"
+    )
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     print(f"run dir: {result.run_dir}")
     s = result.summary
-    val = (f"best val {s['best_val_acc']:.2f}% at epoch {s['best_epoch']}" if s["best_val_acc"] is not None
-           else "no validation split")
+    val = (
+        f"best val {s['best_val_acc']:.2f}% at epoch {s['best_epoch']}"
+        if s["best_val_acc"] is not None
+        else "no validation split"
+    )
     print(f"test accuracy {s['test_acc']:.2f}%  ({val}, {s['wall_time_s']:.0f}s)")
     return 0
 
@@ -79,9 +89,14 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .track.inference import evaluate_command
 
-    out = evaluate_command(Path(args.target), split=args.split, data_overrides=_data_overrides(args),
-                           checkpoint=args.checkpoint, out_dir=Path(args.out) if args.out else None,
-                           tta=args.tta)
+    out = evaluate_command(
+        Path(args.target),
+        split=args.split,
+        data_overrides=_data_overrides(args),
+        checkpoint=args.checkpoint,
+        out_dir=Path(args.out) if args.out else None,
+        tta=args.tta,
+    )
     text = out.pop("_text")
     print(json.dumps(out, indent=2) if args.json else text)
     return 0
@@ -90,8 +105,9 @@ def cmd_eval(args) -> int:
 def cmd_predict(args) -> int:
     from .track.inference import predict_command
 
-    results, ok = predict_command(Path(args.target), [Path(p) for p in args.images], top_k=args.top_k,
-                                  checkpoint=args.checkpoint)
+    results, ok = predict_command(
+        Path(args.target), [Path(p) for p in args.images], top_k=args.top_k, checkpoint=args.checkpoint
+    )
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -136,8 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--json", action="store_true", help="machine-readable output")
     chk.set_defaults(func=cmd_data_check)
 
-    aug = sub.add_parser("augment", help="augmentation utilities").add_subparsers(dest="aug_command", metavar="ACTION")
-    prev = aug.add_parser("preview", help="save a grid of training images as the recipe's pipeline transforms them")
+    aug = sub.add_parser("augment", help="augmentation utilities").add_subparsers(
+        dest="aug_command", metavar="ACTION"
+    )
+    prev = aug.add_parser(
+        "preview", help="save a grid of training images as the recipe's pipeline transforms them"
+    )
     prev.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]", help=OVERRIDES_HELP)
     prev.add_argument("-o", "--output", default="preview.png", help="PNG file to write (default preview.png)")
     prev.add_argument("-n", type=int, default=32, help="number of images (default 32)")
@@ -149,10 +169,13 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print a JSON list of {name, params, gflops}")
     models.set_defaults(func=cmd_models)
 
-    train = sub.add_parser("train", help="train a recipe (default: recipes/quick.yaml)",
-                           description="Train a model. RECIPE is a YAML file or a name from recipes/; "
-                                       "then any number of section.key=value overrides. `reglab config RECIPE` "
-                                       "prints every key with its value.")
+    train = sub.add_parser(
+        "train",
+        help="train a recipe (default: recipes/quick.yaml)",
+        description="Train a model. RECIPE is a YAML file or a name from recipes/; "
+        "then any number of section.key=value overrides. `reglab config RECIPE` "
+        "prints every key with its value.",
+    )
     train.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]", help=OVERRIDES_HELP)
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly where it stopped")
     train.add_argument("--data-dir", help="folder holding the dataset (same as data.dir=...)")
@@ -164,14 +187,20 @@ def build_parser() -> argparse.ArgumentParser:
     conf.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]", help=OVERRIDES_HELP)
     conf.set_defaults(func=cmd_config)
 
-    ev = sub.add_parser("eval", help="evaluate a trained run: loss, accuracy, per-class accuracy, confusion matrix")
+    ev = sub.add_parser(
+        "eval", help="evaluate a trained run: loss, accuracy, per-class accuracy, confusion matrix"
+    )
     ev.add_argument("target", metavar="RUN_DIR_OR_CHECKPOINT")
     ev.add_argument("--split", choices=["test", "val"], default="test")
     ev.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run dir")
     ev.add_argument("--data-dir")
     ev.add_argument("--out", help="folder for confusion.png and eval.json (default: the run dir)")
-    ev.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                    help="flip test-time augmentation (default: as the run was trained, train.tta)")
+    ev.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip test-time augmentation (default: as the run was trained, train.tta)",
+    )
     ev.add_argument("--json", action="store_true")
     ev.set_defaults(func=cmd_eval)
 
@@ -185,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Larger command groups live in reglab/commands/, one module each, with `register(subparsers)`.
     from .commands import register_all
+
     register_all(sub)
     return p
 

@@ -6,6 +6,7 @@ A :class:`Config` is a tree of dataclasses, one per section (``data``, ``aug``, 
 type, and runs each section's ``validate``. Every mistake becomes one :class:`UserError` that says what is
 wrong and how to fix it. Code past this point may assume a valid config.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,7 +18,9 @@ from typing import Any, Literal, Optional
 import yaml
 
 from .errors import UserError
-from .typedyaml import build, check as _check, parse_override, read_yaml, set_dotted, suggest as _suggest
+from .typedyaml import build, parse_override, read_yaml, set_dotted
+from .typedyaml import check as _check
+from .typedyaml import suggest as _suggest
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -36,7 +39,9 @@ class DataConfig:
     synthetic_classes: int = 10
 
     def validate(self) -> None:
-        _check(self.val_size >= 0, "data.val_size", self.val_size, "must be >= 0 (0 disables the validation split)")
+        _check(
+            self.val_size >= 0, "data.val_size", self.val_size, "must be >= 0 (0 disables the validation split)"
+        )
         if self.train_subset is not None:
             _check(self.train_subset > 0, "data.train_subset", self.train_subset, "must be > 0 or null")
         _check(self.synthetic_train > 0, "data.synthetic_train", self.synthetic_train, "must be > 0")
@@ -79,29 +84,49 @@ class AugConfig:
         _check(0 <= self.rotation <= 180, "aug.rotation", self.rotation, "must be in [0, 180] degrees")
         _check(self.ra_num_ops >= 1, "aug.ra_num_ops", self.ra_num_ops, "must be >= 1")
         _check(0 <= self.ra_magnitude <= 30, "aug.ra_magnitude", self.ra_magnitude, "must be in [0, 30]")
-        _check(0 <= self.solarize_p <= 1, "aug.solarize_p", self.solarize_p,
-               "must be a probability in [0, 1] (0 = off)")
-        _check(0 <= self.solarize_threshold <= 255, "aug.solarize_threshold", self.solarize_threshold,
-               "must be a pixel value in [0, 255] (values >= it are inverted)")
+        _check(
+            0 <= self.solarize_p <= 1,
+            "aug.solarize_p",
+            self.solarize_p,
+            "must be a probability in [0, 1] (0 = off)",
+        )
+        _check(
+            0 <= self.solarize_threshold <= 255,
+            "aug.solarize_threshold",
+            self.solarize_threshold,
+            "must be a pixel value in [0, 255] (values >= it are inverted)",
+        )
         _check(self.cutout_holes >= 0, "aug.cutout_holes", self.cutout_holes, "must be >= 0")
         _check(1 <= self.cutout_size <= 32, "aug.cutout_size", self.cutout_size, "must be in [1, 32]")
         _check(0 <= self.erasing_p <= 1, "aug.erasing_p", self.erasing_p, "must be a probability in [0, 1]")
         lo, hi = (self.erasing_scale + [0, 0])[:2]
-        _check(len(self.erasing_scale) == 2 and 0 < lo <= hi < 1, "aug.erasing_scale", self.erasing_scale,
-               "must be [lo, hi] with 0 < lo <= hi < 1")
-        _check(len(self.erasing_ratio) == 2 and 0 < self.erasing_ratio[0] <= self.erasing_ratio[1],
-               "aug.erasing_ratio", self.erasing_ratio, "must be [lo, hi] with 0 < lo <= hi")
+        _check(
+            len(self.erasing_scale) == 2 and 0 < lo <= hi < 1,
+            "aug.erasing_scale",
+            self.erasing_scale,
+            "must be [lo, hi] with 0 < lo <= hi < 1",
+        )
+        _check(
+            len(self.erasing_ratio) == 2 and 0 < self.erasing_ratio[0] <= self.erasing_ratio[1],
+            "aug.erasing_ratio",
+            self.erasing_ratio,
+            "must be [lo, hi] with 0 < lo <= hi",
+        )
         known = [a.name for a in _augmentations()]
         for name in self.order:
             if name not in known:
-                raise UserError(f"aug.order: unknown augmentation {name!r}{_suggest(name, known)}; "
-                                f"use any of {', '.join(known)}.")
+                raise UserError(
+                    f"aug.order: unknown augmentation {name!r}{_suggest(name, known)}; "
+                    f"use any of {', '.join(known)}."
+                )
         _check(len(set(self.order)) == len(self.order), "aug.order", self.order, "must not repeat an entry")
         left_out = [name for name in self.enabled() if name not in self.order]
         if left_out:
-            raise UserError(f"aug.order leaves out {', '.join(left_out)}, which is switched on, so it would never "
-                            f"run; add it to aug.order (e.g. aug.order=[{','.join([*self.order, *left_out])}]) "
-                            f"or switch it off.")
+            raise UserError(
+                f"aug.order leaves out {', '.join(left_out)}, which is switched on, so it would never "
+                f"run; add it to aug.order (e.g. aug.order=[{','.join([*self.order, *left_out])}]) "
+                f"or switch it off."
+            )
 
     def enabled(self) -> list[str]:
         """The augmentations this config switches on, by their aug.order names."""
@@ -130,17 +155,27 @@ class MixConfig:
         _check(self.mixup_alpha >= 0, "mix.mixup_alpha", self.mixup_alpha, "must be >= 0 (0 = off)")
         _check(self.cutmix_alpha >= 0, "mix.cutmix_alpha", self.cutmix_alpha, "must be >= 0 (0 = off)")
         for key in ("switch_prob", "prob"):
-            _check(0 <= getattr(self, key) <= 1, f"mix.{key}", getattr(self, key), "must be a probability in [0, 1]")
+            _check(
+                0 <= getattr(self, key) <= 1, f"mix.{key}", getattr(self, key), "must be a probability in [0, 1]"
+            )
         for key in ("lam_x_range", "lam_y_range"):
             r = getattr(self, key)
-            _check(len(r) == 2 and 0 <= r[0] <= r[1] <= 1, f"mix.{key}", r, "must be [l1, l2] with 0 <= l1 <= l2 <= 1")
+            _check(
+                len(r) == 2 and 0 <= r[0] <= r[1] <= 1, f"mix.{key}", r, "must be [l1, l2] with 0 <= l1 <= l2 <= 1"
+            )
         if self.lam_y == "beta" and self.mixup_alpha <= 0:
-            raise UserError("mix.lam_y=beta draws from Beta(mix.mixup_alpha, mix.mixup_alpha); set mix.mixup_alpha > 0.")
+            raise UserError(
+                "mix.lam_y=beta draws from Beta(mix.mixup_alpha, mix.mixup_alpha); set mix.mixup_alpha > 0."
+            )
         if self.lam_x == "beta" and self.lam_y != "tied" and self.mixup_alpha <= 0:
-            raise UserError(f"decoupled mixing (mix.lam_y={self.lam_y}) with mix.lam_x=beta needs mix.mixup_alpha > 0.")
+            raise UserError(
+                f"decoupled mixing (mix.lam_y={self.lam_y}) with mix.lam_x=beta needs mix.mixup_alpha > 0."
+            )
         _check(self.start_epoch >= 0, "mix.start_epoch", self.start_epoch, "must be >= 0")
         if self.stop_epoch is not None:
-            _check(self.stop_epoch > self.start_epoch, "mix.stop_epoch", self.stop_epoch, "must be > mix.start_epoch")
+            _check(
+                self.stop_epoch > self.start_epoch, "mix.stop_epoch", self.stop_epoch, "must be > mix.start_epoch"
+            )
 
 
 @dataclass
@@ -167,21 +202,35 @@ class ModelConfig:
     def validate(self) -> None:
         # model.name is checked against the presets by reglab.models.build (config sits below models).
         if self.blocks is not None and self.channels is not None and len(self.blocks) != len(self.channels):
-            raise UserError(f"model.blocks has {len(self.blocks)} stages but model.channels has "
-                            f"{len(self.channels)}; give one channel count per stage.")
+            raise UserError(
+                f"model.blocks has {len(self.blocks)} stages but model.channels has "
+                f"{len(self.channels)}; give one channel count per stage."
+            )
         for key in ("blocks", "channels"):
             val = getattr(self, key)
             if val is not None:
-                _check(len(val) >= 1 and all(v >= 1 for v in val), f"model.{key}", val,
-                       "must be a non-empty list of positive integers")
+                _check(
+                    len(val) >= 1 and all(v >= 1 for v in val),
+                    f"model.{key}",
+                    val,
+                    "must be a non-empty list of positive integers",
+                )
         for key in ("drop_path", "dropout", "se_ratio"):
             val = getattr(self, key)
             if val is not None:
-                _check(0 <= val < 1 if key != "se_ratio" else 0 < val <= 1, f"model.{key}", val,
-                       "must be in [0, 1)" if key != "se_ratio" else "must be in (0, 1]")
+                _check(
+                    0 <= val < 1 if key != "se_ratio" else 0 < val <= 1,
+                    f"model.{key}",
+                    val,
+                    "must be in [0, 1)" if key != "se_ratio" else "must be in (0, 1]",
+                )
         if self.bn_dropout is not None:
-            _check(all(0 <= p < 1 for p in self.bn_dropout), "model.bn_dropout", self.bn_dropout,
-                   "must be a list of probabilities in [0, 1)")
+            _check(
+                all(0 <= p < 1 for p in self.bn_dropout),
+                "model.bn_dropout",
+                self.bn_dropout,
+                "must be a list of probabilities in [0, 1)",
+            )
         for key in ("kernel_size", "skip_kernel"):
             val = getattr(self, key)
             if val is not None:
@@ -189,8 +238,11 @@ class ModelConfig:
 
     def overrides(self) -> dict[str, Any]:
         """Builder keyword arguments set explicitly (everything but ``name`` that is not None)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "name" and getattr(self, f.name) is not None}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "name" and getattr(self, f.name) is not None
+        }
 
 
 @dataclass
@@ -203,40 +255,56 @@ class TrainConfig:
     smoothing_convention: Literal["torch", "others"] = "torch"  # eps/K on all, or 1-eps and eps/(K-1) elsewhere
     grad_clip: Optional[float] = None  # max global grad norm
     channels_last: bool = True
-    amp: Literal["auto", "off", "bf16"] = "auto"  # auto = bf16 on Ampere+ GPUs, CPUs with bf16 instructions; else fp32
+    amp: Literal["auto", "off", "bf16"] = (
+        "auto"  # auto = bf16 on Ampere+ GPUs, CPUs with bf16 instructions; else fp32
+    )
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
     cuda_graph: bool = False  # CUDA: replay forward+loss+backward as one CUDA graph, no compile (train/graph.py)
-    cudnn_benchmark: bool = False  # CUDA: time cuDNN's algorithms per shape and keep the fastest (not bit-reproducible)
+    cudnn_benchmark: bool = (
+        False  # CUDA: time cuDNN's algorithms per shape and keep the fastest (not bit-reproducible)
+    )
     tta: bool = False  # evaluate with horizontal-flip test-time augmentation
     tta_translate: int = 0  # with tta: also average views shifted by +-k px (airbench's level 2); 0 = off
     init_images: int = 5000  # training images that set data-dependent inits (fastnet's whitening stem)
-    whiten_bias_epochs: Optional[int] = None  # fastnet: train the whitening stem's bias this many epochs, then freeze it
+    whiten_bias_epochs: Optional[int] = (
+        None  # fastnet: train the whitening stem's bias this many epochs, then freeze it
+    )
     sync_bn: bool = False  # multi-process (torchrun) only: batch-norm statistics over the global batch
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
         _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "must be >= 1")
         _check(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, "must be >= 1")
-        _check(0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing, "must be in [0, 1)")
+        _check(
+            0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing, "must be in [0, 1)"
+        )
         if self.grad_clip is not None:
             _check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "must be > 0 or null")
         _check(0 <= self.tta_translate <= 4, "train.tta_translate", self.tta_translate, "must be in [0, 4] pixels")
         if self.tta_translate and not self.tta:
             raise UserError("train.tta_translate needs train.tta=true (the shifted views are flip-averaged too).")
         if self.cuda_graph and self.compile:
-            raise UserError("train.cuda_graph and train.compile are both true: add train.compile=false to graph the "
-                            "eager step, or train.cuda_graph=false (train.compile_mode=reduce-overhead is the "
-                            "compiled way to CUDA graphs).")
+            raise UserError(
+                "train.cuda_graph and train.compile are both true: add train.compile=false to graph the "
+                "eager step, or train.cuda_graph=false (train.compile_mode=reduce-overhead is the "
+                "compiled way to CUDA graphs)."
+            )
         _check(self.init_images >= 1, "train.init_images", self.init_images, "must be >= 1")
         if self.whiten_bias_epochs is not None:
-            _check(self.whiten_bias_epochs >= 0, "train.whiten_bias_epochs", self.whiten_bias_epochs,
-                   "must be >= 0 or null (train it throughout)")
+            _check(
+                self.whiten_bias_epochs >= 0,
+                "train.whiten_bias_epochs",
+                self.whiten_bias_epochs,
+                "must be >= 0 or null (train it throughout)",
+            )
 
 
 @dataclass
 class OptimConfig:
-    name: Literal["sgd", "muon", "adam", "adamw", "adadelta", "adagrad"] = "sgd"  # muon: conv filters; SGD the rest
+    name: Literal["sgd", "muon", "adam", "adamw", "adadelta", "adagrad"] = (
+        "sgd"  # muon: conv filters; SGD the rest
+    )
     lr: float = 0.1
     momentum: float = 0.9
     nesterov: bool = False
@@ -261,8 +329,12 @@ class OptimConfig:
         _check(self.lr > 0, "optim.lr", self.lr, "must be > 0")
         _check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "must be in [0, 1)")
         _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
-        _check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", self.betas,
-               "must be two numbers in [0, 1)")
+        _check(
+            len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
+            "optim.betas",
+            self.betas,
+            "must be two numbers in [0, 1)",
+        )
         _check(self.norm_lr_scale > 0, "optim.norm_lr_scale", self.norm_lr_scale, "must be > 0")
         _check(self.lookahead_every >= 1, "optim.lookahead_every", self.lookahead_every, "must be >= 1")
         _check(0 <= self.lookahead_decay < 1, "optim.lookahead_decay", self.lookahead_decay, "must be in [0, 1)")
@@ -277,8 +349,9 @@ class OptimConfig:
 
 @dataclass
 class SchedConfig:
-    name: Literal["constant", "step", "multistep", "cosine", "cosine_restarts", "onecycle",
-                  "cosine_cycles_decay", "linear"] = "cosine"
+    name: Literal[
+        "constant", "step", "multistep", "cosine", "cosine_restarts", "onecycle", "cosine_cycles_decay", "linear"
+    ] = "cosine"
     warmup_epochs: float = 0.0  # linear warm-up in front of any schedule
     warmup_start: Optional[float] = None  # warm-up's first lr as a fraction of the peak; null = 1/(steps+1)
     step_size: int = 30  # step
@@ -293,7 +366,9 @@ class SchedConfig:
     def validate(self) -> None:
         _check(self.warmup_epochs >= 0, "sched.warmup_epochs", self.warmup_epochs, "must be >= 0")
         if self.warmup_start is not None:
-            _check(0 < self.warmup_start <= 1, "sched.warmup_start", self.warmup_start, "must be in (0, 1] or null")
+            _check(
+                0 < self.warmup_start <= 1, "sched.warmup_start", self.warmup_start, "must be in (0, 1] or null"
+            )
         _check(self.step_size >= 1, "sched.step_size", self.step_size, "must be >= 1")
         _check(0 < self.gamma <= 1, "sched.gamma", self.gamma, "must be in (0, 1]")
         _check(self.t0 >= 1, "sched.t0", self.t0, "must be >= 1")
@@ -333,8 +408,12 @@ class RunConfig:
     def validate(self) -> None:
         _check(0 <= self.seed < 2**32, "run.seed", self.seed, "must be in 0 .. 4294967295 (2^32 - 1)")
         if self.threads is not None:
-            _check(1 <= self.threads <= 1024, "run.threads", self.threads,
-                   "must be in 1 .. 1024, or null for torch's default (all cores)")
+            _check(
+                1 <= self.threads <= 1024,
+                "run.threads",
+                self.threads,
+                "must be in 1 .. 1024, or null for torch's default (all cores)",
+            )
         _check(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")
         _check(self.save_every_s >= 0, "run.save_every_s", self.save_every_s, "must be >= 0 (0: every epoch)")
         _check(self.eval_test_every >= 1, "run.eval_test_every", self.eval_test_every, "must be >= 1")
@@ -359,8 +438,10 @@ class Config:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate()
         if self.sched.min_lr > self.optim.lr:
-            raise UserError(f"sched.min_lr={self.sched.min_lr} is above optim.lr={self.optim.lr}: the schedule would "
-                            "raise the lr instead of lowering it; set sched.min_lr <= optim.lr (0 by default).")
+            raise UserError(
+                f"sched.min_lr={self.sched.min_lr} is above optim.lr={self.optim.lr}: the schedule would "
+                "raise the lr instead of lowering it; set sched.min_lr <= optim.lr (0 by default)."
+            )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -377,28 +458,36 @@ def resolve_recipe(recipe: str | Path) -> Path:
         return path
     if path.is_dir():
         yamls = sorted(p.name for p in path.glob("*.yaml"))[:5]
-        raise UserError(f"recipe {str(recipe)!r} is a directory, not a YAML file"
-                        f"{'; it holds ' + ', '.join(yamls) if yamls else ''}. Give the file itself.")
+        raise UserError(
+            f"recipe {str(recipe)!r} is a directory, not a YAML file"
+            f"{'; it holds ' + ', '.join(yamls) if yamls else ''}. Give the file itself."
+        )
     if path.exists():
         raise UserError(f"recipe {str(recipe)!r} is not a regular file (a FIFO or device); give a YAML file.")
     for cand in (RECIPES_DIR / f"{recipe}.yaml", RECIPES_DIR / f"{recipe}"):
         if cand.is_file():
             return cand
     known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
-    raise UserError(f"recipe {str(recipe)!r} not found: give a YAML file path or one of: "
-                    f"{', '.join(known) or '(no recipes installed)'}{_suggest(str(recipe), known)}.")
+    raise UserError(
+        f"recipe {str(recipe)!r} not found: give a YAML file path or one of: "
+        f"{', '.join(known) or '(no recipes installed)'}{_suggest(str(recipe), known)}."
+    )
 
 
 def _budgets(raw: Any, where: str) -> dict[str, dict[str, Any]]:
     """A recipe's ``budgets:`` section checked: name -> mapping of dotted keys (``train.epochs``) to values."""
     if not isinstance(raw, dict):
-        raise UserError(f"{where}: budgets must be a mapping of name -> {{dotted.key: value}}, e.g. "
-                        f"budgets: {{cpu: {{train.epochs: 5, data.train_subset: 10000}}}}; got {raw!r}.")
+        raise UserError(
+            f"{where}: budgets must be a mapping of name -> {{dotted.key: value}}, e.g. "
+            f"budgets: {{cpu: {{train.epochs: 5, data.train_subset: 10000}}}}; got {raw!r}."
+        )
     out: dict[str, dict[str, Any]] = {}
     for name, values in raw.items():
         if not isinstance(values, dict):
-            raise UserError(f"{where}: budgets.{name} must be a mapping of dotted keys to values, e.g. "
-                            f"{{train.epochs: 5, data.train_subset: 10000}}; got {values!r}.")
+            raise UserError(
+                f"{where}: budgets.{name} must be a mapping of dotted keys to values, e.g. "
+                f"{{train.epochs: 5, data.train_subset: 10000}}; got {values!r}."
+            )
         for key in values:
             if not isinstance(key, str) or "." not in key:
                 raise UserError(f"{where}: budgets.{name}: key {key!r} must be dotted, e.g. train.epochs: 5.")
@@ -415,8 +504,11 @@ def _budgets(raw: Any, where: str) -> dict[str, dict[str, Any]]:
     return out
 
 
-def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                base: dict[str, Any] | None = None) -> Config:
+def load_config(
+    recipe: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict[str, Any] | None = None,
+) -> Config:
     """Recipe file (or name) + overrides -> validated :class:`Config`.
 
     A recipe may have a top-level ``budgets:`` section, name -> ``{dotted.key: value}``. ``run.budget=NAME``
@@ -449,11 +541,15 @@ def load_config(recipe: str | Path | None = None, overrides: list[str] | tuple[s
         selected = str(selected)
         if budgets is None:
             if base is None or str(recorded) != selected:  # a saved config keeps its (applied) budget
-                raise UserError(f"run.budget={selected}: {where} has no budgets: section; drop run.budget "
-                                f"or add budgets: {{{selected}: {{train.epochs: ..., data.train_subset: ...}}}}.")
+                raise UserError(
+                    f"run.budget={selected}: {where} has no budgets: section; drop run.budget "
+                    f"or add budgets: {{{selected}: {{train.epochs: ..., data.train_subset: ...}}}}."
+                )
         elif selected not in budgets:
-            raise UserError(f"run.budget: unknown budget {selected!r}{_suggest(selected, budgets)}; {where} "
-                            f"has: {', '.join(budgets) or '(none)'}.")
+            raise UserError(
+                f"run.budget: unknown budget {selected!r}{_suggest(selected, budgets)}; {where} "
+                f"has: {', '.join(budgets) or '(none)'}."
+            )
         else:
             for key, value in budgets[selected].items():
                 set_dotted(tree, key, copy.deepcopy(value))

@@ -5,11 +5,12 @@ Generic machinery behind :mod:`reglab.config`: every value is coerced to its fie
 :class:`~reglab.errors.UserError` naming the key, what was expected and, for a near-miss key or choice, the
 likely intended one.
 """
+
 from __future__ import annotations
 
 import dataclasses
-import math
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -65,8 +66,11 @@ class StrictLoader(yaml.SafeLoader):
             self._refuse_duplicates(node, deep)
             if _merged_size(node, {}) > MAX_MERGED:  # PyYAML copies merged keys: nested merges grow exponentially
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"its merge keys (<<) expand it to more than {MAX_MERGED} keys", node.start_mark)
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"its merge keys (<<) expand it to more than {MAX_MERGED} keys",
+                    node.start_mark,
+                )
             self.flatten_mapping(node)  # merged keys first, then the mapping's own (which win)
         return super().construct_mapping(node, deep=deep)
 
@@ -91,8 +95,11 @@ class StrictLoader(yaml.SafeLoader):
                 continue  # the base class reports unhashable keys
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"found duplicate key {short(key)} (first at line {seen[key].line + 1})", key_node.start_mark)
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {short(key)} (first at line {seen[key].line + 1})",
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark
 
 
@@ -152,8 +159,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             value = next((w for w in words if w in choices), value)
         if value in choices:
             return value
-        raise UserError(f"{key}: {short(value)} is not allowed; expected {_type_name(tp)}"
-                        f"{suggest(value if isinstance(value, str) else short(value), [str(a) for a in choices])}.")
+        raise UserError(
+            f"{key}: {short(value)} is not allowed; expected {_type_name(tp)}"
+            f"{suggest(value if isinstance(value, str) else short(value), [str(a) for a in choices])}."
+        )
     if origin is list:
         if isinstance(value, tuple):
             value = list(value)
@@ -200,16 +209,22 @@ def build(cls: type, values: dict[str, Any], prefix: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if not isinstance(key, str):
-            raise UserError(f"{prefix.rstrip('.') or 'the config'}: key {short(key)} is not a name; valid keys: "
-                            f"{', '.join(names)}.")
+            raise UserError(
+                f"{prefix.rstrip('.') or 'the config'}: key {short(key)} is not a name; valid keys: "
+                f"{', '.join(names)}."
+            )
         full = f"{prefix}{key}"
         if key not in names:
-            raise UserError(f"unknown config key {full!r}{suggest(key, names)}. "
-                            f"Valid keys in {prefix.rstrip('.') or 'the config'}: {', '.join(names)}.")
+            raise UserError(
+                f"unknown config key {full!r}{suggest(key, names)}. "
+                f"Valid keys in {prefix.rstrip('.') or 'the config'}: {', '.join(names)}."
+            )
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
-                raise UserError(f"{full}: expected a mapping of keys ({', '.join(f.name for f in dataclasses.fields(tp))}), got {short(value)}.")
+                raise UserError(
+                    f"{full}: expected a mapping of keys ({', '.join(f.name for f in dataclasses.fields(tp))}), got {short(value)}."
+                )
             kwargs[key] = build(tp, value, f"{full}.")
         else:
             kwargs[key] = _coerce(value, tp, full)
@@ -260,9 +275,10 @@ def read_yaml(path: Path, what: str = "a mapping of sections (data:, model:, tra
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise UserError(f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as "
-                        "UTF-8.") from None
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path} is not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); save it as UTF-8."
+        ) from None
     data = load_yaml(text, str(path))
     if data is None:
         return {}

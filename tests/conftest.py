@@ -5,6 +5,7 @@ where byte strings are ``str`` (SHORT_BINSTRING / BINSTRING opcodes) and images 
 own protocol-2 pickler writes ``bytes`` through ``_codecs.encode`` instead, which the official files never
 contain (see ``test_data.py::test_python3_protocol2_pickle_loads`` for what reglab does with such a file).
 """
+
 from __future__ import annotations
 
 import io
@@ -114,21 +115,41 @@ def write_cifar10(root: Path, per_batch: int = 40, n_test: int = 30, seed: int =
         ids = np.arange(b * per_batch, (b + 1) * per_batch)
         x = id_images(ids, rng)
         y = (ids * 7 + b) % 10  # every class present in every batch, not in label order
-        write_pickle(folder / f"data_batch_{b + 1}", {
-            b"batch_label": f"training batch {b + 1} of 5".encode(), b"labels": [int(v) for v in y],
-            b"data": x, b"filenames": [f"img_{i:05d}.png".encode() for i in ids]})
+        write_pickle(
+            folder / f"data_batch_{b + 1}",
+            {
+                b"batch_label": f"training batch {b + 1} of 5".encode(),
+                b"labels": [int(v) for v in y],
+                b"data": x,
+                b"filenames": [f"img_{i:05d}.png".encode() for i in ids],
+            },
+        )
         xs.append(x)
         ys.append(y)
     test_ids = np.arange(10_000, 10_000 + n_test)
     test_x = id_images(test_ids, rng)
     test_y = test_ids % 10
-    write_pickle(folder / "test_batch", {
-        b"batch_label": b"testing batch 1 of 1", b"labels": [int(v) for v in test_y], b"data": test_x,
-        b"filenames": [f"test_{i:05d}.png".encode() for i in test_ids]})
-    write_pickle(folder / "batches.meta", {b"num_cases_per_batch": per_batch,
-                                           b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072})
-    return FakeCifar10(root, np.concatenate(xs), np.concatenate(ys).astype(np.int64), test_x,
-                       test_y.astype(np.int64), CIFAR10_NAMES)
+    write_pickle(
+        folder / "test_batch",
+        {
+            b"batch_label": b"testing batch 1 of 1",
+            b"labels": [int(v) for v in test_y],
+            b"data": test_x,
+            b"filenames": [f"test_{i:05d}.png".encode() for i in test_ids],
+        },
+    )
+    write_pickle(
+        folder / "batches.meta",
+        {b"num_cases_per_batch": per_batch, b"label_names": [n.encode() for n in CIFAR10_NAMES], b"num_vis": 3072},
+    )
+    return FakeCifar10(
+        root,
+        np.concatenate(xs),
+        np.concatenate(ys).astype(np.int64),
+        test_x,
+        test_y.astype(np.int64),
+        CIFAR10_NAMES,
+    )
 
 
 def write_cifar100(root: Path, per_class: int = 2, test_per_class: int = 1, seed: int = 0) -> FakeCifar100:
@@ -141,9 +162,18 @@ def write_cifar100(root: Path, per_class: int = 2, test_per_class: int = 1, seed
         coarse = fine // 5
         ids = np.arange(offset, offset + len(fine))
         x = id_images(ids, rng)
-        return x, fine.astype(np.int64), coarse.astype(np.int64), {
-            b"filenames": [f"f{i}.png".encode() for i in ids], b"batch_label": name,
-            b"fine_labels": [int(v) for v in fine], b"coarse_labels": [int(v) for v in coarse], b"data": x}
+        return (
+            x,
+            fine.astype(np.int64),
+            coarse.astype(np.int64),
+            {
+                b"filenames": [f"f{i}.png".encode() for i in ids],
+                b"batch_label": name,
+                b"fine_labels": [int(v) for v in fine],
+                b"coarse_labels": [int(v) for v in coarse],
+                b"data": x,
+            },
+        )
 
     tx, tf, tc, tdict = split(per_class, 0, b"training batch 1 of 1")
     sx, sf, sc, sdict = split(test_per_class, 50_000, b"testing batch 1 of 1")
@@ -151,8 +181,13 @@ def write_cifar100(root: Path, per_class: int = 2, test_per_class: int = 1, seed
     write_pickle(folder / "test", sdict)
     fine_names = [f"fine{i:02d}" for i in range(100)]
     coarse_names = [f"coarse{i:02d}" for i in range(20)]
-    write_pickle(folder / "meta", {b"fine_label_names": [n.encode() for n in fine_names],
-                                   b"coarse_label_names": [n.encode() for n in coarse_names]})
+    write_pickle(
+        folder / "meta",
+        {
+            b"fine_label_names": [n.encode() for n in fine_names],
+            b"coarse_label_names": [n.encode() for n in coarse_names],
+        },
+    )
     return FakeCifar100(root, tx, tf, tc, sx, sf, sc, fine_names, coarse_names)
 
 
@@ -276,9 +311,15 @@ def cifar_tools():
     """The writers above, for tests that need their own folders or archives."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(write_cifar10=write_cifar10, write_cifar100=write_cifar100, make_archive=make_archive,
-                           py2_dumps=py2_dumps, write_pickle=write_pickle, id_images=id_images,
-                           decode_ids=decode_ids)
+    return SimpleNamespace(
+        write_cifar10=write_cifar10,
+        write_cifar100=write_cifar100,
+        make_archive=make_archive,
+        py2_dumps=py2_dumps,
+        write_pickle=write_pickle,
+        id_images=id_images,
+        decode_ids=decode_ids,
+    )
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -347,8 +388,9 @@ def postgres_server():
     proc = subprocess.run(["bash", str(script), "start", folder], capture_output=True, text=True, timeout=1200)
     if proc.returncode != 0:
         subprocess.run(["bash", str(script), "stop", folder], capture_output=True, timeout=120)
-        _postgres_unavailable("cannot start PostgreSQL with .ci/postgres.sh: "
-                              + " | ".join(proc.stderr.strip().splitlines()[-3:]))
+        _postgres_unavailable(
+            "cannot start PostgreSQL with .ci/postgres.sh: " + " | ".join(proc.stderr.strip().splitlines()[-3:])
+        )
     try:
         yield proc.stdout.strip().splitlines()[-1]
     finally:

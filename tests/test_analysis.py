@@ -1,5 +1,6 @@
 """Analyses (seed 001): interpolation test, loss landscape (filter normalization, basin widths), the
 mixing-ratio study's panels, the eval diagnostics, and every ``reglab analyze`` command on tiny runs."""
+
 from __future__ import annotations
 
 import copy
@@ -14,20 +15,42 @@ import yaml
 
 from reglab.analysis.common import load_run
 from reglab.analysis.interpolation import LAMBDAS, interpolation_curves, sample_pairs, summarize
-from reglab.analysis.landscape import (Evaluator, basin_width, directions, filter_normalize, first_crossings,
-                                       fixed_subset, random_direction, resolve_levels)
+from reglab.analysis.landscape import (
+    Evaluator,
+    basin_width,
+    directions,
+    filter_normalize,
+    first_crossings,
+    fixed_subset,
+    random_direction,
+    resolve_levels,
+)
 from reglab.analysis.ratio import collect, panel_points, panels_of, ratio_spec
 from reglab.cli import main
 from reglab.config import load_config
 from reglab.models import create
 from reglab.train import run
 
-TINY = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_test=200", "data.val_size=100",
-        "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.batch_size=50",
-        "train.eval_batch_size=500", "optim.lr=0.2", "run.device=cpu", "train.epochs=2"]
+TINY = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=600",
+    "data.synthetic_test=200",
+    "data.val_size=100",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "optim.lr=0.2",
+    "run.device=cpu",
+    "train.epochs=2",
+]
 FIXED = ["mix.lam_x=fixed", "mix.lam_x_range=[0.5,0.5]"]
-RUNS = {"erm": [], "mixup": ["mix.lam_x=uniform", "mix.lam_x_range=[0.0,1.0]"],
-        "a_y": [*FIXED, "mix.lam_y=uniform", "mix.lam_y_range=[0.5,1.0]"]}
+RUNS = {
+    "erm": [],
+    "mixup": ["mix.lam_x=uniform", "mix.lam_x_range=[0.0,1.0]"],
+    "a_y": [*FIXED, "mix.lam_y=uniform", "mix.lam_y_range=[0.5,1.0]"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +107,10 @@ def test_s_curve_summary_numbers():
     lam = np.linspace(0, 1, 101)
     steep = 100 / (1 + np.exp(-(lam - 0.5) * 40))
     flat = 100 / (1 + np.exp(-(lam - 0.5) * 6))
-    s_steep, s_flat = summarize(lam, steep, steep[::-1], np.zeros(101)), summarize(lam, flat, flat[::-1], np.zeros(101))
+    s_steep, s_flat = (
+        summarize(lam, steep, steep[::-1], np.zeros(101)),
+        summarize(lam, flat, flat[::-1], np.zeros(101)),
+    )
     assert s_steep["slope_mid"] > s_flat["slope_mid"] > 0
     assert s_steep["transition_width"] < s_flat["transition_width"]
     assert s_steep["crossover"] == pytest.approx(0.5, abs=0.01)
@@ -123,7 +149,7 @@ def test_filter_normalization_matches_each_weight_filter_norm():
 def test_filter_normalize_rows_of_a_matrix():
     w = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
     d = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
-    torch.testing.assert_close(filter_normalize(d, w), torch.tensor([[5.0, 0.0], [2 ** 0.5, 2 ** 0.5]]))
+    torch.testing.assert_close(filter_normalize(d, w), torch.tensor([[5.0, 0.0], [2**0.5, 2**0.5]]))
 
 
 def test_evaluator_uses_eval_mode_bn_and_leaves_the_model_untouched():
@@ -195,22 +221,36 @@ def test_fixed_subset_is_stratified_and_deterministic():
 
 
 def mix(**kw):
-    base = {"mixup_alpha": 0.0, "cutmix_alpha": 0.0, "lam_x": "beta", "lam_x_range": [0.0, 1.0], "lam_y": "tied",
-            "lam_y_range": [0.0, 1.0]}
+    base = {
+        "mixup_alpha": 0.0,
+        "cutmix_alpha": 0.0,
+        "lam_x": "beta",
+        "lam_x_range": [0.0, 1.0],
+        "lam_y": "tied",
+        "lam_y_range": [0.0, 1.0],
+    }
     return {**base, **kw}
 
 
-@pytest.mark.parametrize("m, panels", [
-    (mix(), [("d", (0.0, 0.0))]),
-    (mix(lam_x="fixed", lam_x_range=[0.5, 0.5], lam_y="fixed", lam_y_range=[0.5, 0.5]),
-     [("a", (0.5, 0.5)), ("b", (0.5, 0.5)), ("c", (0.5, 0.5))]),
-    (mix(lam_x="fixed", lam_x_range=[0.5, 0.9]), [("a", (0.5, 0.5)), ("b", (0.5, 0.5)), ("c", (0.5, 0.5))]),
-    (mix(lam_x="fixed", lam_x_range=[0.5, 0.5], lam_y="uniform", lam_y_range=[0.5, 0.75]), [("a", (0.5, 0.75))]),
-    (mix(lam_y="fixed", lam_y_range=[0.5, 0.5], lam_x="uniform", lam_x_range=[0.5, 1.0]), [("b", (0.5, 1.0))]),
-    (mix(lam_x="uniform", lam_x_range=[0.5, 0.75]), [("c", (0.5, 0.75))]),
-    (mix(lam_x="uniform", lam_x_range=[0.0, 1.0]), [("c", (0.0, 1.0)), ("d", (0.0, 1.0))]),
-    (mix(lam_x="uniform", lam_x_range=[0.2, 0.7], lam_y="uniform", lam_y_range=[0.1, 0.3]), []),
-])
+@pytest.mark.parametrize(
+    "m, panels",
+    [
+        (mix(), [("d", (0.0, 0.0))]),
+        (
+            mix(lam_x="fixed", lam_x_range=[0.5, 0.5], lam_y="fixed", lam_y_range=[0.5, 0.5]),
+            [("a", (0.5, 0.5)), ("b", (0.5, 0.5)), ("c", (0.5, 0.5))],
+        ),
+        (mix(lam_x="fixed", lam_x_range=[0.5, 0.9]), [("a", (0.5, 0.5)), ("b", (0.5, 0.5)), ("c", (0.5, 0.5))]),
+        (
+            mix(lam_x="fixed", lam_x_range=[0.5, 0.5], lam_y="uniform", lam_y_range=[0.5, 0.75]),
+            [("a", (0.5, 0.75))],
+        ),
+        (mix(lam_y="fixed", lam_y_range=[0.5, 0.5], lam_x="uniform", lam_x_range=[0.5, 1.0]), [("b", (0.5, 1.0))]),
+        (mix(lam_x="uniform", lam_x_range=[0.5, 0.75]), [("c", (0.5, 0.75))]),
+        (mix(lam_x="uniform", lam_x_range=[0.0, 1.0]), [("c", (0.0, 1.0)), ("d", (0.0, 1.0))]),
+        (mix(lam_x="uniform", lam_x_range=[0.2, 0.7], lam_y="uniform", lam_y_range=[0.1, 0.3]), []),
+    ],
+)
 def test_runs_are_placed_by_their_mix_config(m, panels):
     assert panels_of(ratio_spec(m)) == panels
 
@@ -249,8 +289,21 @@ def test_collect_and_panel_points_average_seeds(tmp_path):
 
 def test_cli_interpolation(study, tmp_path, capsys):
     out = tmp_path / "interp"
-    assert main(["analyze", "interpolation", str(study / "runs" / "erm-s0"), str(study / "runs" / "mixup-s0"),
-                 "-o", str(out), "--pairs", "20"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "interpolation",
+                str(study / "runs" / "erm-s0"),
+                str(study / "runs" / "mixup-s0"),
+                "-o",
+                str(out),
+                "--pairs",
+                "20",
+            ]
+        )
+        == 0
+    )
     for f in ("interpolation.png", "interpolation.json", "interpolation.md", "index.html"):
         assert (out / f).is_file(), f
     data = json.loads((out / "interpolation.json").read_text())
@@ -263,8 +316,9 @@ def test_cli_interpolation(study, tmp_path, capsys):
     lo, hi = ci["top2_peak"]
     assert lo <= data["results"]["erm"]["top2_peak"] + 1e-9 and hi >= lo
     assert len(data["results"]["mixup"]["ci95"]["minus_erm"]["slope_mid"]) == 3
-    assert main(["analyze", "interpolation", str(study / "runs" / "erm-s0"), "-o", str(out),
-                 "--bootstrap", "1"]) == 2
+    assert (
+        main(["analyze", "interpolation", str(study / "runs" / "erm-s0"), "-o", str(out), "--bootstrap", "1"]) == 2
+    )
 
 
 def test_paired_bootstrap_over_pairs():
@@ -274,7 +328,7 @@ def test_paired_bootstrap_over_pairs():
     lam = LAMBDAS.view(1, -1, 1)
     u = torch.rand(1, 1, 400, generator=g)  # each pair's own switch point
     steep = (lam > 0.5 + 0.1 * (u - 0.5)).expand(3, -1, -1).clone()  # top-1 = y1 once lam passes ~0.5
-    flat = (lam > 0.5 + 0.8 * (u - 0.5)).expand(3, -1, -1).clone()   # the switch points spread 8x wider
+    flat = (lam > 0.5 + 0.8 * (u - 0.5)).expand(3, -1, -1).clone()  # the switch points spread 8x wider
     steep[1], flat[1] = ~steep[0], ~flat[0]
     ci = bootstrap_summaries({"flat": flat, "steep": steep, "same": flat.clone()}, replicates=200)
     mean, lo, hi = ci["steep"]["minus_flat"]["slope_mid"]
@@ -286,11 +340,32 @@ def test_paired_bootstrap_over_pairs():
 
 def test_cli_landscape(study, tmp_path, capsys):
     out = tmp_path / "land"
-    args = ["analyze", "landscape", str(study / "runs" / "erm-s0"), "-o", str(out), "--subset", "60",
-            "--resolution", "3", "--directions", "1", "--levels", "+0.5,3"]
+    args = [
+        "analyze",
+        "landscape",
+        str(study / "runs" / "erm-s0"),
+        "-o",
+        str(out),
+        "--subset",
+        "60",
+        "--resolution",
+        "3",
+        "--directions",
+        "1",
+        "--levels",
+        "+0.5,3",
+    ]
     assert main(args) == 0
-    for f in ("landscape_1d.png", "erm_contour.png", "erm_surface.png", "erm_report_surface.png",
-              "erm_report_contour.png", "landscape.json", "landscape.md", "landscape.html"):
+    for f in (
+        "landscape_1d.png",
+        "erm_contour.png",
+        "erm_surface.png",
+        "erm_report_surface.png",
+        "erm_report_contour.png",
+        "landscape.json",
+        "landscape.md",
+        "landscape.html",
+    ):
         assert (out / f).is_file(), f
     res = json.loads((out / "landscape.json").read_text())["results"]["erm"]
     assert res["subset"] == 60 and res["split"] == "train" and len(res["1d"]["alpha"]) == 5
@@ -302,15 +377,38 @@ def test_cli_landscape(study, tmp_path, capsys):
     assert "*_contour.png, *_surface.png" in text
     # the accuracy column is the analysed (best) checkpoint's, as `reglab eval` measures it, not the last epoch's
     assert main(["eval", str(study / "runs" / "erm-s0"), "--out", str(tmp_path / "ev")]) == 0
-    assert res["test_acc"] == pytest.approx(json.loads((tmp_path / "ev" / "eval_test.json").read_text())["acc"],
-                                            abs=1e-3)
+    assert res["test_acc"] == pytest.approx(
+        json.loads((tmp_path / "ev" / "eval_test.json").read_text())["acc"], abs=1e-3
+    )
     # two models on the same directions: a width interval over directions and a paired difference row
-    assert main(["analyze", "landscape", str(study / "runs" / "erm-s0"), str(study / "runs" / "mixup-s0"), "-o",
-                 str(tmp_path / "two"), "--subset", "60", "--directions", "2", "--levels", "+0.5", "--no-2d"]) == 0
+    assert (
+        main(
+            [
+                "analyze",
+                "landscape",
+                str(study / "runs" / "erm-s0"),
+                str(study / "runs" / "mixup-s0"),
+                "-o",
+                str(tmp_path / "two"),
+                "--subset",
+                "60",
+                "--directions",
+                "2",
+                "--levels",
+                "+0.5",
+                "--no-2d",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "| mixup − erm |" in text
     wrote = next(line for line in text.splitlines() if line.startswith("wrote "))
-    assert "_contour.png" not in wrote and "_surface.png" not in wrote and "no contour or surface plots (--no-2d)" in wrote
+    assert (
+        "_contour.png" not in wrote
+        and "_surface.png" not in wrote
+        and "no contour or surface plots (--no-2d)" in wrote
+    )
     assert sorted(p.name for p in (tmp_path / "two").glob("*.png")) == ["landscape_1d.png"]
     two = json.loads((tmp_path / "two" / "landscape.json").read_text())["results"]
     level = two["erm"]["basin"]["levels"]["+0.5"]

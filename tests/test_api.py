@@ -1,5 +1,6 @@
 """The Python API (reglab/api.py, exported lazily by reglab/__init__.py): ``import reglab`` stays cheap, the
 README's example runs as written, and the CLI goes through the same functions."""
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,20 @@ def readme_example() -> str:
 def test_import_reglab_does_not_import_torch():
     """`import reglab` and looking up its functions stay cheap; torch loads on first use (validating a config
     does: the augmentation registry it checks aug.order against lives beside the torch transforms)."""
-    code = ("import sys, reglab; assert 'torch' not in sys.modules, 'import reglab imported torch'; "
-            "assert set(reglab.__all__) <= set(dir(reglab)); "
-            "assert callable(reglab.fit) and callable(reglab.load_config) and 'torch' not in sys.modules; "
-            "cfg = reglab.load_config('quick', ['train.epochs=1']); assert cfg.train.epochs == 1; print('ok')")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    code = (
+        "import sys, reglab; assert 'torch' not in sys.modules, 'import reglab imported torch'; "
+        "assert set(reglab.__all__) <= set(dir(reglab)); "
+        "assert callable(reglab.fit) and callable(reglab.load_config) and 'torch' not in sys.modules; "
+        "cfg = reglab.load_config('quick', ['train.epochs=1']); assert cfg.train.epochs == 1; print('ok')"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
 
 
@@ -46,7 +55,7 @@ def test_public_names_resolve_and_do_not_shadow_subpackages():
     importlib.import_module("reglab.train")  # the subpackage of that name; training is reglab.fit
     assert callable(reglab.fit) and not callable(reglab.train)
     with pytest.raises(AttributeError):
-        reglab.no_such_name
+        reglab.no_such_name  # noqa: B018 (the attribute access is the test)
 
 
 def test_readme_python_example_runs(tmp_path, monkeypatch, cifar_tools):
@@ -87,8 +96,9 @@ def test_build_model():
 
 
 def test_prepare_study_parses_budget_and_checks_arguments(tmp_path):
-    study, out = reglab.prepare_study("seed004_regularizers", ["budget=cpu"], seeds=2, parallel=3,
-                                      output=tmp_path / "s")
+    study, out = reglab.prepare_study(
+        "seed004_regularizers", ["budget=cpu"], seeds=2, parallel=3, output=tmp_path / "s"
+    )
     assert out == tmp_path / "s" and study.parallel == 3 and study.raw["budget"] == "cpu"
     assert {r.seed for r in study.runs} == {0, 1}
     with pytest.raises(reglab.UserError, match="unexpected argument"):
@@ -108,6 +118,7 @@ def test_cli_goes_through_the_api(monkeypatch, tmp_path, capsys):
         def f(*args, **kwargs):
             seen[name] = (args, kwargs)
             raise Called(name)
+
         return f
 
     for name in ("fit", "run_study", "write_report", "list_models"):

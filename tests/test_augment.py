@@ -3,6 +3,7 @@
 
 Statistical checks use fixed seeds and bounds of about five standard errors, so they are deterministic.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,8 +15,15 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as TF
 
 from reglab.config import AugConfig, load_config
-from reglab.data.augment import (Cutout, RandomCrop, RandomErasing, RandomFlip, RandomRotation, box_masks,
-                                 build_transforms)
+from reglab.data.augment import (
+    Cutout,
+    RandomCrop,
+    RandomErasing,
+    RandomFlip,
+    RandomRotation,
+    box_masks,
+    build_transforms,
+)
 from reglab.data.policies import BatchPolicy
 from reglab.errors import UserError
 
@@ -95,7 +103,7 @@ def test_cutout_matches_redrawn_centres():
     for i in range(b):
         for k in range(holes):
             y0, x0 = int(cy[k, i]) - s // 2, int(cx[k, i]) - s // 2
-            expect[i, max(y0, 0):max(y0 + s, 0), max(x0, 0):max(x0 + s, 0)] = True
+            expect[i, max(y0, 0) : max(y0 + s, 0), max(x0, 0) : max(x0 + s, 0)] = True
     got = out == -7.0
     assert torch.equal(got[:, 0], expect) and torch.equal(got[:, 2], expect)
     assert torch.equal(out[~got], x[~got])
@@ -137,8 +145,9 @@ def test_erasing_probability():
     assert torch.equal(RandomErasing(p=0.0)(x, gen(0)), x)
 
 
-@pytest.mark.parametrize("scale, ratio", [((0.02, 0.33), (0.3, 3.3)), ((0.1, 0.2), (1.0, 1.0)),
-                                          ((0.05, 0.4), (0.5, 2.0))])
+@pytest.mark.parametrize(
+    "scale, ratio", [((0.02, 0.33), (0.3, 3.3)), ((0.1, 0.2), (1.0, 1.0)), ((0.05, 0.4), (0.5, 2.0))]
+)
 def test_erasing_area_and_aspect_within_bounds(scale, ratio):
     b, h, w = 3000, 32, 32
     x = torch.ones(b, 3, h, w)
@@ -274,12 +283,13 @@ def test_policy_equals_torchvision_op_per_image(name):
     codes = p.sample_codes(len(x), gen(3), x.device)
     out = p.apply_codes(x, codes)
     for i in range(len(x)):
-        ref = x[i:i + 1]
+        ref = x[i : i + 1]
         for step in codes[:, i].tolist():
             op, mag = p.table[step]
-            ref = p.tv._apply_image_or_video_transform(ref, op, mag, interpolation=p.tv.interpolation,
-                                                       fill=p.tv._fill)
-        assert torch.equal(out[i:i + 1], ref), (i, [p.table[c] for c in codes[:, i].tolist()])
+            ref = p.tv._apply_image_or_video_transform(
+                ref, op, mag, interpolation=p.tv.interpolation, fill=p.tv._fill
+            )
+        assert torch.equal(out[i : i + 1], ref), (i, [p.table[c] for c in codes[:, i].tolist()])
 
 
 @pytest.mark.parametrize("name", POLICIES)
@@ -365,8 +375,9 @@ def test_autoaugment_codes_follow_the_cifar10_policies():
     allowed = [[(op, mag(op, idx)) for op, _, idx in pol] for pol in tv._policies]
     for c0, c1 in set(map(tuple, codes.T.tolist())):
         (o0, m0), (o1, m1) = p.table[c0], p.table[c1]
-        assert any((c0 == 0 or (o0, abs(m0)) == pol[0]) and (c1 == 0 or (o1, abs(m1)) == pol[1])
-                   for pol in allowed), ((o0, m0), (o1, m1))
+        assert any(
+            (c0 == 0 or (o0, abs(m0)) == pol[0]) and (c1 == 0 or (o1, abs(m1)) == pol[1]) for pol in allowed
+        ), ((o0, m0), (o1, m1))
     # Each step is skipped with the sub-policies' average probability 1 - p.
     for j in range(2):
         expect = sum(1 - pol[j][1] for pol in tv._policies) / len(tv._policies)
@@ -384,8 +395,16 @@ def types(ts) -> list[type]:
 def test_build_transforms_default_and_all_on():
     raw, norm = build_transforms(AugConfig())
     assert types(raw) == [RandomCrop, RandomFlip] and norm == []
-    aug = AugConfig(policy="randaugment", rotation=10, cutout_holes=2, cutout_size=6, erasing_p=0.5,
-                    erasing_value="random", ra_num_ops=3, ra_magnitude=5)
+    aug = AugConfig(
+        policy="randaugment",
+        rotation=10,
+        cutout_holes=2,
+        cutout_size=6,
+        erasing_p=0.5,
+        erasing_value="random",
+        ra_num_ops=3,
+        ra_magnitude=5,
+    )
     raw, norm = build_transforms(aug)
     assert types(raw) == [RandomCrop, RandomFlip, BatchPolicy]
     assert types(norm) == [RandomRotation, Cutout, RandomErasing]
@@ -395,14 +414,26 @@ def test_build_transforms_default_and_all_on():
 
 
 def test_build_transforms_respects_order_and_leaves_out_disabled():
-    aug = AugConfig(policy="autoaugment", rotation=5, cutout_holes=1, erasing_p=0.3,
-                    order=["erasing", "policy", "cutout", "flip", "rotation", "crop"])
+    aug = AugConfig(
+        policy="autoaugment",
+        rotation=5,
+        cutout_holes=1,
+        erasing_p=0.3,
+        order=["erasing", "policy", "cutout", "flip", "rotation", "crop"],
+    )
     raw, norm = build_transforms(aug)
     assert types(raw) == [BatchPolicy, RandomFlip, RandomCrop]
     assert types(norm) == [RandomErasing, Cutout, RandomRotation]
     # Switched off: crop_pad=0, flip=False, rotation=0 -> left out, the rest keep their order.
-    aug = AugConfig(crop_pad=0, flip=False, policy="trivialaugment", rotation=0, cutout_holes=1, erasing_p=0.3,
-                    order=["cutout", "crop", "erasing", "flip", "policy", "rotation"])
+    aug = AugConfig(
+        crop_pad=0,
+        flip=False,
+        policy="trivialaugment",
+        rotation=0,
+        cutout_holes=1,
+        erasing_p=0.3,
+        order=["cutout", "crop", "erasing", "flip", "policy", "rotation"],
+    )
     raw, norm = build_transforms(aug)
     assert types(raw) == [BatchPolicy] and types(norm) == [Cutout, RandomErasing]
     # Entries missing from the order are not built (a validated config refuses such an order, see below).
@@ -420,8 +451,16 @@ def test_an_order_that_leaves_out_an_enabled_augmentation_is_refused():
 
 
 def test_build_transforms_through_config_overrides():
-    cfg = load_config(None, ["aug.order=[cutout,flip,crop,rotation]", "aug.cutout_holes=1", "aug.rotation=3",
-                             "aug.pad_mode=zero", "aug.crop_pad=2"])
+    cfg = load_config(
+        None,
+        [
+            "aug.order=[cutout,flip,crop,rotation]",
+            "aug.cutout_holes=1",
+            "aug.rotation=3",
+            "aug.pad_mode=zero",
+            "aug.crop_pad=2",
+        ],
+    )
     raw, norm = build_transforms(cfg.aug)
     assert types(raw) == [RandomFlip, RandomCrop] and types(norm) == [Cutout, RandomRotation]
     assert raw[1].pad == 2 and raw[1].mode == "zero"

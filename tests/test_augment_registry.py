@@ -4,6 +4,7 @@ The recipes' pipelines are pinned to what ``build_transforms`` built before the 
 the previous code by a scratch script): the same transforms in the same order, the same output for a fixed
 input and generator, and the same generator state afterwards (the same random draws).
 """
+
 from __future__ import annotations
 
 import math
@@ -15,61 +16,197 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from reglab.config import RECIPES_DIR, AugConfig, load_config
-from reglab.data.augment import (AUGMENTATIONS, FLOAT, FLOAT_AUGS, UINT8, UINT8_AUGS, RandomCrop, RandomFlip,
-                                 RandomSolarize, build_transforms)
+from reglab.data.augment import (
+    AUGMENTATIONS,
+    FLOAT,
+    FLOAT_AUGS,
+    UINT8,
+    UINT8_AUGS,
+    RandomCrop,
+    RandomFlip,
+    RandomSolarize,
+    build_transforms,
+)
 from reglab.errors import UserError
 
 EXTRA = {  # configs beyond the recipes: every transform on, a shuffled order, alternating flip
-    "all_on": ["aug.policy=randaugment", "aug.rotation=10", "aug.cutout_holes=2", "aug.cutout_size=6",
-               "aug.erasing_p=0.5", "aug.erasing_value=random", "aug.pad_mode=zero"],
-    "reordered": ["aug.policy=autoaugment", "aug.rotation=5", "aug.cutout_holes=1", "aug.erasing_p=0.3",
-                  "aug.order=[erasing,policy,cutout,flip,rotation,crop]"],
-    "trivial_alternating": ["aug.policy=trivialaugment", "aug.flip_mode=alternating", "aug.crop_pad=0",
-                            "aug.order=[policy,flip,crop]"],
+    "all_on": [
+        "aug.policy=randaugment",
+        "aug.rotation=10",
+        "aug.cutout_holes=2",
+        "aug.cutout_size=6",
+        "aug.erasing_p=0.5",
+        "aug.erasing_value=random",
+        "aug.pad_mode=zero",
+    ],
+    "reordered": [
+        "aug.policy=autoaugment",
+        "aug.rotation=5",
+        "aug.cutout_holes=1",
+        "aug.erasing_p=0.3",
+        "aug.order=[erasing,policy,cutout,flip,rotation,crop]",
+    ],
+    "trivial_alternating": [
+        "aug.policy=trivialaugment",
+        "aug.flip_mode=alternating",
+        "aug.crop_pad=0",
+        "aug.order=[policy,flip,crop]",
+    ],
 }
 
 # (configs), raw-stage classes, float-stage classes, weighted sum of the uint8 output, sum and weighted sum of
 # the float output, the generator's next draw afterwards.
 REFERENCE = [
-    (("fast-cpu-85", "fast-cpu-93-muon", "fast-cpu-93-wide", "fast-cpu-93", "fast-gpu-94-muon", "fast-gpu-94"),
-     ("RandomCrop",), (), 30756943909, -232.53187465667725, -118.09842499073838, 1901221627),
-    (("fast-gpu-resnet18", "seed000_preact50_gelu_erm", "seed000_preact50_gelu_mixup", "seed001_preact18_erm",
-      "seed001_preact18_mixup", "seed003_ladder_00_baseline", "seed003_ladder_01_cosine",
-      "seed003_ladder_02_more_epochs", "seed003_ladder_03_ema", "seed003_ladder_04_label_smoothing",
-      "seed003_ladder_05_stochastic_depth", "seed004_mixup", "seed004_mixup_baseline"),
-     ("RandomCrop", "RandomFlip"), (), 26722312917, -11925.912441253662, -6464.06555547919, 1691282316),
-    (("quick",),
-     ("RandomCrop", "RandomFlip"), (), 30741096348, -413.8024671077728, -143.02464156603972, 1691282316),
-    (("seed002_architectures", "seed002_aug_cutmix", "seed002_aug_mixup", "seed002_optim_adadelta",
-      "seed002_optim_adadelta_clip", "seed002_optim_sgd"),
-     ("RandomCrop", "RandomFlip"), ("RandomRotation",), 26722312917, -9237.535411522918, -5063.302804992889,
-     174187351),
-    (("seed002_aug_cutout", "seed002_aug_cutout_mixup", "seed002_resnet24_final"),
-     ("RandomCrop", "RandomFlip"), ("RandomRotation", "Cutout"), 26722312917, -9181.508471580959,
-     -5061.378607603224, 1136151010),
-    (("seed003_ladder_06_randaugment", "seed003_ladder_07_fc_dropout", "seed003_ladder_08_lower_wd",
-      "seed003_ladder_09_se", "seed003_ladder_10_resnet_d"),
-     ("RandomCrop", "RandomFlip", "BatchPolicy"), (), 23820938810, -21100.532213687897, -11027.56214665595,
-     292421642),
-    (("seed003_result1_stem32_multistep", "seed003_result2_stem128_multistep", "seed003_result3_restarts_150ep",
-      "seed003_result4_final"),
-     ("RandomCrop", "RandomFlip", "BatchPolicy"), ("Cutout",), 21653830261, -25488.689527750015,
-     -13644.635507009058, 309713895),
-    (("seed004_augmentation",),
-     ("RandomCrop", "RandomFlip"), ("RandomErasing",), 26722312917, -11632.147801756859, -6309.363428643064,
-     1835214067),
-    (("seed004_baseline", "seed004_dropout_bn_02_05", "seed004_dropout_bn_05_05", "seed004_label_smoothing_01",
-      "seed004_label_smoothing_02", "seed004_stochastic_depth", "seed004_stochastic_depth_wd_5e-4",
-      "seed004_wd_1e-2", "seed004_wd_5e-4"),
-     (), (), 30691383163, -426.5397219657898, -221.2172287839126, 2137449171),
-    (("all_on",),
-     ("RandomCrop", "RandomFlip", "BatchPolicy"), ("RandomRotation", "Cutout", "RandomErasing"), 24005891518,
-     -16693.816870082446, -8709.113333464295, 1498390664),
-    (("reordered",),
-     ("BatchPolicy", "RandomFlip", "RandomCrop"), ("RandomErasing", "Cutout", "RandomRotation"), 31071533035,
-     536.6538264966184, 439.81350647645866, 1879260702),
-    (("trivial_alternating",),
-     ("BatchPolicy",), (), 28558342412, -7036.720102906227, -3576.2219538642457, 1691282316),
+    (
+        ("fast-cpu-85", "fast-cpu-93-muon", "fast-cpu-93-wide", "fast-cpu-93", "fast-gpu-94-muon", "fast-gpu-94"),
+        ("RandomCrop",),
+        (),
+        30756943909,
+        -232.53187465667725,
+        -118.09842499073838,
+        1901221627,
+    ),
+    (
+        (
+            "fast-gpu-resnet18",
+            "seed000_preact50_gelu_erm",
+            "seed000_preact50_gelu_mixup",
+            "seed001_preact18_erm",
+            "seed001_preact18_mixup",
+            "seed003_ladder_00_baseline",
+            "seed003_ladder_01_cosine",
+            "seed003_ladder_02_more_epochs",
+            "seed003_ladder_03_ema",
+            "seed003_ladder_04_label_smoothing",
+            "seed003_ladder_05_stochastic_depth",
+            "seed004_mixup",
+            "seed004_mixup_baseline",
+        ),
+        ("RandomCrop", "RandomFlip"),
+        (),
+        26722312917,
+        -11925.912441253662,
+        -6464.06555547919,
+        1691282316,
+    ),
+    (
+        ("quick",),
+        ("RandomCrop", "RandomFlip"),
+        (),
+        30741096348,
+        -413.8024671077728,
+        -143.02464156603972,
+        1691282316,
+    ),
+    (
+        (
+            "seed002_architectures",
+            "seed002_aug_cutmix",
+            "seed002_aug_mixup",
+            "seed002_optim_adadelta",
+            "seed002_optim_adadelta_clip",
+            "seed002_optim_sgd",
+        ),
+        ("RandomCrop", "RandomFlip"),
+        ("RandomRotation",),
+        26722312917,
+        -9237.535411522918,
+        -5063.302804992889,
+        174187351,
+    ),
+    (
+        ("seed002_aug_cutout", "seed002_aug_cutout_mixup", "seed002_resnet24_final"),
+        ("RandomCrop", "RandomFlip"),
+        ("RandomRotation", "Cutout"),
+        26722312917,
+        -9181.508471580959,
+        -5061.378607603224,
+        1136151010,
+    ),
+    (
+        (
+            "seed003_ladder_06_randaugment",
+            "seed003_ladder_07_fc_dropout",
+            "seed003_ladder_08_lower_wd",
+            "seed003_ladder_09_se",
+            "seed003_ladder_10_resnet_d",
+        ),
+        ("RandomCrop", "RandomFlip", "BatchPolicy"),
+        (),
+        23820938810,
+        -21100.532213687897,
+        -11027.56214665595,
+        292421642,
+    ),
+    (
+        (
+            "seed003_result1_stem32_multistep",
+            "seed003_result2_stem128_multistep",
+            "seed003_result3_restarts_150ep",
+            "seed003_result4_final",
+        ),
+        ("RandomCrop", "RandomFlip", "BatchPolicy"),
+        ("Cutout",),
+        21653830261,
+        -25488.689527750015,
+        -13644.635507009058,
+        309713895,
+    ),
+    (
+        ("seed004_augmentation",),
+        ("RandomCrop", "RandomFlip"),
+        ("RandomErasing",),
+        26722312917,
+        -11632.147801756859,
+        -6309.363428643064,
+        1835214067,
+    ),
+    (
+        (
+            "seed004_baseline",
+            "seed004_dropout_bn_02_05",
+            "seed004_dropout_bn_05_05",
+            "seed004_label_smoothing_01",
+            "seed004_label_smoothing_02",
+            "seed004_stochastic_depth",
+            "seed004_stochastic_depth_wd_5e-4",
+            "seed004_wd_1e-2",
+            "seed004_wd_5e-4",
+        ),
+        (),
+        (),
+        30691383163,
+        -426.5397219657898,
+        -221.2172287839126,
+        2137449171,
+    ),
+    (
+        ("all_on",),
+        ("RandomCrop", "RandomFlip", "BatchPolicy"),
+        ("RandomRotation", "Cutout", "RandomErasing"),
+        24005891518,
+        -16693.816870082446,
+        -8709.113333464295,
+        1498390664,
+    ),
+    (
+        ("reordered",),
+        ("BatchPolicy", "RandomFlip", "RandomCrop"),
+        ("RandomErasing", "Cutout", "RandomRotation"),
+        31071533035,
+        536.6538264966184,
+        439.81350647645866,
+        1879260702,
+    ),
+    (
+        ("trivial_alternating",),
+        ("BatchPolicy",),
+        (),
+        28558342412,
+        -7036.720102906227,
+        -3576.2219538642457,
+        1691282316,
+    ),
 ]
 
 
@@ -84,9 +221,14 @@ def pipeline_digest(aug) -> tuple:
     y = (x.float() / 255 - 0.5) / 0.25
     for t in norm:
         y = t(y, g)
-    return (tuple(type(t).__name__ for t in raw), tuple(type(t).__name__ for t in norm), int((x.long() * w).sum()),
-            float(y.double().sum()), float((y.double() * w.double() / 9973).sum()),
-            int(torch.randint(0, 2**31, (1,), generator=g)))
+    return (
+        tuple(type(t).__name__ for t in raw),
+        tuple(type(t).__name__ for t in norm),
+        int((x.long() * w).sum()),
+        float(y.double().sum()),
+        float((y.double() * w.double() / 9973).sum()),
+        int(torch.randint(0, 2**31, (1,), generator=g)),
+    )
 
 
 @pytest.mark.parametrize("row", REFERENCE, ids=lambda row: row[0][0])
@@ -130,9 +272,9 @@ def test_order_validation_uses_the_registry_names():
 def test_preview_title_is_built_from_the_registry_labels():
     from reglab.track.preview import _describe
 
-    assert _describe(load_config(None, ["aug.policy=randaugment", "aug.rotation=10", "aug.cutout_holes=2",
-                                        "aug.erasing_p=0.5"])) == (
-        "crop pad 4 (reflect), flip, randaugment N=2 M=9, rotation ±10°, cutout 2x8px, erasing p=0.5")
+    assert _describe(
+        load_config(None, ["aug.policy=randaugment", "aug.rotation=10", "aug.cutout_holes=2", "aug.erasing_p=0.5"])
+    ) == ("crop pad 4 (reflect), flip, randaugment N=2 M=9, rotation ±10°, cutout 2x8px, erasing p=0.5")
     assert _describe(load_config("seed003_result4_final")) == "crop pad 4 (zero), flip, autoaugment, cutout 4x4px"
     assert _describe(load_config(None, ["aug.flip=false", "aug.crop_pad=0"])) == "no augmentation"
 
@@ -140,8 +282,10 @@ def test_preview_title_is_built_from_the_registry_labels():
 def test_config_import_is_torch_free_and_validation_does_not_load_torchvision():
     """data/ imports reglab.config at module level, so config reaches the registry lazily (no cycle); the
     policies' module (torchvision) loads only when a policy is built."""
-    code = ("import sys; import reglab.config as c; assert 'torch' not in sys.modules; "
-            "c.load_config(None, ['aug.policy=autoaugment']); assert 'torchvision' not in sys.modules")
+    code = (
+        "import sys; import reglab.config as c; assert 'torch' not in sys.modules; "
+        "c.load_config(None, ['aug.policy=autoaugment']); assert 'torchvision' not in sys.modules"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
@@ -188,13 +332,16 @@ def test_solarize_off_is_not_built_and_p0_is_the_identity():
         load_config(None, ["aug.order=[crop,flip]", "aug.solarize_p=0.2"])
 
 
-@pytest.mark.parametrize("override, words", [
-    ("aug.solarize_p=1.5", ["aug.solarize_p=1.5", "[0, 1]"]),
-    ("aug.solarize_p=-0.1", ["aug.solarize_p=-0.1", "[0, 1]"]),
-    ("aug.solarize_threshold=256", ["aug.solarize_threshold=256", "[0, 255]"]),
-    ("aug.solarize_threshold=-1", ["aug.solarize_threshold=-1", "[0, 255]"]),
-    ("aug.solarize_treshold=100", ["solarize_treshold", "solarize_threshold"]),
-])
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("aug.solarize_p=1.5", ["aug.solarize_p=1.5", "[0, 1]"]),
+        ("aug.solarize_p=-0.1", ["aug.solarize_p=-0.1", "[0, 1]"]),
+        ("aug.solarize_threshold=256", ["aug.solarize_threshold=256", "[0, 255]"]),
+        ("aug.solarize_threshold=-1", ["aug.solarize_threshold=-1", "[0, 255]"]),
+        ("aug.solarize_treshold=100", ["solarize_treshold", "solarize_threshold"]),
+    ],
+)
 def test_solarize_settings_are_validated(override, words):
     with pytest.raises(UserError) as exc:
         load_config(None, [override])

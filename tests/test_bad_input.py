@@ -9,6 +9,7 @@ extra line. ``python tests/test_bad_input.py`` prints the table with the real me
 Disk full is real where the machine allows a user namespace: the driver then runs under ``unshare -rm``
 and mounts a small tmpfs for that case; elsewhere the checkpoint writer is made to fail with ENOSPC.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,12 +33,25 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import write_cifar10, write_pickle  # noqa: E402
 
-USERNS = bool(shutil.which("unshare")) and subprocess.run(["unshare", "-rm", "true"],
-                                                           capture_output=True).returncode == 0
+USERNS = (
+    bool(shutil.which("unshare"))
+    and subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode == 0
+)
 
-SYN = ["data.dataset=synthetic", "data.synthetic_train=300", "data.synthetic_test=100", "data.val_size=100",
-       "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.batch_size=50",
-       "train.eval_batch_size=500", "optim.lr=0.2", "run.device=cpu", "run.threads=1"]
+SYN = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=300",
+    "data.synthetic_test=100",
+    "data.val_size=100",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "optim.lr=0.2",
+    "run.device=cpu",
+    "run.threads=1",
+]
 
 
 @dataclass
@@ -66,10 +80,16 @@ class Exploit:
 
 def huge_png(w: int, h: int) -> bytes:
     """A PNG header announcing w x h pixels (a decompression bomb: a few bytes on disk)."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def make_world(root: Path) -> dict[str, Path]:
@@ -88,8 +108,10 @@ def make_world(root: Path) -> dict[str, Path]:
         write_cifar10(root / name, per_batch=20, n_test=10)
     batch = root / "data_trunc" / "cifar-10-batches-py" / "data_batch_1"
     batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])
-    write_pickle(root / "data_shape" / "cifar-10-batches-py" / "data_batch_1",
-                 {b"data": np.zeros((20, 3000), np.uint8), b"labels": [0] * 20})
+    write_pickle(
+        root / "data_shape" / "cifar-10-batches-py" / "data_batch_1",
+        {b"data": np.zeros((20, 3000), np.uint8), b"labels": [0] * 20},
+    )
     folder = root / "data_sums" / "cifar-10-batches-py"
     sums = [f"{hashlib.sha256((folder / f).read_bytes()).hexdigest()}  {f}" for f in sorted(os.listdir(folder))]
     (folder / "SHA256SUMS").write_text("\n".join(sums) + "\n")
@@ -99,7 +121,8 @@ def make_world(root: Path) -> dict[str, Path]:
         fh.seek(-100, 2)
         fh.write(bytes([byte[0] ^ 0xFF]))
     (root / "data_evil" / "cifar-10-batches-py" / "data_batch_1").write_bytes(
-        pickle.dumps({"data": Exploit(p["marker"])}, protocol=2))
+        pickle.dumps({"data": Exploit(p["marker"])}, protocol=2)
+    )
 
     p["evil_ckpt"] = root / "evil" / "checkpoints" / "best.safetensors"
     p["evil_ckpt"].parent.mkdir(parents=True)
@@ -145,15 +168,18 @@ def make_world(root: Path) -> dict[str, Path]:
     shutil.copytree(p["run"], p["nobest"])
     (p["nobest"] / "checkpoints" / "best.safetensors").unlink()
     (p["nobest"] / "checkpoints" / "best.safetensors").mkdir()
-    for name, edit in (("two_classes", lambda m: m.__setitem__("classes", ["cat", "dog"])),
-                       ("huge_model", lambda m: m["model"]["__dict__"].__setitem__("channels", [100000] * 3)),
-                       ("nested", None)):
+    for name, edit in (
+        ("two_classes", lambda m: m.__setitem__("classes", ["cat", "dog"])),
+        ("huge_model", lambda m: m["model"]["__dict__"].__setitem__("channels", [100000] * 3)),
+        ("nested", None),
+    ):
         crafted = root / f"ckpt_{name}"
         shutil.copytree(p["run"], crafted)
         for ck in ("best", "last"):
             f = crafted / "checkpoints" / f"{ck}.safetensors"
             from safetensors import safe_open
             from safetensors.torch import load_file, save_file
+
             with safe_open(str(f), "pt") as fh:
                 meta = fh.metadata()
             tree = json.loads(meta["reglab"])
@@ -174,9 +200,11 @@ def make_world(root: Path) -> dict[str, Path]:
 def cases(p: dict[str, Path]) -> list[Case]:
     r, img, out = str(p["run"]), p["img"], p["root"] / "out"
     t = lambda name, *args, words, what="", **kw: Case(  # noqa: E731  a train case into its own run dir
-        name, ["train", *SYN, *args, f"run.dir={out / name}"], words, absent=[str(out / name)], what=what, **kw)
+        name, ["train", *SYN, *args, f"run.dir={out / name}"], words, absent=[str(out / name)], what=what, **kw
+    )
     pr = lambda name, file, words, what: Case(  # noqa: E731
-        name, ["predict", r, str(img / file)], [str(img / file), *words], code=1, what=what)
+        name, ["predict", r, str(img / file)], [str(img / file), *words], code=1, what=what
+    )
     # A file without read permission is readable to root (and inside `unshare -r`): tested only where it counts.
     locked_words = ["permission denied"] if os.geteuid() != 0 and not USERNS else []
     no_cuda = not torch.cuda.is_available()
@@ -184,9 +212,18 @@ def cases(p: dict[str, Path]) -> list[Case]:
         # -- config -------------------------------------------------------------------------------------
         Case("yaml", ["train", str(p["broken_yaml"])], ["not valid YAML", "line 4"], what="malformed YAML recipe"),
         Case("yaml-list", ["train", str(p["list_yaml"])], ["must hold a mapping"], what="recipe that is a list"),
-        t("unknown-key", "optim.lrr=0.1", words=["optim.lrr", "did you mean 'lr'"], what="unknown key (near miss)"),
-        Case("unknown-section", ["train", str(p["typo_yaml"])], ["'trian'", "did you mean 'train'"],
-             what="unknown section in a recipe"),
+        t(
+            "unknown-key",
+            "optim.lrr=0.1",
+            words=["optim.lrr", "did you mean 'lr'"],
+            what="unknown key (near miss)",
+        ),
+        Case(
+            "unknown-section",
+            ["train", str(p["typo_yaml"])],
+            ["'trian'", "did you mean 'train'"],
+            what="unknown section in a recipe",
+        ),
         t("bad-override", "optim.lr", words=["must look like section.key=value"], what="override without ="),
         t("type-int", "train.epochs=abc", words=["train.epochs", "expected int"], what="wrong type (int)"),
         t("type-float", "optim.lr=[0.1]", words=["optim.lr", "expected float"], what="wrong type (float)"),
@@ -195,99 +232,236 @@ def cases(p: dict[str, Path]) -> list[Case]:
         t("lr-negative", "optim.lr=-0.1", words=["optim.lr=-0.1", "must be > 0"], what="lr < 0"),
         t("lr-nan", "optim.lr=.nan", words=["optim.lr", "finite"], what="lr = NaN"),
         t("batch-zero", "train.batch_size=0", words=["train.batch_size=0", ">= 1"], what="batch size 0"),
-        t("batch-huge", "train.batch_size=1000", words=["train.batch_size=1000", "larger than the 200"],
-          what="batch size > training set"),
+        t(
+            "batch-huge",
+            "train.batch_size=1000",
+            words=["train.batch_size=1000", "larger than the 200"],
+            what="batch size > training set",
+        ),
         t("epochs-zero", "train.epochs=0", words=["train.epochs=0", ">= 1"], what="epochs < 1"),
-        t("alpha-negative", "mix.mixup_alpha=-0.2", words=["mix.mixup_alpha=-0.2", ">= 0"],
-          what="mixup α < 0 (α = 0 means off)"),
+        t(
+            "alpha-negative",
+            "mix.mixup_alpha=-0.2",
+            words=["mix.mixup_alpha=-0.2", ">= 0"],
+            what="mixup α < 0 (α = 0 means off)",
+        ),
         t("cutmix-negative", "mix.cutmix_alpha=-1", words=["mix.cutmix_alpha", ">= 0"], what="cutmix α < 0"),
-        t("alpha-zero-beta", "mix.lam_y=beta", words=["mix.mixup_alpha > 0"],
-          what="α = 0 where a Beta(α, α) draw is needed"),
+        t(
+            "alpha-zero-beta",
+            "mix.lam_y=beta",
+            words=["mix.mixup_alpha > 0"],
+            what="α = 0 where a Beta(α, α) draw is needed",
+        ),
         t("prob-high", "mix.prob=1.5", words=["mix.prob=1.5", "[0, 1]"], what="probability > 1"),
         t("prob-low", "mix.switch_prob=-0.1", words=["mix.switch_prob", "[0, 1]"], what="probability < 0"),
         t("erasing-p", "aug.erasing_p=2", words=["aug.erasing_p", "[0, 1]"], what="erasing probability > 1"),
         t("dropout-one", "model.dropout=1.0", words=["model.dropout", "[0, 1)"], what="dropout = 1"),
-        t("smoothing-one", "train.label_smoothing=1", words=["train.label_smoothing", "[0, 1)"],
-          what="label smoothing = 1"),
-        t("val-size", "data.val_size=300", words=["data.val_size=300", "smaller than the 300"],
-          what="val_size ≥ training set"),
+        t(
+            "smoothing-one",
+            "train.label_smoothing=1",
+            words=["train.label_smoothing", "[0, 1)"],
+            what="label smoothing = 1",
+        ),
+        t(
+            "val-size",
+            "data.val_size=300",
+            words=["data.val_size=300", "smaller than the 300"],
+            what="val_size ≥ training set",
+        ),
         t("val-negative", "data.val_size=-5", words=["data.val_size", ">= 0"], what="val_size < 0"),
-        *([t("cuda", "run.device=cuda", words=["run.device=cuda", "CUDA"], what="CUDA requested, none present")]
-          if no_cuda else []),
+        *(
+            [t("cuda", "run.device=cuda", words=["run.device=cuda", "CUDA"], what="CUDA requested, none present")]
+            if no_cuda
+            else []
+        ),
         t("device", "run.device=gpu", words=["run.device", "auto, cpu, cuda"], what="unknown device"),
         t("seed-huge", "run.seed=1180591620717411303424", words=["run.seed", "2^32"], what="seed beyond 2^32"),
         t("threads-negative", "run.threads=-1", words=["run.threads=-1", "or null"], what="threads < 0"),
-        t("threads-zero", "run.threads=0", words=["run.threads=0", "null for torch's default"],
-          what="threads = 0 (null means all cores)"),
-        t("min-lr-above-lr", "sched.min_lr=10", "optim.lr=0.3", words=["sched.min_lr=10.0 is above optim.lr=0.3"],
-          what="sched.min_lr above optim.lr"),
-        t("override-not-utf8", "run.name=caf\udce9", words=["not valid UTF-8", "\\xe9"],
-          what="override with a non-UTF-8 byte"),
-        Case("yaml-latin1", ["train", str(p["latin1_yaml"])], ["is not UTF-8 text (byte 0xe9 on line 2)"],
-             what="recipe with a non-UTF-8 byte"),
-        Case("yaml-duplicate", ["train", str(p["dup_yaml"])], ["duplicate key 'optim' (first at line 1)"],
-             what="recipe with a key given twice"),
-        Case("recipe-dir", ["train", str(p["img"])], ["is a directory, not a YAML file"],
-             what="recipe path that is a directory"),
+        t(
+            "threads-zero",
+            "run.threads=0",
+            words=["run.threads=0", "null for torch's default"],
+            what="threads = 0 (null means all cores)",
+        ),
+        t(
+            "min-lr-above-lr",
+            "sched.min_lr=10",
+            "optim.lr=0.3",
+            words=["sched.min_lr=10.0 is above optim.lr=0.3"],
+            what="sched.min_lr above optim.lr",
+        ),
+        t(
+            "override-not-utf8",
+            "run.name=caf\udce9",
+            words=["not valid UTF-8", "\\xe9"],
+            what="override with a non-UTF-8 byte",
+        ),
+        Case(
+            "yaml-latin1",
+            ["train", str(p["latin1_yaml"])],
+            ["is not UTF-8 text (byte 0xe9 on line 2)"],
+            what="recipe with a non-UTF-8 byte",
+        ),
+        Case(
+            "yaml-duplicate",
+            ["train", str(p["dup_yaml"])],
+            ["duplicate key 'optim' (first at line 1)"],
+            what="recipe with a key given twice",
+        ),
+        Case(
+            "recipe-dir",
+            ["train", str(p["img"])],
+            ["is a directory, not a YAML file"],
+            what="recipe path that is a directory",
+        ),
         # -- data ---------------------------------------------------------------------------------------
-        Case("data-missing", ["train", "data.download=false", "--data-dir", str(p["root"] / "nowhere"),
-                              f"run.dir={out / 'dm'}"], ["cifar10 not found", "--data-dir", "REGLAB_DATA"],
-             absent=[str(out / "dm")], what="missing data dir (downloads off)"),
-        Case("data-truncated", ["train", "--data-dir", str(p["root"] / "data_trunc"), f"run.dir={out / 'dt'}"],
-             ["data_batch_1", "not a readable CIFAR batch"], absent=[str(out / "dt")],
-             what="truncated data file"),
-        Case("data-shape", ["train", "--data-dir", str(p["root"] / "data_shape"), f"run.dir={out / 'ds'}"],
-             ["data_batch_1", "(N, 3072)", "(20, 3000)"], absent=[str(out / "ds")],
-             what="data file of the wrong size (shape)"),
-        Case("data-checksum", ["data", "check", "--data-dir", str(p["root"] / "data_sums")],
-             ["checksum mismatch for data_batch_2"], what="corrupted data file (SHA256SUMS mismatch)"),
-        Case("data-hostile", ["train", "--data-dir", str(p["root"] / "data_evil"), f"run.dir={out / 'de'}"],
-             ["refusing to load posix.system"], absent=[str(out / "de"), str(p["marker"])],
-             what="data file crafted to run code when unpickled"),
+        Case(
+            "data-missing",
+            ["train", "data.download=false", "--data-dir", str(p["root"] / "nowhere"), f"run.dir={out / 'dm'}"],
+            ["cifar10 not found", "--data-dir", "REGLAB_DATA"],
+            absent=[str(out / "dm")],
+            what="missing data dir (downloads off)",
+        ),
+        Case(
+            "data-truncated",
+            ["train", "--data-dir", str(p["root"] / "data_trunc"), f"run.dir={out / 'dt'}"],
+            ["data_batch_1", "not a readable CIFAR batch"],
+            absent=[str(out / "dt")],
+            what="truncated data file",
+        ),
+        Case(
+            "data-shape",
+            ["train", "--data-dir", str(p["root"] / "data_shape"), f"run.dir={out / 'ds'}"],
+            ["data_batch_1", "(N, 3072)", "(20, 3000)"],
+            absent=[str(out / "ds")],
+            what="data file of the wrong size (shape)",
+        ),
+        Case(
+            "data-checksum",
+            ["data", "check", "--data-dir", str(p["root"] / "data_sums")],
+            ["checksum mismatch for data_batch_2"],
+            what="corrupted data file (SHA256SUMS mismatch)",
+        ),
+        Case(
+            "data-hostile",
+            ["train", "--data-dir", str(p["root"] / "data_evil"), f"run.dir={out / 'de'}"],
+            ["refusing to load posix.system"],
+            absent=[str(out / "de"), str(p["marker"])],
+            what="data file crafted to run code when unpickled",
+        ),
         # -- checkpoints and run directories ------------------------------------------------------------
-        Case("run-exists", ["train", *SYN, f"run.dir={r}"], ["already holds a run", "--resume", "--overwrite"],
-             what="existing run dir without --resume"),
-        Case("run-orphan", ["train", *SYN, f"run.dir={p['root'] / 'orphan'}"],
-             ["holds files of a run", "metrics.jsonl", "checkpoints/last.safetensors", "--overwrite"],
-             what="run dir with a run's files but no config.yaml"),
-        Case("resume-nothing", ["train", "--resume", str(p["root"] / "img")], ["not a reglab run directory"],
-             what="--resume of a folder that is not a run"),
-        Case("resume-recipe", ["train", "quick", "--resume", r], ["drop the recipe"],
-             what="--resume with a recipe"),
-        Case("resume-arch", ["train", "--resume", r, "train.epochs=2", "model.channels=[16,32,64]"],
-             ["does not fit this run", "model.channels [8, 16, 32] vs [16, 32, 64]"],
-             what="resume with another architecture"),
-        Case("resume-classes", ["train", "--resume", r, "train.epochs=2", "data.synthetic_classes=5"],
-             ["does not fit this run", "10 vs 5 classes"], what="resume with another class count"),
-        Case("resume-optim", ["train", "--resume", r, "train.epochs=2", "optim.name=adam"],
-             ["does not fit this run", "optim.name 'sgd' vs 'adam'"], what="resume with another optimizer"),
-        Case("ckpt-hostile", ["eval", str(p["evil_pt"])], ["not a readable reglab checkpoint", "refused"],
-             absent=[str(p["marker"])], what="checkpoint crafted to run code (pickle)"),
-        Case("ckpt-hostile-run", ["predict", str(p["evil_ckpt"].parent.parent), str(img / "full.png")],
-             ["not a readable reglab checkpoint"], absent=[str(p["marker"])],
-             what="hostile pickle named best.safetensors"),
-        Case("disk-full", ["train", "--resume", "{DISK}/run", "train.epochs=2", "--quiet"],
-             ["No space left on device", "previous checkpoint is unchanged"], special="enospc", trains=True,
-             what="disk full while saving"),
-        Case("eval-linked-output", ["eval", str(p["linked"])], ["confusion_test.png is a symbolic link"],
-             what="eval output that is a symlink to a file outside"),
-        Case("best-not-a-file", ["eval", str(p["nobest"])], ["best.safetensors is a folder", "--checkpoint last"],
-             what="best checkpoint replaced by a folder"),
-        Case("ckpt-classes", ["predict", str(p["ckpt_two_classes"]), str(img / "full.png")],
-             ["not a valid reglab checkpoint: meta.classes has 2 names for 10 classes"],
-             what="checkpoint metadata: 2 class names for 10 outputs"),
-        Case("ckpt-huge-model", ["predict", str(p["ckpt_huge_model"]), str(img / "full.png")],
-             ["not a valid reglab checkpoint: meta.model.channels"], what="checkpoint metadata: channels [100000]*3"),
-        Case("ckpt-nested", ["train", "--resume", str(p["ckpt_nested"])],
-             ["not a valid reglab checkpoint: metadata is nested deeper than 64 levels"],
-             what="checkpoint metadata: JSON nested 100000 deep"),
-        Case("export-opset", ["export", r, "--opset", "999", "-o", str(out / "m.onnx")],
-             ["--opset 999 is not an ONNX opset"], absent=[str(out / "m.onnx")], what="export --opset 999"),
-        Case("export-opset-zero", ["export", r, "--opset", "0", "-o", str(out / "m.onnx")],
-             ["--opset 0 is not an ONNX opset"], absent=[str(out / "m.onnx")], what="export --opset 0"),
+        Case(
+            "run-exists",
+            ["train", *SYN, f"run.dir={r}"],
+            ["already holds a run", "--resume", "--overwrite"],
+            what="existing run dir without --resume",
+        ),
+        Case(
+            "run-orphan",
+            ["train", *SYN, f"run.dir={p['root'] / 'orphan'}"],
+            ["holds files of a run", "metrics.jsonl", "checkpoints/last.safetensors", "--overwrite"],
+            what="run dir with a run's files but no config.yaml",
+        ),
+        Case(
+            "resume-nothing",
+            ["train", "--resume", str(p["root"] / "img")],
+            ["not a reglab run directory"],
+            what="--resume of a folder that is not a run",
+        ),
+        Case(
+            "resume-recipe", ["train", "quick", "--resume", r], ["drop the recipe"], what="--resume with a recipe"
+        ),
+        Case(
+            "resume-arch",
+            ["train", "--resume", r, "train.epochs=2", "model.channels=[16,32,64]"],
+            ["does not fit this run", "model.channels [8, 16, 32] vs [16, 32, 64]"],
+            what="resume with another architecture",
+        ),
+        Case(
+            "resume-classes",
+            ["train", "--resume", r, "train.epochs=2", "data.synthetic_classes=5"],
+            ["does not fit this run", "10 vs 5 classes"],
+            what="resume with another class count",
+        ),
+        Case(
+            "resume-optim",
+            ["train", "--resume", r, "train.epochs=2", "optim.name=adam"],
+            ["does not fit this run", "optim.name 'sgd' vs 'adam'"],
+            what="resume with another optimizer",
+        ),
+        Case(
+            "ckpt-hostile",
+            ["eval", str(p["evil_pt"])],
+            ["not a readable reglab checkpoint", "refused"],
+            absent=[str(p["marker"])],
+            what="checkpoint crafted to run code (pickle)",
+        ),
+        Case(
+            "ckpt-hostile-run",
+            ["predict", str(p["evil_ckpt"].parent.parent), str(img / "full.png")],
+            ["not a readable reglab checkpoint"],
+            absent=[str(p["marker"])],
+            what="hostile pickle named best.safetensors",
+        ),
+        Case(
+            "disk-full",
+            ["train", "--resume", "{DISK}/run", "train.epochs=2", "--quiet"],
+            ["No space left on device", "previous checkpoint is unchanged"],
+            special="enospc",
+            trains=True,
+            what="disk full while saving",
+        ),
+        Case(
+            "eval-linked-output",
+            ["eval", str(p["linked"])],
+            ["confusion_test.png is a symbolic link"],
+            what="eval output that is a symlink to a file outside",
+        ),
+        Case(
+            "best-not-a-file",
+            ["eval", str(p["nobest"])],
+            ["best.safetensors is a folder", "--checkpoint last"],
+            what="best checkpoint replaced by a folder",
+        ),
+        Case(
+            "ckpt-classes",
+            ["predict", str(p["ckpt_two_classes"]), str(img / "full.png")],
+            ["not a valid reglab checkpoint: meta.classes has 2 names for 10 classes"],
+            what="checkpoint metadata: 2 class names for 10 outputs",
+        ),
+        Case(
+            "ckpt-huge-model",
+            ["predict", str(p["ckpt_huge_model"]), str(img / "full.png")],
+            ["not a valid reglab checkpoint: meta.model.channels"],
+            what="checkpoint metadata: channels [100000]*3",
+        ),
+        Case(
+            "ckpt-nested",
+            ["train", "--resume", str(p["ckpt_nested"])],
+            ["not a valid reglab checkpoint: metadata is nested deeper than 64 levels"],
+            what="checkpoint metadata: JSON nested 100000 deep",
+        ),
+        Case(
+            "export-opset",
+            ["export", r, "--opset", "999", "-o", str(out / "m.onnx")],
+            ["--opset 999 is not an ONNX opset"],
+            absent=[str(out / "m.onnx")],
+            what="export --opset 999",
+        ),
+        Case(
+            "export-opset-zero",
+            ["export", r, "--opset", "0", "-o", str(out / "m.onnx")],
+            ["--opset 0 is not an ONNX opset"],
+            absent=[str(out / "m.onnx")],
+            what="export --opset 0",
+        ),
         # -- predict ------------------------------------------------------------------------------------
-        Case("top-k", ["predict", r, str(img / "full.png"), "--top-k", "0"], ["--top-k must be >= 1"],
-             what="predict --top-k 0"),
+        Case(
+            "top-k",
+            ["predict", r, str(img / "full.png"), "--top-k", "0"],
+            ["--top-k must be >= 1"],
+            what="predict --top-k 0",
+        ),
         pr("img-missing", "missing.png", ["file not found"], "image file missing"),
         pr("img-truncated", "truncated.png", ["truncated"], "truncated image"),
         pr("img-empty", "empty.jpg", ["not an image file", "empty"], "empty image file"),
@@ -393,13 +567,31 @@ Path(sys.argv[2]).write_text(json.dumps(results))
 def run_driver(world: dict[str, Path], all_cases: list[Case], extra_argvs: list[list[str]] = ()) -> dict:
     tmp = world["root"] / "driver"
     tmp.mkdir(exist_ok=True)
-    spec = {"cases": [c.__dict__ for c in all_cases] + [{"id": f"good{i}", "argv": a, "special": ""}
-                                                       for i, a in enumerate(extra_argvs)],
-            "protect": [str(world["run"]), *(str(world["root"] / d) for d in
-                                             ("data_trunc", "data_shape", "data_sums", "data_evil", "orphan",
-                                              "outside", "linked", "nobest", "ckpt_two_classes", "ckpt_huge_model",
-                                              "ckpt_nested"))],
-            "run": str(world["run"]), "tmp": str(tmp / "work")}
+    spec = {
+        "cases": [c.__dict__ for c in all_cases]
+        + [{"id": f"good{i}", "argv": a, "special": ""} for i, a in enumerate(extra_argvs)],
+        "protect": [
+            str(world["run"]),
+            *(
+                str(world["root"] / d)
+                for d in (
+                    "data_trunc",
+                    "data_shape",
+                    "data_sums",
+                    "data_evil",
+                    "orphan",
+                    "outside",
+                    "linked",
+                    "nobest",
+                    "ckpt_two_classes",
+                    "ckpt_huge_model",
+                    "ckpt_nested",
+                )
+            ),
+        ],
+        "run": str(world["run"]),
+        "tmp": str(tmp / "work"),
+    }
     (tmp / "spec.json").write_text(json.dumps(spec))
     env = {k: v for k, v in os.environ.items() if not k.startswith("REGLAB_")}
     env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", COLUMNS="200")
@@ -424,9 +616,27 @@ def results(world):
 
 def _case_ids():
     # The ids are fixed; the paths inside the cases are only known once the world exists.
-    probe = {k: Path("/x") for k in ("root", "run", "img", "marker", "evil_ckpt", "evil_pt", "broken_yaml",
-                                      "typo_yaml", "list_yaml", "latin1_yaml", "dup_yaml", "linked", "nobest",
-                                      "ckpt_two_classes", "ckpt_huge_model", "ckpt_nested")}
+    probe = {
+        k: Path("/x")
+        for k in (
+            "root",
+            "run",
+            "img",
+            "marker",
+            "evil_ckpt",
+            "evil_pt",
+            "broken_yaml",
+            "typo_yaml",
+            "list_yaml",
+            "latin1_yaml",
+            "dup_yaml",
+            "linked",
+            "nobest",
+            "ckpt_two_classes",
+            "ckpt_huge_model",
+            "ckpt_nested",
+        )
+    }
     return [c.id for c in cases(probe)]
 
 

@@ -1,4 +1,5 @@
 """Calibration: ECE (15 equal-width bins), MCE, NLL, Brier, reliability diagram."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Checkpoints: the JSON+safetensors encoding, refusal of pickles and broken files, atomic writes."""
+
 from __future__ import annotations
 
 import json
@@ -56,14 +57,26 @@ def nested_state():
         "tuple": (1, "two", (3.0, None), [True, False]),
         "flags": [True, False, None],
         "floats": [0.5, float("nan"), float("inf"), float("-inf"), -0.0, 1e-300],
-        "np": {"u32": np.arange(624, dtype=np.uint32), "f64": np.linspace(0, 1, 5),
-               "i64": np.array([[1, -2], [3, 4]], dtype=np.int64), "u8": np.zeros((2, 3), dtype=np.uint8)},
-        "t": {"f32": torch.randn(3, 4, generator=g), "f16": torch.randn(5, generator=g).half(),
-              "bf16": torch.randn(2, 2, generator=g).bfloat16(), "f64": torch.randn(2, generator=g).double(),
-              "i64": torch.arange(6).view(2, 3), "i32": torch.tensor([1, -1], dtype=torch.int32),
-              "u8": torch.tensor([0, 255], dtype=torch.uint8), "bool": torch.tensor([True, False]),
-              "scalar": torch.tensor(3.5), "nan": torch.tensor([float("nan"), 1.0]),
-              "strided": torch.arange(12.0).view(3, 4).t(), "empty": torch.zeros(0, 3)},
+        "np": {
+            "u32": np.arange(624, dtype=np.uint32),
+            "f64": np.linspace(0, 1, 5),
+            "i64": np.array([[1, -2], [3, 4]], dtype=np.int64),
+            "u8": np.zeros((2, 3), dtype=np.uint8),
+        },
+        "t": {
+            "f32": torch.randn(3, 4, generator=g),
+            "f16": torch.randn(5, generator=g).half(),
+            "bf16": torch.randn(2, 2, generator=g).bfloat16(),
+            "f64": torch.randn(2, generator=g).double(),
+            "i64": torch.arange(6).view(2, 3),
+            "i32": torch.tensor([1, -1], dtype=torch.int32),
+            "u8": torch.tensor([0, 255], dtype=torch.uint8),
+            "bool": torch.tensor([True, False]),
+            "scalar": torch.tensor(3.5),
+            "nan": torch.tensor([float("nan"), 1.0]),
+            "strided": torch.arange(12.0).view(3, 4).t(),
+            "empty": torch.zeros(0, 3),
+        },
         "np_scalars": [np.int64(3), np.float32(0.25)],
         "str": "héllo",
         "deep": [{"a": ({1: {"b": [torch.ones(1)]}},)}],
@@ -110,8 +123,9 @@ def _train_objects(seed: int):
     torch.manual_seed(seed)
     model = create("resnet20", 10, channels=[8, 16, 32], blocks=[1, 1, 1])
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = build_scheduler(opt, SchedConfig(name="cosine", warmup_epochs=0.5), epochs=3, steps_per_epoch=4,
-                            base_lr=0.1)
+    sched = build_scheduler(
+        opt, SchedConfig(name="cosine", warmup_epochs=0.5), epochs=3, steps_per_epoch=4, base_lr=0.1
+    )
     return model, opt, sched
 
 
@@ -119,14 +133,21 @@ def test_real_training_state_round_trip(tmp_path):
     model, opt, sched = _train_objects(0)
     g = torch.Generator().manual_seed(0)
     for _ in range(3):
-        loss = nn.functional.cross_entropy(model(torch.randn(8, 3, 32, 32, generator=g)),
-                                           torch.randint(0, 10, (8,), generator=g))
+        loss = nn.functional.cross_entropy(
+            model(torch.randn(8, 3, 32, 32, generator=g)), torch.randint(0, 10, (8,), generator=g)
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
-    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(), "epoch": 1}
+    state = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+        "epoch": 1,
+    }
     path = tmp_path / "last.safetensors"
     save_checkpoint(path, state)
     back = load_checkpoint(path)
@@ -216,8 +237,9 @@ def test_malicious_pickle_through_load_trained(tmp_path):
 
 def _real_checkpoint(path: Path) -> None:
     model, opt, sched = _train_objects(0)
-    save_checkpoint(path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                           "scheduler": sched.state_dict()})
+    save_checkpoint(
+        path, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict()}
+    )
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.999, 8, 100])
@@ -277,6 +299,7 @@ def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "last.safetensors"
     save_checkpoint(path, {"epoch": 1, "w": torch.ones(1000)})
     before = path.read_bytes()
+
     def disk_full(fd, data):
         # write part of the file first, as a real full disk would, then fail
         os.write(fd, data[:100])
@@ -334,10 +357,22 @@ def trained_dir(tmp_path_factory):
     from reglab.train import run
 
     d = tmp_path_factory.mktemp("ck") / "run"
-    cfg = load_config(None, ["data.dataset=synthetic", "data.synthetic_train=150", "data.synthetic_test=50",
-                             "data.val_size=50", "model.name=resnet20", "model.channels=[8,16,32]",
-                             "model.blocks=[1,1,1]", "train.batch_size=50", "train.epochs=1", "run.device=cpu",
-                             f"run.dir={d}"])
+    cfg = load_config(
+        None,
+        [
+            "data.dataset=synthetic",
+            "data.synthetic_train=150",
+            "data.synthetic_test=50",
+            "data.val_size=50",
+            "model.name=resnet20",
+            "model.channels=[8,16,32]",
+            "model.blocks=[1,1,1]",
+            "train.batch_size=50",
+            "train.epochs=1",
+            "run.device=cpu",
+            f"run.dir={d}",
+        ],
+    )
     run(cfg)
     return d
 
@@ -359,10 +394,14 @@ def test_load_trained_round_trip(trained_dir):
         assert torch.equal(v, state[k]), k
 
 
-@pytest.mark.parametrize("changes,words", [({"channels": [16, 32, 64]}, "shape (checkpoint vs model)"),
-                                           ({"blocks": [2, 1, 1]}, "missing in checkpoint"),
-                                           ({"name": "resnet18", "blocks": None, "channels": None,
-                                             "shortcut": None}, "in checkpoint")])
+@pytest.mark.parametrize(
+    "changes,words",
+    [
+        ({"channels": [16, 32, 64]}, "shape (checkpoint vs model)"),
+        ({"blocks": [2, 1, 1]}, "missing in checkpoint"),
+        ({"name": "resnet18", "blocks": None, "channels": None, "shortcut": None}, "in checkpoint"),
+    ],
+)
 def test_load_trained_with_mismatched_architecture(trained_dir, tmp_path, changes, words):
     from reglab.track.inference import load_trained
 

@@ -3,6 +3,7 @@
 Each command costs a fresh interpreter plus ``import torch`` (several seconds on a 2-core machine), so a
 module fixture starts all of them at once and the tests then check their results.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,14 @@ def start_cli(*args: str, env_extra: dict[str, str] | None = None) -> subprocess
     env.update(env_extra or {})
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", "1")
-    return subprocess.Popen([sys.executable, "-m", "reglab", *args], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "reglab", *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +39,13 @@ def cli(tmp_path_factory, maybe_real_data_dir):
     tmp = tmp_path_factory.mktemp("cli")
     commands = {
         "models": start_cli("models", "--json"),
-        "bogus_url": start_cli("data", "check", "--data-dir", str(tmp / "nothing-here"),
-                               env_extra={"REGLAB_CIFAR10_URL": (tmp / "no-such-archive.tar.gz").as_uri()}),
+        "bogus_url": start_cli(
+            "data",
+            "check",
+            "--data-dir",
+            str(tmp / "nothing-here"),
+            env_extra={"REGLAB_CIFAR10_URL": (tmp / "no-such-archive.tar.gz").as_uri()},
+        ),
     }
     if maybe_real_data_dir is not None:
         # Relative, the way the team types it: "../shared/data" from the checkout.
@@ -117,7 +129,6 @@ def test_bad_config_value_is_one_line(tmp_path, capsys):
     assert captured.err.startswith("reglab: error: data.dataset: 'cifar1000' is not allowed")
     assert "did you mean 'cifar100'" in captured.err
     assert len(captured.err.strip().splitlines()) == 1
-
 
 
 def test_every_help_page_renders():

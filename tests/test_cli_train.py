@@ -3,6 +3,7 @@
 Independent commands run concurrently to keep the wall time down on a shared 2-core machine; every child
 gets OMP_NUM_THREADS=1.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,20 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-TRAIN = ["train", "data.dataset=synthetic", "data.synthetic_train=300", "data.synthetic_test=100",
-         "data.val_size=100", "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]",
-         "train.batch_size=50", "train.eval_batch_size=500", "optim.lr=0.2", "run.device=cpu"]
+TRAIN = [
+    "train",
+    "data.dataset=synthetic",
+    "data.synthetic_train=300",
+    "data.synthetic_test=100",
+    "data.val_size=100",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "optim.lr=0.2",
+    "run.device=cpu",
+]
 
 
 def _env() -> dict[str, str]:
@@ -30,14 +42,29 @@ def _env() -> dict[str, str]:
 
 
 def cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "reglab", *args], cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "reglab", *args],
+        cwd=cwd,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def cli_many(commands: list[list[str]], cwd: Path, timeout: float = 180) -> list[subprocess.CompletedProcess]:
     """Run several independent commands at once; results in order."""
-    procs = [subprocess.Popen([sys.executable, "-m", "reglab", *c], cwd=cwd, env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for c in commands]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "reglab", *c],
+            cwd=cwd,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for c in commands
+    ]
     out = []
     for c, p in zip(commands, procs):
         stdout, stderr = p.communicate(timeout=timeout)
@@ -81,8 +108,14 @@ def test_train_prints_test_accuracy(trained):
     assert "run dir: runs/first" in first.stdout
     assert "Traceback" not in first.stderr
     assert len(rows) == 2
-    for name in ("config.yaml", "metrics.csv", "summary.json", "curves.png", "checkpoints/last.safetensors",
-                 "checkpoints/best.safetensors"):
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "curves.png",
+        "checkpoints/last.safetensors",
+        "checkpoints/best.safetensors",
+    ):
         assert (d / name).is_file(), name
     # --quiet: one plain line per epoch on stderr, no progress bar
     epoch_lines = [ln for ln in first.stderr.splitlines() if ln.startswith("epoch")]
@@ -109,12 +142,15 @@ def test_config_and_rerun_errors(trained, work):
     bad_yaml.write_text("train:\n  epochs: 3\n  batch_size: [1, 2\noptim:\n  lr: 0.1\n")
     first_dir = work / "runs" / "first"
     before = (first_dir / "checkpoints" / "last.safetensors").read_bytes()
-    rerun, lrr, abc, yml = cli_many([
-        [*TRAIN, "train.epochs=2", "run.dir=runs/first", "--quiet"],  # the first command, again
-        [*TRAIN, "optim.lrr=0.1", f"run.dir={work / 'x1'}"],
-        [*TRAIN, "train.epochs=abc", f"run.dir={work / 'x2'}"],
-        ["train", str(bad_yaml), f"run.dir={work / 'x3'}"],
-    ], cwd=work)
+    rerun, lrr, abc, yml = cli_many(
+        [
+            [*TRAIN, "train.epochs=2", "run.dir=runs/first", "--quiet"],  # the first command, again
+            [*TRAIN, "optim.lrr=0.1", f"run.dir={work / 'x1'}"],
+            [*TRAIN, "train.epochs=abc", f"run.dir={work / 'x2'}"],
+            ["train", str(bad_yaml), f"run.dir={work / 'x3'}"],
+        ],
+        cwd=work,
+    )
     assert_one_line_user_error(rerun, "--resume", "runs/first")
     assert (first_dir / "checkpoints" / "last.safetensors").read_bytes() == before
     assert_one_line_user_error(lrr, "optim.lrr", "'lr'")
@@ -176,8 +212,14 @@ def used(trained, work):
     d = trained[0]
     good, bad = make_images(work / "imgs")
     files = [str(p) for p in [good[0], bad[0], *good[1:], *bad[1:]]]
-    ev, pr_text, pr_json = cli_many([["eval", str(d), "--json"], ["predict", str(d), *files],
-                                     ["predict", str(d), *files, "--json", "--top-k", "3"]], cwd=work)
+    ev, pr_text, pr_json = cli_many(
+        [
+            ["eval", str(d), "--json"],
+            ["predict", str(d), *files],
+            ["predict", str(d), *files, "--json", "--top-k", "3"],
+        ],
+        cwd=work,
+    )
     return d, good, bad, ev, pr_text, pr_json
 
 

@@ -1,4 +1,5 @@
 """reglab.config: YAML recipes + dotted overrides -> a validated Config, and every mistake as one UserError."""
+
 from __future__ import annotations
 
 import copy
@@ -19,8 +20,18 @@ def test_defaults_without_recipe():
 
 
 def test_overrides_are_applied_and_typed():
-    cfg = load_config(None, ["optim.lr=0.05", "model.channels=[32,64,128]", "model.blocks=[1, 2, 3]",
-                             "train.epochs=3", "data.train_subset=null", "aug.pad_mode=zero", "ema.enabled=true"])
+    cfg = load_config(
+        None,
+        [
+            "optim.lr=0.05",
+            "model.channels=[32,64,128]",
+            "model.blocks=[1, 2, 3]",
+            "train.epochs=3",
+            "data.train_subset=null",
+            "aug.pad_mode=zero",
+            "ema.enabled=true",
+        ],
+    )
     assert cfg.optim.lr == 0.05 and isinstance(cfg.optim.lr, float)
     assert cfg.model.channels == [32, 64, 128] and cfg.model.blocks == [1, 2, 3]
     assert cfg.train.epochs == 3 and isinstance(cfg.train.epochs, int)
@@ -31,23 +42,35 @@ def test_overrides_are_applied_and_typed():
     assert cfg.optim.momentum == OptimConfig().momentum and cfg.data == DataConfig()
 
 
-@pytest.mark.parametrize("text, key, value", [
-    ("optim.lr=1e-3", "optim.lr", "1e-3"),  # YAML 1.1 reads this as a *string*; the float field converts it
-    ("optim.lr=0.05", "optim.lr", 0.05),
-    ("optim.betas=[0.8, 0.99]", "optim.betas", [0.8, 0.99]),
-    ("train.compile=yes", "train.compile", True),  # YAML 1.1 boolean
-    ("train.grad_clip=~", "train.grad_clip", None),
-    ("run.name=", "run.name", None),
-    ("run.name=a=b", "run.name", "a=b"),  # split at the first '='
-    (" train.epochs = 7", "train.epochs", 7),
-])
+@pytest.mark.parametrize(
+    "text, key, value",
+    [
+        ("optim.lr=1e-3", "optim.lr", "1e-3"),  # YAML 1.1 reads this as a *string*; the float field converts it
+        ("optim.lr=0.05", "optim.lr", 0.05),
+        ("optim.betas=[0.8, 0.99]", "optim.betas", [0.8, 0.99]),
+        ("train.compile=yes", "train.compile", True),  # YAML 1.1 boolean
+        ("train.grad_clip=~", "train.grad_clip", None),
+        ("run.name=", "run.name", None),
+        ("run.name=a=b", "run.name", "a=b"),  # split at the first '='
+        (" train.epochs = 7", "train.epochs", 7),
+    ],
+)
 def test_parse_override_reads_yaml(text, key, value):
     assert parse_override(text) == (key, value)
 
 
 def test_yaml_value_conversions():
-    cfg = load_config(None, ["optim.lr=1e-3", "optim.weight_decay=5e-4", "train.epochs=5.0", "run.name=123",
-                             "train.grad_clip=1", "optim.betas=[0, 0.5]"])
+    cfg = load_config(
+        None,
+        [
+            "optim.lr=1e-3",
+            "optim.weight_decay=5e-4",
+            "train.epochs=5.0",
+            "run.name=123",
+            "train.grad_clip=1",
+            "optim.betas=[0, 0.5]",
+        ],
+    )
     assert cfg.optim.lr == pytest.approx(1e-3) and isinstance(cfg.optim.lr, float)
     assert cfg.optim.weight_decay == pytest.approx(5e-4)
     assert cfg.train.epochs == 5 and isinstance(cfg.train.epochs, int)
@@ -82,17 +105,20 @@ def test_unknown_key_without_near_miss_has_no_bogus_suggestion():
     assert "epochs" in str(exc.value)
 
 
-@pytest.mark.parametrize("override, expected", [
-    ("train.epochs=abc", "expected int"),
-    ("train.epochs=5.5", "expected int"),
-    ("train.epochs=true", "expected int"),  # bool is not an int here
-    ("optim.lr=fast", "expected float"),
-    ("train.compile=1", "expected bool"),
-    ("model.channels=[32,x]", "a list of int"),
-    ("model.channels=32", "a list of int"),
-    ("data.train_subset=abc", "int or null"),
-    ("optim.name=sgdd", "one of 'sgd'"),
-])
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("train.epochs=abc", "expected int"),
+        ("train.epochs=5.5", "expected int"),
+        ("train.epochs=true", "expected int"),  # bool is not an int here
+        ("optim.lr=fast", "expected float"),
+        ("train.compile=1", "expected bool"),
+        ("model.channels=[32,x]", "a list of int"),
+        ("model.channels=32", "a list of int"),
+        ("data.train_subset=abc", "int or null"),
+        ("optim.name=sgdd", "one of 'sgd'"),
+    ],
+)
 def test_wrong_type_names_expected_type(override, expected):
     with pytest.raises(UserError) as exc:
         load_config(None, [override])
@@ -116,25 +142,28 @@ def test_literal_error_suggests_close_value():
         load_config(None, ["optim.name=sgdd"])
 
 
-@pytest.mark.parametrize("override, key", [
-    ("optim.lr=0", "optim.lr"),
-    ("optim.lr=-0.1", "optim.lr"),
-    ("optim.lr=nan", "optim.lr"),
-    ("train.batch_size=0", "train.batch_size"),
-    ("train.epochs=0", "train.epochs"),
-    ("train.label_smoothing=1.5", "train.label_smoothing"),
-    ("train.label_smoothing=1.0", "train.label_smoothing"),
-    ("train.label_smoothing=-0.1", "train.label_smoothing"),
-    ("optim.momentum=1", "optim.momentum"),
-    ("optim.betas=[0.9]", "optim.betas"),
-    ("data.val_size=-1", "data.val_size"),
-    ("aug.crop_pad=17", "aug.crop_pad"),
-    ("model.kernel_size=4", "model.kernel_size"),
-    ("model.channels=[]", "model.channels"),
-    ("ema.decay=1", "ema.decay"),
-    ("sched.pct_start=1", "sched.pct_start"),
-    ("run.device=gpu", "run.device"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("optim.lr=0", "optim.lr"),
+        ("optim.lr=-0.1", "optim.lr"),
+        ("optim.lr=nan", "optim.lr"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.epochs=0", "train.epochs"),
+        ("train.label_smoothing=1.5", "train.label_smoothing"),
+        ("train.label_smoothing=1.0", "train.label_smoothing"),
+        ("train.label_smoothing=-0.1", "train.label_smoothing"),
+        ("optim.momentum=1", "optim.momentum"),
+        ("optim.betas=[0.9]", "optim.betas"),
+        ("data.val_size=-1", "data.val_size"),
+        ("aug.crop_pad=17", "aug.crop_pad"),
+        ("model.kernel_size=4", "model.kernel_size"),
+        ("model.channels=[]", "model.channels"),
+        ("ema.decay=1", "ema.decay"),
+        ("sched.pct_start=1", "sched.pct_start"),
+        ("run.device=gpu", "run.device"),
+    ],
+)
 def test_out_of_range_values(override, key):
     with pytest.raises(UserError) as exc:
         load_config(None, [override])
@@ -142,8 +171,18 @@ def test_out_of_range_values(override, key):
 
 
 def test_boundary_values_are_accepted():
-    cfg = load_config(None, ["train.label_smoothing=0.99", "train.epochs=1", "train.batch_size=1",
-                             "optim.lr=1e-9", "aug.crop_pad=0", "data.val_size=0", "run.device=cuda:1"])
+    cfg = load_config(
+        None,
+        [
+            "train.label_smoothing=0.99",
+            "train.epochs=1",
+            "train.batch_size=1",
+            "optim.lr=1e-9",
+            "aug.crop_pad=0",
+            "data.val_size=0",
+            "run.device=cuda:1",
+        ],
+    )
     assert cfg.train.label_smoothing == 0.99 and cfg.data.val_size == 0 and cfg.run.device == "cuda:1"
 
 
@@ -184,8 +223,10 @@ def test_override_into_a_value_is_an_error(tmp_path):
 
 def test_recipe_file_and_overrides(tmp_path):
     recipe = tmp_path / "my_recipe.yaml"
-    recipe.write_text("# a recipe\noptim:\n  lr: 5e-2\n  betas: [0.8, 0.9]\nmodel:\n  name: resnet20\n"
-                      "  channels: [8, 16, 32]\ntrain:\n  epochs: 2\n")
+    recipe.write_text(
+        "# a recipe\noptim:\n  lr: 5e-2\n  betas: [0.8, 0.9]\nmodel:\n  name: resnet20\n"
+        "  channels: [8, 16, 32]\ntrain:\n  epochs: 2\n"
+    )
     cfg = load_config(recipe, ["train.epochs=4"])
     assert cfg.optim.lr == pytest.approx(0.05) and cfg.optim.betas == [0.8, 0.9]
     assert cfg.model.name == "resnet20" and cfg.model.channels == [8, 16, 32]
@@ -208,11 +249,14 @@ def test_unknown_key_in_recipe(tmp_path):
         load_config(recipe)
 
 
-@pytest.mark.parametrize("text, line", [
-    ("optim:\n  lr: 0.1\n   momentum: 0.9\n", 3),  # bad indentation
-    ("train:\n  epochs: 2\n\tbatch_size: 3\n", 3),  # a tab
-    ("data:\n  dir: x\nmodel:\n  channels: [1, 2\n  name: a\n", 5),  # unclosed flow list
-])
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("optim:\n  lr: 0.1\n   momentum: 0.9\n", 3),  # bad indentation
+        ("train:\n  epochs: 2\n\tbatch_size: 3\n", 3),  # a tab
+        ("data:\n  dir: x\nmodel:\n  channels: [1, 2\n  name: a\n", 5),  # unclosed flow list
+    ],
+)
 def test_malformed_yaml_reports_line(tmp_path, text, line):
     recipe = tmp_path / "bad.yaml"
     recipe.write_text(text)
@@ -244,13 +288,36 @@ def test_missing_recipe_path(tmp_path):
 
 
 def _non_default_config() -> Config:
-    return load_config(None, [
-        "data.dataset=cifar100", "data.dir=/tmp/somewhere", "data.train_subset=1000", "data.cifar100_labels=coarse",
-        "aug.pad_mode=zero", "aug.crop_pad=2", "model.name=resnet20", "model.channels=[8,16,32]",
-        "model.blocks=[1,1,1]", "model.preact=true", "model.act=gelu", "model.pool_size=4",
-        "train.epochs=3", "train.label_smoothing=0.1", "train.grad_clip=2.5", "optim.name=adamw",
-        "optim.betas=[0.8,0.95]", "optim.eps=1e-7", "sched.name=multistep", "sched.milestones=[1,2]",
-        "ema.enabled=true", "ema.decay=0.99", "run.name=rt", "run.seed=7", "run.device=cpu"])
+    return load_config(
+        None,
+        [
+            "data.dataset=cifar100",
+            "data.dir=/tmp/somewhere",
+            "data.train_subset=1000",
+            "data.cifar100_labels=coarse",
+            "aug.pad_mode=zero",
+            "aug.crop_pad=2",
+            "model.name=resnet20",
+            "model.channels=[8,16,32]",
+            "model.blocks=[1,1,1]",
+            "model.preact=true",
+            "model.act=gelu",
+            "model.pool_size=4",
+            "train.epochs=3",
+            "train.label_smoothing=0.1",
+            "train.grad_clip=2.5",
+            "optim.name=adamw",
+            "optim.betas=[0.8,0.95]",
+            "optim.eps=1e-7",
+            "sched.name=multistep",
+            "sched.milestones=[1,2]",
+            "ema.enabled=true",
+            "ema.decay=0.99",
+            "run.name=rt",
+            "run.seed=7",
+            "run.device=cpu",
+        ],
+    )
 
 
 def test_round_trip_to_dict():

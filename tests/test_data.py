@@ -1,5 +1,6 @@
 """reglab.data: restricted unpickling, the CIFAR layouts, downloading, splits, statistics, synthetic data, and
 the real CIFAR-10 copy (skipped where it is absent)."""
+
 from __future__ import annotations
 
 import functools
@@ -17,8 +18,7 @@ import pytest
 import torch
 
 from reglab.config import DataConfig
-from reglab.data import channel_stats, load_splits, stratified_split
-from reglab.data import cifar
+from reglab.data import channel_stats, cifar, load_splits, stratified_split
 from reglab.data.check import check, format_summary, verify_sums
 from reglab.data.synthetic import make_synthetic
 from reglab.errors import UserError
@@ -97,16 +97,21 @@ def test_malicious_batch_inside_a_complete_dataset(tmp_path, cifar_tools):
     """The payload hidden in a real-looking batch dict of an otherwise valid folder: load_splits refuses it."""
     fake = cifar_tools.write_cifar10(tmp_path / "data", per_batch=10, n_test=10)
     marker = tmp_path / "pwned"
-    evil = {b"batch_label": b"training batch 1 of 5", b"labels": [0] * 10,
-            b"data": np.zeros((10, 3072), np.uint8), b"filenames": _ShellPayload(marker)}
+    evil = {
+        b"batch_label": b"training batch 1 of 5",
+        b"labels": [0] * 10,
+        b"data": np.zeros((10, 3072), np.uint8),
+        b"filenames": _ShellPayload(marker),
+    }
     (fake.root / "cifar-10-batches-py" / "data_batch_1").write_bytes(pickle.dumps(evil, protocol=2))
     with pytest.raises(UserError, match="data_batch_1"):
         load_splits(cfg10(fake.root))
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("content", [b"", b"garbage, not a pickle", b"\x80\x02}q\x00(U\x04data"],
-                         ids=["empty", "garbage", "truncated"])
+@pytest.mark.parametrize(
+    "content", [b"", b"garbage, not a pickle", b"\x80\x02}q\x00(U\x04data"], ids=["empty", "garbage", "truncated"]
+)
 def test_restricted_load_rejects_unreadable_files(tmp_path, content):
     path = tmp_path / "data_batch_1"
     path.write_bytes(content)
@@ -168,16 +173,24 @@ def test_pixel_layout_is_r_then_g_then_b_row_major(tmp_path, cifar_tools):
     row = (np.arange(3072) % 251).astype(np.uint8)  # value = (plane*1024 + y*32 + x) mod 251
     data = np.stack([row, 255 - row, row, row])
     data[2, 1 * 1024 + 5 * 32 + 7] = 250  # one marked pixel: G plane, y=5, x=7
-    cifar_tools.write_pickle(folder / "data_batch_1", {b"batch_label": b"training batch 1 of 5",
-                                                       b"labels": [0, 1, 2, 3], b"data": data,
-                                                       b"filenames": [b"a", b"b", b"c", b"d"]})
+    cifar_tools.write_pickle(
+        folder / "data_batch_1",
+        {
+            b"batch_label": b"training batch 1 of 5",
+            b"labels": [0, 1, 2, 3],
+            b"data": data,
+            b"filenames": [b"a", b"b", b"c", b"d"],
+        },
+    )
     images = load_splits(cfg10(fake.root)).train.images
     c, y, x = np.meshgrid(np.arange(3), np.arange(32), np.arange(32), indexing="ij")
     expected = (c * 1024 + y * 32 + x) % 251
     assert np.array_equal(images[0].numpy(), expected)
     assert np.array_equal(images[1].numpy(), 255 - expected)
     assert images[2, 1, 5, 7].item() == 250
-    assert images[2, 0, 5, 7].item() == (5 * 32 + 7) % 251 and images[2, 1, 5, 8].item() == (1024 + 5 * 32 + 8) % 251
+    assert (
+        images[2, 0, 5, 7].item() == (5 * 32 + 7) % 251 and images[2, 1, 5, 8].item() == (1024 + 5 * 32 + 8) % 251
+    )
     assert images[0, 2, 0, 0].item() == 2048 % 251  # first blue value sits at offset 2048
 
 
@@ -190,8 +203,11 @@ def test_cifar100_fine_labels(fake_cifar100, cifar_tools):
     # The held-out split is stratified: one image of each fine class.
     assert np.bincount(splits.val.labels.numpy(), minlength=100).tolist() == [1] * 100
     # Every image keeps its own label (ids are written into the pixels).
-    for split, labels in ((splits.train, fake_cifar100.train_fine), (splits.val, fake_cifar100.train_fine),
-                          (splits.test, None)):
+    for split, labels in (
+        (splits.train, fake_cifar100.train_fine),
+        (splits.val, fake_cifar100.train_fine),
+        (splits.test, None),
+    ):
         ids = cifar_tools.decode_ids(split.images)
         if labels is None:
             assert np.array_equal(split.labels.numpy(), fake_cifar100.test_fine[ids - 50_000])
@@ -367,8 +383,9 @@ def test_archive_without_the_expected_files(tmp_path, cifar_tools):
 def test_archive_with_path_traversal_cannot_escape(tmp_path, cifar_tools):
     staging = tmp_path / "staging"
     cifar_tools.write_cifar100(staging, per_class=1)
-    archive = cifar_tools.make_archive(staging, "cifar-100-python", tmp_path / "evil.tar.gz",
-                                       extra={"../escaped.txt": b"gotcha"})
+    archive = cifar_tools.make_archive(
+        staging, "cifar-100-python", tmp_path / "evil.tar.gz", extra={"../escaped.txt": b"gotcha"}
+    )
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
     root = tmp_path / "deep" / "root"
     with pytest.raises((UserError, tarfile.TarError)):
@@ -382,7 +399,9 @@ def test_unreadable_archive_is_a_user_error(tmp_path):
     bogus.write_bytes(b"<html>503 Service Unavailable</html>")
     root = tmp_path / "root"
     with pytest.raises(UserError):
-        cifar.ensure_files(cifar.CIFAR100, root, url=bogus.as_uri(), md5=hashlib.md5(bogus.read_bytes()).hexdigest())
+        cifar.ensure_files(
+            cifar.CIFAR100, root, url=bogus.as_uri(), md5=hashlib.md5(bogus.read_bytes()).hexdigest()
+        )
     assert _leftovers(root) == []
 
 
@@ -396,8 +415,9 @@ def http_root(tmp_path):
     """An HTTP server on 127.0.0.1 (loopback only) serving tmp_path/served; yields its base URL."""
     served = tmp_path / "served"
     served.mkdir(exist_ok=True)
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                             functools.partial(_QuietHandler, directory=str(served)))
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(served))
+    )
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -540,8 +560,7 @@ def test_synthetic_is_learnable():
 
 
 def test_synthetic_through_load_splits():
-    cfg = DataConfig(dataset="synthetic", synthetic_train=400, synthetic_test=50, synthetic_classes=4,
-                     val_size=40)
+    cfg = DataConfig(dataset="synthetic", synthetic_train=400, synthetic_test=50, synthetic_classes=4, val_size=40)
     s = load_splits(cfg)
     assert s.classes == ["class0", "class1", "class2", "class3"]
     assert (len(s.train), len(s.val), len(s.test)) == (360, 40, 50)
@@ -557,8 +576,10 @@ def test_synthetic_through_load_splits():
 
 def test_check_verifies_sha256sums(fake_cifar10):
     folder = fake_cifar10.root / "cifar-10-batches-py"
-    lines = [f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  cifar-10-batches-py/{n}"
-             for n in sorted(os.listdir(folder))]
+    lines = [
+        f"{hashlib.sha256((folder / n).read_bytes()).hexdigest()}  cifar-10-batches-py/{n}"
+        for n in sorted(os.listdir(folder))
+    ]
     (fake_cifar10.root / "SHA256SUMS").write_text("\n".join(lines) + "\n")
     summary = check(cfg10(fake_cifar10.root))
     assert summary["checksums"].startswith("ok")
@@ -595,8 +616,18 @@ def test_real_cifar10_data_batch_1_counts(real_arrays):
     classes, train_x, train_y, test_x, test_y = real_arrays
     assert train_x.shape == (50000, 3, 32, 32) and test_x.shape == (10000, 3, 32, 32)
     # The training files are read in order (checked on fake data above), so data_batch_1 is the first 10000.
-    assert np.bincount(train_y[:10000], minlength=10).tolist() == [1005, 974, 1032, 1016, 999, 937, 1030, 1001,
-                                                                    1025, 981]
+    assert np.bincount(train_y[:10000], minlength=10).tolist() == [
+        1005,
+        974,
+        1032,
+        1016,
+        999,
+        937,
+        1030,
+        1001,
+        1025,
+        981,
+    ]
     assert np.bincount(test_y, minlength=10).tolist() == [1000] * 10
 
 

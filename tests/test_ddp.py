@@ -8,6 +8,7 @@ epoch 1 and resumed ends bit-identical to an uninterrupted 2-process run (with c
 the per-rank augmentation streams are exercised), only rank 0 writes the run directory, and
 ``torchrun -m reglab train`` works end to end.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,25 @@ from reglab.train import run
 from reglab.train.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_test=200", "data.val_size=100",
-        "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.batch_size=50",
-        "train.eval_batch_size=500", "optim.lr=0.2", "run.device=cpu", "run.threads=1", "train.epochs=1",
-        "aug.crop_pad=0", "aug.flip=false", "train.channels_last=false", "train.amp=off"]  # fp32: exact claims
+TINY = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=600",
+    "data.synthetic_test=200",
+    "data.val_size=100",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "optim.lr=0.2",
+    "run.device=cpu",
+    "run.threads=1",
+    "train.epochs=1",
+    "aug.crop_pad=0",
+    "aug.flip=false",
+    "train.channels_last=false",
+    "train.amp=off",
+]  # fp32: exact claims
 AUG = ["aug.crop_pad=4", "aug.flip=true", "mix.mixup_alpha=0.4", "train.epochs=2", "ema.enabled=true"]
 
 SCRIPT = r"""
@@ -105,8 +121,14 @@ def _failure(stdout: str, stderr: str) -> str:
 
 
 def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             *args], cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +147,12 @@ def ddp(tmp_path_factory):
             class Grads:
                 def on_step(self, r, step, loss, acc):
                     if step == 1:
-                        grads.update({n: p.grad.detach().clone() for n, p in r.model.named_parameters()})
+                        grads.update({n: p.grad.detach().clone() for n, p in r.model.named_parameters()})  # noqa: B023
 
-            res = run(load_config(None, [*TINY, f"run.dir={out / f'{bn}-w1'}", f"train.sync_bn={bn == 'sync'}"]),
-                      callbacks=[Grads()])
+            res = run(
+                load_config(None, [*TINY, f"run.dir={out / f'{bn}-w1'}", f"train.sync_bn={bn == 'sync'}"]),
+                callbacks=[Grads()],
+            )
             single[bn] = (grads, res.metrics)
         # The float noise floor: the same one-process run, rounding differently (channels_last kernels)
         run(load_config(None, [*TINY, f"run.dir={out / 'noise-w1'}", "train.channels_last=true"]))
@@ -165,8 +189,11 @@ def test_sync_bn_gradient_at_step_1_equals_one_process(ddp):
 
 
 def _weights(path: Path) -> dict:
-    return {k: v for k, v in load_checkpoint(path / "checkpoints" / "last.safetensors")["model"].items()
-            if v.is_floating_point()}
+    return {
+        k: v
+        for k, v in load_checkpoint(path / "checkpoints" / "last.safetensors")["model"].items()
+        if v.is_floating_point()
+    }
 
 
 def test_sync_bn_weights_after_one_epoch_equal_one_process(ddp):
@@ -178,8 +205,10 @@ def test_sync_bn_weights_after_one_epoch_equal_one_process(ddp):
     assert load_checkpoint(out / "sync-w2" / "checkpoints" / "last.safetensors")["step"] == 10
     gap, floor = rel_gap(w2, w1), rel_gap(noise, w1)
     plain = rel_gap(_weights(out / "plain-w2"), _weights(out / "plain-w1"))
-    print(f"\nrelative weight difference after 10 steps: sync BN {gap:.2e}, plain BN {plain:.2e}, "
-          f"float noise floor (1 process, channels_last vs contiguous) {floor:.2e}")
+    print(
+        f"\nrelative weight difference after 10 steps: sync BN {gap:.2e}, plain BN {plain:.2e}, "
+        f"float noise floor (1 process, channels_last vs contiguous) {floor:.2e}"
+    )
     assert gap < 2 * floor and plain > 10 * gap
     rows2 = json.loads((out / "grads" / "sync-w2-r0.json").read_text())
     rows1 = single["sync"][1]
@@ -207,9 +236,13 @@ def test_ddp_resume_is_bit_identical(ddp):
         for k in a[part]:
             assert torch.equal(a[part][k], b[part][k]), (part, k)
     for i in a["optimizer"]["state"]:
-        assert torch.equal(a["optimizer"]["state"][i]["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"])
-    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_s", "images_per_s", "wall_time_s")}  # noqa: E731
-                          for r in rows]
+        assert torch.equal(
+            a["optimizer"]["state"][i]["momentum_buffer"], b["optimizer"]["state"][i]["momentum_buffer"]
+        )
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k not in ("epoch_s", "images_per_s", "wall_time_s")} for r in rows]
+
     ra, rb = ([json.loads(x) for x in (out / d / "metrics.jsonl").read_text().splitlines()] for d in "AB")
     assert strip(ra) == strip(rb) and len(ra) == 2
 
@@ -262,8 +295,9 @@ def test_ranks_take_disjoint_shards_of_the_global_batch_with_their_own_augmentat
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("ddpcli")
-    proc = torchrun("-m", "reglab", "train", *TINY, "train.sync_bn=true", "train.amp=bf16", "run.dir=D", "--quiet",
-                    cwd=work)
+    proc = torchrun(
+        "-m", "reglab", "train", *TINY, "train.sync_bn=true", "train.amp=bf16", "run.dir=D", "--quiet", cwd=work
+    )
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, _failure(out, err)
     return work / "D", out, err

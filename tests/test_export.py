@@ -5,6 +5,7 @@ The run is a tiny model trained for one epoch on 1000 real CIFAR-10 images (synt
 copy is absent): logit equality does not need a good model, but real pixels and real statistics are what an
 exported model will see.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,20 @@ import torch
 
 from reglab.cli import main
 from reglab.config import load_config
+from reglab.track.inference import load_trained
 from reglab.train import run
 from reglab.train.evaluate import predict_logits
-from reglab.track.inference import load_trained
 
-TINY = ["model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.epochs=1",
-        "train.batch_size=100", "train.eval_batch_size=1000", "run.device=cpu", "run.eval_test_every=100"]
+TINY = [
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.epochs=1",
+    "train.batch_size=100",
+    "train.eval_batch_size=1000",
+    "run.device=cpu",
+    "run.eval_test_every=100",
+]
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -32,8 +41,12 @@ def trained(tmp_path_factory, maybe_real_data_dir):
     if maybe_real_data_dir is not None:
         from reglab.data.cifar import restricted_load
 
-        data = [f"data.dir={maybe_real_data_dir}", "data.download=false", "data.train_subset=1000",
-                "data.val_size=500"]
+        data = [
+            f"data.dir={maybe_real_data_dir}",
+            "data.download=false",
+            "data.train_subset=1000",
+            "data.val_size=500",
+        ]
         batch = restricted_load(maybe_real_data_dir / "cifar-10-batches-py" / "test_batch")
         images = torch.from_numpy(batch["data"][:500].reshape(-1, 3, 32, 32)).float() / 255
     else:
@@ -80,11 +93,14 @@ def test_onnx_logits_equal_pytorch_in_onnxruntime(trained, onnx_file):
     want = pytorch_logits(d, images)
     got = torch.from_numpy(session.run(None, {"images": images.numpy()})[0])  # one batch of 500
     diff = _assert_same_logits(got, want)
-    singles = torch.cat([torch.from_numpy(session.run(None, {"images": images[i:i + 1].numpy()})[0])
-                         for i in range(16)])  # the batch axis is dynamic
+    singles = torch.cat(
+        [torch.from_numpy(session.run(None, {"images": images[i : i + 1].numpy()})[0]) for i in range(16)]
+    )  # the batch axis is dynamic
     _assert_same_logits(singles, want[:16])
-    print(f"\nonnxruntime vs PyTorch on {len(images)} {'real CIFAR-10' if real else 'synthetic'} test images: "
-          f"max |logit difference| {diff:.2e}")
+    print(
+        f"\nonnxruntime vs PyTorch on {len(images)} {'real CIFAR-10' if real else 'synthetic'} test images: "
+        f"max |logit difference| {diff:.2e}"
+    )
 
 
 def test_onnx_metadata(trained, onnx_file):
@@ -146,7 +162,10 @@ def test_onnx_without_the_export_extra_says_how_to_install_it(monkeypatch, tmp_p
     from reglab.track.export import export
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name in ("onnxscript", "onnxruntime") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("onnxscript", "onnxruntime") else real(name, *a),
+    )
     with pytest.raises(UserError, match=r"onnxscript, onnxruntime packages; pip install 'reglab\[export\]'"):
         export(tmp_path / "no-run", fmt="onnx")

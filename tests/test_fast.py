@@ -1,5 +1,6 @@
 """The time-to-accuracy parts (issue 8): fastnet, patch whitening, lookahead, norm lr scale, warm-up start,
 translate TTA -- each against an independent computation."""
+
 from __future__ import annotations
 
 import math
@@ -11,14 +12,21 @@ import torch.nn.functional as F
 from reglab.config import load_config
 from reglab.errors import UserError
 from reglab.models import build, create, forward_gflops
-from reglab.models.fastnet import FastNet, dirac_conv, patch_whitening
+from reglab.models.fastnet import dirac_conv, patch_whitening
 from reglab.train import run
 from reglab.train.evaluate import predict_logits
 from reglab.train.lookahead import Lookahead
 from reglab.train.optim import build_optimizer, build_scheduler
 
-SYN = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_test=200", "data.val_size=100",
-       "train.batch_size=50", "train.eval_batch_size=500", "run.device=cpu"]
+SYN = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=600",
+    "data.synthetic_test=200",
+    "data.val_size=100",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "run.device=cpu",
+]
 
 
 def correlated_images(n=400, seed=0):
@@ -42,7 +50,7 @@ def test_patch_whitening_makes_patch_covariance_the_identity():
 
     p = x.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12).double().numpy()
     vals, vecs = np.linalg.eigh(p.T @ p / len(p))
-    ref = (vecs[:, ::-1].T / np.sqrt(vals[::-1] + 1e-8)[:, None])
+    ref = vecs[:, ::-1].T / np.sqrt(vals[::-1] + 1e-8)[:, None]
     got = w[:12].reshape(12, 12).double().numpy()
     assert np.allclose(np.abs(got), np.abs(ref), rtol=1e-3, atol=1e-3)
 
@@ -67,8 +75,17 @@ def test_fastnet_presets_shapes_and_flops():
 
 
 def test_training_sets_the_whitening_stem_from_the_training_images_and_keeps_it_frozen(tmp_path):
-    cfg = load_config(None, [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=1",
-                             "train.init_images=300", f"run.dir={tmp_path / 'r'}"])
+    cfg = load_config(
+        None,
+        [
+            *SYN,
+            "model.name=fastnet",
+            "model.channels=[8,16,16]",
+            "train.epochs=1",
+            "train.init_images=300",
+            f"run.dir={tmp_path / 'r'}",
+        ],
+    )
     from reglab.train.loop import Run
 
     r = Run(cfg, torch.device("cpu"))
@@ -81,8 +98,17 @@ def test_training_sets_the_whitening_stem_from_the_training_images_and_keeps_it_
 
 
 def test_whiten_bias_trains_for_its_epochs_then_stays_put():
-    cfg = load_config(None, [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3",
-                             "train.whiten_bias_epochs=1", "optim.weight_decay=0.01"])
+    cfg = load_config(
+        None,
+        [
+            *SYN,
+            "model.name=fastnet",
+            "model.channels=[8,16,16]",
+            "train.epochs=3",
+            "train.whiten_bias_epochs=1",
+            "optim.weight_decay=0.01",
+        ],
+    )
     from reglab.train.loop import Run
 
     r = Run(cfg, torch.device("cpu"))
@@ -132,8 +158,12 @@ def test_norm_lr_scale_keeps_the_decay_per_step():
     bn_shifts = {id(m.bias) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
     assert {id(p) for p in norm["params"]} == bn_shifts and len(bn_shifts) == 6  # the BN scales are frozen
     assert id(model.whiten.bias) in {id(p) for p in conv["params"]}  # like airbench: a bias, not a norm param
-    both = build_optimizer(model, load_config(None, ["optim.lr=0.5", "optim.norm_lr_scale=64",
-                                                     "optim.norm_lr_scale_on=norm_and_bias"]).optim)
+    both = build_optimizer(
+        model,
+        load_config(
+            None, ["optim.lr=0.5", "optim.norm_lr_scale=64", "optim.norm_lr_scale_on=norm_and_bias"]
+        ).optim,
+    )
     weights, scaled = both.param_groups
     assert {id(p) for p in scaled["params"]} == bn_shifts | {id(model.whiten.bias)} and scaled["lr"] == 32.0
     assert all(p.ndim > 1 for p in weights["params"])
@@ -146,8 +176,9 @@ def test_norm_lr_scale_keeps_the_decay_per_step():
 
 def test_warmup_start_is_the_first_lr_fraction():
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    cfg = load_config(None, ["sched.name=linear", "sched.warmup_epochs=1", "sched.warmup_start=0.2",
-                             "sched.min_lr=0.07"]).sched
+    cfg = load_config(
+        None, ["sched.name=linear", "sched.warmup_epochs=1", "sched.warmup_start=0.2", "sched.min_lr=0.07"]
+    ).sched
     sched = build_scheduler(opt, cfg, 3, 10, 1.0)
     lrs = []
     for _ in range(30):
@@ -164,7 +195,10 @@ def test_translate_tta_averages_six_views():
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))
     x = torch.randn(2, 3, 8, 8)
     model(x)
-    m = lambda v: 0.5 * (model(v) + model(v.flip(3)))
+
+    def m(v):
+        return 0.5 * (model(v) + model(v.flip(3)))
+
     pad = F.pad(x, (1, 1, 1, 1), mode="reflect")
     expected = 0.5 * m(x) + 0.25 * (m(pad[:, :, :8, :8]) + m(pad[:, :, 2:, 2:]))
     assert torch.allclose(predict_logits(model, x, tta=True, translate=1), expected, atol=1e-6)
@@ -199,10 +233,20 @@ def test_lookahead_follows_the_model_when_its_tensors_are_replaced():
 
 
 def test_lookahead_run_resumes_bit_identical(resumes_bit_identical):
-    a = resumes_bit_identical([*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3",
-                               "optim.lookahead=true", "optim.lookahead_every=2", "optim.norm_lr_scale=16",
-                               "train.tta=true", "train.tta_translate=1",
-                               "train.whiten_bias_epochs=2"])  # the resumed third epoch must freeze the bias again
+    a = resumes_bit_identical(
+        [
+            *SYN,
+            "model.name=fastnet",
+            "model.channels=[8,16,16]",
+            "train.epochs=3",
+            "optim.lookahead=true",
+            "optim.lookahead_every=2",
+            "optim.norm_lr_scale=16",
+            "train.tta=true",
+            "train.tta_translate=1",
+            "train.whiten_bias_epochs=2",
+        ]
+    )  # the resumed third epoch must freeze the bias again
     assert math.isfinite(a.summary["test_acc"])
 
 
@@ -243,11 +287,34 @@ def test_time_to_accuracy_benchmark_runs_real_processes(tmp_path):
 
     repo = Path(__file__).resolve().parent.parent
     out = tmp_path / "tta.json"
-    proc = subprocess.run([sys.executable, "benchmarks/time_to_accuracy.py", "fast-cpu-85", "data.dataset=synthetic",
-                           "data.synthetic_train=400", "data.synthetic_test=100", "data.val_size=0",
-                           "train.epochs=1", "train.batch_size=100", "model.channels=[8,16,16]", "--seeds", "2",
-                           "--target", "101", "--budget", "600", "--runs", str(tmp_path / "runs"), "-o", str(out)],
-                          cwd=repo, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/time_to_accuracy.py",
+            "fast-cpu-85",
+            "data.dataset=synthetic",
+            "data.synthetic_train=400",
+            "data.synthetic_test=100",
+            "data.val_size=0",
+            "train.epochs=1",
+            "train.batch_size=100",
+            "model.channels=[8,16,16]",
+            "--seeds",
+            "2",
+            "--target",
+            "101",
+            "--budget",
+            "600",
+            "--runs",
+            str(tmp_path / "runs"),
+            "-o",
+            str(out),
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert [r["seed"] for r in result["runs"]] == [0, 1]
@@ -266,9 +333,26 @@ def test_throughput_benchmark_measures_a_recipe_and_its_data_path():
     from pathlib import Path
 
     repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, "benchmarks/train_throughput.py", "--recipe", "fast-cpu-85",
-                           "--seconds", "0.1", "--repeats", "1", "--max-steps", "2", "--matmul", "64"],
-                          cwd=repo, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/train_throughput.py",
+            "--recipe",
+            "fast-cpu-85",
+            "--seconds",
+            "0.1",
+            "--repeats",
+            "1",
+            "--max-steps",
+            "2",
+            "--matmul",
+            "64",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| fastnet "))
     share = float(row.strip("| \n").split("|")[-1].strip().rstrip("%"))
@@ -286,9 +370,28 @@ def test_throughput_benchmark_measures_the_model_set_on_the_command_line():
     from reglab.models import build, count_params, forward_gflops
 
     repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, "benchmarks/train_throughput.py", "--recipe", "fast-cpu-85", "--seconds",
-                           "0.1", "--repeats", "1", "--max-steps", "2", "--matmul", "64",
-                           "--set", "model.channels=[8,24,16]"], cwd=repo, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/train_throughput.py",
+            "--recipe",
+            "fast-cpu-85",
+            "--seconds",
+            "0.1",
+            "--repeats",
+            "1",
+            "--max-steps",
+            "2",
+            "--matmul",
+            "64",
+            "--set",
+            "model.channels=[8,24,16]",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| fastnet ")).strip("| \n").split("|")
     model = build(load_config("fast-cpu-85", ["model.channels=[8,24,16]"]).model, 10)
@@ -303,19 +406,46 @@ def test_throughput_benchmark_compares_two_configs_of_a_recipe():
     from pathlib import Path
 
     repo = Path(__file__).resolve().parent.parent
-    cmd = [sys.executable, "benchmarks/train_throughput.py", "--recipe", "fast-cpu-85", "--seconds", "0.1",
-           "--repeats", "2", "--max-steps", "2", "--matmul", "64"]
-    proc = subprocess.run([*cmd, "--set", "train.label_smoothing=0.0", "--against", "train.label_smoothing=0.2"],
-                          cwd=repo, capture_output=True, text=True, timeout=600)
+    cmd = [
+        sys.executable,
+        "benchmarks/train_throughput.py",
+        "--recipe",
+        "fast-cpu-85",
+        "--seconds",
+        "0.1",
+        "--repeats",
+        "2",
+        "--max-steps",
+        "2",
+        "--matmul",
+        "64",
+    ]
+    proc = subprocess.run(
+        [*cmd, "--set", "train.label_smoothing=0.0", "--against", "train.label_smoothing=0.2"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert "| reglab train.label_smoothing=0.0 img/s | reglab train.label_smoothing=0.2 img/s | ratio |" in proc.stdout
+    assert (
+        "| reglab train.label_smoothing=0.0 img/s | reglab train.label_smoothing=0.2 img/s | ratio |"
+        in proc.stdout
+    )
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| fastnet "))
     assert float(row.strip("| \n").split("|")[6]) > 0
     assert "pair ratios" in proc.stdout
-    bad = subprocess.run([sys.executable, "benchmarks/train_throughput.py", "--against", "train.compile=false"],
-                         cwd=repo, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "benchmarks/train_throughput.py", "--against", "train.compile=false"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "--against needs --recipe" in bad.stderr and "Traceback" not in bad.stderr
-    typo = subprocess.run([*cmd, "--against", "train.nosuch=1"], cwd=repo, capture_output=True, text=True, timeout=120)
+    typo = subprocess.run(
+        [*cmd, "--against", "train.nosuch=1"], cwd=repo, capture_output=True, text=True, timeout=120
+    )
     assert typo.returncode == 2 and "unknown config key 'train.nosuch'" in typo.stderr
     assert "Traceback" not in typo.stderr and "| fastnet " not in typo.stdout
 
@@ -326,11 +456,28 @@ def test_train_without_a_validation_split_reports_the_test_accuracy(tmp_path):
     from pathlib import Path
 
     repo = Path(__file__).resolve().parent.parent
-    proc = subprocess.run([sys.executable, "-m", "reglab", "train", "fast-cpu-85", "data.dataset=synthetic",
-                           "data.synthetic_train=300", "data.synthetic_test=100", "data.val_size=0",
-                           "train.epochs=1", "train.batch_size=100", "model.channels=[8,16,16]",
-                           f"run.dir={tmp_path / 'r'}", "--quiet"], cwd=repo, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reglab",
+            "train",
+            "fast-cpu-85",
+            "data.dataset=synthetic",
+            "data.synthetic_train=300",
+            "data.synthetic_test=100",
+            "data.val_size=0",
+            "train.epochs=1",
+            "train.batch_size=100",
+            "model.channels=[8,16,16]",
+            f"run.dir={tmp_path / 'r'}",
+            "--quiet",
+        ],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "test accuracy" in proc.stdout and "no validation split" in proc.stdout
 
@@ -343,9 +490,20 @@ def test_eval_of_a_translate_tta_run_reproduces_its_test_accuracy(tmp_path, amp)
 
     from reglab.track.inference import evaluate_command
 
-    cfg = load_config(None, [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=1",
-                             "train.tta=true", "train.tta_translate=1", "data.val_size=0", f"train.amp={amp}",
-                             f"run.dir={tmp_path / 'r'}"])
+    cfg = load_config(
+        None,
+        [
+            *SYN,
+            "model.name=fastnet",
+            "model.channels=[8,16,16]",
+            "train.epochs=1",
+            "train.tta=true",
+            "train.tta_translate=1",
+            "data.val_size=0",
+            f"train.amp={amp}",
+            f"run.dir={tmp_path / 'r'}",
+        ],
+    )
     result = run(cfg)
     out = evaluate_command(tmp_path / "r", checkpoint="last")
     saved = json.loads((tmp_path / "r" / "eval_test.json").read_text())
@@ -391,8 +549,9 @@ def test_curves_redraw_keeps_to_its_share_of_the_run_and_ends_current(tmp_path, 
     for epoch_s, epochs in ((0.7, 200), (20.0, 5)):
         clock[0], drawn[:] = 0.0, []
         cb = plots.CurvesCallback(share=0.05, clock=lambda: clock[0])
-        r = SimpleNamespace(metrics=[], dir=SimpleNamespace(path=tmp_path),
-                            cfg=SimpleNamespace(run=SimpleNamespace(name="")))
+        r = SimpleNamespace(
+            metrics=[], dir=SimpleNamespace(path=tmp_path), cfg=SimpleNamespace(run=SimpleNamespace(name=""))
+        )
         for e in range(epochs):
             clock[0] += epoch_s
             r.metrics.append({"epoch": e + 1})
@@ -410,8 +569,19 @@ def test_a_run_ends_with_current_curves(tmp_path):
     from reglab.track import CurvesCallback
 
     cb = CurvesCallback(share=1e-9)  # only the first epoch and the end
-    result = run(load_config(None, [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3",
-                                    f"run.dir={tmp_path / 'r'}"]), callbacks=[cb])
+    result = run(
+        load_config(
+            None,
+            [
+                *SYN,
+                "model.name=fastnet",
+                "model.channels=[8,16,16]",
+                "train.epochs=3",
+                f"run.dir={tmp_path / 'r'}",
+            ],
+        ),
+        callbacks=[cb],
+    )
     assert cb.drawn == 3 and (result.run_dir / "curves.png").stat().st_size > 10_000
 
 
@@ -425,7 +595,8 @@ def test_first_epoch_excess_is_the_start_up_inside_the_loop(tmp_path):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     write = lambda times: (tmp_path / "metrics.jsonl").write_text(  # noqa: E731
-        "".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n" for i, t in enumerate(times)))
+        "".join(json.dumps({"epoch": i + 1, "epoch_s": t}) + "\n" for i, t in enumerate(times))
+    )
     write([5.0, 1.0, 1.2, 0.9, 3.0])  # the last epoch holds the final test evaluation: left out of the median
     assert bench.first_epoch_excess(tmp_path) == {"first_epoch_s": 5.0, "first_epoch_excess_s": 4.0}
     write([0.8, 1.0, 1.2])  # a first epoch faster than the rest: no excess

@@ -2,6 +2,7 @@
 GPU and CPU computing the same function, a compiled (CUDA-graph) run end to end, and ``train.cuda_graph``
 against the eager step. Skipped where no CUDA device is present, as in CI; run on a GPU with
 ``python -m pytest tests/test_gpu.py``."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,15 +21,23 @@ from reglab.train.optim import build_optimizer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-SYN = ["data.dataset=synthetic", "data.synthetic_train=2048", "data.synthetic_test=512", "data.val_size=256",
-       "train.eval_batch_size=500", "run.device=cuda"]
+SYN = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=2048",
+    "data.synthetic_test=512",
+    "data.val_size=256",
+    "train.eval_batch_size=500",
+    "run.device=cuda",
+]
 CUDA = torch.device("cuda")
 
 
 def split(n=600, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return Split(torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
-                 torch.randint(0, 10, (n,), generator=g))
+    return Split(
+        torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+        torch.randint(0, 10, (n,), generator=g),
+    )
 
 
 def test_loader_batches_are_made_on_the_gpu_and_normalize_as_on_the_cpu():
@@ -43,8 +52,19 @@ def test_loader_batches_are_made_on_the_gpu_and_normalize_as_on_the_cpu():
         assert torch.equal(yg.cpu(), yc)
     cfg = load_config("fast-gpu-94", SYN)
     raw, floats = build_transforms(cfg.aug)
-    aug = DeviceLoader(s, 128, mean, std, device=CUDA, shuffle=True, drop_last=True, uint8_transforms=raw,
-                       float_transforms=floats, alternating_flip=True, channels_last=True)
+    aug = DeviceLoader(
+        s,
+        128,
+        mean,
+        std,
+        device=CUDA,
+        shuffle=True,
+        drop_last=True,
+        uint8_transforms=raw,
+        float_transforms=floats,
+        alternating_flip=True,
+        channels_last=True,
+    )
     batches = list(aug)
     assert len(batches) == len(s) // 128 and all(x.is_cuda and x.shape == (128, 3, 32, 32) for x, _ in batches)
 
@@ -88,7 +108,9 @@ def test_training_step_makes_no_host_sync(recipe):
 def test_fused_gpu_optimizer_steps_like_the_cpu_one(name):
     """build_optimizer fuses on CUDA; three steps with fastnet's three parameter groups (64x lr on the norms)
     must move the weights as the CPU's (unfused) optimizer does."""
-    cfg = load_config("fast-gpu-94", [*SYN, f"optim.name={name}", "optim.lr=0.01", f"optim.nesterov={name == 'sgd'}"])
+    cfg = load_config(
+        "fast-gpu-94", [*SYN, f"optim.name={name}", "optim.lr=0.01", f"optim.nesterov={name == 'sgd'}"]
+    )
     torch.manual_seed(0)
     cpu = create("fastnet_half")
     gpu = create("fastnet_half").to(CUDA)
@@ -133,7 +155,14 @@ def test_gpu_and_cpu_compute_the_same_training_loss_and_gradients(no_tf32):
 def test_compiled_cuda_graph_run_matches_eager_and_saves_a_cpu_loadable_checkpoint(tmp_path):
     """fast-gpu-resnet18's compiled path (torch.compile, mode reduce-overhead: CUDA graphs) against the same run
     in eager mode: the same losses per epoch up to bf16 rounding, and the same evaluation."""
-    base = [*SYN, "model.name=resnet20", "train.epochs=3", "train.batch_size=256", "sched.warmup_epochs=1", "optim.lr=0.05"]
+    base = [
+        *SYN,
+        "model.name=resnet20",
+        "train.epochs=3",
+        "train.batch_size=256",
+        "sched.warmup_epochs=1",
+        "optim.lr=0.05",
+    ]
     eager = run(load_config("fast-gpu-resnet18", [*base, "train.compile=false", f"run.dir={tmp_path / 'e'}"]))
     cfg = load_config("fast-gpu-resnet18", [*base, f"run.dir={tmp_path / 'c'}", "train.cudnn_benchmark=true"])
     assert cfg.train.compile and cfg.train.compile_mode == "reduce-overhead"
@@ -201,8 +230,10 @@ def test_cuda_graph_bf16_run_end_to_end(tmp_path):
     base = [*SYN, "train.epochs=3", "train.batch_size=256"]
     eager = run(load_config("fast-gpu-94", [*base, f"run.dir={tmp_path / 'e'}"]))
     seen = []
-    graphed = run(load_config("fast-gpu-94", [*base, "train.cuda_graph=true", f"run.dir={tmp_path / 'g'}"]),
-                  callbacks=[type("Spy", (), {"on_start": lambda self, r: seen.append(r)})()])
+    graphed = run(
+        load_config("fast-gpu-94", [*base, "train.cuda_graph=true", f"run.dir={tmp_path / 'g'}"]),
+        callbacks=[type("Spy", (), {"on_start": lambda self, r: seen.append(r)})()],
+    )
     assert seen[0].step_graph.captures == 1
     for a, b in zip(eager.metrics, graphed.metrics):
         assert abs(a["train_loss"] - b["train_loss"]) < 0.05 * a["train_loss"], (a, b)

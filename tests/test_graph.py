@@ -3,6 +3,7 @@ semantics: inputs, outputs and gradients are the tensors fixed at capture, a cap
 (its outputs and gradients are poisoned with NaN), and a replay rewrites them in place. The training loop with
 the emulated graph must train bit-identically to the eager loop, re-capturing when a parameter freezes or mixing
 switches on. tests/test_gpu.py runs the real graphs on a GPU."""
+
 from __future__ import annotations
 
 import pytest
@@ -16,8 +17,15 @@ from reglab.train.graph import StepGraph
 from reglab.train.loop import Run
 
 CPU = torch.device("cpu")
-SYN = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_test=200", "data.val_size=100",
-       "train.batch_size=50", "train.eval_batch_size=500", "run.device=cpu"]
+SYN = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=600",
+    "data.synthetic_test=200",
+    "data.val_size=100",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "run.device=cpu",
+]
 
 
 class EmulatedGraph:
@@ -54,8 +62,9 @@ class EmulatedGraph:
 
 def emulate(run: Run) -> StepGraph:
     params, buffers = list(run.model.parameters()), list(run.model.buffers())
-    run.step_graph = StepGraph(run.forward_backward, params,
-                               make_graph=lambda stream: EmulatedGraph(params, buffers))
+    run.step_graph = StepGraph(
+        run.forward_backward, params, make_graph=lambda stream: EmulatedGraph(params, buffers)
+    )
     return run.step_graph
 
 
@@ -68,10 +77,24 @@ def train(run: Run, epochs: int) -> None:
 def test_graphed_loop_trains_exactly_like_the_eager_loop_and_recaptures_on_changes(capsys):
     """fastnet with lookahead, label smoothing, 4x lr on the norms and clipping; the stem's bias freezes after
     epoch 1 and mixup starts in epoch 3: three captures, each after three eager warm-up steps."""
-    cfg = load_config(None, [*SYN, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3",
-                             "train.whiten_bias_epochs=1", "optim.lookahead=true", "train.label_smoothing=0.2",
-                             "optim.norm_lr_scale=4", "train.grad_clip=2.0", "mix.mixup_alpha=0.5",
-                             "mix.start_epoch=2", "train.cuda_graph=true", "optim.lr=0.05"])
+    cfg = load_config(
+        None,
+        [
+            *SYN,
+            "model.name=fastnet",
+            "model.channels=[8,16,16]",
+            "train.epochs=3",
+            "train.whiten_bias_epochs=1",
+            "optim.lookahead=true",
+            "train.label_smoothing=0.2",
+            "optim.norm_lr_scale=4",
+            "train.grad_clip=2.0",
+            "mix.mixup_alpha=0.5",
+            "mix.start_epoch=2",
+            "train.cuda_graph=true",
+            "optim.lr=0.05",
+        ],
+    )
     eager = Run(cfg, CPU)
     assert eager.step_graph is None  # CUDA only: ignored on the CPU, with a note
     assert "train.cuda_graph applies on CUDA only" in capsys.readouterr().err

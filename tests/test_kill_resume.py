@@ -13,6 +13,7 @@ would otherwise dominate 13 starts on a 2-core machine. Kill moments (seeded):
   rename), the moment a checkpoint's temporary file appears, plus a random fraction of the sleep: the process
   dies in the middle of a checkpoint write.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,11 +35,27 @@ from reglab.train.rundir import RunDir, load_run_config
 
 REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 5
-CFG = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_test=200", "data.val_size=100",
-       "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.batch_size=50",
-       "train.eval_batch_size=500", f"train.epochs={EPOCHS}", "train.label_smoothing=0.1", "optim.lr=0.2",
-       "sched.warmup_epochs=0.5", "ema.enabled=true", "ema.decay=0.9", "mix.mixup_alpha=0.4",
-       "run.checkpoint_every=1", "run.device=cpu", "run.threads=1"]
+CFG = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=600",
+    "data.synthetic_test=200",
+    "data.val_size=100",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    f"train.epochs={EPOCHS}",
+    "train.label_smoothing=0.1",
+    "optim.lr=0.2",
+    "sched.warmup_epochs=0.5",
+    "ema.enabled=true",
+    "ema.decay=0.9",
+    "mix.mixup_alpha=0.4",
+    "run.checkpoint_every=1",
+    "run.device=cpu",
+    "run.threads=1",
+]
 TIMING = {"epoch_s", "images_per_s", "wall_time_s"}
 SEED = int(os.environ.get("REGLAB_KILL_SEED", "9"))  # another seed, another sequence of kill moments
 SLOW_SAVE = 0.3  # seconds between a checkpoint's temporary file and its rename, in `write` mode
@@ -91,8 +108,9 @@ class Zygote:
     """An interpreter with reglab imported that forks a child per command (see the module docstring)."""
 
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", ZYGOTE], env=_env(), stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", ZYGOTE], env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert "ready" in self._read()
 
     def _read(self) -> dict:
@@ -197,8 +215,14 @@ def _epoch_seconds(logs: list[Path]) -> float:
 @pytest.fixture(scope="module")
 def crashed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kill")
-    ref = subprocess.Popen([sys.executable, "-m", "reglab", "train", *CFG, f"run.dir={tmp / 'ref'}", "--quiet"],
-                           cwd=tmp, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ref = subprocess.Popen(
+        [sys.executable, "-m", "reglab", "train", *CFG, f"run.dir={tmp / 'ref'}", "--quiet"],
+        cwd=tmp,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     zyg = Zygote()
     d = tmp / "killed"
     rng = random.Random(SEED)
@@ -207,7 +231,9 @@ def crashed(tmp_path_factory):
     try:
         for mode in MODES:
             fresh = not (d / "config.yaml").is_file()
-            argv = ["train", *CFG, f"run.dir={d}", "--quiet"] if fresh else ["train", "--resume", str(d), "--quiet"]
+            argv = (
+                ["train", *CFG, f"run.dir={d}", "--quiet"] if fresh else ["train", "--resume", str(d), "--quiet"]
+            )
             env = {"REGLAB_TEST_SLOW_SAVE": str(SLOW_SAVE)} if mode == "write" else {}
             before = check_readable(d)
             stale = set(temporaries(d))
@@ -218,8 +244,9 @@ def crashed(tmp_path_factory):
                 alive = zyg.poll(pid) is None
             elif mode == "time":  # inside the training steps of the first or second epoch this process runs
                 done = rng.choice([0, 1]) if 1 < len(kills) and (before or 0) < EPOCHS - 2 else 0
-                alive = _wait_for_line(zyg, pid, logs[-1], r"reglab: \S+ \| " if done == 0 else "epoch ",
-                                       max(done, 1))
+                alive = _wait_for_line(
+                    zyg, pid, logs[-1], r"reglab: \S+ \| " if done == 0 else "epoch ", max(done, 1)
+                )
                 time.sleep(rng.uniform(0.02, 0.5) * _epoch_seconds(logs))
                 alive = alive and zyg.poll(pid) is None
             else:  # in the middle of a checkpoint write
@@ -230,9 +257,17 @@ def crashed(tmp_path_factory):
             os.kill(pid, signal.SIGKILL)
             assert zyg.wait(pid) == -signal.SIGKILL
             after = check_readable(d)
-            kills.append({"mode": mode, "fresh": fresh, "last_before": before, "last_after": after,
-                          "config_after": (d / "config.yaml").is_file(), "mid_write": mid_write,
-                          "temporaries": temporaries(d)})
+            kills.append(
+                {
+                    "mode": mode,
+                    "fresh": fresh,
+                    "last_before": before,
+                    "last_after": after,
+                    "config_after": (d / "config.yaml").is_file(),
+                    "mid_write": mid_write,
+                    "temporaries": temporaries(d),
+                }
+            )
         logs.append(tmp / "final.log")
         code = zyg.wait(zyg.start(["train", "--resume", str(d), "--quiet"], logs[-1], {}))
     finally:
@@ -253,8 +288,9 @@ def test_enough_kills_at_the_moments_that_matter(crashed):
     assert any(k["last_after"] is not None and k["mode"] == "time" for k in kills)
     for k in kills:  # a kill never loses a finished checkpoint
         assert k["last_after"] == k["last_before"] or (k["last_before"] or 0) < (k["last_after"] or 0), k
-    summary = ", ".join(f"{k['mode']}:{k['last_before']}->{k['last_after']}{'*' if k['mid_write'] else ''}"
-                        for k in kills)
+    summary = ", ".join(
+        f"{k['mode']}:{k['last_before']}->{k['last_after']}{'*' if k['mid_write'] else ''}" for k in kills
+    )
     print(f"\n{len(kills)} kills (mode:last epoch before->after, * = mid checkpoint write): {summary}")
 
 
@@ -264,8 +300,9 @@ def test_resumed_run_is_bit_identical(crashed):
     assert names == sorted(p.name for p in (d / "checkpoints").glob("*.safetensors"))
     assert "last.safetensors" in names and f"epoch_{EPOCHS}.safetensors" in names
     for name in names:
-        assert_same_state(load_checkpoint(ref / "checkpoints" / name), load_checkpoint(d / "checkpoints" / name),
-                          name)
+        assert_same_state(
+            load_checkpoint(ref / "checkpoints" / name), load_checkpoint(d / "checkpoints" / name), name
+        )
     strip = lambda rows: [{k: v for k, v in r.items() if k not in TIMING} for r in rows]  # noqa: E731
     rows_ref, rows = RunDir(ref).read_metrics(), RunDir(d).read_metrics()
     assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
@@ -273,8 +310,18 @@ def test_resumed_run_is_bit_identical(crashed):
     csv_ref, csv = ((p / "metrics.csv").read_text().splitlines() for p in (ref, d))
     assert len(csv) == len(csv_ref) == EPOCHS + 1 and csv[0] == csv_ref[0]
     s_ref, s = (json.loads((p / "summary.json").read_text()) for p in (ref, d))
-    for key in ("test_acc", "test_loss", "best_val_acc", "best_epoch", "final_val_acc", "final_train_loss",
-                "final_train_acc", "epochs", "ema_test_acc", "params"):
+    for key in (
+        "test_acc",
+        "test_loss",
+        "best_val_acc",
+        "best_epoch",
+        "final_val_acc",
+        "final_train_loss",
+        "final_train_acc",
+        "epochs",
+        "ema_test_acc",
+        "params",
+    ):
         assert s[key] == s_ref[key], key
     assert temporaries(d) == []  # the final resume cleared whatever the kills left
     assert "Traceback" not in log
@@ -282,5 +329,7 @@ def test_resumed_run_is_bit_identical(crashed):
 
 def test_resume_before_the_first_checkpoint_restarts_with_a_message(crashed):
     _, _, kills, log = crashed
-    assert any(k["config_after"] and k["last_after"] is None for k in kills), "no kill left a run without checkpoint"
+    assert any(k["config_after"] and k["last_after"] is None for k in kills), (
+        "no kill left a run without checkpoint"
+    )
     assert "has no checkpoint yet (it stopped in its first epoch); starting it again from the beginning" in log

@@ -1,6 +1,7 @@
 """The loss-landscape figures are readable at a glance (issue 25.7): a colour bar on every loss contour,
 log-spaced levels on a log colour scale when the losses span more than a decade (even levels otherwise), the
 lowest levels labelled, and a 1D loss axis with plain-number ticks (log only for a wide range)."""
+
 from __future__ import annotations
 
 import matplotlib
@@ -12,11 +13,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import colors  # noqa: E402
 from matplotlib.contour import ContourSet  # noqa: E402
 
-from reglab.analysis.figures import (contour_figure, contour_levels, landscape_1d_figure, levels_are_log,  # noqa: E402
-                                     plot_contour, plot_1d)
+from reglab.analysis.figures import (  # noqa: E402
+    contour_figure,
+    contour_levels,
+    landscape_1d_figure,
+    levels_are_log,
+    plot_1d,
+    plot_contour,
+)
 
 AXIS = np.linspace(-1, 1, 9)
-R2 = np.add.outer(1.5 * AXIS ** 2, AXIS ** 2) / 2.5  # 0 at the centre, 1 in the corners
+R2 = np.add.outer(1.5 * AXIS**2, AXIS**2) / 2.5  # 0 at the centre, 1 in the corners
 
 
 def grid(loss: np.ndarray) -> dict:
@@ -24,7 +31,7 @@ def grid(loss: np.ndarray) -> dict:
 
 
 WIDE = 0.1 * 1000 ** np.sqrt(R2)  # 0.1 .. 100
-NARROW = 27 + 21 * R2             # 27 .. 48
+NARROW = 27 + 21 * R2  # 27 .. 48
 
 
 def test_levels_log_spaced_for_a_wide_range_and_even_for_a_narrow_one():
@@ -62,14 +69,23 @@ def test_contour_has_a_colour_bar_and_labels_near_the_minimum(loss, log):
 
 
 def _1d(loss: np.ndarray) -> dict:
-    return {"m": {"1d": {"alpha": np.linspace(-1, 1, len(loss)).tolist(), "loss": loss.tolist(),
-                         "acc": [50.0] * len(loss)}, "subset": 100, "split": "train"}}
+    return {
+        "m": {
+            "1d": {
+                "alpha": np.linspace(-1, 1, len(loss)).tolist(),
+                "loss": loss.tolist(),
+                "acc": [50.0] * len(loss),
+            },
+            "subset": 100,
+            "split": "train",
+        }
+    }
 
 
 @pytest.mark.parametrize("lo, hi, scale", [(0.5, 8.0, "log"), (27.0, 48.0, "linear")])
 def test_1d_loss_axis_has_readable_ticks(lo, hi, scale):
     x = np.linspace(-1, 1, 21)
-    fig = landscape_1d_figure(_1d(lo + (hi - lo) * x ** 2))
+    fig = landscape_1d_figure(_1d(lo + (hi - lo) * x**2))
     try:
         fig.canvas.draw()
         lx = fig.axes[0]

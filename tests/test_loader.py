@@ -5,6 +5,7 @@ channel 1 ``col + 1`` and channel 2 ``sample id + 1`` (0 is left for zero paddin
 one can then recover the crop offsets, whether it was flipped and which sample it is, and compare it with
 ``torch.nn.functional.pad`` + slicing + ``flip``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,7 +55,7 @@ def expected_images(source: torch.Tensor, ids, dy, dx, flipped, mode: str) -> to
     padded = F.pad(source.float(), (PAD,) * 4, mode="constant" if mode == "zero" else "reflect")
     out = []
     for i, y, x, f in zip(ids.tolist(), dy.tolist(), dx.tolist(), flipped.tolist()):
-        crop = padded[i, :, PAD + y: PAD + y + 32, PAD + x: PAD + x + 32]
+        crop = padded[i, :, PAD + y : PAD + y + 32, PAD + x : PAD + x + 32]
         out.append(crop.flip(-1) if f else crop)
     return torch.stack(out)
 
@@ -71,18 +72,29 @@ def chi_square(counts: np.ndarray) -> float:
     return float(((counts - expected) ** 2 / expected).sum())
 
 
-def run_augmented_epochs(mode: str, epochs: int = 16, batch_size: int = 64, seed: int = 0,
-                         epoch_batched: bool = False):
+def run_augmented_epochs(
+    mode: str, epochs: int = 16, batch_size: int = 64, seed: int = 0, epoch_batched: bool = False
+):
     split = coord_split()
-    loader = DeviceLoader(split, batch_size, (0, 0, 0), (1, 1, 1), shuffle=True, seed=seed,
-                          uint8_transforms=crop_flip(AugConfig(crop_pad=PAD, pad_mode=mode, flip=True)),
-                          epoch_batched=epoch_batched)
+    loader = DeviceLoader(
+        split,
+        batch_size,
+        (0, 0, 0),
+        (1, 1, 1),
+        shuffle=True,
+        seed=seed,
+        uint8_transforms=crop_flip(AugConfig(crop_pad=PAD, pad_mode=mode, flip=True)),
+        epoch_batched=epoch_batched,
+    )
     batches = [(to_pixels(x), y) for _ in range(epochs) for x, y in loader]
     return split, batches
 
 
-@pytest.fixture(scope="module", params=[("zero", False), ("reflect", False), ("zero", True), ("reflect", True)],
-                ids=["zero", "reflect", "zero-epoch-batched", "reflect-epoch-batched"])
+@pytest.fixture(
+    scope="module",
+    params=[("zero", False), ("reflect", False), ("zero", True), ("reflect", True)],
+    ids=["zero", "reflect", "zero-epoch-batched", "reflect-epoch-batched"],
+)
 def augmented(request):
     mode, epoch_batched = request.param
     split, batches = run_augmented_epochs(mode, epoch_batched=epoch_batched)
@@ -91,7 +103,7 @@ def augmented(request):
 
 def test_crop_and_flip_match_torch_reference(augmented):
     mode, split, batches = augmented
-    for out, y in batches:
+    for out, _y in batches:
         ids, dy, dx, flipped = recover(out)
         assert torch.equal(out.float(), expected_images(split.images, ids, dy, dx, flipped, mode))
 
@@ -149,9 +161,9 @@ def test_zero_padding_regions_are_zero():
     for i in range(64):
         if dy[i] < 0:
             assert torch.all(out[i, :, : -dy[i]] == 0)
-            assert torch.all(out[i, 0, -dy[i]:, 8:24] > 0)  # below the padding: real rows
+            assert torch.all(out[i, 0, -dy[i] :, 8:24] > 0)  # below the padding: real rows
         if dx[i] > 0:
-            assert torch.all(out[i, :, :, 32 - dx[i]:] == 0)
+            assert torch.all(out[i, :, :, 32 - dx[i] :] == 0)
 
 
 def test_reflect_index_matches_torch_for_every_offset():
@@ -166,7 +178,7 @@ def test_reflect_index_matches_torch_for_every_offset():
         assert not flipped.any() and torch.equal(ids, torch.arange(64))
         for j, (y_, x_) in enumerate(zip(dy.tolist(), dx.tolist())):
             seen.add((y_, x_))
-            assert torch.equal(out[j].float(), padded[j, :, PAD + y_: PAD + y_ + 32, PAD + x_: PAD + x_ + 32])
+            assert torch.equal(out[j].float(), padded[j, :, PAD + y_ : PAD + y_ + 32, PAD + x_ : PAD + x_ + 32])
         if len(seen) == 81:
             break
     assert len(seen) == 81  # every (dy, dx) in [-4, 4]^2 was checked
@@ -302,11 +314,14 @@ def test_normalization_values():
     split = id_split(64)
     mean, std = (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)
     x, _ = next(iter(DeviceLoader(split, 64, mean, std)))
-    ref = (split.images.double() / 255 - torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)) \
-        / torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1)
+    ref = (split.images.double() / 255 - torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        std, dtype=torch.float64
+    ).view(1, 3, 1, 1)
     assert x.dtype == torch.float32
     assert torch.allclose(x.double(), ref, atol=1e-5, rtol=0)
-    assert x[0, 0, 0, 0].item() == pytest.approx((split.images[0, 0, 0, 0].item() / 255 - mean[0]) / std[0], abs=1e-5)
+    assert x[0, 0, 0, 0].item() == pytest.approx(
+        (split.images[0, 0, 0, 0].item() / 255 - mean[0]) / std[0], abs=1e-5
+    )
     x64, _ = next(iter(DeviceLoader(split, 64, mean, std, dtype=torch.float64)))
     assert x64.dtype == torch.float64 and torch.allclose(x64, ref, atol=1e-5, rtol=0)
 
@@ -343,8 +358,9 @@ def test_float_transforms_see_normalized_images():
 def test_loader_does_not_modify_the_split():
     split = id_split(100)
     before = split.images.clone()
-    loader = DeviceLoader(split, 32, (0.5,) * 3, (0.5,) * 3, shuffle=True,
-                          uint8_transforms=crop_flip(AugConfig(pad_mode="zero")))
+    loader = DeviceLoader(
+        split, 32, (0.5,) * 3, (0.5,) * 3, shuffle=True, uint8_transforms=crop_flip(AugConfig(pad_mode="zero"))
+    )
     for _ in loader:
         pass
     assert torch.equal(split.images, before)
@@ -361,8 +377,12 @@ def test_epoch_batched_equals_batch_by_batch_when_no_random_numbers_differ():
     """Shuffle + alternating flip draw all their randomness before the first batch, so both modes must give
     identical batches, epoch after epoch (incl. a short last batch)."""
     split = coord_split()
-    a, b = (DeviceLoader(split, 64, (0, 0, 0), (1, 1, 1), shuffle=True, seed=3, alternating_flip=True,
-                         epoch_batched=eb) for eb in (False, True))
+    a, b = (
+        DeviceLoader(
+            split, 64, (0, 0, 0), (1, 1, 1), shuffle=True, seed=3, alternating_flip=True, epoch_batched=eb
+        )
+        for eb in (False, True)
+    )
     for (xa, ya), (xb, yb) in zip(_epochs(a), _epochs(b), strict=True):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
@@ -370,8 +390,21 @@ def test_epoch_batched_equals_batch_by_batch_when_no_random_numbers_differ():
 def test_epoch_batched_ranks_take_their_slice_of_each_global_batch():
     split = coord_split(254)
     whole = DeviceLoader(split, 64, (0, 0, 0), (1, 1, 1), shuffle=True, drop_last=True, seed=5, epoch_batched=True)
-    ranks = [DeviceLoader(split, 64, (0, 0, 0), (1, 1, 1), shuffle=True, drop_last=True, seed=5, rank=r,
-                          world_size=2, epoch_batched=True) for r in (0, 1)]
+    ranks = [
+        DeviceLoader(
+            split,
+            64,
+            (0, 0, 0),
+            (1, 1, 1),
+            shuffle=True,
+            drop_last=True,
+            seed=5,
+            rank=r,
+            world_size=2,
+            epoch_batched=True,
+        )
+        for r in (0, 1)
+    ]
     for (x, y), (x0, y0), (x1, y1) in zip(whole, *ranks, strict=True):
         assert len(y0) == len(y1) == 32
         assert torch.equal(torch.cat([y0, y1]), y) and torch.equal(torch.cat([x0, x1]), x)
@@ -380,8 +413,20 @@ def test_epoch_batched_ranks_take_their_slice_of_each_global_batch():
 def test_epoch_batched_resumes_exactly_from_a_saved_state():
     split = coord_split()
     aug = crop_flip(AugConfig(crop_pad=PAD, flip=True))
-    make = lambda: DeviceLoader(split, 50, (0, 0, 0), (1, 1, 1), shuffle=True, drop_last=True, seed=1,
-                                uint8_transforms=aug, epoch_batched=True)
+
+    def make():
+        return DeviceLoader(
+            split,
+            50,
+            (0, 0, 0),
+            (1, 1, 1),
+            shuffle=True,
+            drop_last=True,
+            seed=1,
+            uint8_transforms=aug,
+            epoch_batched=True,
+        )
+
     a = make()
     _epochs(a, 1)
     state = a.state_dict()

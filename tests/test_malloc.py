@@ -4,6 +4,7 @@ Each case is a fresh interpreter (``mallopt`` cannot be undone in-process). Besi
 checks the effect: a 64 MiB ``malloc`` (above glibc's default mmap threshold, at most 32 MiB) is served from the
 heap with the settings and by a fresh mmap without them (``mallinfo2().hblkhd``, bytes in mmapped chunks).
 """
+
 from __future__ import annotations
 
 import json
@@ -65,13 +66,17 @@ print(json.dumps({"status": _malloc.status(), "mapped": mapped}))
 
 
 def run_child(entry: str, **env_extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("REGLAB_", "MALLOC_")) and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REGLAB_", "MALLOC_")) and k not in ("GLIBC_TUNABLES", "LD_PRELOAD")
+    }
     env.update(env_extra)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.run([sys.executable, "-c", CHILD, entry], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, entry], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -86,8 +91,13 @@ def test_entry_points_apply_the_settings(entry):
 
 
 @pytest.mark.skipif(not GLIBC, reason="the settings are glibc's")
-@pytest.mark.parametrize("env, reason", [({"REGLAB_MALLOC": "default"}, "REGLAB_MALLOC=default"),
-                                         ({"MALLOC_TRIM_THRESHOLD_": "131072"}, "from the environment")])
+@pytest.mark.parametrize(
+    "env, reason",
+    [
+        ({"REGLAB_MALLOC": "default"}, "REGLAB_MALLOC=default"),
+        ({"MALLOC_TRIM_THRESHOLD_": "131072"}, "from the environment"),
+    ],
+)
 def test_opt_out_leaves_glibc_defaults(env, reason):
     out = run_child("cli", **env)
     assert out["status"].startswith("skipped") and reason in out["status"], out

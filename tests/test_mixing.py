@@ -3,6 +3,7 @@
 Statistical checks use Kolmogorov-Smirnov statistics at alpha = 0.001 (c(alpha) = 1.95) with fixed seeds, so
 they are deterministic: a failure is a real distribution error, not bad luck on this run.
 """
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,7 @@ from hypothesis import strategies as st
 from torchvision.transforms import v2
 
 from reglab.config import load_config
-from reglab.data.mixing import Mixer, cutmix, mixup, one_hot, sample_beta, sample_boxes
-from reglab.data.mixing import build_mixer
+from reglab.data.mixing import Mixer, build_mixer, cutmix, mixup, one_hot, sample_beta, sample_boxes
 from reglab.train.losses import Criterion, smooth_targets
 
 KS_C = 1.95  # c(alpha) for alpha = 0.001
@@ -185,8 +185,16 @@ def test_tied_label_ratio_equals_image_ratio():
 
 
 def test_build_mixer_from_config():
-    cfg = load_config(None, ["mix.lam_x=fixed", "mix.lam_x_range=[0.5,0.5]", "mix.lam_y=uniform",
-                             "mix.lam_y_range=[0.2,0.9]", "mix.per_sample=true"])
+    cfg = load_config(
+        None,
+        [
+            "mix.lam_x=fixed",
+            "mix.lam_x_range=[0.5,0.5]",
+            "mix.lam_y=uniform",
+            "mix.lam_y_range=[0.2,0.9]",
+            "mix.per_sample=true",
+        ],
+    )
     m = build_mixer(cfg.mix, 10)
     assert m.lam_x == ("fixed", 0.5) and m.lam_y == ("uniform", (0.2, 0.9)) and m.per_sample
     m = build_mixer(load_config(None, ["mix.mixup_alpha=0.4"]).mix, 10)
@@ -359,9 +367,15 @@ def test_prob_half_mixes_about_half_of_the_batches():
     assert abs(mixed / 400 - 0.5) < 0.1
 
 
-@pytest.mark.parametrize("kw", [dict(mixup_alpha=1.0), dict(cutmix_alpha=1.0),
-                                dict(mixup_alpha=0.5, cutmix_alpha=1.0, switch_prob=0.5, prob=0.7, per_sample=True),
-                                dict(lam_x=("uniform", (0.2, 0.8)), lam_y=("beta", 0.5), per_sample=True)])
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(mixup_alpha=1.0),
+        dict(cutmix_alpha=1.0),
+        dict(mixup_alpha=0.5, cutmix_alpha=1.0, switch_prob=0.5, prob=0.7, per_sample=True),
+        dict(lam_x=("uniform", (0.2, 0.8)), lam_y=("beta", 0.5), per_sample=True),
+    ],
+)
 def test_mixer_draws_only_from_the_generator(kw):
     b, k = 16, 10
     x = torch.randn(b, 3, 8, 8)
@@ -411,13 +425,22 @@ def test_int32_labels_work_like_int64():
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(b=st.integers(2, 16), k=st.integers(2, 20), alpha=st.floats(0.2, 4.0), per_sample=st.booleans(),
-       method=st.sampled_from(["mixup", "cutmix", "both", "decoupled"]), seed=st.integers(0, 2**31 - 1),
-       hw=st.sampled_from([(8, 8), (32, 32), (5, 9)]))
+@given(
+    b=st.integers(2, 16),
+    k=st.integers(2, 20),
+    alpha=st.floats(0.2, 4.0),
+    per_sample=st.booleans(),
+    method=st.sampled_from(["mixup", "cutmix", "both", "decoupled"]),
+    seed=st.integers(0, 2**31 - 1),
+    hw=st.sampled_from([(8, 8), (32, 32), (5, 9)]),
+)
 def test_mixer_properties(b, k, alpha, per_sample, method, seed, hw):
-    kw = {"mixup": dict(mixup_alpha=alpha), "cutmix": dict(cutmix_alpha=alpha),
-          "both": dict(mixup_alpha=alpha, cutmix_alpha=alpha),
-          "decoupled": dict(mixup_alpha=alpha, lam_y=("uniform", (0.0, 1.0)))}[method]
+    kw = {
+        "mixup": dict(mixup_alpha=alpha),
+        "cutmix": dict(cutmix_alpha=alpha),
+        "both": dict(mixup_alpha=alpha, cutmix_alpha=alpha),
+        "decoupled": dict(mixup_alpha=alpha, lam_y=("uniform", (0.0, 1.0))),
+    }[method]
     g = gen(seed)
     x = torch.randn(b, 3, *hw, generator=g)
     y = torch.randint(0, k, (b,), generator=g)

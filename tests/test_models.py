@@ -3,6 +3,7 @@
 Parameter counts are taken from models built on the ``meta`` device (no memory, no init cost); forwards run
 only small networks.
 """
+
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,7 @@ import torch.nn as nn
 
 from reglab.config import ModelConfig, load_config
 from reglab.errors import UserError
-from reglab.models import PRESETS, build, count_params, create, cifar_resnet, forward_gflops
+from reglab.models import PRESETS, build, cifar_resnet, count_params, create, forward_gflops
 from reglab.models.resnet import Block, PadShortcut
 from reglab.models.zoo import S002_TABLE
 
@@ -51,11 +52,20 @@ def test_s002_resnet90_is_928_short_of_the_table():
     assert got + count_params(extra) == S002_TABLE["s002_resnet90"]
 
 
-@pytest.mark.parametrize("name, params", [
-    ("resnet20", 269_722), ("resnet32", 464_154), ("resnet56", 853_018), ("resnet110", 1_727_962),
-    ("resnet18", 11_173_962), ("preact_resnet18", 11_172_170), ("resnet34", 21_282_122),
-    ("resnet50", 23_520_842), ("resnet101", 42_512_970),
-])
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("resnet20", 269_722),
+        ("resnet32", 464_154),
+        ("resnet56", 853_018),
+        ("resnet110", 1_727_962),
+        ("resnet18", 11_173_962),
+        ("preact_resnet18", 11_172_170),
+        ("resnet34", 21_282_122),
+        ("resnet50", 23_520_842),
+        ("resnet101", 42_512_970),
+    ],
+)
 def test_known_parameter_counts(name, params):
     assert meta_params(name) == params
 
@@ -83,23 +93,27 @@ def _forward(model: nn.Module, n: int = 2, size: int = 32) -> torch.Tensor:
 SMALL = dict(blocks=[1, 1, 1], channels=[8, 16, 32])
 
 
-@pytest.mark.parametrize("options", [
-    dict(),
-    dict(block="bottleneck"),
-    dict(block="bottleneck", expansion=2),
-    dict(preact=True),
-    dict(preact=True, block="bottleneck"),
-    dict(act="gelu"),
-    dict(act="mish"),
-    dict(skip_kernel=3),
-    dict(shortcut="pad"),
-    dict(shortcut="pad", preact=True),
-    dict(kernel_size=5),
-    dict(stem_width=12),
-    dict(se_ratio=0.25),
-    dict(drop_path=0.2, dropout=0.3),
-    dict(zero_init_residual=True),
-], ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "basic")
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(),
+        dict(block="bottleneck"),
+        dict(block="bottleneck", expansion=2),
+        dict(preact=True),
+        dict(preact=True, block="bottleneck"),
+        dict(act="gelu"),
+        dict(act="mish"),
+        dict(skip_kernel=3),
+        dict(shortcut="pad"),
+        dict(shortcut="pad", preact=True),
+        dict(kernel_size=5),
+        dict(stem_width=12),
+        dict(se_ratio=0.25),
+        dict(drop_path=0.2, dropout=0.3),
+        dict(zero_init_residual=True),
+    ],
+    ids=lambda d: ",".join(f"{k}={v}" for k, v in d.items()) or "basic",
+)
 def test_forward_shapes(options):
     model = cifar_resnet(SMALL["blocks"], SMALL["channels"], 10, **options)
     out = _forward(model)
@@ -129,8 +143,9 @@ def test_pool_size_that_does_not_divide_the_map():
 
 def test_skip_kernel_3_projection():
     model = cifar_resnet([1, 1, 1], [8, 16, 32], skip_kernel=3)
-    projections = [m.shortcut[0] for m in model.modules() if isinstance(m, Block) and isinstance(m.shortcut,
-                                                                                                nn.Sequential)]
+    projections = [
+        m.shortcut[0] for m in model.modules() if isinstance(m, Block) and isinstance(m.shortcut, nn.Sequential)
+    ]
     assert [p.kernel_size for p in projections] == [(3, 3), (3, 3)]
     assert [p.stride for p in projections] == [(2, 2), (2, 2)]
     k1 = count_params(cifar_resnet([1, 1, 1], [8, 16, 32], skip_kernel=1))
@@ -145,8 +160,9 @@ def test_pad_shortcut_output():
 
 
 def test_build_from_config_applies_overrides():
-    cfg = load_config(None, ["model.name=resnet20", "model.channels=[4,8,16]", "model.blocks=[1,1,1]",
-                             "model.act=gelu"])
+    cfg = load_config(
+        None, ["model.name=resnet20", "model.channels=[4,8,16]", "model.blocks=[1,1,1]", "model.act=gelu"]
+    )
     model = build(cfg.model, 100)
     assert model.fc.out_features == 100 and model.num_features == 16
     assert any(isinstance(m, nn.GELU) for m in model.modules())
@@ -154,8 +170,10 @@ def test_build_from_config_applies_overrides():
     assert _forward(model).shape == (2, 100)
 
 
-@pytest.mark.parametrize("name, suggestion", [("resnet19", "resnet18"), ("resnt20", "resnet20"),
-                                              ("preact_resnet_18", "preact_resnet18")])
+@pytest.mark.parametrize(
+    "name, suggestion",
+    [("resnet19", "resnet18"), ("resnt20", "resnet20"), ("preact_resnet_18", "preact_resnet18")],
+)
 def test_unknown_model_name(name, suggestion):
     with pytest.raises(UserError) as exc:
         build(ModelConfig(name=name), 10)
@@ -186,8 +204,9 @@ def test_unknown_activation():
 def test_drop_path_is_identity_in_eval_and_random_in_training():
     torch.manual_seed(0)
     model = cifar_resnet([2, 2], [8, 16], 10, drop_path=0.5)
-    rates = [m.drop_path.p for m in model.modules() if isinstance(m, Block) and not isinstance(m.drop_path,
-                                                                                                nn.Identity)]
+    rates = [
+        m.drop_path.p for m in model.modules() if isinstance(m, Block) and not isinstance(m.drop_path, nn.Identity)
+    ]
     assert rates == pytest.approx([0.5 / 3, 1.0 / 3, 0.5])  # linear decay from 0 (first block: identity)
     reference = copy.deepcopy(model)
     for m in reference.modules():
@@ -246,10 +265,12 @@ def test_training_a_plain_model_does_not_import_torchvision():
     import subprocess
     import sys
 
-    code = ("import sys, torch; import reglab.cli; from reglab.models import create; from reglab.train import run; "
-            "from reglab.train.rundir import environment; create('resnet20'); create('fastnet_half'); "
-            "v = environment(torch.device('cpu'))['versions']['torchvision']; assert v, v; "
-            "assert 'torchvision' not in sys.modules; create('resnet20', se_ratio=0.25, drop_path=0.1); "
-            "assert 'torchvision' in sys.modules")
+    code = (
+        "import sys, torch; import reglab.cli; from reglab.models import create; from reglab.train import run; "
+        "from reglab.train.rundir import environment; create('resnet20'); create('fastnet_half'); "
+        "v = environment(torch.device('cpu'))['versions']['torchvision']; assert v, v; "
+        "assert 'torchvision' not in sys.modules; create('resnet20', se_ratio=0.25, drop_path=0.1); "
+        "assert 'torchvision' in sys.modules"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -1,5 +1,6 @@
 """optim.name=muon: reglab's Muon against torch.optim.Muon (2-D weights), against a by-hand reshape (conv
 filters), its SGD groups against torch.optim.SGD, the grouping, and a real run that resumes bit-identical."""
+
 from __future__ import annotations
 
 import math
@@ -13,10 +14,25 @@ from reglab.models import create
 from reglab.train.muon import Muon, newton_schulz
 from reglab.train.optim import build_optimizer
 
-SYN = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_test=200", "data.val_size=100",
-       "train.batch_size=50", "train.eval_batch_size=500", "run.device=cpu"]
-MUON = ["optim.name=muon", "optim.lr=0.05", "optim.momentum=0.85", "optim.nesterov=true", "optim.muon_lr=0.1",
-        "optim.muon_momentum=0.6", "optim.muon_ns_steps=3", "optim.muon_normalize=true"]
+SYN = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=600",
+    "data.synthetic_test=200",
+    "data.val_size=100",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "run.device=cpu",
+]
+MUON = [
+    "optim.name=muon",
+    "optim.lr=0.05",
+    "optim.momentum=0.85",
+    "optim.nesterov=true",
+    "optim.muon_lr=0.1",
+    "optim.muon_momentum=0.6",
+    "optim.muon_ns_steps=3",
+    "optim.muon_normalize=true",
+]
 
 
 def _steps(opt, params, n=4, seed=0):
@@ -33,8 +49,15 @@ def test_muon_matches_torch_muon_on_matrices(shape):
     torch.manual_seed(0)
     w = torch.randn(shape)
     a, b = w.clone().requires_grad_(), w.clone().requires_grad_()
-    ours = Muon([{"params": [a], "muon": True}], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.05,
-                ns_steps=5, ns_dtype=torch.bfloat16)
+    ours = Muon(
+        [{"params": [a], "muon": True}],
+        lr=0.1,
+        momentum=0.9,
+        nesterov=True,
+        weight_decay=0.05,
+        ns_steps=5,
+        ns_dtype=torch.bfloat16,
+    )
     ref = torch.optim.Muon([b], lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.05)
     _steps(ours, [a])
     _steps(ref, [b])
@@ -57,8 +80,7 @@ def test_muon_on_conv_filters_is_the_reshaped_update_with_normalization():
     torch.manual_seed(0)
     w = torch.randn(8, 4, 3, 3)
     p = w.clone().requires_grad_()
-    opt = Muon([{"params": [p], "muon": True, "normalize": True}], lr=0.2, momentum=0.6, nesterov=True,
-               ns_steps=3)
+    opt = Muon([{"params": [p], "muon": True, "normalize": True}], lr=0.2, momentum=0.6, nesterov=True, ns_steps=3)
     grad = torch.randn_like(w)
     p.grad = grad.clone()
     opt.step()
@@ -82,8 +104,13 @@ def test_muon_groups_and_its_sgd_groups_step_as_torch_sgd():
     assert id(model.head.weight) in {id(p) for p in plain[0]["params"]}
     # the SGD groups: exactly torch.optim.SGD on the same groups
     ref_params = [[p.detach().clone().requires_grad_() for p in g["params"]] for g in plain]
-    ref = torch.optim.SGD([{**{k: v for k, v in g.items() if k not in ("params", "muon", "ns_steps", "normalize")},
-                            "params": ps} for g, ps in zip(plain, ref_params)], lr=0.05)
+    ref = torch.optim.SGD(
+        [
+            {**{k: v for k, v in g.items() if k not in ("params", "muon", "ns_steps", "normalize")}, "params": ps}
+            for g, ps in zip(plain, ref_params)
+        ],
+        lr=0.05,
+    )
     ours = [p for g in plain for p in g["params"]]
     for seed in range(3):
         _steps(opt, ours + filters, n=1, seed=seed)
@@ -93,16 +120,29 @@ def test_muon_groups_and_its_sgd_groups_step_as_torch_sgd():
 
 
 def test_muon_run_learns_and_resumes_bit_identical(resumes_bit_identical):
-    a = resumes_bit_identical([*SYN, *MUON, "model.name=fastnet", "model.channels=[8,16,16]", "train.epochs=3",
-                               "optim.norm_lr_scale=16", "sched.name=linear", "train.whiten_bias_epochs=2"])
+    a = resumes_bit_identical(
+        [
+            *SYN,
+            *MUON,
+            "model.name=fastnet",
+            "model.channels=[8,16,16]",
+            "train.epochs=3",
+            "optim.norm_lr_scale=16",
+            "sched.name=linear",
+            "train.whiten_bias_epochs=2",
+        ]
+    )
     losses = [row["train_loss"] for row in a.metrics]
     assert losses[-1] < losses[0]
     assert a.summary["test_acc"] > 0.2  # synthetic classes are separable; chance is 0.1
 
 
 def test_bad_muon_options_are_user_errors():
-    for bad, key in [("optim.muon_lr=0", "optim.muon_lr"), ("optim.muon_momentum=1", "optim.muon_momentum"),
-                     ("optim.muon_ns_steps=0", "optim.muon_ns_steps"),
-                     ("optim.muon_weight_decay=-1", "optim.muon_weight_decay")]:
+    for bad, key in [
+        ("optim.muon_lr=0", "optim.muon_lr"),
+        ("optim.muon_momentum=1", "optim.muon_momentum"),
+        ("optim.muon_ns_steps=0", "optim.muon_ns_steps"),
+        ("optim.muon_weight_decay=-1", "optim.muon_weight_decay"),
+    ]:
         with pytest.raises(UserError, match=key):
             load_config(None, ["optim.name=muon", bad])

@@ -9,6 +9,7 @@ are probability vectors (non-negative, summing to 1), the image is a convex comb
 the ratios they draw (Beta, CutMix's kept area) lie in [0, 1]. ``tests/test_mixing.py`` holds the Mixer
 end-to-end property; this file covers the pure functions and the samplers.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,10 +43,16 @@ def _leaves(cls=Config, prefix=""):
 KEYS = dict(_leaves())
 SECTIONS = [f.name for f in dataclasses.fields(Config)]
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
-                    st.floats(allow_nan=True, allow_infinity=True, width=64),
-                    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12))
-values = st.one_of(scalars, st.lists(scalars, max_size=4), st.dictionaries(st.text(max_size=4), scalars, max_size=2))
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12),
+)
+values = st.one_of(
+    scalars, st.lists(scalars, max_size=4), st.dictionaries(st.text(max_size=4), scalars, max_size=2)
+)
 
 
 def _get(cfg: Config, key: str):
@@ -75,13 +82,14 @@ def test_any_override_is_applied_exactly_or_refused_by_name(key, value):
         assert got == parsed
     again = load_config(None, base=yaml.safe_load(cfg.to_yaml()))
     assert again == cfg  # what a run directory saves reloads to the same config
-    assert _get(load_config(None, [f"{key}={yaml.safe_dump(got, default_flow_style=True).splitlines()[0]}"]),
-                key) == got  # and the value written back as an override gives itself
+    assert (
+        _get(load_config(None, [f"{key}={yaml.safe_dump(got, default_flow_style=True).splitlines()[0]}"]), key)
+        == got
+    )  # and the value written back as an override gives itself
 
 
 @FAST
-@given(section=st.sampled_from(SECTIONS),
-       name=st.from_regex(r"[a-z][a-z_]{0,12}", fullmatch=True), value=scalars)
+@given(section=st.sampled_from(SECTIONS), name=st.from_regex(r"[a-z][a-z_]{0,12}", fullmatch=True), value=scalars)
 def test_unknown_keys_are_always_refused(section, name, value):
     assume(f"{section}.{name}" not in KEYS and name not in SECTIONS)
     with pytest.raises(UserError) as exc:
@@ -97,8 +105,10 @@ def test_last_override_wins(epochs, lr):
 
 
 @FAST
-@given(key=st.from_regex(r"[a-z]{1,8}\.[a-z_]{1,10}", fullmatch=True),
-       raw=st.text(alphabet=st.characters(exclude_categories=("Cs", "Cc")), max_size=20))
+@given(
+    key=st.from_regex(r"[a-z]{1,8}\.[a-z_]{1,10}", fullmatch=True),
+    raw=st.text(alphabet=st.characters(exclude_categories=("Cs", "Cc")), max_size=20),
+)
 def test_parse_override_splits_at_the_first_equals(key, raw):
     try:
         k, _ = parse_override(f" {key} ={raw}")
@@ -128,8 +138,11 @@ def test_mixup_targets_are_distributions_and_images_convex(data, b, k, hw, per_s
     x, y, perm, _ = _batch(data, b, k, hw)
     lam = st.floats(0.0, 1.0)
     lam_x = torch.tensor(data.draw(st.lists(lam, min_size=b, max_size=b))) if per_sample else data.draw(lam)
-    lam_y = (torch.tensor(data.draw(st.lists(lam, min_size=b, max_size=b))) if per_sample else data.draw(lam)) \
-        if decoupled else None
+    lam_y = (
+        (torch.tensor(data.draw(st.lists(lam, min_size=b, max_size=b))) if per_sample else data.draw(lam))
+        if decoupled
+        else None
+    )
     xm, ym = mixup(x, y, perm, lam_x, lam_y)
     assert xm.shape == x.shape and xm.dtype == x.dtype and ym.shape == (b, k) and ym.dtype == y.dtype
     assert torch.allclose(ym.sum(1), torch.ones(b), atol=1e-6)
@@ -168,8 +181,11 @@ def test_beta_samples_lie_in_the_unit_interval(alpha, n, seed):
 
 
 @FAST
-@given(lams=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=16), hw=st.sampled_from([(1, 1), (5, 9), (32, 32)]),
-       seed=st.integers(0, 2**31 - 1))
+@given(
+    lams=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=16),
+    hw=st.sampled_from([(1, 1), (5, 9), (32, 32)]),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_cutmix_boxes_stay_inside_and_never_exceed_the_cut_area(lams, hw, seed):
     h, w = hw
     lam = torch.tensor(lams)
@@ -182,8 +198,9 @@ def test_cutmix_boxes_stay_inside_and_never_exceed_the_cut_area(lams, hw, seed):
 
 
 @FAST
-@given(k=st.integers(2, 50), eps=st.floats(0.0, 0.99), convention=st.sampled_from(["torch", "others"]),
-       data=st.data())
+@given(
+    k=st.integers(2, 50), eps=st.floats(0.0, 0.99), convention=st.sampled_from(["torch", "others"]), data=st.data()
+)
 def test_smoothed_targets_are_distributions(k, eps, convention, data):
     b = data.draw(st.integers(1, 8))
     labels = torch.tensor(data.draw(st.lists(st.integers(0, k - 1), min_size=b, max_size=b)))

@@ -1,5 +1,6 @@
 """The recipes in recipes/ and the ``budgets:`` mechanism: every recipe loads at full scale and at its budgets,
 its model builds, CPU budgets are really smaller, and budget selection follows recipe -> budget -> command line."""
+
 from __future__ import annotations
 
 import pytest
@@ -14,14 +15,26 @@ from reglab.errors import UserError
 RECIPES = sorted(RECIPES_DIR.glob("*.yaml"))
 BUDGETED = [p for p in RECIPES if "budgets" in (yaml.safe_load(p.read_text()) or {})]
 # The default recipe and the time-to-accuracy recipes have none (a budget would change what they measure).
-WITHOUT_BUDGETS = {"quick", "fast-cpu-85", "fast-cpu-93", "fast-cpu-93-muon", "fast-cpu-93-wide", "fast-gpu-94",
-                   "fast-gpu-94-muon"}
+WITHOUT_BUDGETS = {
+    "quick",
+    "fast-cpu-85",
+    "fast-cpu-93",
+    "fast-cpu-93-muon",
+    "fast-cpu-93-wide",
+    "fast-gpu-94",
+    "fast-gpu-94-muon",
+}
 SMALL = "seed002_aug_cutout"  # a recipe used for the mechanics below
 
 
 def _classes(cfg) -> int:
-    return 100 if cfg.data.dataset == "cifar100" and cfg.data.cifar100_labels == "fine" else \
-        20 if cfg.data.dataset == "cifar100" else 10
+    return (
+        100
+        if cfg.data.dataset == "cifar100" and cfg.data.cifar100_labels == "fine"
+        else 20
+        if cfg.data.dataset == "cifar100"
+        else 10
+    )
 
 
 def _recipe(tmp_path, text: str):
@@ -32,8 +45,15 @@ def _recipe(tmp_path, text: str):
 
 def test_recipes_are_installed():
     names = {p.stem for p in RECIPES}
-    assert {"quick", "seed000_preact50_gelu_mixup", "seed001_preact18_erm", "seed002_resnet24_final",
-            "seed003_ladder_00_baseline", "seed003_result4_final", "seed004_baseline"} <= names
+    assert {
+        "quick",
+        "seed000_preact50_gelu_mixup",
+        "seed001_preact18_erm",
+        "seed002_resnet24_final",
+        "seed003_ladder_00_baseline",
+        "seed003_result4_final",
+        "seed004_baseline",
+    } <= names
     assert {p.stem for p in RECIPES} - {p.stem for p in BUDGETED} == WITHOUT_BUDGETS
 
 
@@ -60,16 +80,25 @@ def test_budgets_load_and_are_smaller(path):
 
     assert cpu.train.epochs <= full.train.epochs
     assert (cpu.data.train_subset or 10**9) <= (full.data.train_subset or 10**9)
-    assert cpu.train.epochs < full.train.epochs or (cpu.data.train_subset or 10**9) < (full.data.train_subset or 10**9)
+    assert cpu.train.epochs < full.train.epochs or (cpu.data.train_subset or 10**9) < (
+        full.data.train_subset or 10**9
+    )
     assert images(cpu) <= 30_000, "a CPU budget must finish in minutes on the 2-core machine"
     assert smoke.train.epochs == 1 and smoke.data.train_subset is not None and smoke.data.train_subset <= 1000
     assert images(smoke) <= images(cpu) < images(full)
     # A budget changes budget-sized knobs only, never what the recipe compares.
     for cfg in (cpu, smoke):
-        assert (cfg.model, cfg.mix, cfg.optim, cfg.data.dataset) == (full.model, full.mix, full.optim,
-                                                                     full.data.dataset)
-        assert (cfg.aug, cfg.train.loss, cfg.train.label_smoothing) == (full.aug, full.train.loss,
-                                                                        full.train.label_smoothing)
+        assert (cfg.model, cfg.mix, cfg.optim, cfg.data.dataset) == (
+            full.model,
+            full.mix,
+            full.optim,
+            full.data.dataset,
+        )
+        assert (cfg.aug, cfg.train.loss, cfg.train.label_smoothing) == (
+            full.aug,
+            full.train.loss,
+            full.train.label_smoothing,
+        )
     # Scaled schedules stay inside the shortened run.
     if cpu.sched.name == "multistep":
         assert max(cpu.sched.milestones) < cpu.train.epochs
@@ -89,8 +118,10 @@ def test_command_line_beats_the_budget_in_any_order():
 
 
 def test_budget_selected_in_the_recipe_and_deselected_on_the_command_line(tmp_path):
-    path = _recipe(tmp_path, "train: {epochs: 50}\nrun: {budget: cpu}\n"
-                             "budgets:\n  cpu: {train.epochs: 3, data.train_subset: 500}\n")
+    path = _recipe(
+        tmp_path,
+        "train: {epochs: 50}\nrun: {budget: cpu}\nbudgets:\n  cpu: {train.epochs: 3, data.train_subset: 500}\n",
+    )
     cfg = load_config(path)
     assert (cfg.train.epochs, cfg.data.train_subset, cfg.run.budget) == (3, 500, "cpu")
     cfg = load_config(path, ["run.budget=null"])
@@ -111,16 +142,19 @@ def test_budget_on_a_recipe_without_budgets_is_refused():
         load_config(None, ["run.budget=cpu"])
 
 
-@pytest.mark.parametrize("text, words", [
-    ("budgets: [cpu, smoke]\n", ["budgets must be a mapping"]),
-    ("budgets: {cpu: 5}\n", ["budgets.cpu", "mapping of dotted keys"]),
-    ("budgets: {cpu: [train.epochs, 5]}\n", ["budgets.cpu", "mapping of dotted keys"]),
-    ("budgets: {cpu: {epochs: 5}}\n", ["budgets.cpu", "must be dotted"]),
-    ("budgets: {cpu: {train: {epochs: 5}}}\n", ["budgets.cpu", "must be dotted"]),
-    ("budgets: {cpu: {train.epoch: 5}}\n", ["budgets.cpu", "did you mean 'epochs'"]),
-    ("budgets: {cpu: {train.epochs: many}}\n", ["budgets.cpu", "train.epochs"]),
-    ("budgets: {cpu: {run.budget: smoke}}\n", ["budgets.cpu", "run.budget"]),
-])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("budgets: [cpu, smoke]\n", ["budgets must be a mapping"]),
+        ("budgets: {cpu: 5}\n", ["budgets.cpu", "mapping of dotted keys"]),
+        ("budgets: {cpu: [train.epochs, 5]}\n", ["budgets.cpu", "mapping of dotted keys"]),
+        ("budgets: {cpu: {epochs: 5}}\n", ["budgets.cpu", "must be dotted"]),
+        ("budgets: {cpu: {train: {epochs: 5}}}\n", ["budgets.cpu", "must be dotted"]),
+        ("budgets: {cpu: {train.epoch: 5}}\n", ["budgets.cpu", "did you mean 'epochs'"]),
+        ("budgets: {cpu: {train.epochs: many}}\n", ["budgets.cpu", "train.epochs"]),
+        ("budgets: {cpu: {run.budget: smoke}}\n", ["budgets.cpu", "run.budget"]),
+    ],
+)
 def test_malformed_budgets_are_user_errors(tmp_path, text, words):
     path = _recipe(tmp_path, text)
     with pytest.raises(UserError) as exc:
@@ -154,10 +188,22 @@ def test_cli_bare_budget_shorthand(capsys):
 def test_smoke_budget_trains(tmp_path):
     from reglab.train import run
 
-    cfg = load_config(SMALL, ["run.budget=smoke", "data.dataset=synthetic", "data.val_size=100",
-                              "data.synthetic_train=400", "data.synthetic_test=100", "model.name=resnet20",
-                              "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.eval_batch_size=500",
-                              "run.device=cpu", f"run.dir={tmp_path / 'run'}"])
+    cfg = load_config(
+        SMALL,
+        [
+            "run.budget=smoke",
+            "data.dataset=synthetic",
+            "data.val_size=100",
+            "data.synthetic_train=400",
+            "data.synthetic_test=100",
+            "model.name=resnet20",
+            "model.channels=[8,16,32]",
+            "model.blocks=[1,1,1]",
+            "train.eval_batch_size=500",
+            "run.device=cpu",
+            f"run.dir={tmp_path / 'run'}",
+        ],
+    )
     assert cfg.train.epochs == 1 and cfg.aug.cutout_holes == 1 and cfg.run.budget == "smoke"
     result = run(cfg)
     assert len(result.metrics) == 1 and 0 <= result.summary["test_acc"] <= 100

@@ -3,6 +3,7 @@ dropout) and one-epoch training runs with every regularization option of the con
 
 Models are tiny (resnet20 at widths 8/16/32) or built on the ``meta`` device for parameter counts.
 """
+
 from __future__ import annotations
 
 import math
@@ -95,8 +96,9 @@ def se_params(c: int, ratio: float = 0.25) -> int:
     return 2 * c * s + c + s  # fc1 and fc2 as 1x1 convs with bias
 
 
-@pytest.mark.parametrize("name, kw", [("resnet20", SMALL), ("resnet18", {}), ("resnet50", {}),
-                                      ("preact_resnet18", {})])
+@pytest.mark.parametrize(
+    "name, kw", [("resnet20", SMALL), ("resnet18", {}), ("resnet50", {}), ("preact_resnet18", {})]
+)
 def test_se_adds_exactly_its_parameters(name, kw):
     base = count_params(meta_create(name, **kw))
     model = meta_create(name, se_ratio=0.25, **kw)
@@ -158,13 +160,19 @@ def test_resnet_d_forward_small():
         out = model(torch.randn(2, 3, 32, 32))
     assert out.shape == (2, 10) and torch.isfinite(out).all()
     # The average-pool shortcut sees every input pixel: perturbing an odd pixel changes it.
-    sc = [b.shortcut for b in blocks_of(model)
-          if isinstance(b.shortcut, nn.Sequential) and isinstance(b.shortcut[0], nn.AvgPool2d)][0]
+    sc = [
+        b.shortcut
+        for b in blocks_of(model)
+        if isinstance(b.shortcut, nn.Sequential) and isinstance(b.shortcut[0], nn.AvgPool2d)
+    ][0]
     x = torch.randn(1, sc[1].in_channels, 8, 8)
     y = x.clone()
     y[..., 1, 1] += 1
-    plain_sc = [b.shortcut for b in blocks_of(create("resnet18", channels=[8, 16, 32, 64]).eval())
-                if isinstance(b.shortcut, nn.Sequential) and b.shortcut[0].stride == (2, 2)][0]
+    plain_sc = [
+        b.shortcut
+        for b in blocks_of(create("resnet18", channels=[8, 16, 32, 64]).eval())
+        if isinstance(b.shortcut, nn.Sequential) and b.shortcut[0].stride == (2, 2)
+    ][0]
     with torch.no_grad():
         assert not torch.allclose(sc(x), sc(y))
         assert torch.equal(plain_sc(x), plain_sc(y))  # a strided 1x1 conv skips that pixel
@@ -241,8 +249,9 @@ def test_bn_dropout_wrong_length_is_a_user_error(name, rates, n):
 
 def test_bn_dropout_with_zero_init_residual():
     try:
-        model = build(ModelConfig(name="resnet20", channels=[8, 16, 32], bn_dropout=[0.2, 0.5],
-                                  zero_init_residual=True), 10)
+        model = build(
+            ModelConfig(name="resnet20", channels=[8, 16, 32], bn_dropout=[0.2, 0.5], zero_init_residual=True), 10
+        )
     except UserError:
         return  # refusing the combination clearly is acceptable
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
@@ -280,9 +289,18 @@ def test_head_dropout_before_fc():
 # Every option trains for an epoch
 
 
-BASE = ["data.dataset=synthetic", "data.synthetic_train=300", "data.synthetic_test=100", "data.val_size=100",
-        "train.batch_size=50", "train.epochs=1", "model.name=resnet20", "model.channels=[8,16,32]",
-        "model.blocks=[1,1,1]", "run.device=cpu"]
+BASE = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=300",
+    "data.synthetic_test=100",
+    "data.val_size=100",
+    "train.batch_size=50",
+    "train.epochs=1",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "run.device=cpu",
+]
 STEPS = 4  # (300 - 100) // 50
 
 
@@ -301,14 +319,25 @@ OPTIONS = [
     (["mix.cutmix_alpha=1"], "Mixer", None),
     (["mix.mixup_alpha=1", "mix.cutmix_alpha=1", "mix.switch_prob=0.5"], "Mixer", None),
     (["mix.mixup_alpha=0.2", "mix.per_sample=true", "train.label_smoothing=0.1"], "Mixer", None),
-    (["mix.lam_x=fixed", "mix.lam_x_range=[0.5,0.5]", "mix.lam_y=uniform", "mix.lam_y_range=[0,1]"], "Mixer", None),
+    (
+        ["mix.lam_x=fixed", "mix.lam_x_range=[0.5,0.5]", "mix.lam_y=uniform", "mix.lam_y_range=[0,1]"],
+        "Mixer",
+        None,
+    ),
     (["mix.mixup_alpha=1", "mix.start_epoch=1"], "Mixer0", None),  # mixing inactive in epoch 0
     (["model.drop_path=0.2"], None, _has(StochasticDepth)),
     (["model.se_ratio=0.25"], None, _has(SqueezeExcitation)),
-    (["model.resnet_d=true", "model.shortcut=conv"], None, lambda m: sum(isinstance(x, nn.Conv2d) for x in m.stem) == 3),
+    (
+        ["model.resnet_d=true", "model.shortcut=conv"],
+        None,
+        lambda m: sum(isinstance(x, nn.Conv2d) for x in m.stem) == 3,
+    ),
     (["model.dropout=0.3"], None, lambda m: isinstance(m.dropout, nn.Dropout) and m.dropout.p == 0.3),
-    (["model.bn_dropout=[0.2,0.5]"], None, lambda m: not any(isinstance(n, nn.BatchNorm2d)
-                                                             for b in blocks_of(m) for n in b.norms)),
+    (
+        ["model.bn_dropout=[0.2,0.5]"],
+        None,
+        lambda m: not any(isinstance(n, nn.BatchNorm2d) for b in blocks_of(m) for n in b.norms),
+    ),
     (["train.loss=clamped_ce"], None, None),
     (["train.smoothing_convention=others", "train.label_smoothing=0.2"], None, None),
     (["optim.name=adadelta", "optim.lr=1.0", "train.grad_clip=1.0"], None, None),
@@ -322,9 +351,14 @@ def test_option_trains_one_epoch(overrides, counted, model_check, tmp_path, monk
     from reglab.data import augment, mixing, policies
     from reglab.train import loop
 
-    classes = {"BatchPolicy": policies.BatchPolicy, "Cutout": augment.Cutout,
-               "RandomErasing": augment.RandomErasing, "RandomRotation": augment.RandomRotation,
-               "Mixer": mixing.Mixer, "Mixer0": mixing.Mixer}
+    classes = {
+        "BatchPolicy": policies.BatchPolicy,
+        "Cutout": augment.Cutout,
+        "RandomErasing": augment.RandomErasing,
+        "RandomRotation": augment.RandomRotation,
+        "Mixer": mixing.Mixer,
+        "Mixer0": mixing.Mixer,
+    }
     calls = {"n": 0}
     if counted:
         cls = classes[counted]

@@ -3,6 +3,7 @@ resuming with more epochs, checkpoint metadata that is checked before use, and t
 issue. Each case runs the real CLI (``reglab.cli.main``) where the issue showed it through the CLI and checks
 exit status, a single ``reglab: error:`` line, no traceback, and that nothing outside (or inside) was harmed.
 """
+
 from __future__ import annotations
 
 import copy
@@ -30,9 +31,20 @@ from reglab.train.checkpoint import atomic_write_bytes, load_checkpoint
 from reglab.train.fsguard import LOCK_NAME, RunLock
 
 REPO = Path(__file__).resolve().parent.parent
-SYN = ["data.dataset=synthetic", "data.synthetic_train=300", "data.synthetic_test=100", "data.val_size=100",
-       "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.batch_size=50",
-       "train.eval_batch_size=500", "optim.lr=0.2", "run.device=cpu", "run.threads=1"]
+SYN = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=300",
+    "data.synthetic_test=100",
+    "data.val_size=100",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "optim.lr=0.2",
+    "run.device=cpu",
+    "run.threads=1",
+]
 
 
 def cli_run(argv, capfd) -> tuple[int, str, str]:
@@ -112,14 +124,17 @@ def test_a_killed_holder_leaves_no_stale_lock(work, tmp_path):
             time.sleep(0.2)
         else:
             pytest.fail("the training process never reached its checkpoint write")
-        second = subprocess.run(cmd[:-1], env={**env, "REGLAB_TEST_SLOW_SAVE": ""}, capture_output=True, text=True,
-                                timeout=120)
+        second = subprocess.run(
+            cmd[:-1], env={**env, "REGLAB_TEST_SLOW_SAVE": ""}, capture_output=True, text=True, timeout=120
+        )
         assert second.returncode == 2 and f"pid {proc.pid}" in second.stderr, second.stderr
         assert "Traceback" not in second.stderr
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    again = subprocess.run(cmd, env={**env, "REGLAB_TEST_SLOW_SAVE": ""}, capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        cmd, env={**env, "REGLAB_TEST_SLOW_SAVE": ""}, capture_output=True, text=True, timeout=120
+    )
     assert again.returncode == 0, again.stderr
     assert load_checkpoint(work / "checkpoints" / "last.safetensors")["epoch"] == 3
     assert not [p for p in (work / "checkpoints").iterdir() if ".tmp" in p.name]
@@ -147,8 +162,11 @@ def test_linked_checkpoints_folder_is_refused_and_the_other_folder_untouched(wor
     (other / ".x.tmp1").write_bytes(b"not reglab's temporary")
     (work / "checkpoints").symlink_to(other)
     before = digest(other)
-    argv = ["train", "--resume", work, "train.epochs=3"] if how == "resume" else \
-        ["train", *SYN, f"run.dir={work}", "--overwrite"]
+    argv = (
+        ["train", "--resume", work, "train.epochs=3"]
+        if how == "resume"
+        else ["train", *SYN, f"run.dir={work}", "--overwrite"]
+    )
     code, _, err = cli_run(argv, capfd)
     one_error(code, err, "checkpoints is a symbolic link")
     assert digest(other) == before
@@ -207,11 +225,17 @@ def test_resume_with_more_epochs_rebuilds_the_schedule_and_says_so(work, capfd):
 def test_rebuilt_schedule_is_the_fresh_schedule_at_that_step():
     from reglab.train.optim import build_scheduler
 
-    for name, extra in (("cosine", {}), ("linear", {"min_lr": 0.01}), ("onecycle", {}),
-                        ("cosine", {"warmup_epochs": 1.5})):
+    for name, extra in (
+        ("cosine", {}),
+        ("linear", {"min_lr": 0.01}),
+        ("onecycle", {}),
+        ("cosine", {"warmup_epochs": 1.5}),
+    ):
+
         def fresh():
             opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.3)
-            return opt, build_scheduler(opt, SchedConfig(name=name, **extra), 8, 10, 0.3)
+            return opt, build_scheduler(opt, SchedConfig(name=name, **extra), 8, 10, 0.3)  # noqa: B023 (called at once)
+
         opt_a, a = fresh()
         for _ in range(60):
             opt_a.step()
@@ -226,8 +250,15 @@ def test_rebuilt_schedule_is_the_fresh_schedule_at_that_step():
         for _ in range(60):
             opt_b.step()
             old.step()
-        cfg = load_config(None, [f"sched.name={name}", *(f"sched.{k}={v}" for k, v in extra.items()),
-                                 "train.epochs=8", "optim.lr=0.3"])
+        cfg = load_config(
+            None,
+            [
+                f"sched.name={name}",
+                *(f"sched.{k}={v}" for k, v in extra.items()),
+                "train.epochs=8",
+                "optim.lr=0.3",
+            ],
+        )
         fake = SimpleNamespace(optimizer=opt_b, base_lrs=[0.3], cfg=cfg, steps_per_epoch=10, scheduler=old)
         rebuild_schedule(fake, 60)
         assert opt_b.param_groups[0]["lr"] == pytest.approx(opt_a.param_groups[0]["lr"], rel=1e-12), name
@@ -259,8 +290,11 @@ def craft(src_run: Path, dst: Path, change) -> Path:
         tensors = load_file(str(path))
         tree = json.loads(meta["reglab"])
         text = change(tree)
-        save_file(tensors, str(path), metadata={"format": meta["format"],
-                                                "reglab": text if isinstance(text, str) else json.dumps(tree)})
+        save_file(
+            tensors,
+            str(path),
+            metadata={"format": meta["format"], "reglab": text if isinstance(text, str) else json.dumps(tree)},
+        )
     return dst
 
 
@@ -273,10 +307,14 @@ CRAFTED = {
     "two-classes": (lambda t: _meta(t).__setitem__("classes", ["cat", "dog"]), "meta.classes has 2 names for 10"),
     "mean-length-1": (lambda t: _meta(t).__setitem__("mean", [0.5]), "meta.mean must be 3 numbers"),
     "negative-classes": (lambda t: _meta(t).__setitem__("num_classes", -3), "meta.num_classes = -3"),
-    "huge-model": (lambda t: _meta(t)["model"]["__dict__"].__setitem__("channels", [100000] * 3),
-                   "meta.model.channels"),
-    "big-model": (lambda t: _meta(t)["model"]["__dict__"].__setitem__("channels", [4096] * 3),
-                  "model weights do not fit"),
+    "huge-model": (
+        lambda t: _meta(t)["model"]["__dict__"].__setitem__("channels", [100000] * 3),
+        "meta.model.channels",
+    ),
+    "big-model": (
+        lambda t: _meta(t)["model"]["__dict__"].__setitem__("channels", [4096] * 3),
+        "model weights do not fit",
+    ),
     "std-zero": (lambda t: _meta(t).__setitem__("std", [0, 1, 1]), "meta.std"),
     "class-not-str": (lambda t: _meta(t)["classes"].__setitem__(0, {"x": 1}), "meta.classes[0]"),
     "no-meta": (lambda t: t["__dict__"].pop("meta"), "meta is missing"),
@@ -290,9 +328,12 @@ CRAFTED = {
 def test_crafted_checkpoint_metadata_is_one_line_error(trained, tmp_path, image, capfd, case, command):
     change, words = CRAFTED[case]
     d = craft(trained, tmp_path / "crafted", change)
-    argv = {"predict": ["predict", d, image], "eval": ["eval", d, "--out", tmp_path / "out"],
-            "export": ["export", d, "--format", "torchscript", "-o", tmp_path / "m.pt"],
-            "resume": ["train", "--resume", d, "train.epochs=3"]}[command]
+    argv = {
+        "predict": ["predict", d, image],
+        "eval": ["eval", d, "--out", tmp_path / "out"],
+        "export": ["export", d, "--format", "torchscript", "-o", tmp_path / "m.pt"],
+        "resume": ["train", "--resume", d, "train.epochs=3"],
+    }[command]
     before = digest(d)
     t0 = time.time()
     code, out, err = cli_run(argv, capfd)
@@ -331,8 +372,9 @@ def test_recipe_bytes_and_keys(tmp_path, capfd):
     folder.mkdir()
     (folder / "a.yaml").write_text("{}\n")
     bomb = tmp_path / "bomb.yaml"
-    layers = ["&a [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [f"&{c} [{', '.join([f'*{p}'] * 9)}]"
-                                                    for p, c in zip("abcdefgh", "bcdefghi")]
+    layers = ["&a [1, 1, 1, 1, 1, 1, 1, 1, 1]"] + [
+        f"&{c} [{', '.join([f'*{p}'] * 9)}]" for p, c in zip("abcdefgh", "bcdefghi")
+    ]
     bomb.write_text(f"optim:\n  betas: [{', '.join(layers)}]\n")  # 9^9 numbers if expanded
     cases = [
         (["config", latin1], [str(latin1), "is not UTF-8 text (byte 0xe9 on line 2)"]),
@@ -352,9 +394,12 @@ def test_recipe_bytes_and_keys(tmp_path, capfd):
 def test_non_utf8_override_through_a_real_process():
     """The error line itself must be printable: the raw byte is shown escaped, no second exception."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "reglab", "config", b"run.name=caf\xe9".decode("utf-8",
-                                                                                             "surrogateescape")],
-                          env=env, capture_output=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reglab", "config", b"run.name=caf\xe9".decode("utf-8", "surrogateescape")],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     err = proc.stderr.decode("utf-8", "replace")
     assert proc.returncode == 2 and "Traceback" not in err and err.count("\n") == 1, err
 
@@ -364,8 +409,14 @@ def test_broken_pipe_is_quiet():
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     r, w = os.pipe()
     os.close(r)  # no reader at all
-    proc = subprocess.run([sys.executable, "-m", "reglab", "config", "quick"], env=env, stdout=w,
-                          stderr=subprocess.PIPE, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reglab", "config", "quick"],
+        env=env,
+        stdout=w,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
     os.close(w)
     assert proc.returncode == 141 and proc.stderr == "", proc.stderr
 
@@ -385,26 +436,37 @@ def test_disk_full_during_eval_leaves_no_temporary_file(work, tmp_path, capfd, m
 
 
 def test_export_opset_is_checked(work, tmp_path, capfd):
-    for opset, words in (("999", ["--opset 999 is not an ONNX opset", "use 18 to"]),
-                         ("0", ["--opset 0 is not an ONNX opset"]), ("13", ["--opset 13"])):
+    for opset, words in (
+        ("999", ["--opset 999 is not an ONNX opset", "use 18 to"]),
+        ("0", ["--opset 0 is not an ONNX opset"]),
+        ("13", ["--opset 13"]),
+    ):
         code, out, err = cli_run(["export", work, "--opset", opset, "-o", tmp_path / "m.onnx", "--json"], capfd)
         one_error(code, err, *words)
         assert out == "" and not (tmp_path / "m.onnx").exists()
-    code, _, err = cli_run(["export", work, "--format", "torchscript", "--opset", "18", "-o", tmp_path / "m.pt"],
-                           capfd)
+    code, _, err = cli_run(
+        ["export", work, "--format", "torchscript", "--opset", "18", "-o", tmp_path / "m.pt"], capfd
+    )
     one_error(code, err, "--opset applies to --format onnx only")
 
 
 def test_leftover_temporaries_are_removed_by_resume_and_overwrite(work, capfd):
     for how in ("resume", "overwrite"):
-        junk = [work / "checkpoints" / ".tmpAb12Cd", work / "checkpoints" / ".last.safetensors.tmp999999",
-                work / ".metrics.csv.tmp999998", work / ".curves.png.tmp.png"]
+        junk = [
+            work / "checkpoints" / ".tmpAb12Cd",
+            work / "checkpoints" / ".last.safetensors.tmp999999",
+            work / ".metrics.csv.tmp999998",
+            work / ".curves.png.tmp.png",
+        ]
         for p in junk:
             p.write_bytes(b"partial")
         keep = work / "checkpoints" / ".tmp-not-ours-1"
         keep.write_bytes(b"x")
-        argv = ["train", "--resume", work, "--quiet"] if how == "resume" else \
-            ["train", *SYN, "train.epochs=1", f"run.dir={work}", "--overwrite", "--quiet"]
+        argv = (
+            ["train", "--resume", work, "--quiet"]
+            if how == "resume"
+            else ["train", *SYN, "train.epochs=1", f"run.dir={work}", "--overwrite", "--quiet"]
+        )
         code, _, err = cli_run(argv, capfd)
         assert code == 0, err
         assert not [p for p in junk if os.path.lexists(p)], how
@@ -439,8 +501,13 @@ def test_predict_a_fifo_does_not_hang(work, tmp_path):
     os.mkfifo(fifo)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     try:
-        proc = subprocess.run([sys.executable, "-m", "reglab", "predict", str(work), str(fifo)], env=env,
-                              capture_output=True, text=True, timeout=120)  # the start alone takes ~5-10 s here
+        proc = subprocess.run(
+            [sys.executable, "-m", "reglab", "predict", str(work), str(fifo)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )  # the start alone takes ~5-10 s here
     except subprocess.TimeoutExpired:
         pytest.fail("reglab predict blocked on a FIFO (killed after 120 s)")
     one_error(proc.returncode, proc.stderr, "is a FIFO, not an image file", exit_code=1)
@@ -527,9 +594,16 @@ def test_two_racing_fresh_runs_the_loser_leaves_the_winners_directory_alone(tmp_
     sync.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     argv = ["train", *SYN, "train.epochs=1", f"run.dir={d}", "--quiet"]
-    procs = {role: subprocess.Popen([sys.executable, "-c", RACE, role, str(sync), *argv], env=env,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-             for role in ("winner", "loser")}
+    procs = {
+        role: subprocess.Popen(
+            [sys.executable, "-c", RACE, role, str(sync), *argv],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for role in ("winner", "loser")
+    }
     try:
         errs = {role: p.communicate(timeout=240)[1] for role, p in procs.items()}
     finally:
@@ -616,8 +690,11 @@ def test_a_run_directory_that_is_a_link_trains(tmp_path, capfd, how):
     if how != "fresh":
         code, _, err = cli_run(fresh, capfd)
         assert code == 0, err
-    argv = {"fresh": fresh, "overwrite": [*fresh, "--overwrite"],
-            "resume": ["train", "--resume", link, "train.epochs=2", "--quiet"]}[how]
+    argv = {
+        "fresh": fresh,
+        "overwrite": [*fresh, "--overwrite"],
+        "resume": ["train", "--resume", link, "train.epochs=2", "--quiet"],
+    }[how]
     code, _, err = cli_run(argv, capfd)
     assert code == 0, err
     assert link.is_symlink() and (target / "summary.json").is_file()
@@ -683,9 +760,14 @@ def test_an_extended_schedule_is_recorded_in_the_run_directory(work, capfd):
 def test_recipes_with_merge_keys_load_and_duplicates_are_still_refused(tmp_path, capfd):
     from reglab.typedyaml import load_yaml
 
-    tree = load_yaml("base: &b {lr: 0.1, momentum: 0.8}\nx:\n  <<: *b\n  lr: 0.5\n"
-                     "y:\n  <<: [*b, {nesterov: true}]\n", "t")
-    assert tree["x"] == {"lr": 0.5, "momentum": 0.8} and tree["y"] == {"lr": 0.1, "momentum": 0.8, "nesterov": True}
+    tree = load_yaml(
+        "base: &b {lr: 0.1, momentum: 0.8}\nx:\n  <<: *b\n  lr: 0.5\ny:\n  <<: [*b, {nesterov: true}]\n", "t"
+    )
+    assert tree["x"] == {"lr": 0.5, "momentum": 0.8} and tree["y"] == {
+        "lr": 0.1,
+        "momentum": 0.8,
+        "nesterov": True,
+    }
     recipe = tmp_path / "merge.yaml"
     recipe.write_text("optim:\n  <<: &sgd {lr: 0.05, momentum: 0.85}\n  lr: 0.3\n")
     cfg = load_config(recipe, [])
@@ -696,8 +778,10 @@ def test_recipes_with_merge_keys_load_and_duplicates_are_still_refused(tmp_path,
     one_error(code, err, "found duplicate key 'lr' (first at line 3)", "line 4")
     with pytest.raises(UserError, match="found duplicate key 'momentum'"):  # inside a merged mapping
         load_yaml("optim:\n  <<: {momentum: 0.85, momentum: 0.9}\n", "t")
-    layers = ["&a {x0: 1}"] + [f"&{c} {{<<: [{', '.join([f'*{p}'] * 9)}], x{i + 1}: 1}}"
-                               for i, (p, c) in enumerate(zip("abcdefgh", "bcdefghi"))]
+    layers = ["&a {x0: 1}"] + [
+        f"&{c} {{<<: [{', '.join([f'*{p}'] * 9)}], x{i + 1}: 1}}"
+        for i, (p, c) in enumerate(zip("abcdefgh", "bcdefghi"))
+    ]
     t0 = time.time()
     with pytest.raises(UserError, match="merge keys"):  # 9^8 keys if expanded (PyYAML: minutes)
         load_yaml(f"l: [{', '.join(layers)}]\n", "bomb")

@@ -1,4 +1,5 @@
 """Exact resume: a run stopped after epoch 2 and resumed ends bit-identical to an uninterrupted one."""
+
 from __future__ import annotations
 
 import json
@@ -14,10 +15,25 @@ from reglab.train.rundir import load_run_config
 
 # EMA, a fractional warm-up (5 of 10 steps per epoch), default crop + flip, label smoothing, momentum SGD:
 # every piece of state a resume has to restore.
-CFG = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_test=200", "data.val_size=100",
-       "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.batch_size=50",
-       "train.eval_batch_size=500", "train.epochs=3", "train.label_smoothing=0.1", "optim.lr=0.2",
-       "sched.warmup_epochs=0.5", "ema.enabled=true", "ema.decay=0.9", "ema.warmup_steps=8", "run.device=cpu"]
+CFG = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=600",
+    "data.synthetic_test=200",
+    "data.val_size=100",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "train.epochs=3",
+    "train.label_smoothing=0.1",
+    "optim.lr=0.2",
+    "sched.warmup_epochs=0.5",
+    "ema.enabled=true",
+    "ema.decay=0.9",
+    "ema.warmup_steps=8",
+    "run.device=cpu",
+]
 TIMING = {"epoch_s", "images_per_s", "wall_time_s"}
 
 
@@ -66,7 +82,15 @@ def test_resumed_metrics_equal_uninterrupted(runs):
     assert _strip(stopped.metrics) == _strip(a.metrics[:2])
     on_disk = [json.loads(line) for line in (b.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert _strip(on_disk) == _strip(a.metrics)
-    keys = ("test_acc", "best_val_acc", "best_epoch", "final_val_acc", "epochs", "ema_test_acc", "final_train_loss")
+    keys = (
+        "test_acc",
+        "best_val_acc",
+        "best_epoch",
+        "final_val_acc",
+        "epochs",
+        "ema_test_acc",
+        "final_train_loss",
+    )
     assert {k: b.summary[k] for k in keys} == {k: a.summary[k] for k in keys}
 
 

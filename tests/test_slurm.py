@@ -5,6 +5,7 @@ The cluster tests skip, with the script's reason, where the cluster cannot start
 submitit); set REGLAB_REQUIRE_SLURM=1 to make that a failure instead. Runs are the tiny synthetic trainings
 of test_study.py; every wait is on the run directory or on squeue, never a fixed sleep.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_study import write_study
 
 from reglab.cli import main
 from reglab.errors import UserError
 from reglab.study import load_study
-
-from test_study import write_study
 
 REPO = Path(__file__).resolve().parent.parent
 SLURM_DIR = Path(os.environ.get("REGLAB_SLURM_DIR", "/tmp/reglab-slurm"))
@@ -35,45 +35,67 @@ DEADLINE_S = 600  # the longest any one wait may take on a loaded 2-core machine
 
 def test_launcher_section_is_read_and_times_become_minutes(tmp_path):
     spec = tmp_path / "s.yaml"
-    write_study(spec, launcher={"type": "slurm", "partition": "gpu", "cpus_per_task": 4, "mem_gb": 8,
-                                "setup": ["module load cuda"], "sbatch": {"mail-type": "END"}})
+    write_study(
+        spec,
+        launcher={
+            "type": "slurm",
+            "partition": "gpu",
+            "cpus_per_task": 4,
+            "mem_gb": 8,
+            "setup": ["module load cuda"],
+            "sbatch": {"mail-type": "END"},
+        },
+    )
     # YAML 1.1 reads an unquoted 1:30:00 as the base-60 number 5400: it must still mean 90 minutes
     spec.write_text(spec.read_text() + "  time: 1:30:00\n")
     study = load_study(spec)
-    assert study.launcher == {"type": "slurm", "partition": "gpu", "cpus_per_task": 4, "mem_gb": 8,
-                              "setup": ["module load cuda"], "sbatch": {"mail-type": "END"}, "time": 90}
+    assert study.launcher == {
+        "type": "slurm",
+        "partition": "gpu",
+        "cpus_per_task": 4,
+        "mem_gb": 8,
+        "setup": ["module load cuda"],
+        "sbatch": {"mail-type": "END"},
+        "time": 90,
+    }
     for written, minutes in (("45", 45), ("'30:00'", 30), ("'2-00:00:00'", 2880), ("'0:90'", 2), ("'1-2'", 1560)):
         write_study(spec, launcher={"time": 1})
         spec.write_text(spec.read_text().replace("time: 1", f"time: {written}"))
         assert load_study(spec).launcher["time"] == minutes, written
 
 
-@pytest.mark.parametrize("launcher, message", [
-    ({"partion": "gpu"}, "did you mean 'partition'"),
-    ({"type": "slrum"}, "did you mean 'slurm'"),
-    ({"time": "soon"}, "is not a time limit"),
-    ({"time": 0}, "must be >= 1 minute"),
-    ({"cpus_per_task": 0}, "cpus_per_task must be an integer >= 1"),
-    ({"gpus_per_task": "one"}, "gpus_per_task must be an integer >= 0"),
-    ({"mem_gb": -1}, "mem_gb must be a number > 0"),
-    ({"setup": "module load cuda"}, "setup must be a list"),
-    ({"sbatch": {"--mail-type": "END"}}, "without the dashes"),
-    ({"partition": ""}, "partition must be a partition name"),
-    ("slurm", "launcher must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "launcher, message",
+    [
+        ({"partion": "gpu"}, "did you mean 'partition'"),
+        ({"type": "slrum"}, "did you mean 'slurm'"),
+        ({"time": "soon"}, "is not a time limit"),
+        ({"time": 0}, "must be >= 1 minute"),
+        ({"cpus_per_task": 0}, "cpus_per_task must be an integer >= 1"),
+        ({"gpus_per_task": "one"}, "gpus_per_task must be an integer >= 0"),
+        ({"mem_gb": -1}, "mem_gb must be a number > 0"),
+        ({"setup": "module load cuda"}, "setup must be a list"),
+        ({"sbatch": {"--mail-type": "END"}}, "without the dashes"),
+        ({"partition": ""}, "partition must be a partition name"),
+        ("slurm", "launcher must be a mapping"),
+    ],
+)
 def test_bad_launcher_sections_are_refused_with_a_clear_message(tmp_path, launcher, message):
     with pytest.raises(UserError, match=message):
         load_study(write_study(tmp_path / "s.yaml", launcher=launcher))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--slurm", "partition=gpu"], "add --launcher slurm"),
-    (["--wait"], "add --launcher slurm"),
-    (["--launcher", "slurm", "--slurm", "partion=gpu"], "did you mean 'partition'"),
-    (["--launcher", "slurm", "--slurm", "cpus_per_task=two"], "cpus_per_task=two: must be an integer"),
-    (["--launcher", "slurm", "--slurm", "time"], "expected KEY=VALUE"),
-    (["--launcher", "slurm", "--slurm", "time=later"], "is not a time limit"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--slurm", "partition=gpu"], "add --launcher slurm"),
+        (["--wait"], "add --launcher slurm"),
+        (["--launcher", "slurm", "--slurm", "partion=gpu"], "did you mean 'partition'"),
+        (["--launcher", "slurm", "--slurm", "cpus_per_task=two"], "cpus_per_task=two: must be an integer"),
+        (["--launcher", "slurm", "--slurm", "time"], "expected KEY=VALUE"),
+        (["--launcher", "slurm", "--slurm", "time=later"], "is not a time limit"),
+    ],
+)
 def test_bad_slurm_flags_are_one_line_errors(tmp_path, capsys, argv, message):
     spec = write_study(tmp_path / "s.yaml", seeds=1)
     assert main(["study", str(spec), "-o", str(tmp_path / "o"), *argv]) == 2
@@ -113,8 +135,24 @@ def test_status_without_slurm_shows_the_run_directories(tmp_path, capsys, monkey
 
 def test_dry_run_shows_the_slurm_settings_file_then_flags(tmp_path, capsys):
     spec = write_study(tmp_path / "s.yaml", seeds=1, launcher={"type": "slurm", "partition": "cpu", "time": 30})
-    assert main(["study", str(spec), "-o", str(tmp_path / "o"), "--dry-run", "--slurm", "time=2:00:00",
-                 "--slurm", "qos=high", "-j", "3"]) == 0
+    assert (
+        main(
+            [
+                "study",
+                str(spec),
+                "-o",
+                str(tmp_path / "o"),
+                "--dry-run",
+                "--slurm",
+                "time=2:00:00",
+                "--slurm",
+                "qos=high",
+                "-j",
+                "3",
+            ]
+        )
+        == 0
+    )
     last = capsys.readouterr().out.splitlines()[-1]
     assert last.startswith("launcher slurm:")
     assert "time=120" in last and "partition=cpu" in last and "qos=high" in last and "max_running=3" in last
@@ -128,6 +166,7 @@ def test_dry_run_shows_the_slurm_settings_file_then_flags(tmp_path, capsys):
 def slurm_cluster():
     """Start the single-node test cluster (`.ci/slurm.sh start`), point SLURM_CONF at it; stop it at the end
     if this fixture started it."""
+
     def unavailable(reason: str):
         if os.environ.get("REGLAB_REQUIRE_SLURM"):
             pytest.fail(f"REGLAB_REQUIRE_SLURM is set but {reason}")
@@ -213,8 +252,22 @@ def long_reference(tmp_path_factory) -> tuple[Path, list[list]]:
     spec = write_study(root / "s.yaml", seeds=1, runs={"long": ["train.epochs=6"]})
     run = load_study(spec).runs[0]
     ref = root / "reference"
-    proc = subprocess.run([sys.executable, "-m", "reglab", "train", run.recipe, *run.overrides, f"run.dir={ref}",
-                           "run.threads=1", "--quiet"], capture_output=True, text=True, timeout=DEADLINE_S)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reglab",
+            "train",
+            run.recipe,
+            *run.overrides,
+            f"run.dir={ref}",
+            "run.threads=1",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE_S,
+    )
     assert proc.returncode == 0, proc.stderr
     return spec, epochs_of(ref)
 
@@ -289,12 +342,17 @@ def test_sweep_slurm_flags_need_the_slurm_launcher(tmp_path, capsys):
 
 
 def test_sweep_workers_on_slurm_share_one_storage(slurm_cluster, tmp_path, capsys):
-    from test_sweep import TINY as SWEEP_TINY, write_sweep
+    from test_sweep import TINY as SWEEP_TINY
+    from test_sweep import write_sweep
 
     spec = write_sweep(tmp_path / "sw.yaml", trials=3, overrides=[*SWEEP_TINY, "train.epochs=1"])
     out = tmp_path / "sweep"
-    assert main(["sweep", str(spec), "-o", str(out), "--launcher", "slurm", "--workers", "2", "--wait",
-                 "--no-report"]) == 0
+    assert (
+        main(
+            ["sweep", str(spec), "-o", str(out), "--launcher", "slurm", "--workers", "2", "--wait", "--no-report"]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "submitted job array" in text and text.count(") ended") == 2, text
     assert "3/3 finished (3 complete" in text, text

@@ -1,11 +1,20 @@
 """Uncertainty over seeds (reglab.track.stats) and study claims (reglab.track.claims), checked against scipy."""
+
 from __future__ import annotations
 
 import pytest
 
 from reglab.errors import UserError
-from reglab.track.claims import (CONTRADICTED, INCONCLUSIVE, REPRODUCED, Claim, claim_effect, claim_verdict,
-                                 derived_metrics, parse_claims)
+from reglab.track.claims import (
+    CONTRADICTED,
+    INCONCLUSIVE,
+    REPRODUCED,
+    Claim,
+    claim_effect,
+    claim_verdict,
+    derived_metrics,
+    parse_claims,
+)
 from reglab.track.stats import mean_interval, paired_difference, t_quantile_975, verdict
 
 scipy_stats = pytest.importorskip("scipy.stats")
@@ -58,24 +67,34 @@ def test_claim_verdicts_in_each_direction():
     assert claim_verdict(up, claim_effect(up, {"a": {0: 1.0}})) == "not run"  # b has no finished run yet
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"claim": "x", "metric": "test_acc", "compare": ["zzz"], "expect": "higher"}, "group 'zzz'"),
-    ({"claim": "x", "metric": "tset_acc", "compare": ["a"], "expect": "higher"}, "metric 'tset_acc'"),
-    ({"claim": "x", "metric": "test_acc", "compare": ["a"], "expect": "up"}, "expect must be"),
-    ({"claim": "x", "metric": "test_acc", "compare": ["a", "b"], "expect": "same"}, "needs margin"),
-    ({"claim": "x", "metric": "test_acc", "compare": "a", "expect": "higher"}, "compare must be"),
-    ({"claim": "x", "metric": "test_acc", "expect": "higher"}, "missing 'compare'"),
-    ({"claim": "x", "metric": "test_acc", "compare": ["a"], "expect": "higher", "sauce": 1}, "unknown key"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"claim": "x", "metric": "test_acc", "compare": ["zzz"], "expect": "higher"}, "group 'zzz'"),
+        ({"claim": "x", "metric": "tset_acc", "compare": ["a"], "expect": "higher"}, "metric 'tset_acc'"),
+        ({"claim": "x", "metric": "test_acc", "compare": ["a"], "expect": "up"}, "expect must be"),
+        ({"claim": "x", "metric": "test_acc", "compare": ["a", "b"], "expect": "same"}, "needs margin"),
+        ({"claim": "x", "metric": "test_acc", "compare": "a", "expect": "higher"}, "compare must be"),
+        ({"claim": "x", "metric": "test_acc", "expect": "higher"}, "missing 'compare'"),
+        ({"claim": "x", "metric": "test_acc", "compare": ["a"], "expect": "higher", "sauce": 1}, "unknown key"),
+    ],
+)
 def test_bad_claims_are_refused_with_a_clear_message(raw, message):
     with pytest.raises(UserError, match=message):
         parse_claims([raw], ["a", "b"], "s.yaml")
 
 
 def test_derived_metrics_of_an_overfitting_run():
-    epochs = [{"epoch": e, "train_acc": t, "val_loss": vl, "val_acc": va}
-              for e, t, vl, va in [(1, 40, 1.6, 40), (2, 80, 1.4, 48), (3, 99.5, 1.5, 50), (4, 100, 1.9, 49),
-                                   (5, 100, 2.1, 52)]]
+    epochs = [
+        {"epoch": e, "train_acc": t, "val_loss": vl, "val_acc": va}
+        for e, t, vl, va in [
+            (1, 40, 1.6, 40),
+            (2, 80, 1.4, 48),
+            (3, 99.5, 1.5, 50),
+            (4, 100, 1.9, 49),
+            (5, 100, 2.1, 52),
+        ]
+    ]
     got = derived_metrics(epochs, {"train_acc": 100.0, "test_acc": 51.0})
     assert got["gap"] == 49.0 and got["test_minus_train_acc"] == -49.0
     assert got["val_loss_min_epoch"] == 2 and got["val_loss_rise"] == pytest.approx(0.7)
@@ -86,6 +105,8 @@ def test_derived_metrics_of_an_overfitting_run():
 
 
 def test_ema_or_test_acc_takes_the_ema_weights_when_the_run_kept_them():
-    epochs = [{"epoch": 1, "test_acc": 50.0, "ema_test_acc": None}, {"epoch": 2, "test_acc": 51.0,
-                                                                    "ema_test_acc": 53.5}]
+    epochs = [
+        {"epoch": 1, "test_acc": 50.0, "ema_test_acc": None},
+        {"epoch": 2, "test_acc": 51.0, "ema_test_acc": 53.5},
+    ]
     assert derived_metrics(epochs, {"train_acc": 60.0, "test_acc": 51.0})["ema_or_test_acc"] == 53.5

@@ -2,6 +2,7 @@
 
 Runs are tiny synthetic trainings (a few seconds each) in real `reglab train` processes.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,14 +22,30 @@ from reglab.errors import UserError
 from reglab.study import load_study
 from reglab.track.report import find_run_dirs, load_records, write_report
 
-TINY = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_test=200", "data.val_size=100",
-        "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.batch_size=50",
-        "train.eval_batch_size=500", "run.device=cpu", "train.tta=false", "train.epochs=2"]
+TINY = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=600",
+    "data.synthetic_test=200",
+    "data.val_size=100",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "run.device=cpu",
+    "train.tta=false",
+    "train.epochs=2",
+]
 
 
 def write_study(path: Path, **fields) -> Path:
-    doc = {"name": "tiny", "recipe": "quick", "overrides": TINY, "seeds": 2,
-           "runs": {"erm": [], "mixup": {"mix.mixup_alpha": 1.0}}}
+    doc = {
+        "name": "tiny",
+        "recipe": "quick",
+        "overrides": TINY,
+        "seeds": 2,
+        "runs": {"erm": [], "mixup": {"mix.mixup_alpha": 1.0}},
+    }
     doc.update(fields)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -45,10 +62,17 @@ def test_load_study_expands_runs_seeds_and_grid(tmp_path):
     assert mixup.mix.mixup_alpha == 1.0 and mixup.run.seed == 0 and mixup.run.name == "mixup"
     assert study.runs[1].config.run.seed == 1 and study.runs[0].config.mix.mixup_alpha == 0.0
 
-    grid = load_study(write_study(tmp_path / "g.yaml", runs=None, seeds=[7],
-                                  grid={"optim.lr": [0.1, 0.01], "optim.momentum": [0.9, 0.5]}))
-    assert [r.key for r in grid.runs] == ["lr=0.1_momentum=0.9-s7", "lr=0.1_momentum=0.5-s7",
-                                          "lr=0.01_momentum=0.9-s7", "lr=0.01_momentum=0.5-s7"]
+    grid = load_study(
+        write_study(
+            tmp_path / "g.yaml", runs=None, seeds=[7], grid={"optim.lr": [0.1, 0.01], "optim.momentum": [0.9, 0.5]}
+        )
+    )
+    assert [r.key for r in grid.runs] == [
+        "lr=0.1_momentum=0.9-s7",
+        "lr=0.1_momentum=0.5-s7",
+        "lr=0.01_momentum=0.9-s7",
+        "lr=0.01_momentum=0.5-s7",
+    ]
     assert grid.runs[3].config.optim.lr == 0.01 and grid.runs[3].config.optim.momentum == 0.5
     crossed = load_study(write_study(tmp_path / "c.yaml", seeds=1, grid={"optim.lr": [0.1, 0.2]}))
     assert [r.group for r in crossed.runs] == ["erm_lr=0.1", "erm_lr=0.2", "mixup_lr=0.1", "mixup_lr=0.2"]
@@ -61,17 +85,20 @@ def test_command_line_overrides_and_budget_win(tmp_path):
     assert budget.runs[0].config.data.train_subset == 1000 and budget.runs[0].config.train.epochs == 1
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"rnus": {}}, "did you mean 'runs'"),
-    ({"runs": {"bad": ["optim.lrr=0.1"]}}, "run 'bad'"),
-    ({"runs": {"bad": "optim.lr=0.1"}}, "expected a list"),
-    ({"runs": {"bad": {"lr": 0.1}}}, "must be dotted"),
-    ({"seeds": 0}, "seeds=0"),
-    ({"runs": None}, "needs runs"),
-    ({"grid": {"optim.lr": []}}, "non-empty list"),
-    ({"recipe": "quik"}, "did you mean 'quick'"),
-    ({"runs": {"a b": []}}, "may hold only"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"rnus": {}}, "did you mean 'runs'"),
+        ({"runs": {"bad": ["optim.lrr=0.1"]}}, "run 'bad'"),
+        ({"runs": {"bad": "optim.lr=0.1"}}, "expected a list"),
+        ({"runs": {"bad": {"lr": 0.1}}}, "must be dotted"),
+        ({"seeds": 0}, "seeds=0"),
+        ({"runs": None}, "needs runs"),
+        ({"grid": {"optim.lr": []}}, "non-empty list"),
+        ({"recipe": "quik"}, "did you mean 'quick'"),
+        ({"runs": {"a b": []}}, "may hold only"),
+    ],
+)
 def test_bad_study_files_are_refused_with_a_clear_message(tmp_path, fields, message):
     with pytest.raises(UserError, match=message):
         load_study(write_study(tmp_path / "s.yaml", **fields))
@@ -153,8 +180,9 @@ def test_interrupted_study_resumes_where_it_stopped(tmp_path):
     spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"long": ["train.epochs=6"]})
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "reglab", "study", str(spec), "-o", str(out), "--no-report"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     run_dir = out / "runs" / "long-s0"
     deadline = time.time() + 120
     while time.time() < deadline and not (run_dir / "checkpoints" / "last.safetensors").is_file():
@@ -217,7 +245,7 @@ def test_report_tables_group_seeds_with_mean_and_std(finished_study, tmp_path):
     groups = {g["group"]: g for g in csv.DictReader(files["groups_csv"].open())}
     accs = [r.row["test_acc"] for r in records if r.group == "erm"]
     assert float(groups["erm"]["test_acc"]) == pytest.approx(sum(accs) / 2)
-    assert float(groups["erm"]["test_acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+    assert float(groups["erm"]["test_acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
     md = files["markdown"].read_text()
     assert "| erm | 2 |" in md and "±" in md and "Curves use the test split" in md
     runs = list(csv.DictReader(files["runs_csv"].open()))
@@ -230,10 +258,22 @@ def test_report_tables_group_seeds_with_mean_and_std(finished_study, tmp_path):
 def test_report_compares_with_the_reference_and_judges_the_claims(finished_study, tmp_path, capsys):
     study = yaml.safe_load((finished_study / "study.yaml").read_text())
     study["reference"] = "mixup"
-    study["claims"] = [{"claim": "erm ends above chance", "metric": "test_acc", "compare": ["erm"], "than": 0,
-                        "expect": "higher"},
-                       {"claim": "erm differs from mixup", "metric": "test_loss", "compare": ["erm", "mixup"],
-                        "expect": "same", "margin": 1e-9}]
+    study["claims"] = [
+        {
+            "claim": "erm ends above chance",
+            "metric": "test_acc",
+            "compare": ["erm"],
+            "than": 0,
+            "expect": "higher",
+        },
+        {
+            "claim": "erm differs from mixup",
+            "metric": "test_loss",
+            "compare": ["erm", "mixup"],
+            "expect": "same",
+            "margin": 1e-9,
+        },
+    ]
     (finished_study / "study.yaml").write_text(yaml.safe_dump(study))
     files = write_report([finished_study], tmp_path / "rep")
     records = load_records([finished_study])
@@ -244,7 +284,7 @@ def test_report_compares_with_the_reference_and_judges_the_claims(finished_study
     assert float(comparison[0]["test_acc_mean"]) == pytest.approx(sum(diffs) / 2)
     claims = list(csv.DictReader(files["claims_csv"].open()))
     erm = [acc[("erm", s)] for s in (0, 1)]
-    half = 12.7062 * abs(erm[0] - erm[1]) / 2 ** 0.5 / 2 ** 0.5  # t(0.975, 1) * sd / sqrt(2)
+    half = 12.7062 * abs(erm[0] - erm[1]) / 2**0.5 / 2**0.5  # t(0.975, 1) * sd / sqrt(2)
     assert float(claims[0]["lo"]) == pytest.approx(sum(erm) / 2 - half, abs=1e-3)
     assert claims[0]["verdict"] == ("reproduced" if float(claims[0]["lo"]) > 0 else "inconclusive")
     assert claims[1]["verdict"] in ("contradicted", "inconclusive") and claims[1]["n"] == "2"
@@ -303,8 +343,22 @@ def test_tensorboard_and_wandb_mirror_the_epoch_metrics(tmp_path):
 
     run_dir = tmp_path / "run"
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.run([sys.executable, "-m", "reglab", "train", *TINY, "run.loggers=[tensorboard,wandb]",
-                           f"run.dir={run_dir}", "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reglab",
+            "train",
+            *TINY,
+            "run.loggers=[tensorboard,wandb]",
+            f"run.dir={run_dir}",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     acc = EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
@@ -328,7 +382,9 @@ def test_report_keeps_the_study_order_not_the_alphabet(tmp_path):
     for key in ("zeta-s0", "alpha-s0", "mid-s0"):
         (study / "runs" / key).mkdir(parents=True)
         (study / "runs" / key / "config.yaml").write_text(yaml.safe_dump({"run": {"name": key[:-3], "seed": 0}}))
-    (study / "study.yaml").write_text(yaml.safe_dump({"name": "st", "run_order": ["zeta-s0", "alpha-s0", "mid-s0"]}))
+    (study / "study.yaml").write_text(
+        yaml.safe_dump({"name": "st", "run_order": ["zeta-s0", "alpha-s0", "mid-s0"]})
+    )
     lone = tmp_path / "lone"
     lone.mkdir()
     (lone / "config.yaml").write_text(yaml.safe_dump({"run": {"name": "lone"}}))

@@ -1,6 +1,7 @@
 """Sweeps (reglab.sweep, `reglab sweep`) on synthetic data with a tiny model: validation of sweep files,
 pruning, failures, resume, two worker processes on one storage, Ctrl-C and SIGKILL of a worker mid-trial,
 the report (importance, figures, best.yaml) and the retrain of the best config."""
+
 from __future__ import annotations
 
 import json
@@ -25,16 +26,37 @@ from reglab.sweep.runner import Worker, counts, recover_stale
 from reglab.sweep.storage import load_study, prepare
 
 REPO = Path(__file__).resolve().parent.parent
-TINY = ["data.dataset=synthetic", "data.synthetic_train=300", "data.synthetic_test=100", "data.val_size=100",
-        "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.eval_batch_size=500",
-        "run.device=cpu", "run.threads=1", "train.tta=false", "optim.nesterov=false", "sched.warmup_epochs=0",
-        "sched.name=cosine"]
+TINY = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=300",
+    "data.synthetic_test=100",
+    "data.val_size=100",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.eval_batch_size=500",
+    "run.device=cpu",
+    "run.threads=1",
+    "train.tta=false",
+    "optim.nesterov=false",
+    "sched.warmup_epochs=0",
+    "sched.name=cosine",
+]
 
 
 def sweep_dict(**kw) -> dict:
-    d = {"name": "tiny", "recipe": "quick", "overrides": [*TINY, "train.epochs=3"], "trials": 6, "seed": 0,
-         "space": {"optim.lr": {"type": "logfloat", "low": 1e-3, "high": 0.5},
-                   "train.batch_size": [25, 50], "optim.name": ["sgd", "adam"]}}
+    d = {
+        "name": "tiny",
+        "recipe": "quick",
+        "overrides": [*TINY, "train.epochs=3"],
+        "trials": 6,
+        "seed": 0,
+        "space": {
+            "optim.lr": {"type": "logfloat", "low": 1e-3, "high": 0.5},
+            "train.batch_size": [25, 50],
+            "optim.name": ["sgd", "adam"],
+        },
+    }
     d.update(kw)
     return d
 
@@ -56,31 +78,46 @@ def _env() -> dict[str, str]:
 
 
 def cli_proc(*args: str, cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "reglab", "sweep", *args], cwd=cwd, env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "reglab", "sweep", *args],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # The sweep file
 
 
-@pytest.mark.parametrize("change, words", [
-    ({"sampler": "tpee"}, ["unknown sampler", "did you mean 'tpe'"]),
-    ({"pruner": "hyperbnd"}, ["unknown pruner", "did you mean 'hyperband'"]),
-    ({"pruner": {"name": "median", "n_startup": 2}}, ["unknown option", "n_startup_trials"]),
-    ({"space": {"optim.lr": {"type": "logfloat", "low": 0, "high": 0.3}}}, ["space.optim.lr", "low > 0"]),
-    ({"space": {"optim.lr": {"type": "float", "low": 0.3, "high": 0.1}}}, ["low=0.3", "smaller than high"]),
-    ({"space": {"optim.lrr": {"type": "float", "low": 0.1, "high": 0.3}}}, ["optim.lrr", "did you mean 'lr'"]),
-    ({"space": {"optim.lr": {"low": 0.1, "high": 0.3}}}, ["space.optim.lr", "type:"]),
-    ({"space": {"optim.lr": {"type": "flaot", "low": 0.1, "high": 0.3}}}, ["unknown type", "did you mean 'float'"]),
-    ({"space": {"optim.momentum": {"type": "float", "low": 0.5, "high": 1.5}}}, ["optim.momentum=1.5", "[0, 1)"]),
-    ({"space": {"train.batch_size": {"type": "int", "low": 16, "high": 64.5}}}, ["whole number"]),
-    ({"space": {"data.val_size": [100, 200]}}, ["cannot be searched", "validation set"]),
-    ({"sampler": "grid", "space": {"optim.lr": {"type": "float", "low": 0.1, "high": 0.3}}}, ["grid: [v1"]),
-    ({"objective": "test_acc"}, ["objective", "validation accuracy"]),
-    ({"trails": 5}, ["unknown key 'trails'", "did you mean 'trials'"]),
-    ({"overrides": [*TINY, "data.val_size=0"]}, ["data.val_size must be > 0"]),
-])
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"sampler": "tpee"}, ["unknown sampler", "did you mean 'tpe'"]),
+        ({"pruner": "hyperbnd"}, ["unknown pruner", "did you mean 'hyperband'"]),
+        ({"pruner": {"name": "median", "n_startup": 2}}, ["unknown option", "n_startup_trials"]),
+        ({"space": {"optim.lr": {"type": "logfloat", "low": 0, "high": 0.3}}}, ["space.optim.lr", "low > 0"]),
+        ({"space": {"optim.lr": {"type": "float", "low": 0.3, "high": 0.1}}}, ["low=0.3", "smaller than high"]),
+        ({"space": {"optim.lrr": {"type": "float", "low": 0.1, "high": 0.3}}}, ["optim.lrr", "did you mean 'lr'"]),
+        ({"space": {"optim.lr": {"low": 0.1, "high": 0.3}}}, ["space.optim.lr", "type:"]),
+        (
+            {"space": {"optim.lr": {"type": "flaot", "low": 0.1, "high": 0.3}}},
+            ["unknown type", "did you mean 'float'"],
+        ),
+        (
+            {"space": {"optim.momentum": {"type": "float", "low": 0.5, "high": 1.5}}},
+            ["optim.momentum=1.5", "[0, 1)"],
+        ),
+        ({"space": {"train.batch_size": {"type": "int", "low": 16, "high": 64.5}}}, ["whole number"]),
+        ({"space": {"data.val_size": [100, 200]}}, ["cannot be searched", "validation set"]),
+        ({"sampler": "grid", "space": {"optim.lr": {"type": "float", "low": 0.1, "high": 0.3}}}, ["grid: [v1"]),
+        ({"objective": "test_acc"}, ["objective", "validation accuracy"]),
+        ({"trails": 5}, ["unknown key 'trails'", "did you mean 'trials'"]),
+        ({"overrides": [*TINY, "data.val_size=0"]}, ["data.val_size must be > 0"]),
+    ],
+)
 def test_bad_sweep_files_are_one_clear_user_error(change, words):
     with pytest.raises(UserError) as exc:
         parse_sweep(sweep_dict(**change), "tiny", "tiny.yaml")
@@ -92,14 +129,25 @@ def test_bad_sweep_files_are_one_clear_user_error(change, words):
 
 def test_space_types_and_trial_configs():
     base = [o for o in TINY if not o.startswith("model.channels")] + ["train.epochs=3"]
-    spec = parse_sweep(sweep_dict(overrides=base, space={
-        "optim.lr": {"type": "logfloat", "low": "1e-3", "high": 0.3},  # YAML 1.1 reads 1e-3 as a string
-        "optim.weight_decay": {"type": "float", "low": 0.0, "high": 1e-3},
-        "model.stem_width": {"type": "int", "low": 8, "high": 32, "step": 8},
-        "model.channels": {"choices": [[8, 16, 32], [16, 32, 64]]}}), "tiny")
+    spec = parse_sweep(
+        sweep_dict(
+            overrides=base,
+            space={
+                "optim.lr": {"type": "logfloat", "low": "1e-3", "high": 0.3},  # YAML 1.1 reads 1e-3 as a string
+                "optim.weight_decay": {"type": "float", "low": 0.0, "high": 1e-3},
+                "model.stem_width": {"type": "int", "low": 8, "high": 32, "step": 8},
+                "model.channels": {"choices": [[8, 16, 32], [16, 32, 64]]},
+            },
+        ),
+        "tiny",
+    )
     kinds = {p.key: (p.type, p.log) for p in spec.space}
-    assert kinds == {"optim.lr": ("float", True), "optim.weight_decay": ("float", False),
-                     "model.stem_width": ("int", False), "model.channels": ("categorical", False)}
+    assert kinds == {
+        "optim.lr": ("float", True),
+        "optim.weight_decay": ("float", False),
+        "model.stem_width": ("int", False),
+        "model.channels": ("categorical", False),
+    }
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
     trial = study.ask()
     values = {p.key: p.suggest(trial) for p in spec.space}
@@ -112,9 +160,13 @@ def test_space_types_and_trial_configs():
 
 
 def test_saved_sweep_reads_back_identically(tmp_path):
-    spec = parse_sweep(sweep_dict(space={"mix.mixup_alpha": {"type": "float", "low": 0.0, "high": 1.0},
-                                         "optim.name": ["sgd", "adam"]},
-                                  pruner={"name": "median", "n_startup_trials": 2}), "tiny")
+    spec = parse_sweep(
+        sweep_dict(
+            space={"mix.mixup_alpha": {"type": "float", "low": 0.0, "high": 1.0}, "optim.name": ["sgd", "adam"]},
+            pruner={"name": "median", "n_startup_trials": 2},
+        ),
+        "tiny",
+    )
     again = parse_sweep(yaml.safe_load(yaml.safe_dump(spec.to_dict())), "tiny")
     assert again.to_dict() == spec.to_dict() and again.space[0].low == 0.0  # low: 0.0 is not dropped as falsy
     assert again.make_pruner()._n_startup_trials == 2
@@ -162,13 +214,15 @@ def test_pruning_stops_trials_early(swept):
         assert json.loads((run_dir / "summary.json").read_text())["epochs"] == epochs
         assert t.value == pytest.approx(rows[-1]["val_acc"])  # Optuna keeps the last reported accuracy
     for t in study.get_trials(states=(TrialState.COMPLETE,)):
-        rows = [json.loads(line) for line in (tmp / t.user_attrs["run_dir"] / "metrics.jsonl").read_text().splitlines()]
+        rows = [
+            json.loads(line) for line in (tmp / t.user_attrs["run_dir"] / "metrics.jsonl").read_text().splitlines()
+        ]
         assert len(rows) == 3 and t.value == pytest.approx(rows[-1]["val_acc"])
         assert all(r["test_acc"] is None for r in rows)  # a sweep never evaluates the test set
 
 
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(swept):
-    tmp, spec, first, *_ , logs = swept
+    tmp, spec, first, *_, logs = swept
     study = load_study(spec, tmp)
     t = study.trials[1]
     assert t.state == TrialState.FAIL and t.user_attrs["failure_kind"] == "diverged"
@@ -228,10 +282,19 @@ def test_best_retrains_on_train_plus_val_and_reports_test_once(swept, capsys):
 
 
 def test_grid_sampler_visits_every_point_once(tmp_path):
-    spec = parse_sweep(sweep_dict(sampler="grid", pruner="none", trials=None,
-                                  overrides=[*TINY, "train.epochs=1", "train.batch_size=50"],
-                                  space={"optim.lr": {"type": "float", "low": 0.01, "high": 0.1, "grid": [0.01, 0.1]},
-                                         "optim.name": ["sgd"]}), "grid")
+    spec = parse_sweep(
+        sweep_dict(
+            sampler="grid",
+            pruner="none",
+            trials=None,
+            overrides=[*TINY, "train.epochs=1", "train.batch_size=50"],
+            space={
+                "optim.lr": {"type": "float", "low": 0.01, "high": 0.1, "grid": [0.01, 0.1]},
+                "optim.name": ["sgd"],
+            },
+        ),
+        "grid",
+    )
     assert spec.trials == 2
     prepare(spec, tmp_path)
     Worker(spec, tmp_path, log=lambda m: None).run()
@@ -241,8 +304,12 @@ def test_grid_sampler_visits_every_point_once(tmp_path):
 
 
 def test_journal_file_storage(tmp_path):
-    spec = parse_sweep(sweep_dict(trials=1, storage=f"journal:{tmp_path / 'shared.journal'}",
-                                  overrides=[*TINY, "train.epochs=1"]), "tiny")
+    spec = parse_sweep(
+        sweep_dict(
+            trials=1, storage=f"journal:{tmp_path / 'shared.journal'}", overrides=[*TINY, "train.epochs=1"]
+        ),
+        "tiny",
+    )
     prepare(spec, tmp_path / "out")
     Worker(spec, tmp_path / "out", log=lambda m: None).run()
     assert (tmp_path / "shared.journal").stat().st_size > 0 and not (tmp_path / "out" / "study.db").exists()
@@ -250,8 +317,9 @@ def test_journal_file_storage(tmp_path):
     plain = parse_sweep(sweep_dict(trials=2, overrides=[*TINY, "train.epochs=1"]), "tiny")
     prepare(plain, tmp_path / "out")  # resumed without naming a storage: the directory remembers its own
     assert plain.storage == spec.storage
-    other = parse_sweep(sweep_dict(trials=2, storage=f"sqlite:///{tmp_path / 'x.db'}",
-                                   overrides=[*TINY, "train.epochs=1"]), "tiny")
+    other = parse_sweep(
+        sweep_dict(trials=2, storage=f"sqlite:///{tmp_path / 'x.db'}", overrides=[*TINY, "train.epochs=1"]), "tiny"
+    )
     with pytest.raises(UserError, match="uses storage"):
         prepare(other, tmp_path / "out")
 
@@ -311,8 +379,11 @@ def test_open_storage_retries_a_schema_creation_race_and_reports_other_errors(mo
     def racing(url, **kw):
         calls.append(url)
         if len(calls) == 1:
-            raise IntegrityError("INSERT INTO alembic_version", {}, Exception(
-                "UNIQUE constraint failed: alembic_version.version_num"))
+            raise IntegrityError(
+                "INSERT INTO alembic_version",
+                {},
+                Exception("UNIQUE constraint failed: alembic_version.version_num"),
+            )
         return real(url, **kw)
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
@@ -333,9 +404,25 @@ def test_open_storage_retries_a_schema_creation_race_and_reports_other_errors(mo
 
 def test_two_worker_processes_share_one_study(tmp_path):
     f = write_sweep(tmp_path / "two.yaml", trials=4, overrides=[*TINY, "train.epochs=1"])
-    proc = subprocess.run([sys.executable, "-m", "reglab", "sweep", str(f), "-o", str(tmp_path / "out"),
-                           "--workers", "2", "--no-report"], cwd=tmp_path, env=_env(), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reglab",
+            "sweep",
+            str(f),
+            "-o",
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+            "--no-report",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     spec = parse_sweep(sweep_dict(trials=4, overrides=[*TINY, "train.epochs=1"]), "tiny")
     study = load_study(spec, tmp_path / "out")

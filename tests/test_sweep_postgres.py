@@ -1,5 +1,6 @@
 """Sweeps on a real PostgreSQL server (tests/conftest.py's ``postgres_server``: .ci/postgres.sh), the storage
 URL's error messages, and the live dashboard (``reglab sweep dashboard``) as a real server process."""
+
 from __future__ import annotations
 
 import fcntl
@@ -25,16 +26,37 @@ from reglab.sweep.storage import engine_url, load_study, open_storage, prepare, 
 
 REPO = Path(__file__).resolve().parent.parent
 GATE = Path(__file__).resolve().parent / "sweep_gate"  # sitecustomize.py: the killed-worker test's hook
-TINY = ["data.dataset=synthetic", "data.synthetic_train=300", "data.synthetic_test=100", "data.val_size=100",
-        "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.eval_batch_size=500",
-        "run.device=cpu", "run.threads=1", "train.tta=false", "optim.nesterov=false", "sched.warmup_epochs=0",
-        "sched.name=cosine"]
+TINY = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=300",
+    "data.synthetic_test=100",
+    "data.val_size=100",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.eval_batch_size=500",
+    "run.device=cpu",
+    "run.threads=1",
+    "train.tta=false",
+    "optim.nesterov=false",
+    "sched.warmup_epochs=0",
+    "sched.name=cosine",
+]
 
 
 def sweep_dict(**kw) -> dict:
-    d = {"name": "pg", "recipe": "quick", "overrides": [*TINY, "train.epochs=2"], "trials": 6, "seed": 0,
-         "space": {"optim.lr": {"type": "logfloat", "low": 1e-3, "high": 0.5},
-                   "train.batch_size": [25, 50], "optim.name": ["sgd", "adam"]}}
+    d = {
+        "name": "pg",
+        "recipe": "quick",
+        "overrides": [*TINY, "train.epochs=2"],
+        "trials": 6,
+        "seed": 0,
+        "space": {
+            "optim.lr": {"type": "logfloat", "low": 1e-3, "high": 0.5},
+            "train.batch_size": [25, 50],
+            "optim.name": ["sgd", "adam"],
+        },
+    }
     d.update(kw)
     return d
 
@@ -79,12 +101,15 @@ def _epochs_on_disk(out: Path, t) -> int:
 # The storage URL: mistakes are one line that says what to fix, and never show the password
 
 
-@pytest.mark.parametrize("url, words", [
-    ("postgres://u:pw@localhost/db", ["write postgresql://, not postgres://"]),
-    ("postgresq://u:pw@localhost/db", ["unknown database 'postgresq'", "did you mean postgresql://"]),
-    ("postgresql://u:pw@localhost:54x/db", ["not a database URL", "postgresql://USER:PASSWORD@HOST:PORT/DB"]),
-    ("postgresql:/db", ["not a database URL"]),
-])
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("postgres://u:pw@localhost/db", ["write postgresql://, not postgres://"]),
+        ("postgresq://u:pw@localhost/db", ["unknown database 'postgresq'", "did you mean postgresql://"]),
+        ("postgresql://u:pw@localhost:54x/db", ["not a database URL", "postgresql://USER:PASSWORD@HOST:PORT/DB"]),
+        ("postgresql:/db", ["not a database URL"]),
+    ],
+)
 def test_bad_storage_urls_are_clear_user_errors(url, words):
     with pytest.raises(UserError) as exc:
         open_storage(url)
@@ -101,7 +126,9 @@ def test_missing_postgres_driver_names_the_pip_command(monkeypatch):
     with pytest.raises(UserError, match=r"pip install 'reglab\[postgres\]'") as exc:
         open_storage("postgresql://u:secret@localhost/db")
     assert "secret" not in str(exc.value) and "u:***@localhost" in str(exc.value)
-    with pytest.raises(UserError, match="names the psycopg2 driver, which is not installed: pip install psycopg2-bin"):
+    with pytest.raises(
+        UserError, match="names the psycopg2 driver, which is not installed: pip install psycopg2-bin"
+    ):
         open_storage("postgresql+psycopg2://u@localhost/db")
     # with only psycopg2 installed, postgresql:// uses it (SQLAlchemy 2.1 alone would ask for psycopg 3)
     monkeypatch.setattr(storage, "_importable", lambda module: module == "psycopg2")
@@ -117,13 +144,23 @@ def test_unreachable_server_is_one_line_without_the_password(tmp_path, capsys):
         port = s.getsockname()[1]
         f = tmp_path / "s.yaml"
         f.write_text(yaml.safe_dump(sweep_dict(trials=1)))
-        code = main(["sweep", str(f), "-o", str(tmp_path / "out"), "--storage",
-                     f"postgresql://reglab:secret@127.0.0.1:{port}/db"])
+        code = main(
+            [
+                "sweep",
+                str(f),
+                "-o",
+                str(tmp_path / "out"),
+                "--storage",
+                f"postgresql://reglab:secret@127.0.0.1:{port}/db",
+            ]
+        )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert f"no database server answers at 127.0.0.1:{port}: start it" in err and "secret" not in err
     assert "reglab:***@127.0.0.1" in err
-    assert not (tmp_path / "out" / "sweep.yaml").exists()  # the directory does not remember the storage that failed
+    assert not (
+        tmp_path / "out" / "sweep.yaml"
+    ).exists()  # the directory does not remember the storage that failed
 
 
 def test_wrong_password_and_missing_database_on_a_real_server(postgres_server):
@@ -148,8 +185,14 @@ def test_two_worker_processes_on_postgres_reach_the_trial_count_exactly(tmp_path
     f = tmp_path / "pg.yaml"
     f.write_text(yaml.safe_dump(d))
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "reglab", "sweep", str(f), "-o", str(out), "--workers", "2"],
-                          cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "reglab", "sweep", str(f), "-o", str(out), "--workers", "2"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     text = proc.stdout + proc.stderr
     assert proc.returncode == 0, text
     assert not (out / "study.db").exists()  # the study lives on the server
@@ -195,8 +238,13 @@ def test_worker_killed_mid_trial_on_postgres_is_retried_and_the_count_is_exact(t
         server.settimeout(600)
         env = _env(REGLAB_TEST_SWEEP_GATE=f"{server.getsockname()[1]}:{lock_path}:0")
         env["PYTHONPATH"] = f"{GATE}{os.pathsep}{env['PYTHONPATH']}"
-        launcher = subprocess.Popen([sys.executable, "-m", "reglab", "sweep", str(f), "-o", str(out), "--workers",
-                                     "2", "--no-report"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "reglab", "sweep", str(f), "-o", str(out), "--workers", "2", "--no-report"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         victim = None
         try:
             try:
@@ -223,7 +271,9 @@ def test_worker_killed_mid_trial_on_postgres_is_retried_and_the_count_is_exact(t
     assert [t.number for t in trials] == list(range(4)), text  # 3 trials + 1 retry, numbered once each
     k = trials[0]
     assert k.state == TrialState.FAIL and k.user_attrs["failure_kind"] == "died" and k.user_attrs["will_retry"]
-    assert f"process {victim} on" in k.user_attrs["failure"] and "ended without finishing" in k.user_attrs["failure"]
+    assert (
+        f"process {victim} on" in k.user_attrs["failure"] and "ended without finishing" in k.user_attrs["failure"]
+    )
     retry = [t for t in trials if t.user_attrs.get("retry_of") == 0]
     assert len(retry) == 1 and retry[0].params == k.params and retry[0].state == TrialState.COMPLETE
     assert retry[0].user_attrs["pid"] != victim
@@ -266,7 +316,9 @@ def test_stale_heartbeat_from_another_host_on_postgres(tmp_path, postgres_url):
         t.set_user_attr("heartbeat", beat)
     assert recover_stale(study, spec, log=lambda m: None) == [old.number]
     t = study.trials[old.number]
-    assert t.state == TrialState.FAIL and "no heartbeat for" in t.user_attrs["failure"] and t.user_attrs["will_retry"]
+    assert (
+        t.state == TrialState.FAIL and "no heartbeat for" in t.user_attrs["failure"] and t.user_attrs["will_retry"]
+    )
     assert study.trials[fresh.number].state == TrialState.RUNNING
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == old.number
@@ -276,8 +328,12 @@ def test_stale_heartbeat_from_another_host_on_postgres(tmp_path, postgres_url):
 # The live dashboard: `reglab sweep dashboard DIR` as a real server process
 
 # (values per epoch, final state) of the hand-made study the dashboard serves: every finished state, known values
-DASH_TRIALS = [([40.0, 61.5], TrialState.COMPLETE), ([12.5], TrialState.PRUNED), ([30.0, 55.25], TrialState.COMPLETE),
-               ([], TrialState.FAIL)]
+DASH_TRIALS = [
+    ([40.0, 61.5], TrialState.COMPLETE),
+    ([12.5], TrialState.PRUNED),
+    ([30.0, 55.25], TrialState.COMPLETE),
+    ([], TrialState.FAIL),
+]
 API_STATE = {TrialState.COMPLETE: "Complete", TrialState.PRUNED: "Pruned", TrialState.FAIL: "Fail"}
 
 
@@ -302,8 +358,13 @@ def _start_dashboard(out: Path, *args: str) -> tuple[subprocess.Popen, str]:
     """``reglab sweep dashboard OUT --port 0`` as a server process; its study page's URL once it listens."""
     import select
 
-    proc = subprocess.Popen([sys.executable, "-m", "reglab", "sweep", "dashboard", str(out), "--port", "0", *args],
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reglab", "sweep", "dashboard", str(out), "--port", "0", *args],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     ready, _, _ = select.select([proc.stdout], [], [], 300)  # the first line is printed once the port is bound
     line = proc.stdout.readline() if ready else ""
     if "http://" not in line:
@@ -332,18 +393,23 @@ def test_dashboard_serves_the_sweep_on_localhost(dashboard_sweep, chromium, tmp_
     try:
         host_port, _, path = page_url.partition("/")
         base = f"http://{host_port}"
-        assert host_port.startswith("127.0.0.1:") and _listening_addresses(int(host_port.split(":")[1])) == \
-            {"127.0.0.1"}  # this machine only, by default
+        assert host_port.startswith("127.0.0.1:") and _listening_addresses(int(host_port.split(":")[1])) == {
+            "127.0.0.1"
+        }  # this machine only, by default
         # the HTTP API lists the study and its trials with their states and values
         studies = json.load(urllib.request.urlopen(f"{base}/api/studies", timeout=60))["study_summaries"]
         assert [s["study_name"] for s in studies] == ["dash"]
         study_id = studies[0]["study_id"]
         assert path == f"dashboard/studies/{study_id}"
         detail = json.load(urllib.request.urlopen(f"{base}/api/studies/{study_id}?after=0", timeout=60))
-        got = [(t["number"], t["state"], t.get("values"), [iv["value"] for iv in t["intermediate_values"]])
-               for t in detail["trials"]]
-        assert got == [(i, API_STATE[state], [values[-1]] if values else None, values)
-                       for i, (values, state) in enumerate(DASH_TRIALS)]
+        got = [
+            (t["number"], t["state"], t.get("values"), [iv["value"] for iv in t["intermediate_values"]])
+            for t in detail["trials"]
+        ]
+        assert got == [
+            (i, API_STATE[state], [values[-1]] if values else None, values)
+            for i, (values, state) in enumerate(DASH_TRIALS)
+        ]
         # the page, in headless chromium: the study list, then each trial with its state and value
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
@@ -362,7 +428,7 @@ def test_dashboard_serves_the_sweep_on_localhost(dashboard_sweep, chromium, tmp_
                 assert lines[1] == API_STATE[state], lines  # the trial's panel: its state under its title ...
                 if values:  # ... its value, and the accuracy of every epoch
                     assert lines[lines.index("Value") + 1] == f"{values[-1]:g}", lines
-                    steps = lines[lines.index("Intermediate Values") + 1:lines.index("Parameter")]
+                    steps = lines[lines.index("Intermediate Values") + 1 : lines.index("Parameter")]
                     assert steps == [f"{e} {v:g}" for e, v in enumerate(values, 1)], lines
                 else:
                     assert lines[lines.index("Value") + 1] == "None", lines

@@ -4,6 +4,7 @@ Every training run here is a few seconds: synthetic data (500 train / 100 val / 
 ResNet-20 shrunk to widths 8/16/32 and one block per stage, batch 50, one torch thread (the CPU is shared;
 oversubscribed OpenMP threads are 10x slower than one thread).
 """
+
 from __future__ import annotations
 
 import csv
@@ -16,23 +17,34 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
 import torch.nn as nn
 import torch.nn.functional as F
+import yaml
 
 from reglab.config import OptimConfig, SchedConfig, load_config
 from reglab.errors import UserError
 from reglab.models import create
 from reglab.train import TrainingDiverged, run
-from reglab.train import device as device_mod, loop as loop_mod
+from reglab.train import device as device_mod
+from reglab.train import loop as loop_mod
 from reglab.train.checkpoint import load_checkpoint
 from reglab.train.ema import EMA
 from reglab.train.losses import Criterion, clamped_cross_entropy, smooth_targets, soft_cross_entropy
 from reglab.train.optim import build_optimizer, build_scheduler, cosine_cycles_decay, param_groups
 
-TINY = ["data.dataset=synthetic", "data.synthetic_train=600", "data.synthetic_test=200", "data.val_size=100",
-        "model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]", "train.batch_size=50",
-        "train.eval_batch_size=500", "optim.lr=0.2", "run.device=cpu"]
+TINY = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=600",
+    "data.synthetic_test=200",
+    "data.val_size=100",
+    "model.name=resnet20",
+    "model.channels=[8,16,32]",
+    "model.blocks=[1,1,1]",
+    "train.batch_size=50",
+    "train.eval_batch_size=500",
+    "optim.lr=0.2",
+    "run.device=cpu",
+]
 TIMING = {"epoch_s", "images_per_s", "wall_time_s"}
 
 
@@ -61,7 +73,7 @@ def test_others_convention_targets_and_loss():
     t = smooth_targets(y, k, eps, "others")
     for i, c in enumerate(y.tolist()):
         assert t[i, c].item() == pytest.approx(1 - eps, abs=1e-7)
-        others = torch.cat([t[i, :c], t[i, c + 1:]])
+        others = torch.cat([t[i, :c], t[i, c + 1 :]])
         assert torch.allclose(others, torch.full((k - 1,), eps / (k - 1)), atol=1e-7)
     assert torch.allclose(t.sum(1), torch.ones(3), atol=1e-6)
     # torch convention differs: true class 1 - eps + eps/K, others eps/K
@@ -74,7 +86,9 @@ def test_others_convention_targets_and_loss():
     logp = torch.log_softmax(logits.double(), 1)
     manual = 0.0
     for i, c in enumerate(y.tolist()):
-        manual += -(1 - eps) * logp[i, c].item() - sum(eps / (k - 1) * logp[i, j].item() for j in range(k) if j != c)
+        manual += -(1 - eps) * logp[i, c].item() - sum(
+            eps / (k - 1) * logp[i, j].item() for j in range(k) if j != c
+        )
     manual /= 3
     got = Criterion(k, "ce", eps, "others")(logits, y)
     assert got.item() == pytest.approx(manual, rel=1e-5)
@@ -92,8 +106,9 @@ def test_soft_targets_equal_two_term_mixup_loss():
         assert torch.allclose(got, want, atol=1e-6), lam
         # smoothing is linear in the target, so the two-term form holds with smoothing too
         got_ls = Criterion(10, "ce", 0.1, "torch")(logits, mixed)
-        want_ls = (lam * F.cross_entropy(logits, y1, label_smoothing=0.1)
-                   + (1 - lam) * F.cross_entropy(logits, y2, label_smoothing=0.1))
+        want_ls = lam * F.cross_entropy(logits, y1, label_smoothing=0.1) + (1 - lam) * F.cross_entropy(
+            logits, y2, label_smoothing=0.1
+        )
         assert torch.allclose(got_ls, want_ls, atol=1e-6), lam
 
 
@@ -127,9 +142,16 @@ def test_clamped_ce_with_smoothing_uses_smoothed_targets():
 # Optimizers
 
 
-@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam),
-                                      ("adamw", torch.optim.AdamW), ("adadelta", torch.optim.Adadelta),
-                                      ("adagrad", torch.optim.Adagrad)])
+@pytest.mark.parametrize(
+    "name,cls",
+    [
+        ("sgd", torch.optim.SGD),
+        ("adam", torch.optim.Adam),
+        ("adamw", torch.optim.AdamW),
+        ("adadelta", torch.optim.Adadelta),
+        ("adagrad", torch.optim.Adagrad),
+    ],
+)
 def test_every_optimizer_builds_and_steps(name, cls):
     model = tiny_model()
     cfg = OptimConfig(name=name, lr=0.01, weight_decay=1e-4, betas=[0.8, 0.99], eps=1e-7, rho=0.8)
@@ -204,8 +226,10 @@ def lr_trace(sched: SchedConfig, epochs: int = 6, spe: int = SPE, base: float = 
     return out
 
 
-@pytest.mark.parametrize("name", ["constant", "step", "multistep", "cosine", "cosine_restarts", "onecycle",
-                                  "cosine_cycles_decay", "linear"])
+@pytest.mark.parametrize(
+    "name",
+    ["constant", "step", "multistep", "cosine", "cosine_restarts", "onecycle", "cosine_cycles_decay", "linear"],
+)
 def test_every_schedule_runs(name):
     lrs = lr_trace(SchedConfig(name=name, step_size=2, milestones=[2, 4], t0=2, decay_every=3))
     assert len(lrs) == 61 and all(math.isfinite(v) and 0 <= v <= BASE + 1e-12 for v in lrs)
@@ -334,8 +358,7 @@ def _ema_recursion(decay: float, warmup_steps: int, k: int, seed: int = 0):
             manual = cur  # the first update copies the model
         else:
             d = min(decay, (1 + t) / (10 + t)) if t < warmup_steps else decay
-            manual = {n: (d * manual[n] + (1 - d) * cur[n]) if cur[n].is_floating_point() else cur[n]
-                      for n in cur}
+            manual = {n: (d * manual[n] + (1 - d) * cur[n]) if cur[n].is_floating_point() else cur[n] for n in cur}
     return model, ema, manual
 
 
@@ -421,8 +444,19 @@ def test_run_dir_files(ema_runs):
     assert float(rows[2]["val_acc"]) == jl[2]["val_acc"]
 
     summary = json.loads((d / "summary.json").read_text())
-    for key in ("test_acc", "best_val_acc", "best_epoch", "final_val_acc", "params", "epochs", "wall_time_s",
-                "hardware", "versions", "git_commit", "ema_test_acc"):
+    for key in (
+        "test_acc",
+        "best_val_acc",
+        "best_epoch",
+        "final_val_acc",
+        "params",
+        "epochs",
+        "wall_time_s",
+        "hardware",
+        "versions",
+        "git_commit",
+        "ema_test_acc",
+    ):
         assert key in summary, key
     assert summary == r1.summary
     assert summary["epochs"] == 3 and summary["test_acc"] == jl[2]["test_acc"]
@@ -447,8 +481,13 @@ def test_checkpoints_last_best_and_per_epoch(ema_runs):
     r1, _ = ema_runs
     ck = r1.run_dir / "checkpoints"
     names = sorted(p.name for p in ck.iterdir())
-    assert names == ["best.safetensors", "epoch_1.safetensors", "epoch_2.safetensors", "epoch_3.safetensors",
-                     "last.safetensors"], names
+    assert names == [
+        "best.safetensors",
+        "epoch_1.safetensors",
+        "epoch_2.safetensors",
+        "epoch_3.safetensors",
+        "last.safetensors",
+    ], names
     last, e3 = load_checkpoint(ck / "last.safetensors"), load_checkpoint(ck / "epoch_3.safetensors")
     assert last["epoch"] == 3 and last["step"] == 30
     for k in last["model"]:
@@ -458,8 +497,9 @@ def test_checkpoints_last_best_and_per_epoch(ema_runs):
     assert load_checkpoint(ck / "epoch_1.safetensors")["epoch"] == 1
     # the EMA (AveragedModel: keys "module.<name>") is saved and differs from the raw weights
     assert last["ema"] is not None and int(last["ema"]["n_averaged"]) == 30
-    assert any(not torch.equal(last["ema"][f"module.{k}"], v) for k, v in last["model"].items()
-               if v.is_floating_point())
+    assert any(
+        not torch.equal(last["ema"][f"module.{k}"], v) for k, v in last["model"].items() if v.is_floating_point()
+    )
     assert not [p for p in r1.run_dir.rglob(".*tmp*")]
 
 
@@ -505,8 +545,15 @@ def test_cuda_device_on_cpu_machine_is_user_error(tmp_path):
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("flags, native", [({"sse2", "avx2", "fma"}, False), ({"avx512f", "avx512_bf16"}, True),
-                                           ({"avx512f", "amx_tile", "amx_bf16"}, True), (set(), False)])
+@pytest.mark.parametrize(
+    "flags, native",
+    [
+        ({"sse2", "avx2", "fma"}, False),
+        ({"avx512f", "avx512_bf16"}, True),
+        ({"avx512f", "amx_tile", "amx_bf16"}, True),
+        (set(), False),
+    ],
+)
 def test_amp_auto_is_bf16_only_on_cpus_with_bf16_instructions(tmp_path, monkeypatch, flags, native):
     """``train.amp=auto`` autocasts to bf16 on a CPU with bf16 instructions (2.15x faster training on a Zen 5)
     and stays fp32 where oneDNN would emulate bf16 (10-15x slower); ``off`` and ``bf16`` overrule the CPU."""
@@ -519,13 +566,16 @@ def test_amp_auto_is_bf16_only_on_cpus_with_bf16_instructions(tmp_path, monkeypa
     assert loop_mod.Run(_cfg(tmp_path, "b", "train.amp=bf16"), cpu).autocast is not None
 
 
-@pytest.mark.parametrize("major, hip, native", [(8, None, True), (9, None, True), (7, None, False),
-                                               (6, None, False), (7, "6.2", True)])
+@pytest.mark.parametrize(
+    "major, hip, native", [(8, None, True), (9, None, True), (7, None, False), (6, None, False), (7, "6.2", True)]
+)
 def test_amp_auto_is_bf16_only_on_gpus_with_bf16_tensor_cores(monkeypatch, major, hip, native):
     """On CUDA, ``auto`` takes bf16 from Ampere (compute capability 8.0) on, and on ROCm; a V100 (7.0) or T4 (7.5)
     emulates bf16, so it stays fp32 there. The device's own properties are read, not the current device's."""
     asked = []
-    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: asked.append(d) or SimpleNamespace(major=major))
+    monkeypatch.setattr(
+        torch.cuda, "get_device_properties", lambda d: asked.append(d) or SimpleNamespace(major=major)
+    )
     monkeypatch.setattr(torch.version, "hip", hip)
     assert device_mod.bf16_is_native(torch.device("cuda", 1)) is native
     assert hip or asked == [torch.device("cuda", 1)]
@@ -543,8 +593,10 @@ def test_cpu_name_tells_apart_machines_with_the_same_model_name(monkeypatch):
     """Benchmarks record ``cpu_name()``: "AMD EPYC" alone is both an AVX2 machine and a Zen 5 twice as fast."""
     zen3 = {"model name": "AMD EPYC", "cpu family": "25", "model": "1", "flags": "fpu sse2 avx2"}
     zen5 = {**zen3, "cpu family": "26", "model": "2", "flags": "fpu sse2 avx2 avx512f avx512_bf16"}
-    for info, expected in [(zen3, "AMD EPYC (cpu family 25, model 1, no bf16 instructions)"),
-                           (zen5, "AMD EPYC (cpu family 26, model 2, bf16 instructions)")]:
+    for info, expected in [
+        (zen3, "AMD EPYC (cpu family 25, model 1, no bf16 instructions)"),
+        (zen5, "AMD EPYC (cpu family 26, model 2, bf16 instructions)"),
+    ]:
         monkeypatch.setattr(device_mod, "_cpuinfo", lambda info=info: info)
         assert device_mod.cpu_name() == expected
     monkeypatch.setattr(device_mod, "_cpuinfo", dict)  # no /proc/cpuinfo (macOS, Windows)
@@ -552,8 +604,16 @@ def test_cpu_name_tells_apart_machines_with_the_same_model_name(monkeypatch):
 
 
 def test_onecycle_with_warmup_is_user_error(tmp_path):
-    cfg = load_config(None, [*TINY, f"run.dir={tmp_path / 'o'}", "sched.name=onecycle", "sched.warmup_epochs=1",
-                             "data.synthetic_train=200"])
+    cfg = load_config(
+        None,
+        [
+            *TINY,
+            f"run.dir={tmp_path / 'o'}",
+            "sched.name=onecycle",
+            "sched.warmup_epochs=1",
+            "data.synthetic_train=200",
+        ],
+    )
     with pytest.raises(UserError, match="warmup"):
         run(cfg)
 
@@ -570,8 +630,15 @@ class BlowUpAfter:
 @pytest.fixture(scope="module")
 def diverged(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nan")
-    cfg = _cfg(tmp, "d", "data.synthetic_train=300", "train.epochs=4", "sched.name=constant", "optim.lr=0.1",
-               "ema.enabled=true")
+    cfg = _cfg(
+        tmp,
+        "d",
+        "data.synthetic_train=300",
+        "train.epochs=4",
+        "sched.name=constant",
+        "optim.lr=0.1",
+        "ema.enabled=true",
+    )
     with pytest.raises(TrainingDiverged) as exc:
         run(cfg, callbacks=[BlowUpAfter()])
     return exc.value, tmp / "d"
@@ -615,6 +682,7 @@ def _scripted_val(monkeypatch, accs):
         row["val_acc"] = accs[seq["i"] % len(accs)]
         seq["i"] += 1
         return row
+
     monkeypatch.setattr(loop_mod.Run, "evaluate_epoch", fake)
 
 
@@ -625,6 +693,7 @@ def _record_saves(monkeypatch):
     def rec(path, state, **kwargs):
         names.append((path.stem, int(state["epoch"])))
         orig(path, state, **kwargs)
+
     monkeypatch.setattr(loop_mod, "save_checkpoint", rec)
     return names
 

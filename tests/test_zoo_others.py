@@ -4,6 +4,7 @@
 Parameter counts and output shapes of the full-size models come from the ``meta`` device (no memory, no
 compute); real forwards run only vgg11_bn (0.3 GFLOPs per image) and tiny-width variants of the others.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -18,7 +19,7 @@ import torch.nn as nn
 from reglab.config import ModelConfig, load_config
 from reglab.errors import UserError
 from reglab.models import PRESETS, build, count_params, create, describe
-from reglab.models.others import DenseNet, ResNeXt, ResNeXtBlock, VGG
+from reglab.models.others import VGG, DenseNet, ResNeXt, ResNeXtBlock
 from reglab.models.resnet import Block, CifarResNet
 from reglab.models.zoo import OTHER_MODELS
 
@@ -150,8 +151,11 @@ def test_real_forward(name, num_classes):
 
 
 def test_tiny_variants_train_a_step():
-    for model in (ResNeXt([1, 1], [8, 16], 2, 2, 4, num_classes=3), DenseNet(10, 2, 0.5, num_classes=3),
-                  VGG([8, "M", 16, "M"], num_classes=3, dropout=0.1)):
+    for model in (
+        ResNeXt([1, 1], [8, 16], 2, 2, 4, num_classes=3),
+        DenseNet(10, 2, 0.5, num_classes=3),
+        VGG([8, "M", 16, "M"], num_classes=3, dropout=0.1),
+    ):
         model.train()
         loss = model(torch.randn(2, 3, 16, 16)).logsumexp(1).mean()
         loss.backward()
@@ -166,8 +170,10 @@ def test_constructor_errors():
 
 
 @pytest.mark.parametrize("name", sorted(OTHER_MODELS))
-@pytest.mark.parametrize("key, value", [("blocks", [1, 1, 1]), ("channels", [8, 16, 32]), ("preact", True),
-                                        ("act", "gelu"), ("drop_path", 0.1)])
+@pytest.mark.parametrize(
+    "key, value",
+    [("blocks", [1, 1, 1]), ("channels", [8, 16, 32]), ("preact", True), ("act", "gelu"), ("drop_path", 0.1)],
+)
 def test_resnet_override_on_non_resnet_is_a_user_error(name, key, value):
     with pytest.raises(UserError) as exc:
         build(ModelConfig(name=name, **{key: value}), 10)
@@ -212,8 +218,11 @@ def test_cli_models_lists_them(monkeypatch):
     import reglab.models
     from reglab.cli import main
 
-    monkeypatch.setattr(reglab.models, "describe", lambda name: cached_describe(name) if name in NEW
-                        else {"name": name, "params": 1, "gflops": 1.0})
+    monkeypatch.setattr(
+        reglab.models,
+        "describe",
+        lambda name: cached_describe(name) if name in NEW else {"name": name, "params": 1, "gflops": 1.0},
+    )
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert main(["models", "--json"]) == 0

@@ -1,4 +1,5 @@
 """Loading what an analysis needs from a run: the model (eval mode), its normalization, its data splits."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,8 +38,9 @@ class LoadedRun:
 
         autocast = autocast_for(self.amp, torch.device("cpu"))
         loader = DeviceLoader(self.data.test, 1000, self.meta["mean"], self.meta["std"])
-        res = evaluate(self.model, loader, tta=self.tta, translate=self.tta_translate if self.tta else 0,
-                       autocast=autocast)
+        res = evaluate(
+            self.model, loader, tta=self.tta, translate=self.tta_translate if self.tta else 0, autocast=autocast
+        )
         return res.acc, precision_name(autocast)
 
     def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
@@ -61,12 +63,23 @@ def load_run(target: Path | str, checkpoint: str = "best", data_overrides: list[
     cfg = load_run_config(run_dir, list(data_overrides))
     data = load_splits(cfg.data)
     if data.num_classes != meta["num_classes"]:
-        raise UserError(f"{target}: the checkpoint predicts {meta['num_classes']} classes but the data has "
-                        f"{data.num_classes}.")
+        raise UserError(
+            f"{target}: the checkpoint predicts {meta['num_classes']} classes but the data has {data.num_classes}."
+        )
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    return LoadedRun(cfg.run.name or run_dir.name, run_dir, model, meta, data, cfg.mix.enabled, summary,
-                     cfg.train.amp, cfg.train.tta, cfg.train.tta_translate)
+    return LoadedRun(
+        cfg.run.name or run_dir.name,
+        run_dir,
+        model,
+        meta,
+        data,
+        cfg.mix.enabled,
+        summary,
+        cfg.train.amp,
+        cfg.train.tta,
+        cfg.train.tta_translate,
+    )
 
 
 def unique_names(runs: list[LoadedRun]) -> list[str]:

@@ -4,6 +4,7 @@ surface plots of one model (Li et al., 2018, Figs. 5-6 style).
 Losses spanning more than a decade (:data:`LOG_RATIO`) get log-spaced contour levels on a log colour scale and
 a log 1D axis, with ticks as plain numbers; narrower ranges (e.g. 27-48) get even levels and a linear axis.
 Every loss contour has a colour bar. ``*_figure`` functions return the figure; ``plot_*`` save it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -37,7 +38,7 @@ def _nice_ticks(lo: float, hi: float, log: bool) -> np.ndarray:
     """Readable tick values inside [lo, hi]: 1-2-5 per decade on a log scale, else about six round steps."""
     if log:
         decades = np.arange(np.floor(np.log10(lo)), np.ceil(np.log10(hi)) + 1)
-        ticks = np.array([m * 10.0 ** d for d in decades for m in (1, 2, 5)])
+        ticks = np.array([m * 10.0**d for d in decades for m in (1, 2, 5)])
     else:
         ticks = ticker.MaxNLocator(6).tick_values(lo, hi)
     ticks = ticks[(ticks >= lo * (1 - 1e-9)) & (ticks <= hi * (1 + 1e-9))]
@@ -105,8 +106,14 @@ def levels_are_log(levels) -> bool:
     return float(levels[-1]) > LOG_RATIO * float(levels[0])
 
 
-def contour_figure(grid: dict[str, Any], title: str = "", xlabel: str = "alpha (direction 1)",
-                   ylabel: str = "beta (direction 2)", levels: np.ndarray | None = None, labelled: int = 4):
+def contour_figure(
+    grid: dict[str, Any],
+    title: str = "",
+    xlabel: str = "alpha (direction 1)",
+    ylabel: str = "beta (direction 2)",
+    levels: np.ndarray | None = None,
+    labelled: int = 4,
+):
     """The contour figure (see :func:`plot_contour`), not saved."""
     a, b = np.asarray(grid["a"]), np.asarray(grid["b"])
     loss, acc = np.asarray(grid["loss"], dtype=float), np.asarray(grid["acc"])
@@ -118,7 +125,7 @@ def contour_figure(grid: dict[str, Any], title: str = "", xlabel: str = "alpha (
     filled = lx.contourf(a, b, shown, levels=levels, cmap="viridis", norm=norm)
     lines = lx.contour(a, b, shown, levels=levels, colors="white", linewidths=0.6, alpha=0.8)
     reached = [v for v in lines.levels if v >= float(loss.min())]
-    labels = [*reached[:labelled], *reached[labelled + 5::6]]  # the lowest levels, then a few for orientation
+    labels = [*reached[:labelled], *reached[labelled + 5 :: 6]]  # the lowest levels, then a few for orientation
     if labels:
         lx.clabel(lines, labels, fontsize=7, fmt=_plain, colors="white")
     bar = fig.colorbar(filled, ax=lx, label="loss" + (" (log scale)" if log else ""))
@@ -126,8 +133,11 @@ def contour_figure(grid: dict[str, Any], title: str = "", xlabel: str = "alpha (
     bar.ax.yaxis.set_major_formatter(ticker.FuncFormatter(_plain))
     bar.ax.yaxis.set_minor_locator(ticker.NullLocator())
     lx.plot([0], [0], "r*", markersize=10)
-    lx.set_title(f"loss ({len(levels)} {'log-spaced' if log else 'evenly spaced'} levels, "
-                 f"{_plain(levels[0])}-{_plain(levels[-1])})", fontsize=10)
+    lx.set_title(
+        f"loss ({len(levels)} {'log-spaced' if log else 'evenly spaced'} levels, "
+        f"{_plain(levels[0])}-{_plain(levels[-1])})",
+        fontsize=10,
+    )
     cs2 = ax.contourf(a, b, acc, levels=np.linspace(0, 100, 21), cmap="magma")
     fig.colorbar(cs2, ax=ax, label="accuracy (%)")
     ax.plot([0], [0], "c*", markersize=10)
@@ -141,16 +151,28 @@ def contour_figure(grid: dict[str, Any], title: str = "", xlabel: str = "alpha (
     return fig
 
 
-def plot_contour(grid: dict[str, Any], path: str | Path, title: str = "", xlabel: str = "alpha (direction 1)",
-                 ylabel: str = "beta (direction 2)", levels: np.ndarray | None = None) -> Path:
+def plot_contour(
+    grid: dict[str, Any],
+    path: str | Path,
+    title: str = "",
+    xlabel: str = "alpha (direction 1)",
+    ylabel: str = "beta (direction 2)",
+    levels: np.ndarray | None = None,
+) -> Path:
     """Loss contours (filled, with a colour bar; default levels: :func:`contour_levels` of this grid, log-spaced
     with a log colour scale when the losses span more than a decade; the lowest levels the grid reaches are
     labelled) beside accuracy contours."""
     return _save(contour_figure(grid, title, xlabel, ylabel, levels), path)
 
 
-def plot_surface(grid: dict[str, Any], path: str | Path, title: str = "", zmax: float | None = None,
-                 xlabel: str = "alpha", ylabel: str = "beta") -> Path:
+def plot_surface(
+    grid: dict[str, Any],
+    path: str | Path,
+    title: str = "",
+    zmax: float | None = None,
+    xlabel: str = "alpha",
+    ylabel: str = "beta",
+) -> Path:
     """3D loss surface; losses above ``zmax`` are clipped to it (stated in the title)."""
     a, b = np.meshgrid(np.asarray(grid["a"]), np.asarray(grid["b"]))
     loss = np.asarray(grid["loss"])

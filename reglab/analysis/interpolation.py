@@ -22,6 +22,7 @@ Summary numbers per model (to compare the S-curves without eyeballing): ``slope_
 between where ``acc_x1`` first reaches 20% and 80% of its value at ``lam = 1`` (smaller = steeper);
 ``crossover``, the ``lam`` where ``acc_x1`` first reaches ``acc_x2``; the peak of ``top2_both`` and its ``lam``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -56,8 +57,15 @@ def sample_pairs(labels: torch.Tensor, n_pairs: int, seed: int = 0) -> tuple[tor
 
 
 @torch.no_grad()
-def pair_hits(model: nn.Module, x1: torch.Tensor, y1: torch.Tensor, x2: torch.Tensor, y2: torch.Tensor,
-              lambdas: torch.Tensor = LAMBDAS, batch_size: int = 500) -> torch.Tensor:
+def pair_hits(
+    model: nn.Module,
+    x1: torch.Tensor,
+    y1: torch.Tensor,
+    x2: torch.Tensor,
+    y2: torch.Tensor,
+    lambdas: torch.Tensor = LAMBDAS,
+    batch_size: int = 500,
+) -> torch.Tensor:
     """Per pair and ``lam``, whether each curve's event happened: a bool tensor ``[3, len(lambdas), N]``
     (rows: top-1 = y1, top-1 = y2, top-2 = {y1, y2}); ``model`` is put in eval mode."""
     model.eval()
@@ -65,14 +73,15 @@ def pair_hits(model: nn.Module, x1: torch.Tensor, y1: torch.Tensor, x2: torch.Te
     hits = torch.zeros(3, len(lambdas), n, dtype=torch.bool)
     for j, lam in enumerate(lambdas.tolist()):
         for s in range(0, n, batch_size):
-            a, b = x1[s:s + batch_size], x2[s:s + batch_size]
+            a, b = x1[s : s + batch_size], x2[s : s + batch_size]
             xm = lam * a + (1.0 - lam) * b  # exact at lam = 0 and 1
             top2 = model(xm).float().topk(2, dim=1).indices
-            t1, t2 = y1[s:s + batch_size], y2[s:s + batch_size]
-            hits[0, j, s:s + batch_size] = top2[:, 0] == t1
-            hits[1, j, s:s + batch_size] = top2[:, 0] == t2
-            hits[2, j, s:s + batch_size] = ((top2[:, 0] == t1) & (top2[:, 1] == t2)) | (
-                (top2[:, 0] == t2) & (top2[:, 1] == t1))
+            t1, t2 = y1[s : s + batch_size], y2[s : s + batch_size]
+            hits[0, j, s : s + batch_size] = top2[:, 0] == t1
+            hits[1, j, s : s + batch_size] = top2[:, 0] == t2
+            hits[2, j, s : s + batch_size] = ((top2[:, 0] == t1) & (top2[:, 1] == t2)) | (
+                (top2[:, 0] == t2) & (top2[:, 1] == t1)
+            )
     return hits
 
 
@@ -81,14 +90,26 @@ def curves_from_hits(hits: torch.Tensor, lambdas: torch.Tensor = LAMBDAS) -> dic
     n = hits.shape[-1]
     pct = (100.0 * hits.double().sum(-1) / max(n, 1)).numpy()
     lam_np = lambdas.double().numpy()
-    out = {"lambda": [round(v, 4) for v in lam_np.tolist()], "acc_x1": pct[0].tolist(), "acc_x2": pct[1].tolist(),
-           "top2_both": pct[2].tolist(), "pairs": n}
+    out = {
+        "lambda": [round(v, 4) for v in lam_np.tolist()],
+        "acc_x1": pct[0].tolist(),
+        "acc_x2": pct[1].tolist(),
+        "top2_both": pct[2].tolist(),
+        "pairs": n,
+    }
     out.update(summarize(lam_np, pct[0], pct[1], pct[2]))
     return out
 
 
-def interpolation_curves(model: nn.Module, x1: torch.Tensor, y1: torch.Tensor, x2: torch.Tensor,
-                         y2: torch.Tensor, lambdas: torch.Tensor = LAMBDAS, batch_size: int = 500) -> dict[str, Any]:
+def interpolation_curves(
+    model: nn.Module,
+    x1: torch.Tensor,
+    y1: torch.Tensor,
+    x2: torch.Tensor,
+    y2: torch.Tensor,
+    lambdas: torch.Tensor = LAMBDAS,
+    batch_size: int = 500,
+) -> dict[str, Any]:
     """Accuracy curves over ``lambdas`` for normalized float image pairs ``x1``/``x2`` (N x C x H x W) with
     labels ``y1``/``y2``; ``model`` is put in eval mode. Returns lists (percent) and the summary numbers."""
     return curves_from_hits(pair_hits(model, x1, y1, x2, y2, lambdas, batch_size), lambdas)
@@ -97,8 +118,9 @@ def interpolation_curves(model: nn.Module, x1: torch.Tensor, y1: torch.Tensor, x
 BOOTSTRAPPED = ("slope_mid", "transition_width", "crossover", "top2_peak")
 
 
-def bootstrap_summaries(hits: dict[str, torch.Tensor], replicates: int = 1000, seed: int = 0,
-                        lambdas: torch.Tensor = LAMBDAS) -> dict[str, dict[str, Any]]:
+def bootstrap_summaries(
+    hits: dict[str, torch.Tensor], replicates: int = 1000, seed: int = 0, lambdas: torch.Tensor = LAMBDAS
+) -> dict[str, dict[str, Any]]:
     """95% percentile-bootstrap intervals over the image pairs (Efron & Tibshirani, 1993) of the summary
     numbers in :data:`BOOTSTRAPPED`, per model, and of each model's difference to the first model. All models
     were tested on the same pairs, so each replicate resamples the pairs once for all of them (a paired
@@ -109,7 +131,8 @@ def bootstrap_summaries(hits: dict[str, torch.Tensor], replicates: int = 1000, s
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, n, (replicates, n), generator=g)
     weights = torch.zeros(replicates, n, dtype=torch.float64).scatter_add_(
-        1, idx, torch.ones(replicates, n, dtype=torch.float64))
+        1, idx, torch.ones(replicates, n, dtype=torch.float64)
+    )
     lam = lambdas.double().numpy()
     draws: dict[str, list[dict[str, Any]]] = {}
     for name in names:
@@ -127,11 +150,22 @@ def bootstrap_summaries(hits: dict[str, torch.Tensor], replicates: int = 1000, s
     for name in names:
         out[name] = {m: interval([d[m] for d in draws[name]]) for m in BOOTSTRAPPED}
         if name != first:
-            diffs = {m: [None if a[m] is None or b[m] is None else a[m] - b[m]
-                         for a, b in zip(draws[name], draws[first])] for m in BOOTSTRAPPED}
+            diffs = {
+                m: [
+                    None if a[m] is None or b[m] is None else a[m] - b[m]
+                    for a, b in zip(draws[name], draws[first])
+                ]
+                for m in BOOTSTRAPPED
+            }
             out[name][f"minus_{first}"] = {
-                m: [round(float(np.mean([v for v in vals if v is not None])), 4) if any(
-                    v is not None for v in vals) else None, *interval(vals)] for m, vals in diffs.items()}
+                m: [
+                    round(float(np.mean([v for v in vals if v is not None])), 4)
+                    if any(v is not None for v in vals)
+                    else None,
+                    *interval(vals),
+                ]
+                for m, vals in diffs.items()
+            }
     return out
 
 
@@ -156,9 +190,15 @@ def summarize(lam: np.ndarray, acc1: np.ndarray, acc2: np.ndarray, both: np.ndar
     cross = _first_crossing(lam, acc1 - acc2, 0.0)
     k = int(np.argmax(both))
     r = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
-    return {"slope_mid": r(slope), "transition_width": r(None if l20 is None or l80 is None else l80 - l20),
-            "crossover": r(cross), "top2_peak": r(both[k]), "top2_peak_lambda": r(lam[k]),
-            "acc_x1_at_1": r(acc1[-1]), "acc_x2_at_0": r(acc2[0])}
+    return {
+        "slope_mid": r(slope),
+        "transition_width": r(None if l20 is None or l80 is None else l80 - l20),
+        "crossover": r(cross),
+        "top2_peak": r(both[k]),
+        "top2_peak_lambda": r(lam[k]),
+        "acc_x1_at_1": r(acc1[-1]),
+        "acc_x2_at_0": r(acc2[0]),
+    }
 
 
 def plot_interpolation(results: dict[str, dict[str, Any]], path: str | Path, title: str = "") -> Path:
@@ -200,10 +240,20 @@ def _with_interval(value: Any, ci: list | None) -> Any:
 
 def summary_table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """Columns and rows of the per-model summary numbers, with their bootstrap intervals where computed."""
-    cols = ["model", "acc_x1_at_1", "acc_x2_at_0", "slope_mid", "transition_width", "crossover", "top2_peak",
-            "top2_peak_lambda"]
-    rows = [[name, *(_with_interval(res[c], res.get("ci95", {}).get(c)) for c in cols[1:])]
-            for name, res in results.items()]
+    cols = [
+        "model",
+        "acc_x1_at_1",
+        "acc_x2_at_0",
+        "slope_mid",
+        "transition_width",
+        "crossover",
+        "top2_peak",
+        "top2_peak_lambda",
+    ]
+    rows = [
+        [name, *(_with_interval(res[c], res.get("ci95", {}).get(c)) for c in cols[1:])]
+        for name, res in results.items()
+    ]
     return cols, rows
 
 
@@ -220,8 +270,10 @@ def difference_table(results: dict[str, dict[str, Any]]) -> tuple[list[str], lis
         row: list[Any] = [f"{name} − {names[0]}"]
         for m in BOOTSTRAPPED:
             mean, lo, hi = diff[m]
-            row += ["-" if mean is None else f"{mean:+.4g} [{lo:+.4g}, {hi:+.4g}]",
-                    "-" if lo is None else ("yes: higher" if lo > 0 else "yes: lower" if hi < 0 else "no")]
+            row += [
+                "-" if mean is None else f"{mean:+.4g} [{lo:+.4g}, {hi:+.4g}]",
+                "-" if lo is None else ("yes: higher" if lo > 0 else "yes: lower" if hi < 0 else "no"),
+            ]
         rows.append(row)
     return cols, rows
 

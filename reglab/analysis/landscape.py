@@ -28,6 +28,7 @@ in eval mode with the trained batch-norm running statistics, unchanged (as the p
 Losses are the plain cross-entropy (mean) and top-1 accuracy on a fixed, stratified subset of the
 **training** split, un-augmented (Li et al. plot the training loss); see :func:`fixed_subset`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -102,7 +103,7 @@ class Evaluator:
         loss = torch.zeros((), dtype=torch.float64)
         correct = torch.zeros((), dtype=torch.int64)
         for s in range(0, len(self.y), self.batch_size):
-            xb, yb = self.x[s:s + self.batch_size], self.y[s:s + self.batch_size]
+            xb, yb = self.x[s : s + self.batch_size], self.y[s : s + self.batch_size]
             logits = functional_call(self.model, (params, self.buffers), (xb,)).float()
             loss += F.cross_entropy(logits, yb, reduction="sum").double()
             correct += (logits.argmax(1) == yb).sum()
@@ -127,8 +128,16 @@ def scan_2d(ev: Evaluator, d1: Direction, d2: Direction, a: Sequence[float], b: 
     return {"a": [float(v) for v in a], "b": [float(v) for v in b], "loss": loss.tolist(), "acc": acc.tolist()}
 
 
-def first_crossings(ev: Evaluator, d: Direction, levels: Sequence[float], loss0: float, start: float = 0.01,
-                    growth: float = 1.5, max_alpha: float = 10.0, bisect: int = 7) -> list[float | None]:
+def first_crossings(
+    ev: Evaluator,
+    d: Direction,
+    levels: Sequence[float],
+    loss0: float,
+    start: float = 0.01,
+    growth: float = 1.5,
+    max_alpha: float = 10.0,
+    bisect: int = 7,
+) -> list[float | None]:
     """For each level, the smallest ``a > 0`` (to within the bisection) with ``L(theta + a d) >= level``:
     grow ``a`` geometrically from ``start`` until the loss passes the highest level (or ``a > max_alpha``),
     then bisect inside the first bracket that crosses each level. None where it never gets there."""
@@ -142,7 +151,7 @@ def first_crossings(ev: Evaluator, d: Direction, levels: Sequence[float], loss0:
         a *= growth
     out: list[float | None] = []
     for level in levels:
-        k = next((i for i, (_, l) in enumerate(pts) if l >= level), None)
+        k = next((i for i, (_, loss) in enumerate(pts) if loss >= level), None)
         if k is None:
             out.append(None)
             continue
@@ -190,10 +199,16 @@ def basin_width(ev: Evaluator, dirs: Sequence[Direction], levels: Sequence[str |
         per_dir = direction_means(vals)
         ci = bootstrap_mean_interval(per_dir)
         out["levels"][label] = {
-            "loss": level, "mean": float(got.mean()) if len(got) else None,
-            "std": float(got.std()) if len(got) else None, "min": float(got.min()) if len(got) else None,
-            "ci95": [ci[1], ci[2]] if ci and len(per_dir) > 1 else None, "per_direction": per_dir,
-            "not_reached": int(sum(v is None for v in vals)), "below_minimum": level <= loss0, "values": vals}
+            "loss": level,
+            "mean": float(got.mean()) if len(got) else None,
+            "std": float(got.std()) if len(got) else None,
+            "min": float(got.min()) if len(got) else None,
+            "ci95": [ci[1], ci[2]] if ci and len(per_dir) > 1 else None,
+            "per_direction": per_dir,
+            "not_reached": int(sum(v is None for v in vals)),
+            "below_minimum": level <= loss0,
+            "values": vals,
+        }
     return out
 
 
@@ -202,25 +217,28 @@ def direction_means(ray_values: Sequence[float | None]) -> list[float | None]:
     reached the level (None if neither did). Directions, not rays, are the independent draws."""
     out = []
     for k in range(0, len(ray_values), 2):
-        got = [v for v in ray_values[k:k + 2] if v is not None]
+        got = [v for v in ray_values[k : k + 2] if v is not None]
         out.append(float(np.mean(got)) if got else None)
     return out
 
 
-def paired_width_difference(a: Sequence[float | None], b: Sequence[float | None],
-                            replicates: int = 1000, seed: int = 0) -> tuple[float, float, float] | None:
+def paired_width_difference(
+    a: Sequence[float | None], b: Sequence[float | None], replicates: int = 1000, seed: int = 0
+) -> tuple[float, float, float] | None:
     """Mean of a - b over directions (the same seed draws the same Gaussian directions for two models of one
     architecture, so direction k pairs with direction k) with its 95% bootstrap interval over directions."""
-    return bootstrap_mean_interval([x - y for x, y in zip(a, b) if x is not None and y is not None],
-                                   replicates, seed)
+    return bootstrap_mean_interval(
+        [x - y for x, y in zip(a, b) if x is not None and y is not None], replicates, seed
+    )
 
 
 def scale_direction(d: Direction, s: float) -> Direction:
     return {n: s * t for n, t in d.items()}
 
 
-def report_method(ev: Evaluator, d1: Direction, d2: Direction, target: float, resolution: int,
-                  loss0: float, **kw) -> dict[str, Any]:
+def report_method(
+    ev: Evaluator, d1: Direction, d2: Direction, target: float, resolution: int, loss0: float, **kw
+) -> dict[str, Any]:
     """The report's grow-then-interpolate surface: scales ``s1, s2`` with ``L(theta + s_k d_k) = target``,
     then the grid ``theta + t s1 d1 + u s2 d2``, ``t, u`` in [-1, 1]. Grid axes are returned in ``a`` units
     (``t * s1``, ``u * s2``). Without a crossing (loss never reaches ``target``) that axis uses ``max_alpha``."""
@@ -236,10 +254,22 @@ def report_method(ev: Evaluator, d1: Direction, d2: Direction, target: float, re
     return {"target": target, "scales": s, **grid}
 
 
-def landscape_of_run(run, *, subset: int = 1000, split: str = "train", resolution: int = 15,
-                     points_1d: int | None = None, n_dirs: int = 3, levels: Sequence[str | float] = ("+0.5", "+1", "2.3026", "5"),
-                     target: float = 5.0, report_resolution: int | None = None, seed: int = 0, do_2d: bool = True,
-                     batch_size: int = 1000, log=lambda msg: None) -> dict[str, Any]:
+def landscape_of_run(
+    run,
+    *,
+    subset: int = 1000,
+    split: str = "train",
+    resolution: int = 15,
+    points_1d: int | None = None,
+    n_dirs: int = 3,
+    levels: Sequence[str | float] = ("+0.5", "+1", "2.3026", "5"),
+    target: float = 5.0,
+    report_resolution: int | None = None,
+    seed: int = 0,
+    do_2d: bool = True,
+    batch_size: int = 1000,
+    log=lambda msg: None,
+) -> dict[str, Any]:
     """Everything above for one loaded run (:class:`reglab.analysis.common.LoadedRun`): the 1D scan along
     direction 1, the 2D grid on directions 1-2 (``resolution`` per axis), the basin widths over ``n_dirs``
     directions (both signs) at ``levels``, and the report's surface for ``target``. The same ``seed`` gives
@@ -256,14 +286,21 @@ def landscape_of_run(run, *, subset: int = 1000, split: str = "train", resolutio
     out["1d"] = scan_1d(ev, dirs[0], np.linspace(-1, 1, points_1d or 2 * resolution - 1))
     log(f"  1D scan: {len(out['1d']['alpha'])} points")
     out["basin"] = basin_width(ev, dirs[:n_dirs], levels)
-    log("  basin widths: " + ", ".join(f"L={k}: {v['mean']:.3f}" if v["mean"] is not None else f"L={k}: n/a"
-                                       for k, v in out["basin"]["levels"].items()))
+    log(
+        "  basin widths: "
+        + ", ".join(
+            f"L={k}: {v['mean']:.3f}" if v["mean"] is not None else f"L={k}: n/a"
+            for k, v in out["basin"]["levels"].items()
+        )
+    )
     if do_2d:
         grid = np.linspace(-1, 1, resolution)
         out["2d"] = scan_2d(ev, dirs[0], dirs[1], grid, grid)
         log(f"  2D grid: {resolution}x{resolution}")
         out["report"] = report_method(ev, dirs[0], dirs[1], target, report_resolution or resolution, loss0)
-        log(f"  report's method: L={target:g} reached at s = {out['report']['scales'][0]:.3f}, "
-            f"{out['report']['scales'][1]:.3f}")
+        log(
+            f"  report's method: L={target:g} reached at s = {out['report']['scales'][0]:.3f}, "
+            f"{out['report']['scales'][1]:.3f}"
+        )
     out["evaluations"] = ev.calls
     return out

@@ -18,6 +18,7 @@ c. The range is plotted as its width ``l2 - l1`` (labels show ``[l1, l2]``): wit
 The y-axis is ``final_val_acc`` (or ``best_val_acc``) from each run's summary.json; with several seeds,
 the mean and the standard deviation as an error bar.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,12 @@ import yaml
 
 from ..errors import UserError
 
-PANELS = {"a": "lam_x = 0.5, lam_y ~ U(range)", "b": "lam_y = 0.5, lam_x ~ U(range)",
-          "c": "lam_x = lam_y ~ U(range)", "d": "tied ranges ending at 1 vs ERM"}
+PANELS = {
+    "a": "lam_x = 0.5, lam_y ~ U(range)",
+    "b": "lam_y = 0.5, lam_x ~ U(range)",
+    "c": "lam_x = lam_y ~ U(range)",
+    "d": "tied ranges ending at 1 vs ERM",
+}
 
 
 def ratio_spec(mix: dict[str, Any]) -> tuple[str, tuple[float, float] | None, tuple[float, float] | None] | None:
@@ -78,7 +83,9 @@ def collect(study_dir: Path | str, metric: str = "final_val_acc") -> list[dict[s
     study_dir = Path(study_dir)
     root = study_dir / "runs" if (study_dir / "runs").is_dir() else study_dir
     if not root.is_dir():
-        raise UserError(f"{study_dir} is not a study directory (no runs/ folder); run `reglab study FILE -o DIR` first.")
+        raise UserError(
+            f"{study_dir} is not a study directory (no runs/ folder); run `reglab study FILE -o DIR` first."
+        )
     records = []
     for run_dir in sorted(p for p in root.iterdir() if (p / "config.yaml").is_file()):
         summary_path = run_dir / "summary.json"
@@ -87,17 +94,30 @@ def collect(study_dir: Path | str, metric: str = "final_val_acc") -> list[dict[s
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         summary = json.loads(summary_path.read_text())
         if summary.get(metric) is None:
-            raise UserError(f"{summary_path} has no {metric}; use --metric best_val_acc or final_val_acc with a "
-                            "validation split.")
+            raise UserError(
+                f"{summary_path} has no {metric}; use --metric best_val_acc or final_val_acc with a "
+                "validation split."
+            )
         spec = ratio_spec(cfg.get("mix", {}))
         if spec is None:
             continue
-        records.append({"run": run_dir.name, "name": cfg.get("run", {}).get("name") or run_dir.name,
-                        "seed": cfg.get("run", {}).get("seed", 0), "kind": spec[0], "x_range": spec[1],
-                        "y_range": spec[2], "panels": panels_of(spec), "value": float(summary[metric]),
-                        "test_acc": summary.get("test_acc")})
+        records.append(
+            {
+                "run": run_dir.name,
+                "name": cfg.get("run", {}).get("name") or run_dir.name,
+                "seed": cfg.get("run", {}).get("seed", 0),
+                "kind": spec[0],
+                "x_range": spec[1],
+                "y_range": spec[2],
+                "panels": panels_of(spec),
+                "value": float(summary[metric]),
+                "test_acc": summary.get("test_acc"),
+            }
+        )
     if not records:
-        raise UserError(f"{root} holds no finished runs with decoupled mixing or ERM (summary.json + mix settings).")
+        raise UserError(
+            f"{root} holds no finished runs with decoupled mixing or ERM (summary.json + mix settings)."
+        )
     return records
 
 
@@ -110,17 +130,26 @@ def panel_points(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]
     out: dict[str, list[dict[str, Any]]] = {p: [] for p in PANELS}
     for (panel, (is_erm, rg)), rs in groups.items():
         vals = np.array([r["value"] for r in rs])
-        out[panel].append({"range": list(rg), "width": round(rg[1] - rg[0], 6), "erm": is_erm,
-                           "label": "ERM" if is_erm else f"[{rg[0]:g}, {rg[1]:g}]",
-                           "mean": float(vals.mean()), "std": float(vals.std()), "n": len(vals),
-                           "runs": sorted(r["run"] for r in rs)})
+        out[panel].append(
+            {
+                "range": list(rg),
+                "width": round(rg[1] - rg[0], 6),
+                "erm": is_erm,
+                "label": "ERM" if is_erm else f"[{rg[0]:g}, {rg[1]:g}]",
+                "mean": float(vals.mean()),
+                "std": float(vals.std()),
+                "n": len(vals),
+                "runs": sorted(r["run"] for r in rs),
+            }
+        )
     for panel in out:
         out[panel].sort(key=lambda p: (not p["erm"], p["width"], p["range"]))
     return out
 
 
-def plot_panels(points: dict[str, list[dict[str, Any]]], path: Path | str, metric: str = "final_val_acc",
-                title: str = "") -> Path:
+def plot_panels(
+    points: dict[str, list[dict[str, Any]]], path: Path | str, metric: str = "final_val_acc", title: str = ""
+) -> Path:
     """Figure 1 a-d: accuracy against the range width (a-c, labelled with the ranges), categories in d."""
     import matplotlib
 
@@ -145,8 +174,15 @@ def plot_panels(points: dict[str, list[dict[str, Any]]], path: Path | str, metri
         if panel == "d":
             xs = np.arange(len(pts))
             for x, p in zip(xs, pts):
-                ax.errorbar([x], [p["mean"]], yerr=[p["std"]] if p["std"] else None, marker="s" if p["erm"] else "o",
-                            color="gray" if p["erm"] else "tab:blue", capsize=3, markersize=8)
+                ax.errorbar(
+                    [x],
+                    [p["mean"]],
+                    yerr=[p["std"]] if p["std"] else None,
+                    marker="s" if p["erm"] else "o",
+                    color="gray" if p["erm"] else "tab:blue",
+                    capsize=3,
+                    markersize=8,
+                )
             ax.set_xticks(xs, [p["label"] for p in pts])
             ax.set_xlim(-0.6, len(pts) - 0.4)
             ax.set_xlabel("lam_x = lam_y range")
@@ -159,13 +195,25 @@ def plot_panels(points: dict[str, list[dict[str, Any]]], path: Path | str, metri
             # [0.5, 0.5 + w]); other ranges (e.g. [0, 1]) as separate open markers
             starts = [p["range"][0] for p in pts]
             family = [i for i, v in enumerate(starts) if v == max(set(starts), key=starts.count)]
-            ax.errorbar([xs[i] for i in family], [ys[i] for i in family],
-                        yerr=[es[i] for i in family] if any(es) else None, marker="o", capsize=3)
+            ax.errorbar(
+                [xs[i] for i in family],
+                [ys[i] for i in family],
+                yerr=[es[i] for i in family] if any(es) else None,
+                marker="o",
+                capsize=3,
+            )
             others = [i for i in range(len(pts)) if i not in family]
             if others:
-                ax.errorbar([xs[i] for i in others], [ys[i] for i in others],
-                            yerr=[es[i] for i in others] if any(es) else None, marker="o", mfc="white",
-                            linestyle="none", capsize=3, color="tab:blue")
+                ax.errorbar(
+                    [xs[i] for i in others],
+                    [ys[i] for i in others],
+                    yerr=[es[i] for i in others] if any(es) else None,
+                    marker="o",
+                    mfc="white",
+                    linestyle="none",
+                    capsize=3,
+                    color="tab:blue",
+                )
             ax.set_xticks(xs, [p["label"] for p in pts], rotation=30, ha="right", fontsize=8)
             ax.set_xlabel("range of " + {"a": "lam_y", "b": "lam_x", "c": "lam_x = lam_y"}[panel])
         for x, y in zip(xs, ys):

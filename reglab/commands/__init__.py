@@ -4,6 +4,7 @@ Each module defines ``register(subparsers)`` that adds its sub-command(s); comma
 heavy dependencies lazily so ``reglab --help`` stays fast. Errors are raised as :class:`reglab.errors.UserError`
 and presented by :func:`reglab.cli.main`.
 """
+
 from __future__ import annotations
 
 import importlib

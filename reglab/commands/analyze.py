@@ -7,6 +7,7 @@
 
 Each writes PNGs, a JSON file with every number, a Markdown table and an offline ``index.html`` in OUT.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,9 @@ def _load_runs(args):
     return runs, unique_names(runs)
 
 
-def _write(out: Path, stem: str, payload: dict, table_md: str, title: str, sections: list[tuple[str, str]]) -> None:
+def _write(
+    out: Path, stem: str, payload: dict, table_md: str, title: str, sections: list[tuple[str, str]]
+) -> None:
     from ..track.html import write_page
     from ..train.checkpoint import atomic_write_text
 
@@ -40,8 +43,16 @@ def _write(out: Path, stem: str, payload: dict, table_md: str, title: str, secti
 
 
 def cmd_interpolation(args) -> int:
-    from ..analysis.interpolation import (bootstrap_summaries, curves_from_hits, difference_table, markdown_table,
-                                          pair_hits, plot_interpolation, sample_pairs, summary_table)
+    from ..analysis.interpolation import (
+        bootstrap_summaries,
+        curves_from_hits,
+        difference_table,
+        markdown_table,
+        pair_hits,
+        plot_interpolation,
+        sample_pairs,
+        summary_table,
+    )
     from ..track.html import embed_png, html_table
 
     _threads(args)
@@ -62,26 +73,54 @@ def cmd_interpolation(args) -> int:
         x1, x2 = r.normalize(test.images[i1]), r.normalize(test.images[i2])
         hits[name] = pair_hits(r.model, x1, test.labels[i1], x2, test.labels[i2])
         results[name] = curves_from_hits(hits[name])
-        print(f"{name}: acc(x1) at lam=1 {results[name]['acc_x1_at_1']:.2f}%, slope at 0.5 "
-              f"{results[name]['slope_mid']:.1f} points/unit, top-2 peak {results[name]['top2_peak']:.2f}% at "
-              f"lam={results[name]['top2_peak_lambda']:.2f}")
+        print(
+            f"{name}: acc(x1) at lam=1 {results[name]['acc_x1_at_1']:.2f}%, slope at 0.5 "
+            f"{results[name]['slope_mid']:.1f} points/unit, top-2 peak {results[name]['top2_peak']:.2f}% at "
+            f"lam={results[name]['top2_peak_lambda']:.2f}"
+        )
     if args.bootstrap:
         for name, ci in bootstrap_summaries(hits, args.bootstrap, args.seed).items():
             results[name]["ci95"] = ci
-    png = plot_interpolation(results, out / "interpolation.png",
-                             title=f"interpolation test: {len(i1)} test pairs of different classes (seed {args.seed})")
+    png = plot_interpolation(
+        results,
+        out / "interpolation.png",
+        title=f"interpolation test: {len(i1)} test pairs of different classes (seed {args.seed})",
+    )
     cols, rows = summary_table(results)
     dcols, drows = difference_table(results)
-    boot = (f" Brackets: 95% percentile-bootstrap intervals over the pairs ({args.bootstrap} replicates); "
-            "differences are paired (the same resampled pairs for every model).") if args.bootstrap else ""
-    md = (f"Interpolation test, {len(i1)} pairs of different classes from the test set (seed {args.seed}), "
-          f"x = lam * x1 + (1 - lam) * x2, lam = 0..1 by 0.01, no TTA.{boot}\n\n" + markdown_table(cols, rows)
-          + ("\n" + markdown_table(dcols, drows) if drows else ""))
-    payload = {"pairs": len(i1), "seed": args.seed, "bootstrap": args.bootstrap,
-               "runs": {n: str(r.path) for n, r in zip(names, runs)}, "results": results}
-    _write(out, "interpolation", payload, md, "Interpolation test",
-           [("Accuracy on mixed pairs", embed_png(png)), ("Summary", html_table(cols, rows)),
-            *([("Against the first model (paired bootstrap)", html_table(dcols, drows))] if drows else [])])
+    boot = (
+        (
+            f" Brackets: 95% percentile-bootstrap intervals over the pairs ({args.bootstrap} replicates); "
+            "differences are paired (the same resampled pairs for every model)."
+        )
+        if args.bootstrap
+        else ""
+    )
+    md = (
+        f"Interpolation test, {len(i1)} pairs of different classes from the test set (seed {args.seed}), "
+        f"x = lam * x1 + (1 - lam) * x2, lam = 0..1 by 0.01, no TTA.{boot}\n\n"
+        + markdown_table(cols, rows)
+        + ("\n" + markdown_table(dcols, drows) if drows else "")
+    )
+    payload = {
+        "pairs": len(i1),
+        "seed": args.seed,
+        "bootstrap": args.bootstrap,
+        "runs": {n: str(r.path) for n, r in zip(names, runs)},
+        "results": results,
+    }
+    _write(
+        out,
+        "interpolation",
+        payload,
+        md,
+        "Interpolation test",
+        [
+            ("Accuracy on mixed pairs", embed_png(png)),
+            ("Summary", html_table(cols, rows)),
+            *([("Against the first model (paired bootstrap)", html_table(dcols, drows))] if drows else []),
+        ],
+    )
     print(md, end="")
     print(f"wrote {png}, {out / 'interpolation.json'}")
     return 0
@@ -95,8 +134,10 @@ def _levels(text: str) -> list[str]:
     except ValueError:
         ok = False
     if not ok:
-        raise UserError(f"--levels must be comma-separated positive numbers, absolute (5) or above the loss at "
-                        f"the minimum (+1), e.g. +0.5,+1,2.3,5; got {text!r}.")
+        raise UserError(
+            f"--levels must be comma-separated positive numbers, absolute (5) or above the loss at "
+            f"the minimum (+1), e.g. +0.5,+1,2.3,5; got {text!r}."
+        )
     return items
 
 
@@ -117,14 +158,25 @@ def cmd_landscape(args) -> int:
         print(f"{name} ({r.path}):")
         if args.split == "val" and r.data.val is None:
             raise UserError(f"{r.path} has no validation split; use --split train.")
-        res = landscape_of_run(r, subset=args.subset, split=args.split, resolution=args.resolution,
-                               n_dirs=args.directions, levels=levels, target=args.target_loss,
-                               report_resolution=args.report_resolution, seed=args.seed, do_2d=not args.no_2d,
-                               log=print)
+        res = landscape_of_run(
+            r,
+            subset=args.subset,
+            split=args.split,
+            resolution=args.resolution,
+            n_dirs=args.directions,
+            levels=levels,
+            target=args.target_loss,
+            report_resolution=args.report_resolution,
+            seed=args.seed,
+            do_2d=not args.no_2d,
+            log=print,
+        )
         res["test_acc"], res["test_acc_precision"] = r.test_accuracy()
         res["checkpoint"] = args.checkpoint
-        print(f"  test accuracy of the {args.checkpoint} checkpoint: {res['test_acc']:.2f}% "
-              f"({res['test_acc_precision']})")
+        print(
+            f"  test accuracy of the {args.checkpoint} checkpoint: {res['test_acc']:.2f}% "
+            f"({res['test_acc_precision']})"
+        )
         results[name] = res
     render_landscape(results, {n: str(r.path) for n, r in zip(names, runs)}, out, args)
     return 0
@@ -134,9 +186,8 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
     """Figures, table, JSON and HTML of landscape results (also usable on a saved landscape.json's results)."""
     from ..analysis.figures import contour_levels, plot_1d, plot_contour, plot_surface
     from ..analysis.interpolation import markdown_table
-    from ..track.html import embed_png, html_table
-
     from ..analysis.landscape import paired_width_difference
+    from ..track.html import embed_png, html_table
 
     rows = []
     for name, res in results.items():
@@ -146,9 +197,13 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
                 row.append("0 (minimum is above L)")
             else:
                 ci = lv.get("ci95")
-                row.append("not reached" if lv["mean"] is None else f"{lv['mean']:.3f}"
-                           + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f" ± {lv['std']:.3f}")
-                           + (f" ({lv['not_reached']} rays not reached)" if lv["not_reached"] else ""))
+                row.append(
+                    "not reached"
+                    if lv["mean"] is None
+                    else f"{lv['mean']:.3f}"
+                    + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f" ± {lv['std']:.3f}")
+                    + (f" ({lv['not_reached']} rays not reached)" if lv["not_reached"] else "")
+                )
         rows.append(row)
     names = list(results)
     level_keys = list(next(iter(results.values()))["basin"]["levels"])
@@ -156,10 +211,16 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
     for name in names[1:]:
         row = [f"{name} − {names[0]}"]
         for k in level_keys:
-            d = paired_width_difference(results[name]["basin"]["levels"][k].get("per_direction") or [],
-                                        results[names[0]]["basin"]["levels"][k].get("per_direction") or [])
-            row.append("-" if d is None else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
-                       + (" wider" if d[1] > 0 else " narrower" if d[2] < 0 else ""))
+            d = paired_width_difference(
+                results[name]["basin"]["levels"][k].get("per_direction") or [],
+                results[names[0]]["basin"]["levels"][k].get("per_direction") or [],
+            )
+            row.append(
+                "-"
+                if d is None
+                else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
+                + (" wider" if d[1] > 0 else " narrower" if d[2] < 0 else "")
+            )
         diff_rows.append(row)
     sections = []
     with_2d = [res for res in results.values() if "2d" in res]
@@ -171,39 +232,95 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
         zmax = args.zmax or 2 * args.target_loss
         figs = []
         if "2d" in res:
-            figs.append(plot_contour(res["2d"], out / f"{safe}_contour.png", levels=li_levels,
-                                     title=f"{name}: Li et al. filter-normalized plane, {res['subset']} {args.split} images"))
-            figs.append(plot_surface(res["2d"], out / f"{safe}_surface.png", zmax=zmax,
-                                     title=f"{name}: loss surface (Li et al.)"))
+            figs.append(
+                plot_contour(
+                    res["2d"],
+                    out / f"{safe}_contour.png",
+                    levels=li_levels,
+                    title=f"{name}: Li et al. filter-normalized plane, {res['subset']} {args.split} images",
+                )
+            )
+            figs.append(
+                plot_surface(
+                    res["2d"], out / f"{safe}_surface.png", zmax=zmax, title=f"{name}: loss surface (Li et al.)"
+                )
+            )
             rep = res["report"]
-            figs.append(plot_surface(rep, out / f"{safe}_report_surface.png", zmax=zmax,
-                                     title=f"{name}: report's method, L={rep['target']:g} at s = "
-                                           f"{rep['scales'][0]:.3f} / {rep['scales'][1]:.3f}",
-                                     xlabel="t * s1", ylabel="u * s2"))
-            figs.append(plot_contour(rep, out / f"{safe}_report_contour.png", xlabel="t * s1", ylabel="u * s2",
-                                     levels=rep_levels, title=f"{name}: report's method (grown to L={rep['target']:g})"))
+            figs.append(
+                plot_surface(
+                    rep,
+                    out / f"{safe}_report_surface.png",
+                    zmax=zmax,
+                    title=f"{name}: report's method, L={rep['target']:g} at s = "
+                    f"{rep['scales'][0]:.3f} / {rep['scales'][1]:.3f}",
+                    xlabel="t * s1",
+                    ylabel="u * s2",
+                )
+            )
+            figs.append(
+                plot_contour(
+                    rep,
+                    out / f"{safe}_report_contour.png",
+                    xlabel="t * s1",
+                    ylabel="u * s2",
+                    levels=rep_levels,
+                    title=f"{name}: report's method (grown to L={rep['target']:g})",
+                )
+            )
         sections.append((name, "".join(embed_png(f) for f in figs)))
     png = plot_1d(results, out / "landscape_1d.png")
     acc_title = f"test acc ({next(iter(results.values())).get('checkpoint', 'best')} checkpoint)"
     cols = ["model", acc_title, "loss at minimum", "acc at minimum"] + [
-        f"width L={'min' if k.startswith('+') else ''}{k}" for k in next(iter(results.values()))["basin"]["levels"]]
-    note = (f"Basin width: distance a (filter-normalized units; a = 0.1 moves every filter by 10% of its norm) "
-            f"at which the loss on {args.subset} {args.split} images (fixed stratified subset, seed {args.seed}, "
-            f"eval-mode BN, no augmentation) first reaches L; mean over {args.directions} random "
-            f"directions x 2 signs, with a 95% bootstrap interval over the directions in brackets. The test "
-            f"accuracy is the analysed checkpoint's, in the run's own precision.\n\n")
+        f"width L={'min' if k.startswith('+') else ''}{k}" for k in next(iter(results.values()))["basin"]["levels"]
+    ]
+    note = (
+        f"Basin width: distance a (filter-normalized units; a = 0.1 moves every filter by 10% of its norm) "
+        f"at which the loss on {args.subset} {args.split} images (fixed stratified subset, seed {args.seed}, "
+        f"eval-mode BN, no augmentation) first reaches L; mean over {args.directions} random "
+        f"directions x 2 signs, with a 95% bootstrap interval over the directions in brackets. The test "
+        f"accuracy is the analysed checkpoint's, in the run's own precision.\n\n"
+    )
     dcols = ["models (paired by direction)"] + cols[4:]
     md = note + markdown_table(cols, rows) + ("\n" + markdown_table(dcols, diff_rows) if diff_rows else "")
-    payload = {"settings": {k: getattr(args, k) for k in ("subset", "split", "resolution", "directions", "levels",
-                                                           "target_loss", "report_resolution", "seed", "checkpoint")},
-               "runs": run_paths, "results": results}
-    _write(out, "landscape", payload, md, "Loss landscape",
-           [("1D (direction 1)", embed_png(png)), ("Basin width", html_table(cols, rows)),
+    payload = {
+        "settings": {
+            k: getattr(args, k)
+            for k in (
+                "subset",
+                "split",
+                "resolution",
+                "directions",
+                "levels",
+                "target_loss",
+                "report_resolution",
+                "seed",
+                "checkpoint",
+            )
+        },
+        "runs": run_paths,
+        "results": results,
+    }
+    _write(
+        out,
+        "landscape",
+        payload,
+        md,
+        "Loss landscape",
+        [
+            ("1D (direction 1)", embed_png(png)),
+            ("Basin width", html_table(cols, rows)),
             *([("Basin width against the first model", html_table(dcols, diff_rows))] if diff_rows else []),
-            *sections])
+            *sections,
+        ],
+    )
     print(md, end="")
-    written = ["landscape_1d.png", *(["*_contour.png", "*_surface.png"] if with_2d else []), "landscape.json",
-               "landscape.md", "landscape.html"]
+    written = [
+        "landscape_1d.png",
+        *(["*_contour.png", "*_surface.png"] if with_2d else []),
+        "landscape.json",
+        "landscape.md",
+        "landscape.html",
+    ]
     print(f"wrote {out}/ ({', '.join(written)})" + ("" if with_2d else "; no contour or surface plots (--no-2d)"))
 
 
@@ -216,14 +333,34 @@ def cmd_ratio(args) -> int:
     points = panel_points(records)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
-    png = plot_panels(points, out / "ratio.png", metric=args.metric,
-                      title=f"Decoupled mixing ratios ({Path(args.study_dir).name})")
+    png = plot_panels(
+        points,
+        out / "ratio.png",
+        metric=args.metric,
+        title=f"Decoupled mixing ratios ({Path(args.study_dir).name})",
+    )
     cols = ["panel", "range", args.metric, "std", "seeds", "runs"]
-    rows = [[f"({p}) {PANELS[p]}", pt["label"], round(pt["mean"], 2), round(pt["std"], 2), pt["n"],
-             ", ".join(pt["runs"])] for p, pts in points.items() for pt in pts]
+    rows = [
+        [
+            f"({p}) {PANELS[p]}",
+            pt["label"],
+            round(pt["mean"], 2),
+            round(pt["std"], 2),
+            pt["n"],
+            ", ".join(pt["runs"]),
+        ]
+        for p, pts in points.items()
+        for pt in pts
+    ]
     md = markdown_table(cols, rows)
-    _write(out, "ratio", {"metric": args.metric, "records": records, "panels": points}, md,
-           "Mixing-ratio study", [("Panels", embed_png(png)), ("Table", html_table(cols, rows))])
+    _write(
+        out,
+        "ratio",
+        {"metric": args.metric, "records": records, "panels": points},
+        md,
+        "Mixing-ratio study",
+        [("Panels", embed_png(png)), ("Table", html_table(cols, rows))],
+    )
     print(md, end="")
     print(f"wrote {png}")
     return 0
@@ -244,23 +381,37 @@ def register(sub) -> None:
     it.add_argument("-o", "--output", required=True, help="output folder")
     it.add_argument("--pairs", type=int, default=1000, help="test pairs of different classes (default 1000)")
     it.add_argument("--seed", type=int, default=0, help="seed of the pair draw and the bootstrap (default 0)")
-    it.add_argument("--bootstrap", type=int, default=1000,
-                    help="bootstrap replicates over the pairs for the 95%% intervals (default 1000; 0 = off)")
+    it.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1000,
+        help="bootstrap replicates over the pairs for the 95%% intervals (default 1000; 0 = off)",
+    )
     it.set_defaults(func=cmd_interpolation)
 
-    ls = acts.add_parser("landscape", help="loss landscape along filter-normalized directions, basin widths "
-                                           "(seed 001 Fig. 4)")
+    ls = acts.add_parser(
+        "landscape", help="loss landscape along filter-normalized directions, basin widths (seed 001 Fig. 4)"
+    )
     common(ls)
     ls.add_argument("-o", "--output", help="output folder (default RUN/landscape for one run, else ./landscape)")
     ls.add_argument("--subset", type=int, default=1000, help="fixed stratified subset size (default 1000)")
-    ls.add_argument("--split", choices=["train", "val"], default="train",
-                    help="subset drawn from (default train: Li et al. plot the training loss)")
-    ls.add_argument("--resolution", type=int, default=15, help="2D grid points per axis; 1D uses 2R-1 (default 15)")
+    ls.add_argument(
+        "--split",
+        choices=["train", "val"],
+        default="train",
+        help="subset drawn from (default train: Li et al. plot the training loss)",
+    )
+    ls.add_argument(
+        "--resolution", type=int, default=15, help="2D grid points per axis; 1D uses 2R-1 (default 15)"
+    )
     ls.add_argument("--report-resolution", type=int, help="grid of the report's method (default --resolution)")
     ls.add_argument("--directions", type=int, default=3, help="random directions for basin widths (default 3)")
-    ls.add_argument("--levels", default="+0.5,+1,2.3026,5",
-                    help="loss levels of the basin widths: absolute, or +x above the loss at the minimum "
-                         "(default +0.5,+1,2.3026,5; 2.3026 = ln 10, chance level on CIFAR-10)")
+    ls.add_argument(
+        "--levels",
+        default="+0.5,+1,2.3026,5",
+        help="loss levels of the basin widths: absolute, or +x above the loss at the minimum "
+        "(default +0.5,+1,2.3026,5; 2.3026 = ln 10, chance level on CIFAR-10)",
+    )
     ls.add_argument("--target-loss", type=float, default=5.0, help="L of the report's method (default 5)")
     ls.add_argument("--zmax", type=float, help="clip surface plots at this loss (default 2 x --target-loss)")
     ls.add_argument("--no-2d", action="store_true", help="1D scan and basin widths only")

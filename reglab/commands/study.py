@@ -1,6 +1,6 @@
 """``reglab study STUDY.yaml`` (run a set of runs) and ``reglab report DIRS -o OUT`` (tables, curves, HTML)."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 from pathlib import Path
 
@@ -21,13 +21,21 @@ def _seeds_arg(text: str) -> int | list[int]:
 def cmd_study(args) -> int:
     from ..api import prepare_study, run_study
 
-    study, out = prepare_study(args.study, args.items, seeds=args.seeds, parallel=args.parallel,
-                               only=args.only.split(",") if args.only else None, output=args.output)
+    study, out = prepare_study(
+        args.study,
+        args.items,
+        seeds=args.seeds,
+        parallel=args.parallel,
+        only=args.only.split(",") if args.only else None,
+        output=args.output,
+    )
     launcher = args.launcher or study.launcher.get("type", "local")
     cli_slurm = _slurm_items(args.slurm or [])
     if launcher != "slurm" and (cli_slurm or args.wait):
-        raise UserError(f"{'--slurm' if cli_slurm else '--wait'} is for Slurm runs: add --launcher slurm (or "
-                        "type: slurm in the study file's launcher: section).")
+        raise UserError(
+            f"{'--slurm' if cli_slurm else '--wait'} is for Slurm runs: add --launcher slurm (or "
+            "type: slurm in the study file's launcher: section)."
+        )
     if args.status:
         from ..study.slurmstate import print_status
 
@@ -49,8 +57,9 @@ def cmd_study(args) -> int:
     if launcher == "slurm":
         return _study_on_slurm(args, study, out, cli_slurm)
     try:
-        result = run_study(study, output=out, parallel=args.parallel, data_dir=args.data_dir,
-                           report=not args.no_report)
+        result = run_study(
+            study, output=out, parallel=args.parallel, data_dir=args.data_dir, report=not args.no_report
+        )
     except KeyboardInterrupt:
         print(f"interrupted: rerun the same command to resume ({out})")
         return 130
@@ -61,8 +70,10 @@ def cmd_study(args) -> int:
 
 def _failed(failed: list, total: int, out: Path) -> int:
     if failed:
-        print(f"{len(failed)} of {total} runs failed: {', '.join(o.key for o in failed)} "
-              f"(logs in {out / 'logs'}); fix the cause and rerun the same command.")
+        print(
+            f"{len(failed)} of {total} runs failed: {', '.join(o.key for o in failed)} "
+            f"(logs in {out / 'logs'}); fix the cause and rerun the same command."
+        )
         return 1
     return 0
 
@@ -101,9 +112,11 @@ def _slurm_items(items: list[str]) -> dict:
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or not key:
-            raise UserError(f"--slurm {item!r}: expected KEY=VALUE, e.g. --slurm partition=gpu --slurm time=2:00:00.")
+            raise UserError(
+                f"--slurm {item!r}: expected KEY=VALUE, e.g. --slurm partition=gpu --slurm time=2:00:00."
+            )
         if key.startswith("sbatch."):
-            raw.setdefault("sbatch", {})[key[len("sbatch."):]] = value
+            raw.setdefault("sbatch", {})[key[len("sbatch.") :]] = value
         elif key == "setup":
             raw.setdefault("setup", []).append(value)
         elif key in ("cpus_per_task", "gpus_per_task", "max_running", "max_timeouts", "mem_gb"):
@@ -114,8 +127,10 @@ def _slurm_items(items: list[str]) -> dict:
         elif key in LAUNCHER_KEYS:
             raw[key] = value
         else:
-            raise UserError(f"--slurm {key}: unknown key{suggest(key, LAUNCHER_KEYS)}; the keys are: "
-                            f"{', '.join(LAUNCHER_KEYS)} (and sbatch.OPTION=VALUE for any other sbatch option).")
+            raise UserError(
+                f"--slurm {key}: unknown key{suggest(key, LAUNCHER_KEYS)}; the keys are: "
+                f"{', '.join(LAUNCHER_KEYS)} (and sbatch.OPTION=VALUE for any other sbatch option)."
+            )
     return parse_launcher(raw, "--slurm")
 
 
@@ -135,8 +150,10 @@ def cmd_findings(args) -> int:
     from ..track.comparison import claim_rows, study_settings
     from ..track.report import by_group, load_records
 
-    lines = ["| claim | report says | measured effect [95% CI] | n | verdict | regenerate |",
-             "| --- | --- | --- | ---: | --- | --- |"]
+    lines = [
+        "| claim | report says | measured effect [95% CI] | n | verdict | regenerate |",
+        "| --- | --- | --- | ---: | --- | --- |",
+    ]
     counts: dict[str, int] = {}
     for d in map(Path, args.study_dirs):
         if not (d / "study.yaml").is_file():
@@ -146,8 +163,10 @@ def cmd_findings(args) -> int:
         settings = study_settings([r.path for r in records])
         if not settings.get("claims"):
             continue
-        groups = {g: [{"seed": r.seed, **r.row} for r in recs if r.summary is not None]
-                  for g, recs in by_group(records).items()}
+        groups = {
+            g: [{"seed": r.seed, **r.row} for r in recs if r.summary is not None]
+            for g, recs in by_group(records).items()
+        }
         budget = f" budget={raw['budget']}" if raw.get("budget") else ""
         seeds = raw.get("seeds") or [0]
         seeds_arg = str(len(seeds)) if seeds == list(range(len(seeds))) else ",".join(map(str, seeds))
@@ -156,8 +175,9 @@ def cmd_findings(args) -> int:
         for row in claim_rows(groups, settings["claims"]):
             counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
             effect = f"{row['effect of']}: {row['effect']} ({row['metric']}; expected {row['expected']})"
-            lines.append(f"| {row['claim']} | {row['source']} | {effect} | {row['n']} | **{row['verdict']}** | "
-                         f"{command} |")
+            lines.append(
+                f"| {row['claim']} | {row['source']} | {effect} | {row['n']} | **{row['verdict']}** | {command} |"
+            )
     lines += ["", "Verdicts: " + ", ".join(f"{v} {n}" for v, n in sorted(counts.items())) + "."]
     text = "\n".join(lines) + "\n"
     if args.output:
@@ -169,50 +189,83 @@ def cmd_findings(args) -> int:
 
 
 def register(sub) -> None:
-    st = sub.add_parser("study", help="run a named set of runs (overrides or a grid, n seeds each), then report",
-                        description="Run every run of a study file, each a `reglab train` process with its own "
-                                    "run directory under the study directory. Rerunning skips finished runs and "
-                                    "resumes interrupted ones. Study files: studies/*.yaml.")
+    st = sub.add_parser(
+        "study",
+        help="run a named set of runs (overrides or a grid, n seeds each), then report",
+        description="Run every run of a study file, each a `reglab train` process with its own "
+        "run directory under the study directory. Rerunning skips finished runs and "
+        "resumes interrupted ones. Study files: studies/*.yaml.",
+    )
     st.add_argument("study", metavar="STUDY", help="a study YAML file or the name of one in studies/")
-    st.add_argument("items", nargs="*", metavar="KEY=VALUE",
-                    help="overrides for every run; budget=NAME picks the recipes' budget (e.g. budget=cpu)")
+    st.add_argument(
+        "items",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="overrides for every run; budget=NAME picks the recipes' budget (e.g. budget=cpu)",
+    )
     st.add_argument("-o", "--output", help="study directory (default runs/studies/<name>)")
-    st.add_argument("-j", "--parallel", type=int, help="runs at a time (default: the file's `parallel`, else 1; "
-                    "with Slurm: array tasks at a time, default all)")
-    st.add_argument("--seeds", type=_seeds_arg, metavar="N|S1,S2,...",
-                    help="seeds per run, as a count (seeds 0..N-1) or a list (e.g. 3,4,5 for three new seeds); "
-                         "replaces the file's `seeds`")
+    st.add_argument(
+        "-j",
+        "--parallel",
+        type=int,
+        help="runs at a time (default: the file's `parallel`, else 1; "
+        "with Slurm: array tasks at a time, default all)",
+    )
+    st.add_argument(
+        "--seeds",
+        type=_seeds_arg,
+        metavar="N|S1,S2,...",
+        help="seeds per run, as a count (seeds 0..N-1) or a list (e.g. 3,4,5 for three new seeds); "
+        "replaces the file's `seeds`",
+    )
     st.add_argument("--only", help="comma-separated run names to run")
     st.add_argument("--data-dir", help="dataset folder for every run")
     st.add_argument("--dry-run", action="store_true", help="list the runs, their state and command; run nothing")
     st.add_argument("--no-report", action="store_true", help="skip writing report/ at the end")
-    st.add_argument("--launcher", choices=("local", "slurm"), help="local processes (default) or one Slurm job "
-                    "array through submitit (default: the study file's launcher: type); see docs/cluster.md")
-    st.add_argument("--slurm", action="append", metavar="KEY=VALUE", help="a Slurm setting (repeatable; wins over "
-                    "the file's launcher:): partition, time, cpus_per_task, gpus_per_task, mem_gb, qos, account, "
-                    "constraint, max_running, max_timeouts, setup, python, sbatch.OPTION")
+    st.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        help="local processes (default) or one Slurm job "
+        "array through submitit (default: the study file's launcher: type); see docs/cluster.md",
+    )
+    st.add_argument(
+        "--slurm",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a Slurm setting (repeatable; wins over "
+        "the file's launcher:): partition, time, cpus_per_task, gpus_per_task, mem_gb, qos, account, "
+        "constraint, max_running, max_timeouts, setup, python, sbatch.OPTION",
+    )
     st.add_argument("--wait", action="store_true", help="with --launcher slurm: wait for the jobs, then report")
-    st.add_argument("--status", action="store_true", help="each run's Slurm job state and run directory; "
-                    "runs nothing")
+    st.add_argument(
+        "--status", action="store_true", help="each run's Slurm job state and run directory; runs nothing"
+    )
     st.set_defaults(func=cmd_study)
 
-    rp = sub.add_parser("report", help="comparison table (Markdown, CSV), overlaid curves and an HTML page",
-                        description="Summarize run directories: pass study directories, run directories or "
-                                    "folders holding them. Runs with the same run.name are seeds of one group.")
+    rp = sub.add_parser(
+        "report",
+        help="comparison table (Markdown, CSV), overlaid curves and an HTML page",
+        description="Summarize run directories: pass study directories, run directories or "
+        "folders holding them. Runs with the same run.name are seeds of one group.",
+    )
     rp.add_argument("dirs", nargs="+", metavar="DIR")
     rp.add_argument("-o", "--output", default="report", help="output folder (default ./report)")
     rp.add_argument("--title", help="page title")
-    rp.add_argument("--reference", metavar="GROUP", help="the group every other is compared with, paired by "
-                    "seed (default: the study file's reference:, else the first group)")
+    rp.add_argument(
+        "--reference",
+        metavar="GROUP",
+        help="the group every other is compared with, paired by "
+        "seed (default: the study file's reference:, else the first group)",
+    )
     rp.set_defaults(func=cmd_report)
 
-    fd = sub.add_parser("findings", help="every claim of the given studies: measured effect, 95%% CI, verdict",
-                        description="Collect the claims of study directories (their study file's claims:) into "
-                                    "one Markdown table: the report's statement, the measured paired effect with "
-                                    "its 95% interval over seeds, the verdict, and the command that reruns it.")
+    fd = sub.add_parser(
+        "findings",
+        help="every claim of the given studies: measured effect, 95%% CI, verdict",
+        description="Collect the claims of study directories (their study file's claims:) into "
+        "one Markdown table: the report's statement, the measured paired effect with "
+        "its 95% interval over seeds, the verdict, and the command that reruns it.",
+    )
     fd.add_argument("study_dirs", nargs="+", metavar="STUDY_DIR")
     fd.add_argument("-o", "--output", help="also write the table to this file")
     fd.set_defaults(func=cmd_findings)
-
-
-

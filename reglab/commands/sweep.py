@@ -10,6 +10,7 @@ The first positional word is ``report``, ``best`` or ``dashboard`` (sub-forms) o
 overrides with a sweep file apply to every trial this command runs (e.g. ``data.dir=...``, ``run.device=cuda``);
 they are not part of the study's identity, so change the experiment itself in the sweep file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,30 +24,52 @@ FORMS = ("report", "best", "dashboard")
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "sweep", help="hyperparameter sweeps (Optuna): run/resume a sweep, `report DIR`, `best DIR`, `dashboard DIR`",
+        "sweep",
+        help="hyperparameter sweeps (Optuna): run/resume a sweep, `report DIR`, `best DIR`, `dashboard DIR`",
         description="Run or resume a sweep: a base recipe plus a search space (sweeps/*.yaml, docs/sweeps.md), "
-                    "objective = validation accuracy. `reglab sweep report DIR` writes the analysis (best config as "
-                    "a recipe, importance, figures); `reglab sweep best DIR` retrains the best config on "
-                    "train+val and reports test accuracy once; `reglab sweep dashboard DIR` serves the study live in "
-                    "optuna-dashboard (pip install 'reglab[dashboard]').")
+        "objective = validation accuracy. `reglab sweep report DIR` writes the analysis (best config as "
+        "a recipe, importance, figures); `reglab sweep best DIR` retrains the best config on "
+        "train+val and reports test accuracy once; `reglab sweep dashboard DIR` serves the study live in "
+        "optuna-dashboard (pip install 'reglab[dashboard]').",
+    )
     p.add_argument("items", nargs="*", metavar="SWEEP.yaml|report DIR|best DIR|dashboard DIR [KEY=VALUE ...]")
     p.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    p.add_argument("--storage", help="Optuna storage URL shared by workers/machines: sqlite:///FILE, journal:FILE, "
-                                     "postgresql://... (default: study.db in the sweep directory)")
+    p.add_argument(
+        "--storage",
+        help="Optuna storage URL shared by workers/machines: sqlite:///FILE, journal:FILE, "
+        "postgresql://... (default: study.db in the sweep directory)",
+    )
     p.add_argument("--trials", type=int, help="finished trials to reach (default: the sweep file's trials)")
     p.add_argument("-o", "--out", help="sweep directory (default runs/sweeps/<name>)")
     p.add_argument("--no-report", action="store_true", help="do not write the report when the sweep ends")
-    p.add_argument("--importance", choices=["ped_anova", "fanova"], default="ped_anova",
-                   help="importance method for the report (fanova needs scikit-learn)")
+    p.add_argument(
+        "--importance",
+        choices=["ped_anova", "fanova"],
+        default="ped_anova",
+        help="importance method for the report (fanova needs scikit-learn)",
+    )
     p.add_argument("--overwrite", action="store_true", help="best: retrain even when already done")
     p.add_argument("--quiet", action="store_true", help="best: plain log lines instead of a progress bar")
-    p.add_argument("--host", default="127.0.0.1",
-                   help="dashboard: address to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="dashboard: address to listen on (default 127.0.0.1, this machine only)",
+    )
     p.add_argument("--port", type=int, default=8080, help="dashboard: port (default 8080; 0 = any free port)")
-    p.add_argument("--launcher", choices=("local", "slurm"), default="local", help="local worker processes "
-                   "(default) or --workers N Slurm array tasks on the sweep's storage (docs/cluster.md)")
-    p.add_argument("--slurm", action="append", metavar="KEY=VALUE", help="a Slurm setting, as for reglab study: "
-                   "partition, time, cpus_per_task, gpus_per_task, mem_gb, qos, account, constraint, setup, ...")
+    p.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        default="local",
+        help="local worker processes "
+        "(default) or --workers N Slurm array tasks on the sweep's storage (docs/cluster.md)",
+    )
+    p.add_argument(
+        "--slurm",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a Slurm setting, as for reglab study: "
+        "partition, time, cpus_per_task, gpus_per_task, mem_gb, qos, account, constraint, setup, ...",
+    )
     p.add_argument("--wait", action="store_true", help="with --launcher slurm: wait for the workers, then report")
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_sweep)
@@ -55,6 +78,7 @@ def register(sub) -> None:
 def _log(prefix: str = ""):
     def log(msg: str) -> None:
         print(f"{prefix}{msg}", flush=True)
+
     return log
 
 
@@ -68,8 +92,10 @@ def _overrides(items: list[str], what: str) -> list[str]:
 def cmd_sweep(args) -> int:
     items = list(args.items)
     if not items:
-        raise UserError("give a sweep file (reglab sweep sweeps/cpu_quick.yaml), or `reglab sweep report DIR` / "
-                        "`reglab sweep best DIR` / `reglab sweep dashboard DIR`.")
+        raise UserError(
+            "give a sweep file (reglab sweep sweeps/cpu_quick.yaml), or `reglab sweep report DIR` / "
+            "`reglab sweep best DIR` / `reglab sweep dashboard DIR`."
+        )
     if items[0] in FORMS and not Path(items[0]).is_file():
         if len(items) < 2 or "=" in items[1]:
             raise UserError(f"reglab sweep {items[0]} DIR: give the sweep directory (default runs/sweeps/<name>).")
@@ -100,8 +126,12 @@ def _report(sweep_dir: Path, method: str) -> int:
 
     print("\n".join(_summary_lines(s)))
     if s.get("importance"):
-        print("importance (" + s["importance_method"] + "): "
-              + ", ".join(f"{k} {v:.2f}" for k, v in s["importance"].items()))
+        print(
+            "importance ("
+            + s["importance_method"]
+            + "): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in s["importance"].items())
+        )
     print(f"report: {s['files']['dir']}/report.md, report.html, best.yaml, trials.csv and PNGs")
     return 0
 
@@ -117,8 +147,8 @@ def _default_dir(path: Path, name: str) -> Path:
 
 def _run(args, path: Path, extra: list[str]) -> int:
     from ..sweep.runner import Worker, counts, recover_stale
-    from ..sweep.storage import ask_lock, prepare, shown_url, storage_url
     from ..sweep.spec import load_sweep, resolve_sweep
+    from ..sweep.storage import ask_lock, prepare, shown_url, storage_url
 
     path = resolve_sweep(path)
     spec = load_sweep(path)
@@ -150,9 +180,12 @@ def _run(args, path: Path, extra: list[str]) -> int:
     with ask_lock(sweep_dir):
         recover_stale(study, spec)
     c = counts(study)
-    print(f"sweep {spec.name}: {c['done']}/{spec.trials} trials finished so far | sampler {spec.sampler.name}, "
-          f"pruner {spec.pruner.name}, objective {spec.objective} | {shown_url(storage_url(spec, sweep_dir))} | "
-          f"{sweep_dir}", flush=True)
+    print(
+        f"sweep {spec.name}: {c['done']}/{spec.trials} trials finished so far | sampler {spec.sampler.name}, "
+        f"pruner {spec.pruner.name}, objective {spec.objective} | {shown_url(storage_url(spec, sweep_dir))} | "
+        f"{sweep_dir}",
+        flush=True,
+    )
     code = 0
     if args.launcher == "slurm":
         if not _slurm_workers(args, spec, sweep_dir, extra):
@@ -164,8 +197,11 @@ def _run(args, path: Path, extra: list[str]) -> int:
     else:
         Worker(spec, sweep_dir, spec.trials, 0, extra, _log()).run()
     c = counts(study)
-    print(f"sweep {spec.name}: {c['done']}/{spec.trials} finished ({c['complete']} complete, {c['pruned']} pruned, "
-          f"{c['failed']} failed)", flush=True)
+    print(
+        f"sweep {spec.name}: {c['done']}/{spec.trials} finished ({c['complete']} complete, {c['pruned']} pruned, "
+        f"{c['failed']} failed)",
+        flush=True,
+    )
     if not args.no_report and c["done"]:
         _report(sweep_dir, args.importance)
     if code:
@@ -185,22 +221,37 @@ def _slurm_workers(args, spec, sweep_dir: Path, extra: list[str]) -> bool:
     settings = {**DEFAULTS, **_slurm_items(args.slurm or [])}
     settings.pop("type", None)
     if str(storage_url(spec, sweep_dir)).startswith("sqlite"):
-        print("note: a SQLite study is safe for workers on one node only; for workers on several nodes give "
-              "--storage journal:FILE (on a shared file system) or postgresql://...", flush=True)
+        print(
+            "note: a SQLite study is safe for workers on one node only; for workers on several nodes give "
+            "--storage journal:FILE (on a shared file system) or postgresql://...",
+            flush=True,
+        )
     if not any(e.startswith("run.threads=") for e in extra):
         extra = [*extra, f"run.threads={settings['cpus_per_task']}"]
     folder = sweep_dir / "slurm"
     queue_states(folder, settings)
-    tasks = [CommandTask(worker_command(sweep_dir.resolve(), spec.trials, i, extra),
-                         (folder / f"worker{i}.log").resolve()) for i in range(args.workers)]
+    tasks = [
+        CommandTask(
+            worker_command(sweep_dir.resolve(), spec.trials, i, extra), (folder / f"worker{i}.log").resolve()
+        )
+        for i in range(args.workers)
+    ]
     ids = submit_tasks(folder, f"reglab-sweep-{spec.name}", tasks, settings)
     array = ids[0].split("_")[0]
-    print(f"submitted job array {array} ({len(ids)} worker{'s' if len(ids) > 1 else ''}; {describe(settings)}); "
-          f"worker logs in {folder}", flush=True)
+    print(
+        f"submitted job array {array} ({len(ids)} worker{'s' if len(ids) > 1 else ''}; {describe(settings)}); "
+        f"worker logs in {folder}",
+        flush=True,
+    )
     if not args.wait:
-        print(f"follow with: squeue -j {array}; when it ends: reglab sweep report {sweep_dir} (rerunning this "
-              "command resumes the sweep)", flush=True)
+        print(
+            f"follow with: squeue -j {array}; when it ends: reglab sweep report {sweep_dir} (rerunning this "
+            "command resumes the sweep)",
+            flush=True,
+        )
         return False
-    wait_gone({f"worker {i}": job for i, job in enumerate(ids)},
-              lambda name, job: print(f"  {name} (job {job}) ended", flush=True))
+    wait_gone(
+        {f"worker {i}": job for i, job in enumerate(ids)},
+        lambda name, job: print(f"  {name} (job {job}) ended", flush=True),
+    )
     return True

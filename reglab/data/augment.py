@@ -6,6 +6,7 @@ no per-image Python loop: random parameters are drawn as tensors and applied wit
 ``torch.where``. :data:`AUGMENTATIONS` at the end is the one list of them (name, stage, on-condition, builder)
 that the config and the loader derive theirs from.
 """
+
 from __future__ import annotations
 
 import math
@@ -83,8 +84,12 @@ class Cutout:
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b, _, h, w = x.shape
-        centres = torch.stack([torch.randint(0, h, (self.holes, b), generator=gen, device=x.device),
-                               torch.randint(0, w, (self.holes, b), generator=gen, device=x.device)])
+        centres = torch.stack(
+            [
+                torch.randint(0, h, (self.holes, b), generator=gen, device=x.device),
+                torch.randint(0, w, (self.holes, b), generator=gen, device=x.device),
+            ]
+        )
         lo = centres - self.size // 2
         hi = lo + self.size
         mask = torch.zeros(b, 1, h, w, dtype=torch.bool, device=x.device)
@@ -102,14 +107,17 @@ class RandomErasing:
     up to 10 proposals per image, the first that fits is used (none fits: the image is left alone).
     ``value``: a number, or ``"random"`` for per-pixel standard normal noise."""
 
-    def __init__(self, p: float = 0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value: float | str = 0.0,
-                 attempts: int = 10):
+    def __init__(
+        self, p: float = 0.5, scale=(0.02, 0.33), ratio=(0.3, 3.3), value: float | str = 0.0, attempts: int = 10
+    ):
         self.p, self.scale, self.ratio, self.value, self.attempts = p, scale, ratio, value, attempts
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         b, _, h, w = x.shape
         dev, k = x.device, self.attempts
-        area = h * w * (self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(b, k, generator=gen, device=dev))
+        area = (
+            h * w * (self.scale[0] + (self.scale[1] - self.scale[0]) * torch.rand(b, k, generator=gen, device=dev))
+        )
         lo, hi = torch.log(torch.tensor(self.ratio, device=dev))
         ratio = torch.exp(lo + (hi - lo) * torch.rand(b, k, generator=gen, device=dev))
         eh = torch.sqrt(area * ratio).round().long()
@@ -187,24 +195,60 @@ def _policy(aug):
 
 # The order here is the default aug.order.
 AUGMENTATIONS: tuple[BatchAug, ...] = (
-    BatchAug("crop", UINT8, lambda a: a.crop_pad > 0, lambda a: RandomCrop(a.crop_pad, a.pad_mode),
-             lambda a: f"crop pad {a.crop_pad} ({a.pad_mode})"),
-    BatchAug("flip", UINT8, lambda a: a.flip,
-             lambda a: RandomFlip(0.5) if a.flip_mode == "random" else None,  # alternating: the loader flips
-             lambda a: "flip"),
-    BatchAug("policy", UINT8, lambda a: a.policy is not None, _policy,
-             lambda a: a.policy + (f" N={a.ra_num_ops} M={a.ra_magnitude}" if a.policy == "randaugment" else "")),
-    BatchAug("solarize", UINT8, lambda a: a.solarize_p > 0,
-             lambda a: RandomSolarize(a.solarize_p, a.solarize_threshold),
-             lambda a: f"solarize p={a.solarize_p:g} ≥{a.solarize_threshold}"),
-    BatchAug("rotation", FLOAT, lambda a: a.rotation > 0, lambda a: RandomRotation(a.rotation),
-             lambda a: f"rotation ±{a.rotation:g}°"),
-    BatchAug("cutout", FLOAT, lambda a: a.cutout_holes > 0, lambda a: Cutout(a.cutout_holes, a.cutout_size),
-             lambda a: f"cutout {a.cutout_holes}x{a.cutout_size}px"),
-    BatchAug("erasing", FLOAT, lambda a: a.erasing_p > 0,
-             lambda a: RandomErasing(a.erasing_p, tuple(a.erasing_scale), tuple(a.erasing_ratio),
-                                     "random" if a.erasing_value == "random" else 0.0),
-             lambda a: f"erasing p={a.erasing_p:g}"),
+    BatchAug(
+        "crop",
+        UINT8,
+        lambda a: a.crop_pad > 0,
+        lambda a: RandomCrop(a.crop_pad, a.pad_mode),
+        lambda a: f"crop pad {a.crop_pad} ({a.pad_mode})",
+    ),
+    BatchAug(
+        "flip",
+        UINT8,
+        lambda a: a.flip,
+        lambda a: RandomFlip(0.5) if a.flip_mode == "random" else None,  # alternating: the loader flips
+        lambda a: "flip",
+    ),
+    BatchAug(
+        "policy",
+        UINT8,
+        lambda a: a.policy is not None,
+        _policy,
+        lambda a: a.policy + (f" N={a.ra_num_ops} M={a.ra_magnitude}" if a.policy == "randaugment" else ""),
+    ),
+    BatchAug(
+        "solarize",
+        UINT8,
+        lambda a: a.solarize_p > 0,
+        lambda a: RandomSolarize(a.solarize_p, a.solarize_threshold),
+        lambda a: f"solarize p={a.solarize_p:g} ≥{a.solarize_threshold}",
+    ),
+    BatchAug(
+        "rotation",
+        FLOAT,
+        lambda a: a.rotation > 0,
+        lambda a: RandomRotation(a.rotation),
+        lambda a: f"rotation ±{a.rotation:g}°",
+    ),
+    BatchAug(
+        "cutout",
+        FLOAT,
+        lambda a: a.cutout_holes > 0,
+        lambda a: Cutout(a.cutout_holes, a.cutout_size),
+        lambda a: f"cutout {a.cutout_holes}x{a.cutout_size}px",
+    ),
+    BatchAug(
+        "erasing",
+        FLOAT,
+        lambda a: a.erasing_p > 0,
+        lambda a: RandomErasing(
+            a.erasing_p,
+            tuple(a.erasing_scale),
+            tuple(a.erasing_ratio),
+            "random" if a.erasing_value == "random" else 0.0,
+        ),
+        lambda a: f"erasing p={a.erasing_p:g}",
+    ),
 )
 BY_NAME = {a.name: a for a in AUGMENTATIONS}
 UINT8_AUGS = tuple(a.name for a in AUGMENTATIONS if a.stage == UINT8)

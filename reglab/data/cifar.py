@@ -8,6 +8,7 @@ admits only the three numpy globals such a file contains, so a crafted file cann
 Where the files are missing, :func:`ensure_files` downloads the official archive, checks its MD5 (the sums
 the dataset's page publishes) and unpacks it with tar's ``data`` filter.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,12 +39,26 @@ class Layout:
     num_classes: int
 
 
-CIFAR10 = Layout("cifar10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                 "batches.meta", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                 "c58f30108f718f92721af3b95e74349a", 10)
-CIFAR100 = Layout("cifar100", "cifar-100-python", ("train",), ("test",), "meta",
-                  "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-                  "eb9058c3a382ffc7106e4002c42a8d85", 100)
+CIFAR10 = Layout(
+    "cifar10",
+    "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    ("test_batch",),
+    "batches.meta",
+    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "c58f30108f718f92721af3b95e74349a",
+    10,
+)
+CIFAR100 = Layout(
+    "cifar100",
+    "cifar-100-python",
+    ("train",),
+    ("test",),
+    "meta",
+    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    "eb9058c3a382ffc7106e4002c42a8d85",
+    100,
+)
 LAYOUTS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
 
@@ -64,8 +79,10 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         if (module, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR file holds only numpy arrays, "
-                                         "so this file is not one (or was tampered with)")
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: a CIFAR file holds only numpy arrays, "
+                "so this file is not one (or was tampered with)"
+            )
         if name == "_reconstruct":
             return _multiarray()._reconstruct
         if name == "encode":
@@ -94,8 +111,10 @@ def restricted_load(path: Path) -> dict:
         with open(path, "rb") as fh:
             obj = RestrictedUnpickler(fh, encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as exc:
-        raise UserError(f"{path} is not a readable CIFAR batch ({exc}); delete it and download the dataset again, "
-                        "or point data.dir at a good copy.") from None
+        raise UserError(
+            f"{path} is not a readable CIFAR batch ({exc}); delete it and download the dataset again, "
+            "or point data.dir at a good copy."
+        ) from None
     if not isinstance(obj, dict):
         raise UserError(f"{path} does not hold a CIFAR batch dict; delete it and download the dataset again.")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
@@ -149,14 +168,18 @@ def _download_into(url: str, md5: str, root: Path, timeout: float) -> None:
             raise ConnectionError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
         got = file_digest(archive, "md5")
         if got != md5:
-            raise UserError(f"the archive downloaded from {url} has MD5 {got}, expected {md5}: it is corrupt or not "
-                            "the official file. Nothing was unpacked; try again or download it by hand.")
+            raise UserError(
+                f"the archive downloaded from {url} has MD5 {got}, expected {md5}: it is corrupt or not "
+                "the official file. Nothing was unpacked; try again or download it by hand."
+            )
         try:
             with tarfile.open(archive, "r:gz") as tar:
                 tar.extractall(Path(tmp) / "x", filter="data")
         except (tarfile.TarError, EOFError, OSError) as exc:
-            raise UserError(f"cannot unpack the archive from {url} ({exc}); it is damaged or not a CIFAR archive. "
-                            "Nothing was unpacked.") from None
+            raise UserError(
+                f"cannot unpack the archive from {url} ({exc}); it is damaged or not a CIFAR archive. "
+                "Nothing was unpacked."
+            ) from None
         for item in (Path(tmp) / "x").iterdir():
             dest = root / item.name
             if dest.exists():
@@ -164,17 +187,22 @@ def _download_into(url: str, md5: str, root: Path, timeout: float) -> None:
             item.rename(dest)
 
 
-def ensure_files(layout: Layout, root: Path, download: bool = True, url: str | None = None,
-                 md5: str | None = None) -> Path:
+def ensure_files(
+    layout: Layout, root: Path, download: bool = True, url: str | None = None, md5: str | None = None
+) -> Path:
     """Return the dataset folder, downloading the official archive if files are missing and allowed."""
     missing = missing_files(layout, root)
     if not missing:
         return root / layout.folder
-    how = (f"Point reglab at a folder that contains {layout.folder}/ with --data-dir DIR, the config key "
-           f"data.dir=DIR, or the environment variable REGLAB_DATA=DIR")
+    how = (
+        f"Point reglab at a folder that contains {layout.folder}/ with --data-dir DIR, the config key "
+        f"data.dir=DIR, or the environment variable REGLAB_DATA=DIR"
+    )
     if not download:
-        raise UserError(f"{layout.name} not found in {root.resolve()} (missing {', '.join(missing)}). {how}; "
-                        "or allow downloading with data.download=true.")
+        raise UserError(
+            f"{layout.name} not found in {root.resolve()} (missing {', '.join(missing)}). {how}; "
+            "or allow downloading with data.download=true."
+        )
     url = url or os.environ.get(f"REGLAB_{layout.name.upper()}_URL") or layout.url
     md5 = md5 or os.environ.get(f"REGLAB_{layout.name.upper()}_MD5") or layout.md5
     try:
@@ -183,8 +211,10 @@ def ensure_files(layout: Layout, root: Path, download: bool = True, url: str | N
         raise UserError(f"{layout.name} not found in {root.resolve()} and {exc}. {how}.") from None
     still = missing_files(layout, root)
     if still:
-        raise UserError(f"the archive from {url} did not contain {layout.folder}/{still[0]}; it is not the "
-                        f"official {layout.name} archive.")
+        raise UserError(
+            f"the archive from {url} did not contain {layout.folder}/{still[0]}; it is not the "
+            f"official {layout.name} archive."
+        )
     return root / layout.folder
 
 
@@ -192,8 +222,10 @@ def _images(batch: dict, path: Path) -> np.ndarray:
     data = batch.get("data")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
-        raise UserError(f"{path}: 'data' should be a uint8 array of shape (N, 3072), found {shape}; the file is "
-                        "corrupt or truncated. Download the dataset again.")
+        raise UserError(
+            f"{path}: 'data' should be a uint8 array of shape (N, 3072), found {shape}; the file is "
+            "corrupt or truncated. Download the dataset again."
+        )
     return data.reshape(-1, 3, 32, 32)
 
 
@@ -206,8 +238,9 @@ def _labels(batch: dict, key: str, path: Path, n: int, num_classes: int) -> np.n
     return labels
 
 
-def read_split(layout: Layout, folder: Path, files: tuple[str, ...], label_key: str,
-               num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def read_split(
+    layout: Layout, folder: Path, files: tuple[str, ...], label_key: str, num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for name in files:
         path = folder / name
@@ -220,7 +253,9 @@ def read_split(layout: Layout, folder: Path, files: tuple[str, ...], label_key: 
 
 def class_names(layout: Layout, folder: Path, coarse: bool = False) -> list[str]:
     meta = restricted_load(folder / layout.meta_file)
-    key = {"cifar10": "label_names", "cifar100": "coarse_label_names" if coarse else "fine_label_names"}[layout.name]
+    key = {"cifar10": "label_names", "cifar100": "coarse_label_names" if coarse else "fine_label_names"}[
+        layout.name
+    ]
     names = meta.get(key)
     if not isinstance(names, list):
         raise UserError(f"{folder / layout.meta_file}: no {key!r} list; the meta file is corrupt.")

@@ -4,6 +4,7 @@
 (carved from the official training set, stratified, with its own fixed seed) and test. The test set is only
 ever *reported*; every choice (best epoch, sweeps) reads the validation split.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -90,7 +91,9 @@ def load_arrays(cfg: DataConfig):
     k = 20 if coarse else layout.num_classes
     classes = cifar.class_names(layout, folder, coarse=coarse)
     if len(classes) != k:
-        raise UserError(f"{folder / layout.meta_file} names {len(classes)} classes, expected {k}; the file is corrupt.")
+        raise UserError(
+            f"{folder / layout.meta_file} names {len(classes)} classes, expected {k}; the file is corrupt."
+        )
     train_x, train_y = cifar.read_split(layout, folder, layout.train_files, key, k)
     test_x, test_y = cifar.read_split(layout, folder, layout.test_files, key, k)
     return classes, train_x, train_y, test_x, test_y

@@ -13,6 +13,7 @@ a second generator, seeded per (seed, rank, epoch) by :meth:`DeviceLoader.set_ep
 and reproducible after a resume at an epoch boundary without saving any per-rank state. With one process the
 single generator does both jobs, exactly as before.
 """
+
 from __future__ import annotations
 
 from typing import Callable, Iterator, Sequence
@@ -60,15 +61,31 @@ class DeviceLoader:
 
     CHUNK = 16384  # images augmented at once in epoch_batched mode (bounds the temporary memory)
 
-    def __init__(self, split: Split, batch_size: int, mean: Sequence[float], std: Sequence[float], *,
-                 device: torch.device | str = "cpu", shuffle: bool = False, drop_last: bool = False,
-                 uint8_transforms: Sequence[Transform] = (), float_transforms: Sequence[Transform] = (),
-                 seed: int = 0, channels_last: bool = False, dtype: torch.dtype = torch.float32,
-                 rank: int = 0, world_size: int = 1, alternating_flip: bool = False,
-                 epoch_batched: bool | None = None):
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        *,
+        device: torch.device | str = "cpu",
+        shuffle: bool = False,
+        drop_last: bool = False,
+        uint8_transforms: Sequence[Transform] = (),
+        float_transforms: Sequence[Transform] = (),
+        seed: int = 0,
+        channels_last: bool = False,
+        dtype: torch.dtype = torch.float32,
+        rank: int = 0,
+        world_size: int = 1,
+        alternating_flip: bool = False,
+        epoch_batched: bool | None = None,
+    ):
         if batch_size % world_size or (world_size > 1 and not drop_last):
-            raise ValueError(f"sharded batches need drop_last and batch_size ({batch_size}) divisible by "
-                             f"world_size ({world_size})")
+            raise ValueError(
+                f"sharded batches need drop_last and batch_size ({batch_size}) divisible by "
+                f"world_size ({world_size})"
+            )
         self.device = torch.device(device)
         self.images = split.images.to(self.device)
         self.labels = split.labels.to(self.device)
@@ -89,8 +106,11 @@ class DeviceLoader:
         self.aug_generator = self.generator
         self.epoch_batched = self.device.type == "cuda" if epoch_batched is None else epoch_batched
         self.epoch = 0  # passes started (the flip parity of alternating_flip)
-        self.flip_bits = (torch.rand(len(self.labels), generator=self.generator, device=self.device) < 0.5
-                          if alternating_flip else None)
+        self.flip_bits = (
+            torch.rand(len(self.labels), generator=self.generator, device=self.device) < 0.5
+            if alternating_flip
+            else None
+        )
         if world_size > 1:
             self.aug_generator = torch.Generator(device=self.device)
             self.set_epoch(0)
@@ -150,7 +170,7 @@ class DeviceLoader:
         idx = torch.arange(n, device=self.device) if order is None else order
         if self.drop_last:  # this rank's contiguous slice of every global batch
             idx = idx[: nb * self.batch_size].view(nb, self.batch_size)
-            idx = idx[:, self.rank * self.local_batch:(self.rank + 1) * self.local_batch].reshape(-1)
+            idx = idx[:, self.rank * self.local_batch : (self.rank + 1) * self.local_batch].reshape(-1)
         images = torch.cat([self._augment(self.images[c], c, parity) for c in idx.split(self.CHUNK)])
         labels = self.labels[idx]
         for i in range(nb):

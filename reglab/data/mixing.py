@@ -13,6 +13,7 @@ The pure functions :func:`mixup` and :func:`cutmix` take the partner permutation
 arguments (so they can be checked against torchvision's ``v2.MixUp`` / ``v2.CutMix``); :class:`Mixer` draws
 them on the device from the loader's generator.
 """
+
 from __future__ import annotations
 
 import torch
@@ -59,8 +60,15 @@ def sample_boxes(lam: torch.Tensor, h: int, w: int, gen: torch.Generator) -> tor
     ch, cw = (cut * h).long(), (cut * w).long()
     cy = torch.randint(0, h, (n,), generator=gen, device=lam.device)
     cx = torch.randint(0, w, (n,), generator=gen, device=lam.device)
-    return torch.stack([(cy - ch // 2).clamp(0, h), (cy + ch // 2).clamp(0, h),
-                        (cx - cw // 2).clamp(0, w), (cx + cw // 2).clamp(0, w)], 1)
+    return torch.stack(
+        [
+            (cy - ch // 2).clamp(0, h),
+            (cy + ch // 2).clamp(0, h),
+            (cx - cw // 2).clamp(0, w),
+            (cx + cw // 2).clamp(0, w),
+        ],
+        1,
+    )
 
 
 def sample_beta(alpha: float, n: int, gen: torch.Generator, device) -> torch.Tensor:
@@ -84,7 +92,7 @@ def _log_gamma(a: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     z = torch.randn((k, *a.shape), generator=gen, device=a.device)
     u = torch.rand((k, *a.shape), generator=gen, device=a.device)
     v = (1 + c * z) ** 3
-    ok = (v > 0) & (torch.log(u.clamp_min(1e-30)) < 0.5 * z ** 2 + d - d * v + d * torch.log(v.clamp_min(1e-30)))
+    ok = (v > 0) & (torch.log(u.clamp_min(1e-30)) < 0.5 * z**2 + d - d * v + d * torch.log(v.clamp_min(1e-30)))
     first = ok.float().argmax(0, keepdim=True)
     sample = torch.where(ok.any(0), (d * v).gather(0, first)[0], a1)
     log_sample = torch.log(sample)
@@ -105,9 +113,17 @@ class Mixer:
             ``("uniform", (l1, l2))`` or ``("fixed", v)``; ``lam_y=None`` ties the label ratio to the image ratio.
     """
 
-    def __init__(self, num_classes: int, mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0,
-                 switch_prob: float = 0.5, prob: float = 1.0, per_sample: bool = False,
-                 lam_x: tuple | None = None, lam_y: tuple | None = None):
+    def __init__(
+        self,
+        num_classes: int,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        switch_prob: float = 0.5,
+        prob: float = 1.0,
+        per_sample: bool = False,
+        lam_x: tuple | None = None,
+        lam_y: tuple | None = None,
+    ):
         self.k = num_classes
         self.mixup_alpha, self.cutmix_alpha = mixup_alpha, cutmix_alpha
         self.switch_prob, self.prob, self.per_sample = switch_prob, prob, per_sample
@@ -155,11 +171,28 @@ class Mixer:
 
 def build_mixer(mix: MixConfig, num_classes: int) -> Mixer:
     """The Mixer a ``mix:`` config section describes (decoupled ratios when ``lam_x``/``lam_y`` say so)."""
-    lam_x = ("beta", mix.mixup_alpha) if mix.lam_x == "beta" else (mix.lam_x, _ratio_arg(mix.lam_x, mix.lam_x_range))
-    lam_y = None if mix.lam_y == "tied" else (
-        ("beta", mix.mixup_alpha) if mix.lam_y == "beta" else (mix.lam_y, _ratio_arg(mix.lam_y, mix.lam_y_range)))
-    return Mixer(num_classes, mix.mixup_alpha, mix.cutmix_alpha, mix.switch_prob, mix.prob, mix.per_sample,
-                 lam_x=lam_x, lam_y=lam_y)
+    lam_x = (
+        ("beta", mix.mixup_alpha) if mix.lam_x == "beta" else (mix.lam_x, _ratio_arg(mix.lam_x, mix.lam_x_range))
+    )
+    lam_y = (
+        None
+        if mix.lam_y == "tied"
+        else (
+            ("beta", mix.mixup_alpha)
+            if mix.lam_y == "beta"
+            else (mix.lam_y, _ratio_arg(mix.lam_y, mix.lam_y_range))
+        )
+    )
+    return Mixer(
+        num_classes,
+        mix.mixup_alpha,
+        mix.cutmix_alpha,
+        mix.switch_prob,
+        mix.prob,
+        mix.per_sample,
+        lam_x=lam_x,
+        lam_y=lam_y,
+    )
 
 
 def _ratio_arg(kind: str, rng: list[float]):

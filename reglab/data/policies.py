@@ -12,6 +12,7 @@ present in a batch (at most a few dozen), never over images.
 * RandAugment (Cubuk et al., 2020): ``N`` operations drawn uniformly, all at magnitude ``M`` (of 31 bins).
 * TrivialAugment (Müller & Hutter, 2021, "wide" space): one operation, magnitude drawn uniformly.
 """
+
 from __future__ import annotations
 
 import torch
@@ -96,7 +97,8 @@ class BatchPolicy:
                 idx = (step == code).nonzero().squeeze(1)
                 op, mag = self.table[code]
                 out[idx] = self.tv._apply_image_or_video_transform(
-                    out[idx], op, mag, interpolation=self.tv.interpolation, fill=self.tv._fill)
+                    out[idx], op, mag, interpolation=self.tv.interpolation, fill=self.tv._fill
+                )
         return out
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -4,6 +4,7 @@ Each class owns a smooth random colour pattern (a 4x4x3 grid upsampled to 32x32)
 pattern, shifted by up to 4 pixels, scaled in contrast, plus Gaussian noise, stored as uint8 like CIFAR. A
 small convnet learns it to well above chance in one or two epochs; it is deterministic given the seed.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -20,6 +20,7 @@ published descriptions with reglab's components:
 
 Forward FLOPs per image: 0.24 G for the 64/256/256 widths (airbench94's), 0.06 G at 32/128/128.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -41,7 +42,7 @@ def dirac_conv(cin: int, cout: int, k: int = 3) -> nn.Conv2d:
     """A bias-free KxK same-padding conv initialized to identity on its first ``min(cin, cout)`` filters."""
     conv = nn.Conv2d(cin, cout, k, padding=k // 2, bias=False)
     with torch.no_grad():
-        nn.init.dirac_(conv.weight[:min(cin, cout)])
+        nn.init.dirac_(conv.weight[: min(cin, cout)])
     return conv
 
 
@@ -53,8 +54,12 @@ class ConvGroup(nn.Module):
         self.conv1 = dirac_conv(cin, cout)
         self.pool = nn.MaxPool2d(2)
         self.norm1 = FrozenScaleBN(cout, bn_momentum)
-        self.rest = nn.ModuleList([nn.ModuleDict({"conv": dirac_conv(cout, cout), "norm": FrozenScaleBN(cout, bn_momentum)})
-                                   for _ in range(convs - 1)])
+        self.rest = nn.ModuleList(
+            [
+                nn.ModuleDict({"conv": dirac_conv(cout, cout), "norm": FrozenScaleBN(cout, bn_momentum)})
+                for _ in range(convs - 1)
+            ]
+        )
         self.act = nn.GELU() if act == "gelu" else nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -81,18 +86,27 @@ def patch_whitening(images: torch.Tensor, kernel: int, eps: float = 5e-4) -> tor
 class FastNet(nn.Module):
     """See the module docstring. ``channels``: width of each group; ``convs``: convs per group."""
 
-    def __init__(self, num_classes: int = 10, channels: Sequence[int] = (64, 256, 256), convs: int = 2,
-                 whiten_kernel: int = 2, bn_momentum: float = 0.4, logit_scale: float = 1 / 9,
-                 act: str = "gelu", dropout: float = 0.0):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        channels: Sequence[int] = (64, 256, 256),
+        convs: int = 2,
+        whiten_kernel: int = 2,
+        bn_momentum: float = 0.4,
+        logit_scale: float = 1 / 9,
+        act: str = "gelu",
+        dropout: float = 0.0,
+    ):
         super().__init__()
-        width = 2 * 3 * whiten_kernel ** 2
+        width = 2 * 3 * whiten_kernel**2
         self.whiten = nn.Conv2d(3, width, whiten_kernel, padding=0, bias=True)
         self.whiten.weight.requires_grad_(False)
         nn.init.zeros_(self.whiten.bias)
         self.act = nn.GELU() if act == "gelu" else nn.ReLU(inplace=True)
         widths = [width, *channels]
-        self.groups = nn.Sequential(*[ConvGroup(widths[i], widths[i + 1], convs, bn_momentum, act)
-                                      for i in range(len(channels))])
+        self.groups = nn.Sequential(
+            *[ConvGroup(widths[i], widths[i + 1], convs, bn_momentum, act) for i in range(len(channels))]
+        )
         self.drop = nn.Dropout(dropout) if dropout else nn.Identity()
         self.head = nn.Linear(channels[-1], num_classes, bias=False)
         self.logit_scale = logit_scale

@@ -10,6 +10,7 @@ before the classifier (``dropout``, the same meaning as ``model.dropout`` for th
 Named presets (zoo.py) and their parameter counts (10 classes; tests/test_zoo_others.py, docs/models.md):
 ``vgg11_bn`` 9,231,114; ``resnext29_8x64d`` 34,426,698; ``densenet_bc_190_40`` 25,624,430.
 """
+
 from __future__ import annotations
 
 from typing import Sequence, Union
@@ -21,8 +22,9 @@ import torch.nn.functional as F
 from .resnet import kaiming_init
 
 
-def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, bias: bool = False,
-                 relu: bool = True) -> nn.Sequential:
+def conv_bn_relu(
+    cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, bias: bool = False, relu: bool = True
+) -> nn.Sequential:
     """Post-activation unit: KxK conv (same padding) -> BN -> ReLU (ReLU left out with ``relu=False``)."""
     layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=bias), nn.BatchNorm2d(cout)]
     return nn.Sequential(*layers, nn.ReLU(inplace=True)) if relu else nn.Sequential(*layers)
@@ -30,7 +32,9 @@ def conv_bn_relu(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int =
 
 def bn_relu_conv(cin: int, cout: int, k: int) -> nn.Sequential:
     """Pre-activation unit: BN -> ReLU -> KxK conv (same padding, no bias), DenseNet's composite function."""
-    return nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, cout, k, 1, k // 2, bias=False))
+    return nn.Sequential(
+        nn.BatchNorm2d(cin), nn.ReLU(inplace=True), nn.Conv2d(cin, cout, k, 1, k // 2, bias=False)
+    )
 
 
 class Classifier(nn.Module):
@@ -83,8 +87,13 @@ class VGG(Net):
     9,231,114 with 10 classes.
     """
 
-    def __init__(self, layers: Sequence[Union[int, str]] = VGG11, num_classes: int = 10, dropout: float = 0.0,
-                 in_channels: int = 3):
+    def __init__(
+        self,
+        layers: Sequence[Union[int, str]] = VGG11,
+        num_classes: int = 10,
+        dropout: float = 0.0,
+        in_channels: int = 3,
+    ):
         super().__init__()
         mods, c = [], in_channels
         for v in layers:
@@ -114,11 +123,14 @@ class ResNeXtBlock(nn.Module):
 
     def __init__(self, cin: int, cout: int, group_width: int, cardinality: int, stride: int):
         super().__init__()
-        self.branch = nn.Sequential(conv_bn_relu(cin, group_width, 1),
-                                    conv_bn_relu(group_width, group_width, 3, stride, groups=cardinality),
-                                    conv_bn_relu(group_width, cout, 1, relu=False))
-        self.shortcut = (conv_bn_relu(cin, cout, 1, stride, relu=False) if stride != 1 or cin != cout
-                         else nn.Identity())
+        self.branch = nn.Sequential(
+            conv_bn_relu(cin, group_width, 1),
+            conv_bn_relu(group_width, group_width, 3, stride, groups=cardinality),
+            conv_bn_relu(group_width, cout, 1, relu=False),
+        )
+        self.shortcut = (
+            conv_bn_relu(cin, cout, 1, stride, relu=False) if stride != 1 or cin != cout else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.branch(x) + self.shortcut(x), inplace=True)
@@ -133,9 +145,17 @@ class ResNeXt(Net):
     (8x64d): blocks (3, 3, 3), cardinality 8, base width 64 -- 9 blocks x 3 convs + stem + classifier = 29
     layers, 34,426,698 parameters with 10 classes (the paper: 34.4M)."""
 
-    def __init__(self, blocks: Sequence[int] = (3, 3, 3), widths: Sequence[int] = (256, 512, 1024),
-                 cardinality: int = 8, base_width: int = 64, stem_width: int = 64, num_classes: int = 10,
-                 dropout: float = 0.0, in_channels: int = 3):
+    def __init__(
+        self,
+        blocks: Sequence[int] = (3, 3, 3),
+        widths: Sequence[int] = (256, 512, 1024),
+        cardinality: int = 8,
+        base_width: int = 64,
+        stem_width: int = 64,
+        num_classes: int = 10,
+        dropout: float = 0.0,
+        in_channels: int = 3,
+    ):
         super().__init__()
         if len(blocks) != len(widths):
             raise ValueError(f"blocks {list(blocks)} and widths {list(widths)} need the same length")
@@ -161,7 +181,9 @@ class DenseLayer(nn.Module):
 
     def __init__(self, cin: int, growth_rate: int):
         super().__init__()
-        self.body = nn.Sequential(bn_relu_conv(cin, 4 * growth_rate, 1), bn_relu_conv(4 * growth_rate, growth_rate, 3))
+        self.body = nn.Sequential(
+            bn_relu_conv(cin, 4 * growth_rate, 1), bn_relu_conv(4 * growth_rate, growth_rate, 3)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, self.body(x)], 1)
@@ -182,8 +204,15 @@ class DenseNet(Net):
     25,624,430 parameters with 10 classes (the paper: 25.6M). The paper's dropout after each conv (used only
     without data augmentation) is not implemented; ``dropout`` acts before the classifier."""
 
-    def __init__(self, depth: int = 190, growth_rate: int = 40, compression: float = 0.5, num_classes: int = 10,
-                 dropout: float = 0.0, in_channels: int = 3):
+    def __init__(
+        self,
+        depth: int = 190,
+        growth_rate: int = 40,
+        compression: float = 0.5,
+        num_classes: int = 10,
+        dropout: float = 0.0,
+        in_channels: int = 3,
+    ):
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"DenseNet-BC depth must be 6n + 4 with n >= 1, got {depth}")

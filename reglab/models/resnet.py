@@ -13,6 +13,7 @@ SqueezeExcitation``), stochastic depth (Huang et al., 2016; ``torchvision.ops.St
 survival probability decaying linearly to ``1 - drop_path``), dropout before the classifier, and seed 004's
 dropout in place of the residual branch's batch norms (``bn_dropout=[p1, p2]``).
 """
+
 from __future__ import annotations
 
 from functools import partial
@@ -66,8 +67,10 @@ def shortcut(cin: int, cout: int, stride: int, kind: str, k: int, norm: bool, av
         return nn.Identity()
     if kind == "pad":
         if cout < cin:
-            raise ValueError(f"an option-A (pad) shortcut cannot reduce {cin} channels to {cout}; widen the stage "
-                             "or use model.shortcut=conv")
+            raise ValueError(
+                f"an option-A (pad) shortcut cannot reduce {cin} channels to {cout}; widen the stage "
+                "or use model.shortcut=conv"
+            )
         return PadShortcut(cin, cout, stride)
     if avg_down and stride > 1:
         layers = [nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False), conv(cin, cout, k)]
@@ -82,9 +85,24 @@ class Block(nn.Module):
     """Residual block, basic (two FxF convs) or bottleneck (1x1, FxF, 1x1 with ``expansion``), post- or
     pre-activation, with optional SE on the residual branch and stochastic depth."""
 
-    def __init__(self, cin: int, width: int, stride: int, *, bottleneck: bool, expansion: int, preact: bool,
-                 act: Callable[[], nn.Module], k: int, skip: str, skip_k: int, se_ratio: float | None,
-                 drop_path: float, avg_down: bool = False, bn_dropout: Sequence[float] | None = None):
+    def __init__(
+        self,
+        cin: int,
+        width: int,
+        stride: int,
+        *,
+        bottleneck: bool,
+        expansion: int,
+        preact: bool,
+        act: Callable[[], nn.Module],
+        k: int,
+        skip: str,
+        skip_k: int,
+        se_ratio: float | None,
+        drop_path: float,
+        avg_down: bool = False,
+        bn_dropout: Sequence[float] | None = None,
+    ):
         super().__init__()
         cout = width * expansion if bottleneck else width
         self.preact = preact
@@ -96,8 +114,10 @@ class Block(nn.Module):
         norm_ch = [a for a, *_ in shapes] if preact else [b for _, b, *_ in shapes]
         if bn_dropout is not None:  # seed 004: dropout in place of each batch norm of the residual branch
             if len(bn_dropout) != len(shapes):
-                raise ValueError(f"bn_dropout needs {len(shapes)} rates for a {'bottleneck' if bottleneck else 'basic'}"
-                                 f" block, got {list(bn_dropout)}")
+                raise ValueError(
+                    f"bn_dropout needs {len(shapes)} rates for a {'bottleneck' if bottleneck else 'basic'}"
+                    f" block, got {list(bn_dropout)}"
+                )
             self.norms = nn.ModuleList(nn.Dropout(p) for p in bn_dropout)
         else:
             self.norms = nn.ModuleList(nn.BatchNorm2d(c) for c in norm_ch)
@@ -129,13 +149,31 @@ class Block(nn.Module):
 class CifarResNet(nn.Module):
     """stem -> stages of residual blocks -> (final BN+act if pre-activation) -> avg pool P -> dropout -> fc."""
 
-    def __init__(self, blocks: Sequence[int], channels: Sequence[int], num_classes: int = 10, *,
-                 block: str = "basic", preact: bool = False, act: str = "relu", kernel_size: int = 3,
-                 skip_kernel: int = 1, shortcut: str = "conv", pool_size: int | None = None,
-                 stem_width: int | None = None, stem_stride: int = 1, expansion: int = 4, se_ratio: float | None = None,
-                 drop_path: float = 0.0, dropout: float = 0.0, zero_init_residual: bool = False,
-                 resnet_d: bool = False, bn_dropout: Sequence[float] | None = None,
-                 in_channels: int = 3, image_size: int = 32):
+    def __init__(
+        self,
+        blocks: Sequence[int],
+        channels: Sequence[int],
+        num_classes: int = 10,
+        *,
+        block: str = "basic",
+        preact: bool = False,
+        act: str = "relu",
+        kernel_size: int = 3,
+        skip_kernel: int = 1,
+        shortcut: str = "conv",
+        pool_size: int | None = None,
+        stem_width: int | None = None,
+        stem_stride: int = 1,
+        expansion: int = 4,
+        se_ratio: float | None = None,
+        drop_path: float = 0.0,
+        dropout: float = 0.0,
+        zero_init_residual: bool = False,
+        resnet_d: bool = False,
+        bn_dropout: Sequence[float] | None = None,
+        in_channels: int = 3,
+        image_size: int = 32,
+    ):
         super().__init__()
         if len(blocks) != len(channels):
             raise ValueError(f"blocks {list(blocks)} and channels {list(channels)} need the same length")
@@ -163,9 +201,22 @@ class CifarResNet(nn.Module):
             stage = []
             for j in range(n):
                 rate = drop_path * idx / max(1, total - 1)  # linear decay rule (Huang et al., 2016)
-                blk = Block(cin, width, 2 if (s > 0 and j == 0) else 1, bottleneck=bottleneck, expansion=expansion,
-                            preact=preact, act=act_fn, k=kernel_size, skip=shortcut, skip_k=skip_kernel,
-                            se_ratio=se_ratio, drop_path=rate, avg_down=resnet_d, bn_dropout=bn_dropout)
+                blk = Block(
+                    cin,
+                    width,
+                    2 if (s > 0 and j == 0) else 1,
+                    bottleneck=bottleneck,
+                    expansion=expansion,
+                    preact=preact,
+                    act=act_fn,
+                    k=kernel_size,
+                    skip=shortcut,
+                    skip_k=skip_kernel,
+                    se_ratio=se_ratio,
+                    drop_path=rate,
+                    avg_down=resnet_d,
+                    bn_dropout=bn_dropout,
+                )
                 stage.append(blk)
                 cin, idx = blk.out_channels, idx + 1
             stages.append(nn.Sequential(*stage))
@@ -200,7 +251,8 @@ class CifarResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def cifar_resnet(blocks: Sequence[int] = (3, 5, 3), channels: Sequence[int] = (64, 128, 256),
-                 num_classes: int = 10, **options) -> CifarResNet:
+def cifar_resnet(
+    blocks: Sequence[int] = (3, 5, 3), channels: Sequence[int] = (64, 128, 256), num_classes: int = 10, **options
+) -> CifarResNet:
     """Build a CIFAR ResNet; ``options`` are :class:`CifarResNet`'s keyword arguments."""
     return CifarResNet(blocks, channels, num_classes, **options)

@@ -13,6 +13,7 @@ model.channels, ...) do not apply to them: :func:`build` refuses them with a :cl
 in :data:`ARCH_CONFIG_KEYS` (``model.dropout``, dropout before the classifier). :func:`create` accepts any
 keyword of the constructor (e.g. ``growth_rate=4`` for a tiny DenseNet in tests).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -38,8 +39,9 @@ PRESETS: dict[str, dict] = {
     "preact_resnet50_gelu": dict(blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", preact=True, act="gelu"),
     # ResNet-RS-50 for 32px (Bello et al., 2021; seed 003): bottleneck [3,4,6,3], SE 0.25, ResNet-D deep stem
     # (32, 32, 64) with stride 1 (seed 003 tried stem widths 32..128 and a stride-1 stem for 32px images).
-    "resnetrs50": dict(blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", se_ratio=0.25, resnet_d=True,
-                       stem_width=32),
+    "resnetrs50": dict(
+        blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", se_ratio=0.25, resnet_d=True, stem_width=32
+    ),
     # A fast CPU preset (the default recipe's model): 8 layers -- a stride-2 stem and one basic block per stage,
     # 64/128/256 wide at 16/8/4 px. About 1/10 of resnet18's FLOPs per image at ~1/9 of its parameters.
     "resnet8_s2": dict(blocks=[1, 1, 1], channels=[64, 128, 256], stem_stride=2),
@@ -66,8 +68,12 @@ PRESETS: dict[str, dict] = {
 }
 
 # Constructors of the comparison models (reglab/models/others.py), keyed by a preset's ``arch``.
-ARCHS: dict[str, Callable[..., nn.Module]] = {"vgg": others.VGG, "resnext": others.ResNeXt,
-                                              "densenet": others.DenseNet, "fastnet": fastnet.FastNet}
+ARCHS: dict[str, Callable[..., nn.Module]] = {
+    "vgg": others.VGG,
+    "resnext": others.ResNeXt,
+    "densenet": others.DenseNet,
+    "fastnet": fastnet.FastNet,
+}
 # The model.* config keys each of those accepts (all other model.* keys are ResNet-builder options).
 ARCH_CONFIG_KEYS: dict[str, frozenset[str]] = {arch: frozenset({"dropout"}) for arch in ARCHS}
 ARCH_CONFIG_KEYS["fastnet"] = frozenset({"dropout", "channels"})
@@ -76,8 +82,9 @@ OTHER_MODELS: dict[str, dict] = {
     # Kuangliu-style CIFAR VGG-11 with batch norm, one Linear(512, classes) head.
     "vgg11_bn": dict(arch="vgg", layers=others.VGG11),
     # Xie et al. (2017), CIFAR ResNeXt-29 with cardinality 8 and bottleneck width 64d.
-    "resnext29_8x64d": dict(arch="resnext", blocks=[3, 3, 3], widths=[256, 512, 1024], cardinality=8,
-                            base_width=64),
+    "resnext29_8x64d": dict(
+        arch="resnext", blocks=[3, 3, 3], widths=[256, 512, 1024], cardinality=8, base_width=64
+    ),
     # Huang et al. (2017), DenseNet-BC, depth 190, growth rate 40, compression 0.5.
     "densenet_bc_190_40": dict(arch="densenet", depth=190, growth_rate=40, compression=0.5),
 }
@@ -90,10 +97,18 @@ PRESETS.update(OTHER_MODELS)
 PRESETS.update(FAST_MODELS)
 
 # Parameter counts printed in seed 002's Table 1.1 (10 classes), checked by the tests.
-S002_TABLE = {"s002_resnet26": 4771146, "s002_resnet28_1": 4845130, "s002_resnet24": 4918602,
-              "s002_resnet30": 4919114, "s002_resnet90": 4947402, "s002_resnet26_1": 4992586,
-              "s002_resnet32": 4754218, "s002_resnet10": 4903242, "s002_resnet12": 4977226,
-              "s002_resnet56": 4989194}
+S002_TABLE = {
+    "s002_resnet26": 4771146,
+    "s002_resnet28_1": 4845130,
+    "s002_resnet24": 4918602,
+    "s002_resnet30": 4919114,
+    "s002_resnet90": 4947402,
+    "s002_resnet26_1": 4992586,
+    "s002_resnet32": 4754218,
+    "s002_resnet10": 4903242,
+    "s002_resnet12": 4977226,
+    "s002_resnet56": 4989194,
+}
 
 
 def spec(name: str, **overrides) -> dict:
@@ -127,9 +142,11 @@ def build(cfg: ModelConfig, num_classes: int) -> nn.Module:
         if extra:
             keys, many = ", ".join(f"model.{k}" for k in extra), len(extra) > 1
             accepted = ", ".join(f"model.{k}" for k in sorted(ARCH_CONFIG_KEYS[arch])) or "no model.* option"
-            raise UserError(f"{keys}: ResNet-builder option{'s' if many else ''}, but model.name={cfg.name} is not "
-                            f"a CIFAR ResNet (it accepts {accepted}); remove {'them' if many else 'it'} or pick "
-                            "a ResNet preset (`reglab models`).")
+            raise UserError(
+                f"{keys}: ResNet-builder option{'s' if many else ''}, but model.name={cfg.name} is not "
+                f"a CIFAR ResNet (it accepts {accepted}); remove {'them' if many else 'it'} or pick "
+                "a ResNet preset (`reglab models`)."
+            )
     try:
         return create(cfg.name, num_classes, **overrides)
     except ValueError as exc:

@@ -12,6 +12,7 @@ Rerunning the same command skips finished runs (``summary.json`` present), resum
 now asks for is an error (use another ``-o`` or delete that run), never a silent mix. A failing run is
 reported and the others go on. With ``parallel`` N, each process gets ``cores // N`` torch threads.
 """
+
 from __future__ import annotations
 
 import os
@@ -60,8 +61,7 @@ def config_mismatch(run_dir: Path, run: StudyRun) -> list[str]:
     for flat in (saved, wanted):
         if isinstance(flat.get("aug.order"), list):
             flat["aug.order"] = [name for name in flat["aug.order"] if name in on]
-    return sorted(k for k in set(saved) | set(wanted)
-                  if k not in IGNORED_KEYS and saved.get(k) != wanted.get(k))
+    return sorted(k for k in set(saved) | set(wanted) if k not in IGNORED_KEYS and saved.get(k) != wanted.get(k))
 
 
 def run_state(run_dir: Path) -> str:
@@ -75,12 +75,21 @@ def run_state(run_dir: Path) -> str:
 
 def train_command(run: StudyRun, run_dir: Path, state: str, threads: int, data_dir: str | None) -> list[str]:
     cmd = [sys.executable, "-m", "reglab", "train"]
-    extra = [*([f"run.threads={threads}"] if run.config.run.threads is None else []),  # the user's value wins
-             *([f"data.dir={data_dir}"] if data_dir else [])]
+    extra = [
+        *([f"run.threads={threads}"] if run.config.run.threads is None else []),  # the user's value wins
+        *([f"data.dir={data_dir}"] if data_dir else []),
+    ]
     if state == "partial":
         return [*cmd, "--resume", str(run_dir), "--quiet", *extra]
-    return [*cmd, run.recipe, *run.overrides, f"run.dir={run_dir}", *extra, "--quiet",
-            *(["--overwrite"] if state == "stale" else [])]
+    return [
+        *cmd,
+        run.recipe,
+        *run.overrides,
+        f"run.dir={run_dir}",
+        *extra,
+        "--quiet",
+        *(["--overwrite"] if state == "stale" else []),
+    ]
 
 
 def _summary_line(run_dir: Path) -> str:
@@ -91,8 +100,10 @@ def _summary_line(run_dir: Path) -> str:
     except (OSError, ValueError):
         return ""
     val = s.get("best_val_acc")
-    parts = [f"val {val:.2f}%" if isinstance(val, (int, float)) and val >= 0 else "",
-             f"test {s['test_acc']:.2f}%" if isinstance(s.get("test_acc"), (int, float)) else ""]
+    parts = [
+        f"val {val:.2f}%" if isinstance(val, (int, float)) and val >= 0 else "",
+        f"test {s['test_acc']:.2f}%" if isinstance(s.get("test_acc"), (int, float)) else "",
+    ]
     return ", ".join(p for p in parts if p)
 
 
@@ -109,8 +120,14 @@ def _echo(line: str) -> None:
     print(line, flush=True)
 
 
-def run_study(study: Study, out_dir: Path, *, parallel: int | None = None, data_dir: str | None = None,
-              echo: Callable[[str], None] = _echo) -> list[Outcome]:
+def run_study(
+    study: Study,
+    out_dir: Path,
+    *,
+    parallel: int | None = None,
+    data_dir: str | None = None,
+    echo: Callable[[str], None] = _echo,
+) -> list[Outcome]:
     """Run every run of ``study`` not yet finished under ``out_dir``; return one outcome per run."""
     out_dir = Path(out_dir)
     parallel = parallel or study.parallel
@@ -124,9 +141,11 @@ def run_study(study: Study, out_dir: Path, *, parallel: int | None = None, data_
         if state in ("done", "partial"):
             diff = config_mismatch(run_dir, run)
             if diff:
-                raise UserError(f"{run_dir} was trained with a different config ({', '.join(diff[:6])}"
-                                f"{' ...' if len(diff) > 6 else ''}) than the study now asks for; write this "
-                                f"study elsewhere with -o DIR, or delete {run_dir} to redo that run.")
+                raise UserError(
+                    f"{run_dir} was trained with a different config ({', '.join(diff[:6])}"
+                    f"{' ...' if len(diff) > 6 else ''}) than the study now asks for; write this "
+                    f"study elsewhere with -o DIR, or delete {run_dir} to redo that run."
+                )
         if state == "done":
             outcomes.append(Outcome(run.key, "skipped", message=_summary_line(run_dir)))
         else:
@@ -138,8 +157,10 @@ def run_study(study: Study, out_dir: Path, *, parallel: int | None = None, data_
     except OSError as exc:
         raise UserError(f"cannot write the study directory {out_dir}: {exc.strerror}.") from None
     total = len(study.runs)
-    echo(f"study {study.name}: {total} runs, {total - len(todo)} already finished, {len(todo)} to run "
-         f"({parallel} at a time, {threads} thread{'s' if threads > 1 else ''} each) -> {out_dir}")
+    echo(
+        f"study {study.name}: {total} runs, {total - len(todo)} already finished, {len(todo)} to run "
+        f"({parallel} at a time, {threads} thread{'s' if threads > 1 else ''} each) -> {out_dir}"
+    )
 
     active: list[tuple[subprocess.Popen, StudyRun, Path, float]] = []
     queue = list(todo)
@@ -172,7 +193,7 @@ def run_study(study: Study, out_dir: Path, *, parallel: int | None = None, data_
                     outcomes.append(Outcome(run.key, "failed", secs, msg))
                     echo(f"  [{done_count}/{total}] {run.key}: FAILED (exit {proc.returncode}): {msg}")
     except KeyboardInterrupt:
-        for proc, run, _, _ in active:
+        for proc, _run, _, _ in active:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGINT)
         for proc, run, _, t0 in active:

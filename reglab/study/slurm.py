@@ -15,6 +15,7 @@ time limit (``--signal=USR2@90``) and at preemption; submitit's handler calls :m
 jobs itself (PreemptMode=REQUEUE) restarts the task too; the restarted task resumes the same way. Plain
 ``sbatch --requeue`` alone would not do: Slurm never requeues a job that reached its time limit.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -58,8 +59,9 @@ def run_child(cmd: list[str], log: Path, header: str) -> int:
     with open(log, "a") as fh:
         fh.write(header)
         fh.flush()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                preexec_fn=_ignore_usr2)
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_ignore_usr2
+        )
         try:
             return proc.wait()
         except BaseException:
@@ -140,12 +142,18 @@ def _executor(folder: Path, s: dict[str, Any], name: str, n_tasks: int):
     try:
         ex = submitit.SlurmExecutor(folder=folder, max_num_timeout=s["max_timeouts"], python=s.get("python"))
     except RuntimeError:  # "Could not detect srun"
-        raise UserError("--launcher slurm: srun/sbatch not found; run this on a Slurm login node, or use "
-                        "--launcher local to run here (a local test cluster: .ci/slurm.sh start, then export "
-                        "SLURM_CONF as it says).") from None
-    params: dict[str, Any] = {"job_name": name, "time": s["time"], "cpus_per_task": s["cpus_per_task"],
-                              "array_parallelism": s.get("max_running", n_tasks),
-                              "additional_parameters": {"requeue": True, **s.get("sbatch", {})}}
+        raise UserError(
+            "--launcher slurm: srun/sbatch not found; run this on a Slurm login node, or use "
+            "--launcher local to run here (a local test cluster: .ci/slurm.sh start, then export "
+            "SLURM_CONF as it says)."
+        ) from None
+    params: dict[str, Any] = {
+        "job_name": name,
+        "time": s["time"],
+        "cpus_per_task": s["cpus_per_task"],
+        "array_parallelism": s.get("max_running", n_tasks),
+        "additional_parameters": {"requeue": True, **s.get("sbatch", {})},
+    }
     for key in ("partition", "qos", "account", "constraint", "setup"):
         if key in s:
             params[key] = s[key]
@@ -157,8 +165,14 @@ def _executor(folder: Path, s: dict[str, Any], name: str, n_tasks: int):
     return ex
 
 
-def submit_study(study: Study, out_dir: Path, settings: dict[str, Any], *, data_dir: str | None = None,
-                 echo: Callable[[str], None] = print) -> list[str]:
+def submit_study(
+    study: Study,
+    out_dir: Path,
+    settings: dict[str, Any],
+    *,
+    data_dir: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[str]:
     """Submit every run of ``study`` that is neither finished nor already queued/running in Slurm, as one job
     array; record the job ids in ``slurm/jobs.json``; return the keys now in Slurm's hands (those submitted
     and those that were already queued or running)."""
@@ -176,9 +190,11 @@ def submit_study(study: Study, out_dir: Path, settings: dict[str, Any], *, data_
         if state in ("done", "partial"):
             diff = config_mismatch(run_dir, run)
             if diff:
-                raise UserError(f"{run_dir} was trained with a different config ({', '.join(diff[:6])}"
-                                f"{' ...' if len(diff) > 6 else ''}) than the study now asks for; write this "
-                                f"study elsewhere with -o DIR, or delete {run_dir} to redo that run.")
+                raise UserError(
+                    f"{run_dir} was trained with a different config ({', '.join(diff[:6])}"
+                    f"{' ...' if len(diff) > 6 else ''}) than the study now asks for; write this "
+                    f"study elsewhere with -o DIR, or delete {run_dir} to redo that run."
+                )
         live = live_state(jobs.get(run.key, {}).get("job"), states)
         if state == "done":
             finished += 1
@@ -193,14 +209,24 @@ def submit_study(study: Study, out_dir: Path, settings: dict[str, Any], *, data_
         atomic_write_text(out_dir / "study.yaml", study.to_yaml())
     except OSError as exc:
         raise UserError(f"cannot write the study directory {out_dir}: {exc.strerror}.") from None
-    echo(f"study {study.name}: {len(study.runs)} runs, {finished} already finished, {len(in_queue)} queued or running, "
-         f"{len(todo)} to submit -> {out_dir}")
+    echo(
+        f"study {study.name}: {len(study.runs)} runs, {finished} already finished, {len(in_queue)} queued or running, "
+        f"{len(todo)} to submit -> {out_dir}"
+    )
     for line in notes:
         echo(line)
     if not todo:
         return in_queue
-    tasks = [TrainTask(run, (runs_dir / run.key).resolve(), (logs_dir / f"{run.key}.log").resolve(),
-                       settings["cpus_per_task"], data_dir) for run in todo]
+    tasks = [
+        TrainTask(
+            run,
+            (runs_dir / run.key).resolve(),
+            (logs_dir / f"{run.key}.log").resolve(),
+            settings["cpus_per_task"],
+            data_dir,
+        )
+        for run in todo
+    ]
     ids = submit_tasks(folder, f"reglab-{study.name}", tasks, settings)
     now = datetime.now().isoformat(timespec="seconds")
     for run, job in zip(todo, ids):
@@ -208,8 +234,10 @@ def submit_study(study: Study, out_dir: Path, settings: dict[str, Any], *, data_
         earlier = [*before.get("earlier", []), *([before["job"]] if before.get("job") else [])]
         jobs[run.key] = {"job": job, "submitted": now, "earlier": earlier}
     save_jobs(out_dir, jobs)
-    echo(f"submitted job array {ids[0].split('_')[0]} ({len(ids)} task{'s' if len(ids) > 1 else ''}; "
-         f"{describe(settings)}): " + ", ".join(f"{run.key}={job}" for run, job in zip(todo, ids)))
+    echo(
+        f"submitted job array {ids[0].split('_')[0]} ({len(ids)} task{'s' if len(ids) > 1 else ''}; "
+        f"{describe(settings)}): " + ", ".join(f"{run.key}={job}" for run, job in zip(todo, ids))
+    )
     return [*in_queue, *(run.key for run in todo)]
 
 
@@ -234,8 +262,10 @@ def submit_tasks(folder: Path, name: str, tasks: list, settings: dict[str, Any])
             submitted = ex.submit_array(tasks)
     except Exception as exc:  # noqa: BLE001  submitit's FailedJobError / FailedSubmissionError: sbatch said no
         text = " ".join((str(exc) or captured.getvalue()).split())
-        raise UserError(f"sbatch refused the job array: {text or type(exc).__name__} (launcher settings: "
-                        f"{describe(settings)}).") from None
+        raise UserError(
+            f"sbatch refused the job array: {text or type(exc).__name__} (launcher settings: "
+            f"{describe(settings)})."
+        ) from None
     return [job.job_id for job in submitted]
 
 
@@ -243,5 +273,3 @@ def describe(s: dict[str, Any]) -> str:
     """The settings as one ``key=value, ...`` line (setup lines and the python command left out)."""
     shown = [f"{k}={v}" for k, v in s.items() if k not in ("setup", "sbatch", "python")]
     return ", ".join(shown + [f"sbatch {k}={v}" for k, v in s.get("sbatch", {}).items()])
-
-

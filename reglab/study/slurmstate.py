@@ -1,6 +1,7 @@
 """What Slurm and the study directory say about a study's Slurm jobs: squeue (sacct where the cluster keeps
 accounting), ``slurm/jobs.json`` (run key -> its job ids), waiting for jobs to leave the queue, and the table
 of ``reglab study NAME --status``."""
+
 from __future__ import annotations
 
 import json
@@ -19,16 +20,18 @@ QUEUED = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD",
 RUNNING = {"RUNNING", "COMPLETING", "STAGE_OUT", "SIGNALING", "RESIZING"}
 
 
-
-
 def slurm_states() -> dict[str, tuple[str, str]] | None:
     """``job id (e.g. 17_2) -> (state, reason or node)`` of this user's jobs in the queue (squeue); None when
     squeue cannot be asked (not installed, no cluster)."""
     import getpass
 
     try:
-        proc = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%R"],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            ["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%R"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if proc.returncode != 0:
@@ -48,8 +51,12 @@ def finished_states(ids: list[str]) -> dict[str, str]:
         return {}
     arrays = sorted({i.split("_")[0] for i in ids})
     try:
-        proc = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(arrays)],
-                              capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            ["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(arrays)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return {}
     if proc.returncode != 0:
@@ -91,8 +98,9 @@ def poll_seconds() -> float:
     try:
         return max(0.2, float(os.environ.get("REGLAB_SLURM_POLL_S", "10")))
     except ValueError:
-        raise UserError(f"REGLAB_SLURM_POLL_S={os.environ['REGLAB_SLURM_POLL_S']!r} must be a number of "
-                        "seconds.") from None
+        raise UserError(
+            f"REGLAB_SLURM_POLL_S={os.environ['REGLAB_SLURM_POLL_S']!r} must be a number of seconds."
+        ) from None
 
 
 def wait_gone(jobs: dict[str, str], on_gone: Callable[[str, str], None]) -> None:
@@ -111,8 +119,9 @@ def wait_gone(jobs: dict[str, str], on_gone: Callable[[str, str], None]) -> None
             time.sleep(poll_seconds())
 
 
-def wait_for(study: Study, out_dir: Path, keys: list[str], *,
-             echo: Callable[[str], None] = print) -> list[Outcome]:
+def wait_for(
+    study: Study, out_dir: Path, keys: list[str], *, echo: Callable[[str], None] = print
+) -> list[Outcome]:
     """Wait until the Slurm jobs of ``keys`` have left the queue; one outcome per key (done, or failed with
     sacct's final state where there is one, else the last line of the run's log)."""
     jobs = load_jobs(out_dir)
@@ -127,8 +136,9 @@ def wait_for(study: Study, out_dir: Path, keys: list[str], *,
             outcomes.append(Outcome(key, "done", secs, _summary_line(run_dir)))
             echo(f"  [{n}/{len(pending)}] {key}: done (job {job}), {_summary_line(run_dir)}")
         else:
-            why = (finished_states([job]).get(job) or _last_line(Path(out_dir) / "logs" / f"{key}.log")
-                   or "no output")
+            why = (
+                finished_states([job]).get(job) or _last_line(Path(out_dir) / "logs" / f"{key}.log") or "no output"
+            )
             outcomes.append(Outcome(key, "failed", secs, why))
             echo(f"  [{n}/{len(pending)}] {key}: STOPPED (job {job}): {why}")
 
@@ -152,9 +162,15 @@ def print_status(study: Study, out_dir: Path, echo: Callable[[str], None] = prin
         job = jobs.get(run.key, {}).get("job")
         live = live_state(job, states)
         epochs = _epochs_done(run_dir)
-        disk = ("done, " + _summary_line(run_dir) if state == "done" else
-                f"epoch {epochs}/{run.config.train.epochs}" + (" (checkpoint)" if state == "partial" else "")
-                if epochs else "no epoch yet" if state != "new" else "not started")
+        disk = (
+            "done, " + _summary_line(run_dir)
+            if state == "done"
+            else f"epoch {epochs}/{run.config.train.epochs}" + (" (checkpoint)" if state == "partial" else "")
+            if epochs
+            else "no epoch yet"
+            if state != "new"
+            else "not started"
+        )
         if state == "done":
             kind = "done"
         elif live in ("queued", "running"):
@@ -169,8 +185,10 @@ def print_status(study: Study, out_dir: Path, echo: Callable[[str], None] = prin
             slurm = "?"
         rows.append((run.key, job or "-", slurm, kind, disk.rstrip(", ")))
     widths = [max(len(r[i]) for r in [("run", "job", "slurm", "status", ""), *rows]) for i in range(4)]
-    echo(f"study {study.name} -> {out_dir}" + ("" if states is not None else "  (squeue unavailable: Slurm "
-                                                                            "states unknown)"))
+    echo(
+        f"study {study.name} -> {out_dir}"
+        + ("" if states is not None else "  (squeue unavailable: Slurm states unknown)")
+    )
     for row in [("run", "job", "slurm", "status", "run directory"), *rows]:
         echo("  " + "  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
     echo("  " + ", ".join(f"{n} {k}" for k, n in counts.items() if n))
@@ -184,4 +202,3 @@ def _epochs_done(run_dir: Path) -> int:
         return sum(1 for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln.strip())
     except OSError:
         return 0
-

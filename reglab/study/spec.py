@@ -27,6 +27,7 @@ Every run's config is built and validated when the file is loaded, so a typo fai
 Order of overrides for a run: the recipe's budget -> study ``overrides`` -> the study's budget -> the run's
 own -> the command line's.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -43,16 +44,37 @@ from ..track.claims import parse_claims
 from ..typedyaml import read_yaml, suggest
 
 STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
-KEYS = ("name", "recipe", "budget", "budgets", "overrides", "seeds", "parallel", "runs", "grid", "reference",
-        "claims", "launcher")
+KEYS = (
+    "name",
+    "recipe",
+    "budget",
+    "budgets",
+    "overrides",
+    "seeds",
+    "parallel",
+    "runs",
+    "grid",
+    "reference",
+    "claims",
+    "launcher",
+)
 LAUNCHERS = ("local", "slurm")
 LAUNCHER_KEYS = {  # key -> what it takes (the messages quote it)
-    "type": "local or slurm", "partition": "a partition name", "time": "minutes or a Slurm time like '2:00:00'",
-    "cpus_per_task": "an integer >= 1", "gpus_per_task": "an integer >= 0", "mem_gb": "a number > 0 (GB)",
-    "qos": "a QOS name", "account": "an account name", "constraint": "a node feature expression",
-    "max_running": "an integer >= 1 (array tasks at a time)", "max_timeouts": "an integer >= 0 (requeues after the "
-    "time limit)", "setup": "a list of shell lines run before each task", "sbatch": "a mapping of extra sbatch "
-    "options, e.g. {mail-type: END}", "python": "the python command on the compute nodes"}
+    "type": "local or slurm",
+    "partition": "a partition name",
+    "time": "minutes or a Slurm time like '2:00:00'",
+    "cpus_per_task": "an integer >= 1",
+    "gpus_per_task": "an integer >= 0",
+    "mem_gb": "a number > 0 (GB)",
+    "qos": "a QOS name",
+    "account": "an account name",
+    "constraint": "a node feature expression",
+    "max_running": "an integer >= 1 (array tasks at a time)",
+    "max_timeouts": "an integer >= 0 (requeues after the time limit)",
+    "setup": "a list of shell lines run before each task",
+    "sbatch": "a mapping of extra sbatch options, e.g. {mail-type: END}",
+    "python": "the python command on the compute nodes",
+}
 _SLURM_TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 
@@ -94,8 +116,10 @@ def resolve_study(study: str | Path) -> Path:
         if cand.is_file():
             return cand
     known = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml")) if STUDIES_DIR.is_dir() else []
-    raise UserError(f"study {str(study)!r} not found: give a study YAML file or one of: "
-                    f"{', '.join(known) or '(none)'}{suggest(str(study), known)}.")
+    raise UserError(
+        f"study {str(study)!r} not found: give a study YAML file or one of: "
+        f"{', '.join(known) or '(none)'}{suggest(str(study), known)}."
+    )
 
 
 def _fmt(value: Any) -> str:
@@ -163,8 +187,10 @@ def slurm_minutes(value: Any, where: str) -> int:
         return value
     m = _SLURM_TIME.match(str(value).strip()) if isinstance(value, str) else None
     if m is None:
-        raise UserError(f"{where}: time {value!r} is not a time limit; give minutes (90) or a Slurm time such "
-                        "as '1:30:00' (H:MM:SS) or '2-00:00:00' (days-H:MM:SS).")
+        raise UserError(
+            f"{where}: time {value!r} is not a time limit; give minutes (90) or a Slurm time such "
+            "as '1:30:00' (H:MM:SS) or '2-00:00:00' (days-H:MM:SS)."
+        )
     days, a, b, c = m.groups()
     if days is not None:  # D-HH[:MM[:SS]]
         secs = int(days) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
@@ -184,22 +210,29 @@ def parse_launcher(value: Any, where: str, text: str = "") -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise UserError(f"{where}: launcher must be a mapping (type: slurm, partition: ..., time: ...), "
-                        f"got {value!r}.")
+        raise UserError(
+            f"{where}: launcher must be a mapping (type: slurm, partition: ..., time: ...), got {value!r}."
+        )
     out: dict[str, Any] = {}
     for key, val in value.items():
         what = LAUNCHER_KEYS.get(key) if isinstance(key, str) else None
         if what is None:
-            raise UserError(f"{where}: unknown launcher key {key!r}{suggest(str(key), LAUNCHER_KEYS)}; the keys are: "
-                            f"{', '.join(LAUNCHER_KEYS)}.")
+            raise UserError(
+                f"{where}: unknown launcher key {key!r}{suggest(str(key), LAUNCHER_KEYS)}; the keys are: "
+                f"{', '.join(LAUNCHER_KEYS)}."
+            )
         bad = UserError(f"{where}: launcher {key} must be {what}, got {val!r}.")
         if key == "type":
             if val not in LAUNCHERS:
-                raise UserError(f"{where}: launcher type {val!r} is not one of {', '.join(LAUNCHERS)}"
-                                f"{suggest(str(val), LAUNCHERS)}.")
+                raise UserError(
+                    f"{where}: launcher type {val!r} is not one of {', '.join(LAUNCHERS)}"
+                    f"{suggest(str(val), LAUNCHERS)}."
+                )
         elif key == "time":
             written = re.search(r"^\s+time:\s*([0-9]+(?::[0-9]+)+)\s*(?:#.*)?$", text, re.M) if text else None
-            val = slurm_minutes(written.group(1) if written and isinstance(val, int) else val, f"{where}: launcher")
+            val = slurm_minutes(
+                written.group(1) if written and isinstance(val, int) else val, f"{where}: launcher"
+            )
         elif key in ("cpus_per_task", "gpus_per_task", "max_running", "max_timeouts"):
             low = 0 if key in ("gpus_per_task", "max_timeouts") else 1
             if not isinstance(val, int) or isinstance(val, bool) or val < low:
@@ -211,18 +244,30 @@ def parse_launcher(value: Any, where: str, text: str = "") -> dict[str, Any]:
             if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
                 raise bad
         elif key == "sbatch":
-            if not isinstance(val, dict) or not all(isinstance(k, str) and re.fullmatch(r"[a-z][a-z0-9-]*", k)
-                                                    and isinstance(v, (str, int, float, bool)) for k, v in val.items()):
-                raise UserError(f"{where}: launcher sbatch must be {what} (long option names without the "
-                                f"dashes, values text or numbers), got {val!r}.")
+            if not isinstance(val, dict) or not all(
+                isinstance(k, str)
+                and re.fullmatch(r"[a-z][a-z0-9-]*", k)
+                and isinstance(v, (str, int, float, bool))
+                for k, v in val.items()
+            ):
+                raise UserError(
+                    f"{where}: launcher sbatch must be {what} (long option names without the "
+                    f"dashes, values text or numbers), got {val!r}."
+                )
         elif not isinstance(val, str) or not val.strip() or any(ch in val for ch in "\n\r"):
             raise bad
         out[key] = val
     return out
 
 
-def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (), *, budget: str | None = None,
-               seeds: int | list[int] | None = None, only: list[str] | None = None) -> Study:
+def load_study(
+    study: str | Path,
+    cli_overrides: list[str] | tuple[str, ...] = (),
+    *,
+    budget: str | None = None,
+    seeds: int | list[int] | None = None,
+    only: list[str] | None = None,
+) -> Study:
     """Read, expand and validate a study file. ``budget``/``seeds`` replace the file's (``seeds``: a count n
     for seeds 0..n-1, or the list of seeds); ``only`` keeps the named groups."""
     path = resolve_study(study)
@@ -230,8 +275,10 @@ def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (
     where = str(path)
     unknown = [k for k in raw if k not in KEYS]
     if unknown:
-        raise UserError(f"{where}: unknown key {unknown[0]!r}{suggest(str(unknown[0]), KEYS)}; a study file has: "
-                        f"{', '.join(KEYS)}.")
+        raise UserError(
+            f"{where}: unknown key {unknown[0]!r}{suggest(str(unknown[0]), KEYS)}; a study file has: "
+            f"{', '.join(KEYS)}."
+        )
     name = str(raw.get("name") or path.stem)
     if not _NAME.match(name):
         raise UserError(f"{where}: name {name!r} may hold only letters, digits and _ . = + -.")
@@ -242,8 +289,11 @@ def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (
     study_budgets = raw.get("budgets") or {}
     if not isinstance(study_budgets, dict):
         raise UserError(f"{where}: budgets must be a mapping of name -> overrides, e.g. cpu: [train.epochs=5].")
-    budget_items = (_overrides(study_budgets[budget], f"{where}: budgets.{budget}")[1]
-                    if budget is not None and budget in study_budgets else [])
+    budget_items = (
+        _overrides(study_budgets[budget], f"{where}: budgets.{budget}")[1]
+        if budget is not None and budget in study_budgets
+        else []
+    )
     seed_list = _seeds(seeds, "--seeds") if seeds is not None else _seeds(raw.get("seeds", 1), f"{where}: seeds")
     parallel = raw.get("parallel", 1)
     if not isinstance(parallel, int) or isinstance(parallel, bool) or parallel < 1:
@@ -259,8 +309,11 @@ def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (
             entries.append((str(run_name), recipe, items))
     if "grid" in raw:
         points = _grid_points(raw["grid"], f"{where}")
-        entries = ([(f"{n}_{p}", r, [*o, *po]) for n, r, o in entries for p, po in points] if entries
-                   else [(p, None, po) for p, po in points])
+        entries = (
+            [(f"{n}_{p}", r, [*o, *po]) for n, r, o in entries for p, po in points]
+            if entries
+            else [(p, None, po) for p, po in points]
+        )
     if not entries:
         raise UserError(f"{where}: a study needs runs: (name -> overrides) or grid: (key -> values).")
     for group, _, _ in entries:
@@ -269,8 +322,10 @@ def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (
     all_groups = [g for g, _, _ in entries]
     reference = raw.get("reference", all_groups[0])
     if reference not in all_groups:
-        raise UserError(f"{where}: reference {reference!r} is not a run of the study{suggest(str(reference), all_groups)}"
-                        f"; runs: {', '.join(all_groups)}.")
+        raise UserError(
+            f"{where}: reference {reference!r} is not a run of the study{suggest(str(reference), all_groups)}"
+            f"; runs: {', '.join(all_groups)}."
+        )
     parse_claims(raw.get("claims"), all_groups, where)
     if only:
         missing = [o for o in only if o not in all_groups]
@@ -285,16 +340,31 @@ def load_study(study: str | Path, cli_overrides: list[str] | tuple[str, ...] = (
         recipe_budgets = read_yaml(resolve_recipe(recipe)).get("budgets") or {}
         if budget is not None and budget not in recipe_budgets and budget not in study_budgets:
             known = sorted({*recipe_budgets, *study_budgets})
-            raise UserError(f"budget {budget!r}{suggest(str(budget), known)} is defined neither by {where} nor by "
-                            f"recipe {recipe}; known: {', '.join(known) or '(none)'}.")
+            raise UserError(
+                f"budget {budget!r}{suggest(str(budget), known)} is defined neither by {where} nor by "
+                f"recipe {recipe}; known: {', '.join(known) or '(none)'}."
+            )
         for seed in seed_list:
-            overrides = [*([f"run.budget={budget}"] if budget in recipe_budgets else []), *common, *budget_items,
-                         *items, *cli_overrides, f"run.name={group}", f"run.seed={seed}"]
+            overrides = [
+                *([f"run.budget={budget}"] if budget in recipe_budgets else []),
+                *common,
+                *budget_items,
+                *items,
+                *cli_overrides,
+                f"run.name={group}",
+                f"run.seed={seed}",
+            ]
             try:
                 cfg = load_config(recipe, overrides)
             except UserError as exc:
                 raise UserError(f"{where}: run {group!r}: {exc}") from None
             study.runs.append(StudyRun(group, seed, recipe, overrides, cfg))
-    study.raw.update(name=name, budget=budget, seeds=seed_list, cli_overrides=list(cli_overrides), reference=reference,
-                     run_order=[r.key for r in study.runs])
+    study.raw.update(
+        name=name,
+        budget=budget,
+        seeds=seed_list,
+        cli_overrides=list(cli_overrides),
+        reference=reference,
+        run_order=[r.key for r in study.runs],
+    )
     return study

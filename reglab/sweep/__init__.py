@@ -1,6 +1,7 @@
 """Hyperparameter sweeps with Optuna: a base recipe plus a typed search space (:mod:`.spec`), worker processes
 sharing one study (:mod:`.runner`, :mod:`.workers`), the analysis and figures (:mod:`.report`, :mod:`.plots`)
 and the retrain of the best config on train+val (:mod:`.best`). See docs/sweeps.md."""
+
 from .spec import Param, Sweep, load_sweep, parse_sweep
 
 __all__ = ["Param", "Sweep", "load_sweep", "parse_sweep"]

@@ -9,6 +9,7 @@ Folding in: ``data.val_size=0``; when the sweep trained on a subset (``data.trai
 ``data.val_size=V``), the retrain draws a stratified subset of ``S + V`` images from the whole training set,
 the same amount of data the trial saw plus its validation images (not the very same images).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,13 @@ from .storage import load_study, read_sweep_dir
 FULL_TRAIN = 50_000  # CIFAR-10/100 training images
 
 
-def retrain_best(sweep_dir: Path, overrides: list[str] | tuple[str, ...] = (), overwrite: bool = False,
-                 quiet: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+def retrain_best(
+    sweep_dir: Path,
+    overrides: list[str] | tuple[str, ...] = (),
+    overwrite: bool = False,
+    quiet: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     from ..track import CurvesCallback, Progress
     from ..train import run
 
@@ -35,23 +41,36 @@ def retrain_best(sweep_dir: Path, overrides: list[str] | tuple[str, ...] = (), o
     record = out / "retrain.json"
     if record.is_file() and not overwrite:
         saved = json.loads(record.read_text())
-        log(f"the best config was already retrained ({out}): test accuracy {saved['test_acc']:.2f}%. The test set "
-            "is reported once; pass --overwrite to retrain anyway.")
+        log(
+            f"the best config was already retrained ({out}): test accuracy {saved['test_acc']:.2f}%. The test set "
+            "is reported once; pass --overwrite to retrain anyway."
+        )
         return saved
     subset, val = cfg.data.train_subset, cfg.data.val_size
     total = subset + val if subset is not None else None
     if total is not None and cfg.data.dataset != "synthetic" and total >= FULL_TRAIN:
         total = None
     fold = ["data.val_size=0", f"data.train_subset={'null' if total is None else total}"]
-    retrain = load_config(None, [*fold, f"run.dir={out}", f"run.name={spec.name}-best", *overrides],
-                          base=cfg.to_dict())
-    log(f"retraining trial {best.number} ({spec.objective} {best.value:.2f}%) on train+val "
-        f"({'all training images' if total is None else f'{total} images'}) for {retrain.train.epochs} epochs")
+    retrain = load_config(
+        None, [*fold, f"run.dir={out}", f"run.name={spec.name}-best", *overrides], base=cfg.to_dict()
+    )
+    log(
+        f"retraining trial {best.number} ({spec.objective} {best.value:.2f}%) on train+val "
+        f"({'all training images' if total is None else f'{total} images'}) for {retrain.train.epochs} epochs"
+    )
     result = run(retrain, overwrite=True, callbacks=[Progress(quiet=quiet), CurvesCallback()])
     params = {p.key: p.decode(best.params[p.key]) for p in spec.space if p.key in best.params}
-    saved = {"trial": best.number, "params": params, "objective": spec.objective, "val_value": best.value,
-             "test_acc": result.summary["test_acc"], "test_loss": result.summary["test_loss"],
-             "train_images": total, "epochs": result.summary["epochs"], "run_dir": str(result.run_dir)}
+    saved = {
+        "trial": best.number,
+        "params": params,
+        "objective": spec.objective,
+        "val_value": best.value,
+        "test_acc": result.summary["test_acc"],
+        "test_loss": result.summary["test_loss"],
+        "train_images": total,
+        "epochs": result.summary["epochs"],
+        "run_dir": str(result.run_dir),
+    }
     record.write_text(json.dumps(saved, indent=2) + "\n")
     log(f"test accuracy of the best config (trial {best.number}) retrained on train+val: {saved['test_acc']:.2f}%")
     return saved

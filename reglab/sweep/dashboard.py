@@ -6,6 +6,7 @@ otherwise. The dashboard has no login and can change the study (tell trials, edi
 binding to another address prints a warning. ``--port 0`` takes any free port; the line printed at start names
 the address actually bound.
 """
+
 from __future__ import annotations
 
 import signal
@@ -50,11 +51,15 @@ def make_dashboard(sweep_dir: Path, host: str = "127.0.0.1", port: int = 8080):
     storage = study._storage
     app = optuna_dashboard.wsgi(storage)
     try:
-        server = make_server(host, port, app, server_class=_Server6 if ":" in host else _Server,
-                             handler_class=_QuietHandler)
+        server = make_server(
+            host, port, app, server_class=_Server6 if ":" in host else _Server, handler_class=_QuietHandler
+        )
     except OSError as exc:
-        why = "in use (another dashboard?); pick another with --port, or --port 0 for any free one" \
-            if exc.errno in (98, 48) else exc.strerror or str(exc)
+        why = (
+            "in use (another dashboard?); pick another with --port, or --port 0 for any free one"
+            if exc.errno in (98, 48)
+            else exc.strerror or str(exc)
+        )
         raise UserError(f"cannot serve the dashboard on {host}:{port}: {why}.") from None
     bound = server.server_port
     shown_host = f"[{host}]" if ":" in host else host
@@ -66,9 +71,11 @@ def make_dashboard(sweep_dir: Path, host: str = "127.0.0.1", port: int = 8080):
 def serve(sweep_dir: Path, host: str = "127.0.0.1", port: int = 8080, log: Callable[[str], None] = print) -> int:
     server, page, name, where = make_dashboard(sweep_dir, host, port)
     if host not in LOCAL:
-        log(f"warning: the dashboard listens on {host}, reachable from other machines; it has no login and can "
+        log(
+            f"warning: the dashboard listens on {host}, reachable from other machines; it has no login and can "
             "change the study (tell trials, delete studies). Use the default --host 127.0.0.1 and an SSH tunnel "
-            "(ssh -L PORT:127.0.0.1:PORT HOST) to view it from elsewhere.")
+            "(ssh -L PORT:127.0.0.1:PORT HOST) to view it from elsewhere."
+        )
     log(f"dashboard of sweep {name} ({where}): {page}  (Ctrl-C stops it)")
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _interrupt) if main else None  # `kill PID` stops it cleanly too

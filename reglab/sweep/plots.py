@@ -6,6 +6,7 @@ parameter's correlation with the objective, and parallel coordinates.
 (COMPLETE / PRUNED / FAIL / ...), ``value`` (the objective; for a pruned trial its last reported accuracy),
 ``params`` (decoded values), ``curve`` ([(epoch, val_acc), ...]).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,10 @@ def plot_params(rows: list[dict], space: list[Param], path: Path, objective: str
     best = _best(rows)
     rng = np.random.default_rng(0)
     for ax, p in zip(axes.flat, space):
-        for state, style in (("PRUNED", dict(facecolors="none", edgecolors=GREY, label="pruned (last val)")),
-                             ("COMPLETE", dict(color="C0", label="complete"))):
+        for state, style in (
+            ("PRUNED", dict(facecolors="none", edgecolors=GREY, label="pruned (last val)")),
+            ("COMPLETE", dict(color="C0", label="complete")),
+        ):
             pts = [r for r in rows if r["state"] == state and r["value"] is not None and p.key in r["params"]]
             if not pts:
                 continue
@@ -72,10 +75,13 @@ def plot_params(rows: list[dict], space: list[Param], path: Path, objective: str
         if best is not None and p.key in best["params"]:
             v = best["params"][p.key]
             x = [_label(c) for c in p.choices].index(_label(v)) if p.type == "categorical" else v
-            ax.scatter([x], [best["value"]], marker="*", s=160, color="C3", zorder=5, label=f"best (#{best['number']})")
+            ax.scatter(
+                [x], [best["value"]], marker="*", s=160, color="C3", zorder=5, label=f"best (#{best['number']})"
+            )
         if p.type == "categorical":
-            ax.set_xticks(range(len(p.choices)), [_label(c) for c in p.choices],
-                          rotation=20 if len(p.choices) > 3 else 0)
+            ax.set_xticks(
+                range(len(p.choices)), [_label(c) for c in p.choices], rotation=20 if len(p.choices) > 3 else 0
+            )
         elif p.log:
             ax.set_xscale("log")
         ax.set_xlabel(p.key)
@@ -126,8 +132,13 @@ def plot_curves(rows: list[dict], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_importance(importance: dict[str, float] | None, method: str, correlation: list[tuple[str, float]],
-                    n_complete: int, path: Path) -> Path:
+def plot_importance(
+    importance: dict[str, float] | None,
+    method: str,
+    correlation: list[tuple[str, float]],
+    n_complete: int,
+    path: Path,
+) -> Path:
     """Figure 7: parameter importance and each parameter's Spearman correlation with the objective."""
     rows = max(len(importance or {}), len(correlation), 1)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 0.45 * rows + 1.8))
@@ -192,7 +203,10 @@ def plot_parallel(rows: list[dict], space: list[Param], path: Path, objective: s
     ax.set_ylim(-0.05, 1.05)
     ax.set_xlim(-0.2, xs[-1] + 0.5)
     if done:
-        fig.colorbar(plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(clo, chi)), ax=ax,
-                     label=f"{objective} of complete trials (%)")
+        fig.colorbar(
+            plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(clo, chi)),
+            ax=ax,
+            label=f"{objective} of complete trials (%)",
+        )
     ax.set_title("Parallel coordinates (grey: pruned)")
     return _save(fig, path)

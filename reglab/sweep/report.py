@@ -15,6 +15,7 @@ config as a recipe: ``reglab train <dir>/report/best.yaml``) and the PNGs of :mo
 * Savings: epochs trained by complete + pruned trials against every one of them trained to the end, and the
   same in seconds (each trial's seconds per epoch times the epochs it skipped).
 """
+
 from __future__ import annotations
 
 import csv
@@ -29,12 +30,16 @@ import yaml
 
 from ..errors import UserError
 from .runner import counts
-from .storage import load_study, read_sweep_dir
 from .spec import Sweep
+from .storage import load_study, read_sweep_dir
 
 REPORT_DIR = "report"
-FIGURES = {"params": "accuracy_vs_params.png", "curves": "val_acc_vs_epoch.png", "importance": "importance.png",
-           "parallel": "parallel_coordinates.png"}
+FIGURES = {
+    "params": "accuracy_vs_params.png",
+    "curves": "val_acc_vs_epoch.png",
+    "importance": "importance.png",
+    "parallel": "parallel_coordinates.png",
+}
 
 
 def collect(study, spec: Sweep) -> list[dict[str, Any]]:
@@ -47,13 +52,30 @@ def collect(study, spec: Sweep) -> list[dict[str, Any]]:
             if p.key in t.params:
                 params[p.key] = p.decode(t.params[p.key])
         curve = sorted((int(k), float(v)) for k, v in t.intermediate_values.items())
-        dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start \
+        dur = (
+            (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start
             else None
-        rows.append({"number": t.number, "state": t.state.name, "value": t.value, "params": params, "curve": curve,
-                     "epochs": len(curve), "train_s": a.get("train_s"), "duration_s": dur,
-                     "failure": a.get("failure"), "failure_kind": a.get("failure_kind"),
-                     "retry_of": a.get("retry_of"), "will_retry": a.get("will_retry"), "run_dir": a.get("run_dir"),
-                     "worker": a.get("worker"), "host": a.get("host")})
+        )
+        rows.append(
+            {
+                "number": t.number,
+                "state": t.state.name,
+                "value": t.value,
+                "params": params,
+                "curve": curve,
+                "epochs": len(curve),
+                "train_s": a.get("train_s"),
+                "duration_s": dur,
+                "failure": a.get("failure"),
+                "failure_kind": a.get("failure_kind"),
+                "retry_of": a.get("retry_of"),
+                "will_retry": a.get("will_retry"),
+                "run_dir": a.get("run_dir"),
+                "worker": a.get("worker"),
+                "host": a.get("host"),
+            }
+        )
     return rows
 
 
@@ -69,8 +91,10 @@ def importance(study, method: str = "ped_anova") -> tuple[dict[str, float] | Non
         import importlib.util
 
         if importlib.util.find_spec("sklearn") is None:
-            raise UserError("--importance fanova needs scikit-learn (pip install scikit-learn); the default "
-                            "ped_anova needs nothing extra.") from None
+            raise UserError(
+                "--importance fanova needs scikit-learn (pip install scikit-learn); the default "
+                "ped_anova needs nothing extra."
+            ) from None
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     else:
         # at least 3 trials in the top quantile, so a handful of complete trials still gives an answer
@@ -93,8 +117,10 @@ def correlations(rows: list[dict], spec: Sweep) -> list[tuple[str, float, int]]:
         have = [r for r in done if p.key in r["params"]]
         ys = [r["value"] for r in have]
         if p.type == "categorical":
-            series = [(f"{p.key}={_text(c)}", [float(_text(r["params"][p.key]) == _text(c)) for r in have])
-                      for c in p.choices]
+            series = [
+                (f"{p.key}={_text(c)}", [float(_text(r["params"][p.key]) == _text(c)) for r in have])
+                for c in p.choices
+            ]
         else:
             series = [(p.key, [float(r["params"][p.key]) for r in have])]
         for label, xs in series:
@@ -116,7 +142,6 @@ def _average_ranks(values: list[float]):
 def spearman(xs: list[float], ys: list[float]) -> float:
     """Spearman's rho: Pearson's correlation of the average ranks, as ``scipy.stats.spearmanr`` computes it
     (numpy only: scipy is the optional ``sweep`` extra); nan when a value is nan or either side is constant."""
-    import numpy as np
 
     if any(math.isnan(v) for v in (*xs, *ys)):
         return float("nan")
@@ -140,10 +165,17 @@ def savings(rows: list[dict], max_epochs: int) -> dict[str, Any]:
     at = {}
     for r in pruned:
         at[r["epochs"]] = at.get(r["epochs"], 0) + 1
-    return {"trials": len(finished), "pruned": len(pruned), "pruned_at_epoch": dict(sorted(at.items())),
-            "epochs_run": ran, "epochs_if_unpruned": full, "epochs_saved_frac": 1 - ran / full if full else 0.0,
-            "seconds_run": round(sec_ran, 1), "seconds_if_unpruned_est": round(sec_full, 1),
-            "seconds_saved_frac": 1 - sec_ran / sec_full if sec_full else 0.0}
+    return {
+        "trials": len(finished),
+        "pruned": len(pruned),
+        "pruned_at_epoch": dict(sorted(at.items())),
+        "epochs_run": ran,
+        "epochs_if_unpruned": full,
+        "epochs_saved_frac": 1 - ran / full if full else 0.0,
+        "seconds_run": round(sec_ran, 1),
+        "seconds_if_unpruned_est": round(sec_full, 1),
+        "seconds_saved_frac": 1 - sec_ran / sec_full if sec_full else 0.0,
+    }
 
 
 def best_config(study, spec: Sweep, sweep_dir: Path):
@@ -193,32 +225,48 @@ def write_report(sweep_dir: Path, method: str = "ped_anova") -> dict[str, Any]:
     corr = correlations(rows, spec)
     max_epochs = spec.epochs()
     save = savings(rows, max_epochs)
-    summary: dict[str, Any] = {"name": spec.name, "objective": spec.objective, "trials_target": spec.trials,
-                               "counts": c, "sampler": spec.sampler.name, "pruner": spec.pruner.name,
-                               "max_epochs": max_epochs, "savings": save, "importance": imp,
-                               "importance_method": imp_method,
-                               "correlation": {k: (None if math.isnan(r) else round(r, 4)) for k, r, _ in corr}}
+    summary: dict[str, Any] = {
+        "name": spec.name,
+        "objective": spec.objective,
+        "trials_target": spec.trials,
+        "counts": c,
+        "sampler": spec.sampler.name,
+        "pruner": spec.pruner.name,
+        "max_epochs": max_epochs,
+        "savings": save,
+        "importance": imp,
+        "importance_method": imp_method,
+        "correlation": {k: (None if math.isnan(r) else round(r, 4)) for k, r, _ in corr},
+    }
     try:
         best, cfg = best_config(study, spec, sweep_dir)
     except UserError:
         best, cfg = None, None
     if best is not None:
-        head = (f"# Best trial of sweep {spec.name}: trial {best.number}, {spec.objective} {best.value:.2f}%\n"
-                f"# parameters: {json.dumps({p.key: p.decode(v) for p, v in _params(spec, best)})}\n"
-                f"# Train it: reglab train {out / 'best.yaml'}\n"
-                f"# Retrain on train+val and report test accuracy once: reglab sweep best {sweep_dir}\n")
+        head = (
+            f"# Best trial of sweep {spec.name}: trial {best.number}, {spec.objective} {best.value:.2f}%\n"
+            f"# parameters: {json.dumps({p.key: p.decode(v) for p, v in _params(spec, best)})}\n"
+            f"# Train it: reglab train {out / 'best.yaml'}\n"
+            f"# Retrain on train+val and report test accuracy once: reglab sweep best {sweep_dir}\n"
+        )
         (out / "best.yaml").write_text(head + cfg.to_yaml())
-        summary["best"] = {"trial": best.number, "value": best.value,
-                           "params": {p.key: p.decode(v) for p, v in _params(spec, best)},
-                           "run_dir": best.user_attrs.get("run_dir")}
+        summary["best"] = {
+            "trial": best.number,
+            "value": best.value,
+            "params": {p.key: p.decode(v) for p, v in _params(spec, best)},
+            "run_dir": best.user_attrs.get("run_dir"),
+        }
     retrained = sweep_dir / "best" / "retrain.json"
     if retrained.is_file():
         summary["retrained_test_acc"] = json.loads(retrained.read_text()).get("test_acc")
-    figs = {"params": plots.plot_params(rows, spec.space, out / FIGURES["params"], spec.objective),
-            "curves": plots.plot_curves(rows, out / FIGURES["curves"]),
-            "importance": plots.plot_importance(imp, imp_method, [(k, r) for k, r, _ in corr], c["complete"],
-                                                out / FIGURES["importance"]),
-            "parallel": plots.plot_parallel(rows, spec.space, out / FIGURES["parallel"], spec.objective)}
+    figs = {
+        "params": plots.plot_params(rows, spec.space, out / FIGURES["params"], spec.objective),
+        "curves": plots.plot_curves(rows, out / FIGURES["curves"]),
+        "importance": plots.plot_importance(
+            imp, imp_method, [(k, r) for k, r, _ in corr], c["complete"], out / FIGURES["importance"]
+        ),
+        "parallel": plots.plot_parallel(rows, spec.space, out / FIGURES["parallel"], spec.objective),
+    }
     (out / "trials.csv").write_text(_csv(rows, spec))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(_markdown(summary, rows, spec, corr))
@@ -236,37 +284,78 @@ def _trial_table(rows: list[dict], spec: Sweep) -> tuple[list[str], list[list[st
     out = []
     for r in rows:
         note = r["failure"] or (f"retry of {r['retry_of']}" if r["retry_of"] is not None else "")
-        out.append([str(r["number"]), r["state"], _fmt(r["value"]), str(r["epochs"]),
-                    *[_fmt(r["params"].get(p.key)) for p in spec.space], _fmt(r["train_s"]), note.replace("|", "/")])
+        out.append(
+            [
+                str(r["number"]),
+                r["state"],
+                _fmt(r["value"]),
+                str(r["epochs"]),
+                *[_fmt(r["params"].get(p.key)) for p in spec.space],
+                _fmt(r["train_s"]),
+                note.replace("|", "/"),
+            ]
+        )
     return cols, out
 
 
 def _csv(rows: list[dict], spec: Sweep) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["number", "state", "value", "epochs", *[p.key for p in spec.space], "train_s", "failure_kind",
-                "failure", "retry_of", "run_dir", "worker", "host"])
+    w.writerow(
+        [
+            "number",
+            "state",
+            "value",
+            "epochs",
+            *[p.key for p in spec.space],
+            "train_s",
+            "failure_kind",
+            "failure",
+            "retry_of",
+            "run_dir",
+            "worker",
+            "host",
+        ]
+    )
     for r in rows:
-        w.writerow([r["number"], r["state"], r["value"], r["epochs"],
-                    *[_fmt(r["params"].get(p.key)) for p in spec.space],
-                    r["train_s"], r["failure_kind"], r["failure"], r["retry_of"], r["run_dir"], r["worker"], r["host"]])
+        w.writerow(
+            [
+                r["number"],
+                r["state"],
+                r["value"],
+                r["epochs"],
+                *[_fmt(r["params"].get(p.key)) for p in spec.space],
+                r["train_s"],
+                r["failure_kind"],
+                r["failure"],
+                r["retry_of"],
+                r["run_dir"],
+                r["worker"],
+                r["host"],
+            ]
+        )
     return buf.getvalue()
 
 
 def _summary_lines(s: dict[str, Any]) -> list[str]:
     c, v = s["counts"], s["savings"]
-    lines = [f"- trials: {c['done']} of {s['trials_target']} finished: {c['complete']} complete, {c['pruned']} pruned, "
-             f"{c['failed']} failed" + (f" (+{c['retried']} interrupted/killed and retried)" if c["retried"] else "")
-             + (f"; {c['running']} running" if c["running"] else ""),
-             f"- sampler {s['sampler']}, pruner {s['pruner']} (resource: epochs, at most {s['max_epochs']})",
-             f"- pruning: {v['pruned']} trials stopped early (after epoch: count {v['pruned_at_epoch']}); "
-             f"{v['epochs_run']} epochs trained instead of {v['epochs_if_unpruned']} "
-             f"({v['epochs_saved_frac']:.0%} saved); {v['seconds_run']:.0f} s instead of an estimated "
-             f"{v['seconds_if_unpruned_est']:.0f} s ({v['seconds_saved_frac']:.0%} saved)"]
+    lines = [
+        f"- trials: {c['done']} of {s['trials_target']} finished: {c['complete']} complete, {c['pruned']} pruned, "
+        f"{c['failed']} failed"
+        + (f" (+{c['retried']} interrupted/killed and retried)" if c["retried"] else "")
+        + (f"; {c['running']} running" if c["running"] else ""),
+        f"- sampler {s['sampler']}, pruner {s['pruner']} (resource: epochs, at most {s['max_epochs']})",
+        f"- pruning: {v['pruned']} trials stopped early (after epoch: count {v['pruned_at_epoch']}); "
+        f"{v['epochs_run']} epochs trained instead of {v['epochs_if_unpruned']} "
+        f"({v['epochs_saved_frac']:.0%} saved); {v['seconds_run']:.0f} s instead of an estimated "
+        f"{v['seconds_if_unpruned_est']:.0f} s ({v['seconds_saved_frac']:.0%} saved)",
+    ]
     if s.get("best"):
         b = s["best"]
-        lines.append(f"- best: trial {b['trial']}, {s['objective']} {b['value']:.2f}%: "
-                     + ", ".join(f"{k}={_fmt(x)}" for k, x in b["params"].items()))
+        lines.append(
+            f"- best: trial {b['trial']}, {s['objective']} {b['value']:.2f}%: "
+            + ", ".join(f"{k}={_fmt(x)}" for k, x in b["params"].items())
+        )
     if s.get("retrained_test_acc") is not None:
         lines.append(f"- best config retrained on train+val: test accuracy {s['retrained_test_acc']:.2f}%")
     return lines
@@ -289,9 +378,16 @@ def _importance_rows(s: dict[str, Any], corr, spec: Sweep) -> list[list[str]]:
 
 
 def _markdown(s: dict[str, Any], rows: list[dict], spec: Sweep, corr) -> str:
-    md = [f"# Sweep {spec.name}", "", *_summary_lines(s), "",
-          f"## Importance ({s['importance_method']}) and Spearman correlation with {spec.objective}", "",
-          "| parameter | importance | correlation | n |", "| --- | --- | --- | --- |"]
+    md = [
+        f"# Sweep {spec.name}",
+        "",
+        *_summary_lines(s),
+        "",
+        f"## Importance ({s['importance_method']}) and Spearman correlation with {spec.objective}",
+        "",
+        "| parameter | importance | correlation | n |",
+        "| --- | --- | --- | --- |",
+    ]
     md += [f"| {' | '.join(r)} |" for r in _importance_rows(s, corr, spec)]
     md += ["", "## Figures", ""] + [f"![{k}]({v})" for k, v in FIGURES.items()]
     cols, table = _trial_table(rows, spec)
@@ -300,23 +396,31 @@ def _markdown(s: dict[str, Any], rows: list[dict], spec: Sweep, corr) -> str:
     return "\n".join(md) + "\n"
 
 
-def _html(path: Path, s: dict[str, Any], rows: list[dict], spec: Sweep, corr, figs: dict[str, Path],
-          best_yaml: Path) -> None:
+def _html(
+    path: Path, s: dict[str, Any], rows: list[dict], spec: Sweep, corr, figs: dict[str, Path], best_yaml: Path
+) -> None:
     from ..track.html import details, embed_png, escape, html_table, pre, write_page
 
     summary = "<ul>" + "".join(f"<li>{escape(line[2:])}</li>" for line in _summary_lines(s)) + "</ul>"
     if best_yaml.is_file():
         summary += details(f"best config as a recipe ({best_yaml.name})", pre(best_yaml.read_text()))
     cols, table = _trial_table(rows, spec)
-    sections = [("Summary", summary),
-                (f"Importance ({s['importance_method']}) and correlation with {spec.objective}",
-                 html_table(["parameter", "importance", "Spearman correlation", "n"],
-                            _importance_rows(s, corr, spec))
-                 + embed_png(figs["importance"])),
-                ("Accuracy against each hyperparameter", embed_png(figs["params"])),
-                ("Validation accuracy per epoch", embed_png(figs["curves"])),
-                ("Parallel coordinates", embed_png(figs["parallel"])),
-                ("Trials", html_table(cols, table))]
-    write_page(path, f"Sweep {spec.name}", sections,
-               subtitle=f"objective {spec.objective} (validation accuracy, maximized); sampler {spec.sampler.name}, "
-                        f"pruner {spec.pruner.name}")
+    sections = [
+        ("Summary", summary),
+        (
+            f"Importance ({s['importance_method']}) and correlation with {spec.objective}",
+            html_table(["parameter", "importance", "Spearman correlation", "n"], _importance_rows(s, corr, spec))
+            + embed_png(figs["importance"]),
+        ),
+        ("Accuracy against each hyperparameter", embed_png(figs["params"])),
+        ("Validation accuracy per epoch", embed_png(figs["curves"])),
+        ("Parallel coordinates", embed_png(figs["parallel"])),
+        ("Trials", html_table(cols, table)),
+    ]
+    write_page(
+        path,
+        f"Sweep {spec.name}",
+        sections,
+        subtitle=f"objective {spec.objective} (validation accuracy, maximized); sampler {spec.sampler.name}, "
+        f"pruner {spec.pruner.name}",
+    )

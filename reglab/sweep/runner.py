@@ -13,6 +13,7 @@ gone (same host) or whose heartbeat is older than ``stale_after_s`` (any host) i
 next worker that asks for a trial, and retried up to ``max_retries`` times. Retried failures do not count
 toward the trial target.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -62,7 +63,7 @@ def _proc_start(pid: int) -> str | None:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat[stat.rindex(")") + 2:].split()
+    fields = stat[stat.rindex(")") + 2 :].split()
     return "Z" if fields[0] in ("Z", "X") else fields[19]
 
 
@@ -121,13 +122,17 @@ def recover_stale(study, spec: Sweep, log: Callable[[str], None] = print) -> lis
         if a.get("host") == host and pid is not None and not process_alive(int(pid), a.get("pid_start")):
             why = f"worker died: process {pid} on {host} ended without finishing the trial (killed?)"
         elif now - beat > spec.stale_after_s:
-            why = (f"worker died: no heartbeat for {now - beat:.0f} s (stale_after_s={spec.stale_after_s:g}) "
-                   f"from process {pid} on {a.get('host')}")
+            why = (
+                f"worker died: no heartbeat for {now - beat:.0f} s (stale_after_s={spec.stale_after_s:g}) "
+                f"from process {pid} on {a.get('host')}"
+            )
         else:
             continue
         if fail_trial(study, t.number, "died", why, spec.max_retries):
             out.append(t.number)
-            log(f"trial {t.number}: {why}; marked failed" + (", queued again" if _retried(study, t.number) else ""))
+            log(
+                f"trial {t.number}: {why}; marked failed" + (", queued again" if _retried(study, t.number) else "")
+            )
     return out
 
 
@@ -197,8 +202,15 @@ def trial_run_dir(sweep_dir: Path, number: int) -> Path:
 class Worker:
     """Asks for trials and trains them until the study holds ``trials`` finished (or running) trials."""
 
-    def __init__(self, spec: Sweep, sweep_dir: Path, trials: int | None = None, index: int = 0,
-                 extra: list[str] | tuple[str, ...] = (), log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        spec: Sweep,
+        sweep_dir: Path,
+        trials: int | None = None,
+        index: int = 0,
+        extra: list[str] | tuple[str, ...] = (),
+        log: Callable[[str], None] = print,
+    ):
         self.spec, self.dir, self.index, self.extra = spec, Path(sweep_dir), index, list(extra)
         self.trials = trials or spec.trials
         self.log = log
@@ -233,14 +245,21 @@ class Worker:
                 except KeyboardInterrupt:
                     if trial is not None:
                         with _no_interrupts():
-                            fail_trial(study, trial.number, "interrupted", "interrupted before training started",
-                                       self.spec.max_retries)
+                            fail_trial(
+                                study,
+                                trial.number,
+                                "interrupted",
+                                "interrupted before training started",
+                                self.spec.max_retries,
+                            )
                     raise
                 outcome = self._run(study, trial)
                 in_row = in_row + 1 if outcome.get("failed") and outcome["kind"] != "interrupted" else 0
                 if in_row >= self.spec.max_failures_in_a_row:
-                    raise UserError(f"{in_row} trials in a row failed (last: {outcome['reason']}); fix the sweep "
-                                    f"and rerun to resume; `reglab sweep report {self.dir}` lists the failures.")
+                    raise UserError(
+                        f"{in_row} trials in a row failed (last: {outcome['reason']}); fix the sweep "
+                        f"and rerun to resume; `reglab sweep report {self.dir}` lists the failures."
+                    )
         finally:
             if _main_thread():
                 signal.signal(signal.SIGTERM, previous or signal.SIG_DFL)
@@ -263,25 +282,35 @@ class Worker:
             values = {p.key: p.suggest(trial) for p in self.spec.space}
             run_dir = trial_run_dir(self.dir, trial.number)
             trial.set_user_attr("run_dir", str(run_dir.relative_to(self.dir)))
-            cfg = self.spec.config(values, [f"run.dir={run_dir}", f"run.name={self.spec.name}-trial-{trial.number:04d}",
-                                            *self.extra])
+            cfg = self.spec.config(
+                values, [f"run.dir={run_dir}", f"run.name={self.spec.name}-trial-{trial.number:04d}", *self.extra]
+            )
             beat.start()
             t0 = time.perf_counter()
             result = run(cfg, overwrite=True, callbacks=[reporter])
         except KeyboardInterrupt:
             beat.stop()
             with _no_interrupts():
-                fail_trial(study, trial.number, "interrupted",
-                           f"interrupted (Ctrl-C or SIGTERM) in epoch {reporter.epoch + 1}", self.spec.max_retries)
-                self.log(f"trial {trial.number}: interrupted in epoch {reporter.epoch + 1}; marked failed" +
-                         (", will run again on resume" if _retried(study, trial.number) else ""))
+                fail_trial(
+                    study,
+                    trial.number,
+                    "interrupted",
+                    f"interrupted (Ctrl-C or SIGTERM) in epoch {reporter.epoch + 1}",
+                    self.spec.max_retries,
+                )
+                self.log(
+                    f"trial {trial.number}: interrupted in epoch {reporter.epoch + 1}; marked failed"
+                    + (", will run again on resume" if _retried(study, trial.number) else "")
+                )
             raise
         except Exception as exc:
             beat.stop()
             kind, reason = _failure_kind(exc), f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("epochs", reporter.epoch)
             fail_trial(study, trial.number, kind, reason, self.spec.max_retries)
-            self.log(f"trial {trial.number}: FAILED ({kind}) after {reporter.epoch} epochs: {reason.splitlines()[0]}")
+            self.log(
+                f"trial {trial.number}: FAILED ({kind}) after {reporter.epoch} epochs: {reason.splitlines()[0]}"
+            )
             _free()
             return {"failed": True, "kind": kind, "reason": reason}
         beat.stop()
@@ -293,14 +322,18 @@ class Worker:
         shown = " ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items())
         if reporter.pruned:
             tell(study, trial, state=TrialState.PRUNED)
-            self.log(f"trial {trial.number}: pruned after epoch {reporter.epoch} (val {reporter.values[-1]:.2f}%)  "
-                     f"{shown}  [{elapsed:.0f}s]")
+            self.log(
+                f"trial {trial.number}: pruned after epoch {reporter.epoch} (val {reporter.values[-1]:.2f}%)  "
+                f"{shown}  [{elapsed:.0f}s]"
+            )
         else:
             if not math.isfinite(value):
                 fail_trial(study, trial.number, "diverged", f"objective is {value}", self.spec.max_retries)
                 return {"failed": True, "kind": "diverged", "reason": f"objective is {value}"}
             tell(study, trial, value)
-            self.log(f"trial {trial.number}: val {value:.2f}% after {reporter.epoch} epochs  {shown}  [{elapsed:.0f}s]")
+            self.log(
+                f"trial {trial.number}: val {value:.2f}% after {reporter.epoch} epochs  {shown}  [{elapsed:.0f}s]"
+            )
         _free()
         return {"failed": False}
 

@@ -23,6 +23,7 @@ Every space key is checked against the config by building the base config with t
 value (and every choice), so a typo or an out-of-range bound is reported before any training. Sampler and
 pruner options are checked against the Optuna constructors' parameters.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,14 +43,34 @@ SAMPLERS = ("tpe", "gp", "random", "grid")
 PRUNERS = ("hyperband", "successive_halving", "median", "none")
 PARAM_TYPES = ("float", "logfloat", "int", "categorical")
 OBJECTIVES = ("final_val_acc", "best_val_acc")
-TOP_KEYS = ("name", "recipe", "budget", "overrides", "trials", "objective", "sampler", "pruner", "seed", "space",
-            "storage", "max_retries", "max_failures_in_a_row", "heartbeat_s", "stale_after_s")
+TOP_KEYS = (
+    "name",
+    "recipe",
+    "budget",
+    "overrides",
+    "trials",
+    "objective",
+    "sampler",
+    "pruner",
+    "seed",
+    "space",
+    "storage",
+    "max_retries",
+    "max_failures_in_a_row",
+    "heartbeat_s",
+    "stale_after_s",
+)
 # Keys a space may not search: they move the validation set trials are compared on, or where a trial runs.
-FIXED_KEYS = {"data.val_size": "it changes the validation set the trials are compared on",
-              "data.split_seed": "it changes the validation set the trials are compared on",
-              "data.dataset": "trials must be compared on one dataset", "data.dir": "it is not a hyperparameter",
-              "run.dir": "each trial gets its own run directory", "run.name": "trials are named by number",
-              "run.device": "it is not a hyperparameter", "run.threads": "set by --workers"}
+FIXED_KEYS = {
+    "data.val_size": "it changes the validation set the trials are compared on",
+    "data.split_seed": "it changes the validation set the trials are compared on",
+    "data.dataset": "trials must be compared on one dataset",
+    "data.dir": "it is not a hyperparameter",
+    "run.dir": "each trial gets its own run directory",
+    "run.name": "trials are named by number",
+    "run.device": "it is not a hyperparameter",
+    "run.threads": "set by --workers",
+}
 _PLAIN = (str, int, float, bool, type(None))
 
 
@@ -57,6 +78,7 @@ _PLAIN = (str, int, float, bool, type(None))
 class Param:
     """One dimension of the search space. Choices that are lists or mappings (e.g. ``model.channels``) are
     stored in Optuna as their JSON text and decoded when a trial's config is built."""
+
     key: str
     type: str  # float | int | categorical ("logfloat" is float with log=True)
     low: float | None = None
@@ -80,7 +102,9 @@ class Param:
         if self.type == "categorical":
             return self.decode(trial.suggest_categorical(self.key, self.optuna_choices()))
         if self.type == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+            return trial.suggest_int(
+                self.key, int(self.low), int(self.high), step=int(self.step or 1), log=self.log
+            )
         return trial.suggest_float(self.key, self.low, self.high, step=self.step, log=self.log)
 
     def grid_values(self) -> list[Any]:
@@ -90,8 +114,10 @@ class Param:
             return self.optuna_choices()
         if self.type == "int" and not self.log:
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        raise UserError(f"space.{self.key}: the grid sampler needs the values to visit for a {self.type} "
-                        f"parameter; add grid: [v1, v2, ...].")
+        raise UserError(
+            f"space.{self.key}: the grid sampler needs the values to visit for a {self.type} "
+            f"parameter; add grid: [v1, v2, ...]."
+        )
 
     def check_values(self) -> list[Any]:
         """Values to build a config with when validating: the bounds, every choice, every grid value."""
@@ -123,8 +149,10 @@ def parse_param(key: str, raw: Any) -> Param:
     if isinstance(raw, list):
         raw = {"choices": raw}
     if not isinstance(raw, dict):
-        raise UserError(f"{where}: expected a mapping such as {{type: logfloat, low: 1.0e-3, high: 0.3}} or "
-                        f"{{choices: [a, b]}}, got {raw!r}.")
+        raise UserError(
+            f"{where}: expected a mapping such as {{type: logfloat, low: 1.0e-3, high: 0.3}} or "
+            f"{{choices: [a, b]}}, got {raw!r}."
+        )
     known = ("type", "low", "high", "log", "step", "choices", "grid")
     for k in raw:
         if k not in known:
@@ -134,8 +162,10 @@ def parse_param(key: str, raw: Any) -> Param:
         raise UserError(f"{where}: give type: ({', '.join(PARAM_TYPES)}) with low/high, or choices: [...].")
     kind = str(kind).replace("-", "").replace("_", "")
     if kind not in PARAM_TYPES:
-        raise UserError(f"{where}: unknown type {raw['type']!r}{suggest(kind, PARAM_TYPES)}; "
-                        f"use one of {', '.join(PARAM_TYPES)}.")
+        raise UserError(
+            f"{where}: unknown type {raw['type']!r}{suggest(kind, PARAM_TYPES)}; "
+            f"use one of {', '.join(PARAM_TYPES)}."
+        )
     grid = raw.get("grid")
     if grid is not None and (not isinstance(grid, list) or not grid):
         raise UserError(f"{where}.grid: expected a non-empty list of values, got {grid!r}.")
@@ -165,8 +195,10 @@ def parse_param(key: str, raw: Any) -> Param:
     if not low < high:
         raise UserError(f"{where}: low={low!r} must be smaller than high={high!r}.")
     if log and low <= 0:
-        raise UserError(f"{where}: a log-scale range needs low > 0, got low={low!r}; use a small positive low "
-                        "(e.g. 1.0e-5) or type: float without log.")
+        raise UserError(
+            f"{where}: a log-scale range needs low > 0, got low={low!r}; use a small positive low "
+            "(e.g. 1.0e-5) or type: float without log."
+        )
     if step is not None and (step <= 0 or log):
         raise UserError(f"{where}.step: must be > 0 and cannot be combined with a log scale, got {step!r}.")
     if grid is not None:
@@ -179,6 +211,7 @@ def parse_param(key: str, raw: Any) -> Param:
 @dataclass
 class Component:
     """A sampler or pruner: its name and keyword options for the Optuna constructor."""
+
     name: str
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -189,11 +222,14 @@ def _component(raw: Any, kind: str, names: tuple[str, ...], default: str) -> Com
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict) or "name" not in raw:
-        raise UserError(f"{kind}: expected a name ({', '.join(names)}) or a mapping {{name: ..., option: value}}, "
-                        f"got {raw!r}.")
+        raise UserError(
+            f"{kind}: expected a name ({', '.join(names)}) or a mapping {{name: ..., option: value}}, got {raw!r}."
+        )
     name = str(raw["name"]).lower().replace("-", "_")
     if name not in names:
-        raise UserError(f"{kind}: unknown {kind} {raw['name']!r}{suggest(name, names)}; use one of {', '.join(names)}.")
+        raise UserError(
+            f"{kind}: unknown {kind} {raw['name']!r}{suggest(name, names)}; use one of {', '.join(names)}."
+        )
     return Component(name, {k: v for k, v in raw.items() if k != "name"})
 
 
@@ -247,10 +283,16 @@ class Sweep:
             import importlib.util
 
             if importlib.util.find_spec("scipy") is None:  # the sweep extra, not part of `make train`'s set-up
-                raise UserError("sampler gp (Optuna's GPSampler) needs scipy; pip install 'reglab[sweep]' (or "
-                                "scipy), or use sampler tpe.")
-        cls = {"tpe": optuna.samplers.TPESampler, "gp": optuna.samplers.GPSampler,
-               "random": optuna.samplers.RandomSampler, "grid": optuna.samplers.GridSampler}[self.sampler.name]
+                raise UserError(
+                    "sampler gp (Optuna's GPSampler) needs scipy; pip install 'reglab[sweep]' (or "
+                    "scipy), or use sampler tpe."
+                )
+        cls = {
+            "tpe": optuna.samplers.TPESampler,
+            "gp": optuna.samplers.GPSampler,
+            "random": optuna.samplers.RandomSampler,
+            "grid": optuna.samplers.GridSampler,
+        }[self.sampler.name]
         if self.sampler.name == "grid":
             opts["search_space"] = {p.key: p.grid_values() for p in self.space}
         opts.setdefault("seed", seed)
@@ -279,8 +321,12 @@ class Sweep:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("source")
-        d["space"] = {p.key: {k: v for k, v in dataclasses.asdict(p).items()
-                              if k != "key" and v is not None and v is not False} for p in self.space}
+        d["space"] = {
+            p.key: {
+                k: v for k, v in dataclasses.asdict(p).items() if k != "key" and v is not None and v is not False
+            }
+            for p in self.space
+        }
         d["sampler"] = {"name": self.sampler.name, **self.sampler.options}
         d["pruner"] = {"name": self.pruner.name, **self.pruner.options}
         return d
@@ -295,8 +341,10 @@ def _construct(cls, opts: dict[str, Any], what: str):
     allowed = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
     for k in opts:
         if k not in allowed:
-            raise UserError(f"{what}: unknown option {k!r}{suggest(str(k), allowed)}; options: "
-                            f"{', '.join(a for a in allowed if a != 'search_space') or '(none)'}.")
+            raise UserError(
+                f"{what}: unknown option {k!r}{suggest(str(k), allowed)}; options: "
+                f"{', '.join(a for a in allowed if a != 'search_space') or '(none)'}."
+            )
     try:
         return cls(**opts)
     except (ValueError, TypeError) as exc:
@@ -322,11 +370,15 @@ def parse_sweep(raw: dict[str, Any], name: str, source: str = "the sweep") -> Sw
 def _parse(raw: dict[str, Any], name: str) -> Sweep:
     for k in raw:
         if k not in TOP_KEYS:
-            raise UserError(f"unknown key {k!r}{suggest(str(k), TOP_KEYS)}; sweep files have {', '.join(TOP_KEYS)}.")
+            raise UserError(
+                f"unknown key {k!r}{suggest(str(k), TOP_KEYS)}; sweep files have {', '.join(TOP_KEYS)}."
+            )
     space_raw = raw.get("space")
     if not isinstance(space_raw, dict) or not space_raw:
-        raise UserError("space: expected a mapping of config keys to ranges, e.g. "
-                        "space: {optim.lr: {type: logfloat, low: 1.0e-3, high: 0.3}}.")
+        raise UserError(
+            "space: expected a mapping of config keys to ranges, e.g. "
+            "space: {optim.lr: {type: logfloat, low: 1.0e-3, high: 0.3}}."
+        )
     space = [parse_param(k, v) for k, v in space_raw.items()]
     overrides = raw.get("overrides") or []
     if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
@@ -340,23 +392,34 @@ def _parse(raw: dict[str, Any], name: str) -> Sweep:
         raise UserError(f"overrides {clash} set keys the space searches; drop them from overrides.")
     objective = str(raw.get("objective", "final_val_acc"))
     if objective not in OBJECTIVES:
-        raise UserError(f"objective: {objective!r} is not available{suggest(objective, OBJECTIVES)}; use "
-                        f"{' or '.join(OBJECTIVES)} (validation accuracy, maximized; the test set is never used).")
+        raise UserError(
+            f"objective: {objective!r} is not available{suggest(objective, OBJECTIVES)}; use "
+            f"{' or '.join(OBJECTIVES)} (validation accuracy, maximized; the test set is never used)."
+        )
     sweep = Sweep(
-        name=str(raw.get("name") or name), recipe=str(raw.get("recipe") or "quick"), space=space,
-        budget=str(raw["budget"]) if raw.get("budget") is not None else None, overrides=list(overrides),
-        trials=_int(raw, "trials", 30, 1), objective=objective,
+        name=str(raw.get("name") or name),
+        recipe=str(raw.get("recipe") or "quick"),
+        space=space,
+        budget=str(raw["budget"]) if raw.get("budget") is not None else None,
+        overrides=list(overrides),
+        trials=_int(raw, "trials", 30, 1),
+        objective=objective,
         sampler=_component(raw.get("sampler"), "sampler", SAMPLERS, "tpe"),
-        pruner=_component(raw.get("pruner"), "pruner", PRUNERS, "hyperband"), seed=_int(raw, "seed", 0, 0),
-        storage=str(raw["storage"]) if raw.get("storage") else None, max_retries=_int(raw, "max_retries", 1, 0),
-        max_failures_in_a_row=_int(raw, "max_failures_in_a_row", 5, 1))
+        pruner=_component(raw.get("pruner"), "pruner", PRUNERS, "hyperband"),
+        seed=_int(raw, "seed", 0, 0),
+        storage=str(raw["storage"]) if raw.get("storage") else None,
+        max_retries=_int(raw, "max_retries", 1, 0),
+        max_failures_in_a_row=_int(raw, "max_failures_in_a_row", 5, 1),
+    )
     for key in ("heartbeat_s", "stale_after_s"):
         if key in raw:
             setattr(sweep, key, _number(raw[key], key))
             if getattr(sweep, key) <= 0:
                 raise UserError(f"{key}: must be > 0, got {raw[key]!r}.")
     if sweep.stale_after_s < 2 * sweep.heartbeat_s:
-        raise UserError(f"stale_after_s={sweep.stale_after_s} must be at least twice heartbeat_s={sweep.heartbeat_s}.")
+        raise UserError(
+            f"stale_after_s={sweep.stale_after_s} must be at least twice heartbeat_s={sweep.heartbeat_s}."
+        )
     _check_configs(sweep)
     if sweep.sampler.name == "grid":
         size = sweep.grid_size()
@@ -375,8 +438,10 @@ def _check_configs(sweep: Sweep) -> None:
     except UserError as exc:
         raise UserError(f"recipe {sweep.recipe!r} with the sweep's budget/overrides: {exc}") from None
     if base.data.val_size <= 0:
-        raise UserError("sweeps choose on validation accuracy: data.val_size must be > 0 (the test set is never "
-                        "used to choose); drop data.val_size=0 from the overrides.")
+        raise UserError(
+            "sweeps choose on validation accuracy: data.val_size must be > 0 (the test set is never "
+            "used to choose); drop data.val_size=0 from the overrides."
+        )
     for p in sweep.space:
         for value in p.check_values():
             try:
@@ -394,8 +459,10 @@ def resolve_sweep(sweep: str | Path) -> Path:
     if "/" not in str(sweep) and cand.is_file():
         return cand
     known = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")) if SWEEPS_DIR.is_dir() else []
-    raise UserError(f"sweep file {str(sweep)!r} not found; give a sweep YAML path or one of: "
-                    f"{', '.join(known) or '(none)'}{suggest(str(sweep), known)} (see docs/sweeps.md).")
+    raise UserError(
+        f"sweep file {str(sweep)!r} not found; give a sweep YAML path or one of: "
+        f"{', '.join(known) or '(none)'}{suggest(str(sweep), known)} (see docs/sweeps.md)."
+    )
 
 
 def load_sweep(sweep: str | Path) -> Sweep:

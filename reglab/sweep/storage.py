@@ -9,6 +9,7 @@ transactions survive a killed process (the OS drops its locks), which Optuna's j
 promise (a worker killed while holding its symlink lock leaves the lock behind until the lock's grace period);
 ``journal:FILE``, PostgreSQL and MySQL URLs work too (PostgreSQL/MySQL to share a study between machines).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,14 +26,20 @@ from .spec import Sweep, parse_sweep
 SWEEP_FILE = "sweep.yaml"
 DB_FILE = "study.db"
 
-URL_FORMS = "sqlite:///FILE.db, journal:FILE, postgresql://USER:PASSWORD@HOST:PORT/DB or mysql://USER:PASSWORD@HOST/DB"
+URL_FORMS = (
+    "sqlite:///FILE.db, journal:FILE, postgresql://USER:PASSWORD@HOST:PORT/DB or mysql://USER:PASSWORD@HOST/DB"
+)
 # Database drivers per SQLAlchemy dialect, in order of preference: (SQLAlchemy driver name, module to import). A
 # URL naming no driver (postgresql://...) gets the first one installed, whatever SQLAlchemy's own default is
 # (SQLAlchemy 2.0 picks psycopg2, 2.1 psycopg 3).
-DRIVERS = {"postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
-           "mysql": (("pymysql", "pymysql"), ("mysqldb", "MySQLdb"))}
-INSTALL = {"postgresql": "pip install 'reglab[postgres]' (psycopg 3; psycopg2-binary works too)",
-           "mysql": "pip install PyMySQL"}
+DRIVERS = {
+    "postgresql": (("psycopg", "psycopg"), ("psycopg2", "psycopg2")),
+    "mysql": (("pymysql", "pymysql"), ("mysqldb", "MySQLdb")),
+}
+INSTALL = {
+    "postgresql": "pip install 'reglab[postgres]' (psycopg 3; psycopg2-binary works too)",
+    "mysql": "pip install PyMySQL",
+}
 
 
 def storage_url(spec: Sweep, sweep_dir: Path) -> str:
@@ -92,14 +99,18 @@ def engine_url(url: str) -> str:
             hint = f" (did you mean {close[0]}://?)" if close else ""
             raise UserError(f"storage {shown}: unknown database {dialect!r}{hint}; use {URL_FORMS}.") from None
         except ImportError as exc:
-            raise UserError(f"storage {shown}: its database driver is not installed ({_first_line(exc)}).") from None
+            raise UserError(
+                f"storage {shown}: its database driver is not installed ({_first_line(exc)})."
+            ) from None
         return url
     if driver:
         module = dict(DRIVERS[dialect]).get(driver)
         if module and not _importable(module):
-            raise UserError(f"storage {shown} names the {driver} driver, which is not installed: pip install "
-                            f"{'psycopg2-binary' if driver == 'psycopg2' else module}, or write {dialect}:// and "
-                            f"{INSTALL[dialect]}.")
+            raise UserError(
+                f"storage {shown} names the {driver} driver, which is not installed: pip install "
+                f"{'psycopg2-binary' if driver == 'psycopg2' else module}, or write {dialect}:// and "
+                f"{INSTALL[dialect]}."
+            )
         return url
     for name, module in DRIVERS[dialect]:
         if _importable(module):
@@ -128,15 +139,24 @@ def _connect_error(url: str, exc: BaseException) -> UserError:
     except Exception:
         host, where, user, db = "?", "the server", None, None
     if "password authentication failed" in low or "no password supplied" in low or "access denied" in low:
-        fix = (f"the server refused user {user!r}: check the user and password in the URL (or leave the password "
-               "out of the URL and put it in ~/.pgpass or PGPASSWORD)")
+        fix = (
+            f"the server refused user {user!r}: check the user and password in the URL (or leave the password "
+            "out of the URL and put it in ~/.pgpass or PGPASSWORD)"
+        )
     elif "does not exist" in low and "database" in low:
-        fix = (f"database {db!r} does not exist on {where}: create it "
-               f"(createdb -h HOST -p PORT -U {user or 'USER'} {db})")
+        fix = (
+            f"database {db!r} does not exist on {where}: create it "
+            f"(createdb -h HOST -p PORT -U {user or 'USER'} {db})"
+        )
     elif "translate host name" in low or "name or service not known" in low or "nodename nor servname" in low:
         fix = f"unknown host {host!r}: check the host name in the URL"
-    elif "refused" in low or "timeout" in low or "timed out" in low or "could not connect" in low \
-            or "no route to host" in low:
+    elif (
+        "refused" in low
+        or "timeout" in low
+        or "timed out" in low
+        or "could not connect" in low
+        or "no route to host" in low
+    ):
         fix = f"no database server answers at {where}: start it, or fix the host and port in the URL"
     else:
         return UserError(f"cannot open the Optuna storage {shown}: {text[:500]}")
@@ -148,8 +168,11 @@ def _creation_race(error: str) -> bool:
     exists, a locked database, or the schema-version row (alembic_version) or a table's row type (PostgreSQL's
     pg_type) inserted twice; worth a retry."""
     text = error.lower()
-    return "already exists" in text or "locked" in text or (
-        "unique constraint" in text and ("alembic" in text or "pg_type" in text))
+    return (
+        "already exists" in text
+        or "locked" in text
+        or ("unique constraint" in text and ("alembic" in text or "pg_type" in text))
+    )
 
 
 def open_storage(url: str):
@@ -159,7 +182,7 @@ def open_storage(url: str):
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        path = url[len("journal:"):].removeprefix("//")
+        path = url[len("journal:") :].removeprefix("//")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(path))
     real = engine_url(url)
@@ -171,8 +194,10 @@ def open_storage(url: str):
         try:
             return optuna.storages.RDBStorage(real, engine_kwargs=engine)
         except ImportError as exc:
-            raise UserError(f"storage {shown_url(url)}: {_first_line(exc)}; install its database driver "
-                            f"(PostgreSQL: {INSTALL['postgresql']}).") from None
+            raise UserError(
+                f"storage {shown_url(url)}: {_first_line(exc)}; install its database driver "
+                f"(PostgreSQL: {INSTALL['postgresql']})."
+            ) from None
         except Exception as exc:  # sqlalchemy's ArgumentError / OperationalError: bad URL, unreachable server
             if attempt < 9 and _creation_race(str(exc)):
                 time.sleep(0.2 + 0.3 * attempt)
@@ -183,8 +208,10 @@ def open_storage(url: str):
 def read_sweep_dir(sweep_dir: Path) -> Sweep:
     path = Path(sweep_dir) / SWEEP_FILE
     if not path.is_file():
-        raise UserError(f"{sweep_dir} is not a sweep directory (no {SWEEP_FILE}); give the folder `reglab sweep` "
-                        "wrote (default runs/sweeps/<name>).")
+        raise UserError(
+            f"{sweep_dir} is not a sweep directory (no {SWEEP_FILE}); give the folder `reglab sweep` "
+            "wrote (default runs/sweeps/<name>)."
+        )
     return parse_sweep(yaml.safe_load(path.read_text()) or {}, Path(sweep_dir).name, str(path))
 
 
@@ -199,31 +226,44 @@ def prepare(spec: Sweep, sweep_dir: Path):
         old = read_sweep_dir(sweep_dir)
         diff = [k for k, v in spec.identity().items() if old.identity()[k] != v]
         if diff:
-            raise UserError(f"{sweep_dir} holds a sweep with different {', '.join(diff)}; a resumed study must "
-                            "search the same space on the same base. Use another -o DIR (or name:) for the new sweep.")
+            raise UserError(
+                f"{sweep_dir} holds a sweep with different {', '.join(diff)}; a resumed study must "
+                "search the same space on the same base. Use another -o DIR (or name:) for the new sweep."
+            )
         if spec.storage is None:
             spec.storage = old.storage  # resuming: the storage the sweep started with
         elif old.storage != spec.storage:
-            raise UserError(f"{sweep_dir} uses storage {shown_url(old.storage or DB_FILE)!r}, not "
-                            f"{shown_url(spec.storage)!r}; drop "
-                            "--storage (the directory remembers its storage) or use another -o DIR.")
+            raise UserError(
+                f"{sweep_dir} uses storage {shown_url(old.storage or DB_FILE)!r}, not "
+                f"{shown_url(spec.storage)!r}; drop "
+                "--storage (the directory remembers its storage) or use another -o DIR."
+            )
     # Opened before sweep.yaml is written: a new directory must not remember a storage that cannot be opened (a
     # typo in the URL, a server that is down), or the rerun with the fix would be refused as another storage.
     storage = open_storage(storage_url(spec, sweep_dir))
     from ..train.checkpoint import atomic_write_text
 
-    atomic_write_text(saved, "# Written by `reglab sweep`; rerun it to resume: reglab sweep " + str(saved) + "\n"
-                      + yaml.safe_dump(spec.to_dict(), sort_keys=False))
+    atomic_write_text(
+        saved,
+        "# Written by `reglab sweep`; rerun it to resume: reglab sweep "
+        + str(saved)
+        + "\n"
+        + yaml.safe_dump(spec.to_dict(), sort_keys=False),
+    )
     if read_sweep_dir(sweep_dir).to_dict() != spec.to_dict():  # the copy workers and `report` read back
         raise RuntimeError(f"{saved} does not read back as the sweep it was written from")
     with ask_lock(sweep_dir):
-        study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True)
+        study = optuna.create_study(
+            storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True
+        )
     ident = study.user_attrs.get("sweep")
     if ident is None:
         study.set_user_attr("sweep", spec.identity())
     elif ident != spec.identity():
-        raise UserError(f"study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))} was started with another "
-                        "space or base; give the sweep another name: or a new storage.")
+        raise UserError(
+            f"study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))} was started with another "
+            "space or base; give the sweep another name: or a new storage."
+        )
     return study
 
 
@@ -232,11 +272,16 @@ def load_study(spec: Sweep, sweep_dir: Path, sampler=None, pruner=None):
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        return optuna.load_study(study_name=spec.name, storage=open_storage(storage_url(spec, sweep_dir)),
-                                 sampler=sampler, pruner=pruner)
+        return optuna.load_study(
+            study_name=spec.name,
+            storage=open_storage(storage_url(spec, sweep_dir)),
+            sampler=sampler,
+            pruner=pruner,
+        )
     except KeyError:
-        raise UserError(f"no study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))}; run `reglab sweep` "
-                        "first.") from None
+        raise UserError(
+            f"no study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))}; run `reglab sweep` first."
+        ) from None
 
 
 @contextlib.contextmanager

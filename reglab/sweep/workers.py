@@ -5,6 +5,7 @@ terminal Ctrl-C reaches only this launcher, which then sends exactly one SIGINT 
 running trial interrupted and exits 130). Workers get ``run.threads = cores // N`` unless the command line sets
 ``run.threads``; their output lines carry a ``[wI]`` prefix.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,18 +27,33 @@ def cpu_count() -> int:
 
 
 def worker_command(sweep_dir: Path, trials: int, index: int, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "reglab", "sweep", str(sweep_dir / SWEEP_FILE), "-o", str(sweep_dir),
-            "--trials", str(trials), "--worker-index", str(index), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "reglab",
+        "sweep",
+        str(sweep_dir / SWEEP_FILE),
+        "-o",
+        str(sweep_dir),
+        "--trials",
+        str(trials),
+        "--worker-index",
+        str(index),
+        *extra,
+    ]
 
 
-def run_workers(sweep_dir: Path, trials: int, n: int, extra: list[str],
-                log: Callable[[str], None] = print) -> int:
+def run_workers(sweep_dir: Path, trials: int, n: int, extra: list[str], log: Callable[[str], None] = print) -> int:
     """Start ``n`` workers, wait for all; 0 when every worker finished cleanly."""
     extra = list(extra)
     if not any(e.startswith("run.threads=") for e in extra):
         extra.append(f"run.threads={max(1, cpu_count() // n)}")
-    log(f"starting {n} worker processes ({extra[-1] if extra[-1].startswith('run.threads=') else 'threads as given'})")
-    procs = [subprocess.Popen(worker_command(sweep_dir, trials, i, extra), start_new_session=True) for i in range(n)]
+    log(
+        f"starting {n} worker processes ({extra[-1] if extra[-1].startswith('run.threads=') else 'threads as given'})"
+    )
+    procs = [
+        subprocess.Popen(worker_command(sweep_dir, trials, i, extra), start_new_session=True) for i in range(n)
+    ]
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:

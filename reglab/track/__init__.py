@@ -1,4 +1,5 @@
 """Tracking: progress display, plots and (later) reports over run directories."""
+
 from .plots import CurvesCallback, plot_confusion, plot_curves
 from .progress import Progress
 

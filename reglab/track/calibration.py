@@ -16,13 +16,13 @@ API (used by ``reglab eval`` and the HTML report)::
 ``probs`` is an ``N x K`` array or tensor of probabilities (rows sum to 1), ``labels`` ``N`` integer classes.
 ECE, MCE, accuracy and confidence are fractions in [0, 1] (not percent).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 
 BINNING = "{n} equal-width confidence bins on [0, 1], bin b = ((b-1)/{n}, b/{n}]; confidence = max probability"
 
@@ -63,19 +63,37 @@ def calibration(probs, labels, n_bins: int = 15) -> dict[str, Any]:
     onehot[np.arange(n), y] = 1.0
     brier = float(((p - onehot) ** 2).sum(1).mean()) if n else float("nan")
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    bins = [{"lo": round(float(edges[b]), 6), "hi": round(float(edges[b + 1]), 6), "count": int(counts[b]),
-             "acc": float(bin_acc[b]) if nz[b] else None, "conf": float(bin_conf[b]) if nz[b] else None}
-            for b in range(n_bins)]
-    return {"ece": ece, "mce": mce, "nll": nll, "brier": brier,
-            "acc": float(correct.mean()) if n else float("nan"), "avg_conf": float(conf.mean()) if n else float("nan"),
-            "n": n, "n_bins": n_bins, "binning": BINNING.format(n=n_bins), "bins": bins}
+    bins = [
+        {
+            "lo": round(float(edges[b]), 6),
+            "hi": round(float(edges[b + 1]), 6),
+            "count": int(counts[b]),
+            "acc": float(bin_acc[b]) if nz[b] else None,
+            "conf": float(bin_conf[b]) if nz[b] else None,
+        }
+        for b in range(n_bins)
+    ]
+    return {
+        "ece": ece,
+        "mce": mce,
+        "nll": nll,
+        "brier": brier,
+        "acc": float(correct.mean()) if n else float("nan"),
+        "avg_conf": float(conf.mean()) if n else float("nan"),
+        "n": n,
+        "n_bins": n_bins,
+        "binning": BINNING.format(n=n_bins),
+        "bins": bins,
+    }
 
 
 def summary_line(res: dict[str, Any]) -> str:
     """One line: ``ECE 3.21% (15 equal-width bins), MCE ..., NLL ..., mean confidence ... vs accuracy ...``."""
-    return (f"ECE {100 * res['ece']:.2f}% ({res['n_bins']} equal-width bins), MCE {100 * res['mce']:.2f}%, "
-            f"NLL {res['nll']:.4f}, Brier {res['brier']:.4f}, mean confidence {100 * res['avg_conf']:.2f}% vs "
-            f"accuracy {100 * res['acc']:.2f}%")
+    return (
+        f"ECE {100 * res['ece']:.2f}% ({res['n_bins']} equal-width bins), MCE {100 * res['mce']:.2f}%, "
+        f"NLL {res['nll']:.4f}, Brier {res['brier']:.4f}, mean confidence {100 * res['avg_conf']:.2f}% vs "
+        f"accuracy {100 * res['acc']:.2f}%"
+    )
 
 
 def plot_reliability(res: dict[str, Any], path: str | Path, title: str = "") -> Path:
@@ -96,22 +114,48 @@ def plot_reliability(res: dict[str, Any], path: str | Path, title: str = "") -> 
     acc = np.array([b["acc"] if b["acc"] is not None else 0.0 for b in bins])
     conf = np.array([b["conf"] if b["conf"] is not None else 0.0 for b in bins])
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(5, 6), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
-    ax.bar(lo, acc, width=width, align="edge", color="tab:blue", edgecolor="black", linewidth=0.5,
-           label="accuracy")
+    ax.bar(
+        lo, acc, width=width, align="edge", color="tab:blue", edgecolor="black", linewidth=0.5, label="accuracy"
+    )
     nz = counts > 0
-    ax.bar(lo[nz], (conf - acc)[nz], bottom=acc[nz], width=width[nz], align="edge", color="tab:red", alpha=0.3,
-           edgecolor="tab:red", hatch="//", linewidth=0.5, label="gap to confidence")
+    ax.bar(
+        lo[nz],
+        (conf - acc)[nz],
+        bottom=acc[nz],
+        width=width[nz],
+        align="edge",
+        color="tab:red",
+        alpha=0.3,
+        edgecolor="tab:red",
+        hatch="//",
+        linewidth=0.5,
+        label="gap to confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("accuracy")
     ax.legend(loc="upper left", fontsize=8)
-    ax.text(0.98, 0.03, f"ECE {100 * res['ece']:.2f}%\nNLL {res['nll']:.3f}\n{res['n_bins']} equal-width bins",
-            ha="right", va="bottom", transform=ax.transAxes, fontsize=9,
-            bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
+    ax.text(
+        0.98,
+        0.03,
+        f"ECE {100 * res['ece']:.2f}%\nNLL {res['nll']:.3f}\n{res['n_bins']} equal-width bins",
+        ha="right",
+        va="bottom",
+        transform=ax.transAxes,
+        fontsize=9,
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"},
+    )
     ax.set_title(title or "reliability diagram")
-    hx.bar(lo, counts / max(counts.sum(), 1), width=width, align="edge", color="gray", edgecolor="black",
-           linewidth=0.5)
+    hx.bar(
+        lo,
+        counts / max(counts.sum(), 1),
+        width=width,
+        align="edge",
+        color="gray",
+        edgecolor="black",
+        linewidth=0.5,
+    )
     hx.set_xlabel("confidence (max probability)")
     hx.set_ylabel("fraction")
     return save_figure(fig, path)

@@ -23,6 +23,7 @@ Verdicts: *reproduced* when the 95% interval excludes zero in the expected direc
 inside ±margin), *contradicted* when it excludes zero the other way (``same``: lies wholly outside ±margin),
 *inconclusive* otherwise, and with fewer than two seeds; *not run* while a group it needs has no finished run.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -38,17 +39,30 @@ REPRODUCED, CONTRADICTED, INCONCLUSIVE, NOT_RUN = "reproduced", "contradicted", 
 DERIVED = {
     "gap": ("final train accuracy minus test accuracy (points): the overfitting gap", False),
     "test_minus_train_acc": ("test accuracy minus final train accuracy (points)", True),
-    "ema_or_test_acc": ("test accuracy of the weights the run keeps: the EMA average when ema.enabled, else the "
-                        "trained weights", True),
+    "ema_or_test_acc": (
+        "test accuracy of the weights the run keeps: the EMA average when ema.enabled, else the trained weights",
+        True,
+    ),
     "val_loss_rise": ("final validation loss minus its minimum over epochs (> 0: past its minimum)", False),
     "val_loss_min_epoch": ("epoch of the lowest validation loss", True),
     "train99_epoch": ("first epoch whose train accuracy reached 99% (empty: never)", False),
-    "val_acc_roughness": ("mean |change| of validation accuracy between epochs over the second half of "
-                          "training (points): lower is smoother", False),
+    "val_acc_roughness": (
+        "mean |change| of validation accuracy between epochs over the second half of "
+        "training (points): lower is smoother",
+        False,
+    ),
 }
 # Summary metrics a claim may name (the report's columns): name -> higher is better?
-SUMMARY = {"train_loss": False, "train_acc": True, "best_val_acc": True, "final_val_acc": True,
-           "test_loss": False, "test_acc": True, "best_epoch": True, "wall_time_s": False}
+SUMMARY = {
+    "train_loss": False,
+    "train_acc": True,
+    "best_val_acc": True,
+    "final_val_acc": True,
+    "test_loss": False,
+    "test_acc": True,
+    "best_epoch": True,
+    "wall_time_s": False,
+}
 EXPECT = ("higher", "lower", "same")
 CLAIM_KEYS = ("claim", "source", "metric", "compare", "expect", "than", "margin")
 
@@ -69,7 +83,7 @@ def derived_metrics(epochs: Sequence[Mapping[str, Any]], row: Mapping[str, Any])
         out["val_loss_min_epoch"] = float(best_epoch)
     out["train99_epoch"] = next((float(r["epoch"]) for r in epochs if (r.get("train_acc") or 0) >= 99), None)
     accs = [r["val_acc"] for r in epochs if r.get("val_acc") is not None]
-    half = accs[len(accs) // 2:]
+    half = accs[len(accs) // 2 :]
     if len(half) >= 2:
         out["val_acc_roughness"] = statistics.fmean(abs(b - a) for a, b in zip(half, half[1:]))
     return out
@@ -130,8 +144,17 @@ def parse_claims(raw: Any, groups: Sequence[str] | None, where: str) -> list[Cla
         than = item.get("than", 0.0)
         if not isinstance(than, (int, float)) or isinstance(than, bool):
             raise UserError(f"{at}: than must be a number, got {than!r}.")
-        claims.append(Claim(str(item["claim"]), item["metric"], list(compare), item["expect"],
-                            str(item.get("source") or ""), float(than), margin))
+        claims.append(
+            Claim(
+                str(item["claim"]),
+                item["metric"],
+                list(compare),
+                item["expect"],
+                str(item.get("source") or ""),
+                float(than),
+                margin,
+            )
+        )
     return claims
 
 

@@ -4,6 +4,7 @@ Both pair runs by ``run.seed`` (:func:`reglab.track.stats.paired_difference`), s
 over seeds of (group - reference) with its 95% Student-t interval, and a verdict word. The reference is the
 study file's ``reference:`` (default: its first group), or ``reglab report --reference GROUP``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,12 @@ from .claims import Claim, claim_effect, claim_verdict, higher_is_better, parse_
 from .stats import Interval, paired_difference, verdict
 
 # The metrics compared against the reference: (row key, column title).
-COMPARED = [("test_acc", "test acc"), ("test_loss", "test loss"), ("final_val_acc", "val acc (final)"),
-            ("best_val_acc", "val acc (best)")]
+COMPARED = [
+    ("test_acc", "test acc"),
+    ("test_loss", "test loss"),
+    ("final_val_acc", "val acc (final)"),
+    ("best_val_acc", "val acc (best)"),
+]
 
 
 def study_settings(run_dirs: Sequence[Path]) -> dict[str, Any]:
@@ -79,8 +84,18 @@ def claim_rows(groups: Mapping[str, Sequence[Mapping[str, Any]]], raw_claims: An
         effect = claim_effect(claim, values)
         digits = 3 if claim.metric.endswith("loss") else 2
         expect = claim.expect + (f" (±{claim.margin:g})" if claim.expect == "same" else "")
-        rows.append({"claim": claim.claim, "source": claim.source, "metric": claim.metric,
-                     "effect of": claim.label(), "expected": expect, "n": effect.n if effect else 0,
-                     "effect": _diff_cell(effect, digits), "lo": effect.lo if effect else None,
-                     "hi": effect.hi if effect else None, "verdict": claim_verdict(claim, effect)})
+        rows.append(
+            {
+                "claim": claim.claim,
+                "source": claim.source,
+                "metric": claim.metric,
+                "effect of": claim.label(),
+                "expected": expect,
+                "n": effect.n if effect else 0,
+                "effect": _diff_cell(effect, digits),
+                "lo": effect.lo if effect else None,
+                "hi": effect.hi if effect else None,
+                "verdict": claim_verdict(claim, effect),
+            }
+        )
     return rows

@@ -9,13 +9,13 @@ target), with the weights changing during the epoch. For mixing runs the logged 
 comparable with an ERM run's; :func:`clean_train_gap` (used by ``reglab eval``) measures the final
 checkpoint on un-augmented training images instead.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 
 
 def gap_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -27,17 +27,26 @@ def gap_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for split in ("val", "test"):
             acc, loss = r.get(f"{split}_acc"), r.get(f"{split}_loss")
             g[f"acc_gap_{split}"] = None if acc is None or r.get("train_acc") is None else r["train_acc"] - acc
-            g[f"loss_gap_{split}"] = None if loss is None or r.get("train_loss") is None else loss - r["train_loss"]
+            g[f"loss_gap_{split}"] = (
+                None if loss is None or r.get("train_loss") is None else loss - r["train_loss"]
+            )
         out.append(g)
     return out
 
 
-def clean_train_gap(train_acc: float, train_loss: float, split_acc: float, split_loss: float, split: str,
-                    images: int) -> dict[str, Any]:
+def clean_train_gap(
+    train_acc: float, train_loss: float, split_acc: float, split_loss: float, split: str, images: int
+) -> dict[str, Any]:
     """The final checkpoint's gap measured on ``images`` un-augmented training images (no mixing)."""
-    return {"train_images": images, "train_acc_clean": round(train_acc, 3), "train_loss_clean": round(train_loss, 5),
-            f"{split}_acc": round(split_acc, 3), f"{split}_loss": round(split_loss, 5),
-            "acc_gap": round(train_acc - split_acc, 3), "loss_gap": round(split_loss - train_loss, 5)}
+    return {
+        "train_images": images,
+        "train_acc_clean": round(train_acc, 3),
+        "train_loss_clean": round(train_loss, 5),
+        f"{split}_acc": round(split_acc, 3),
+        f"{split}_loss": round(split_loss, 5),
+        "acc_gap": round(train_acc - split_acc, 3),
+        "loss_gap": round(split_loss - train_loss, 5),
+    }
 
 
 def plot_gap(rows: list[dict[str, Any]], path: str | Path, title: str = "", mixed: bool = False) -> Path:
@@ -46,9 +55,9 @@ def plot_gap(rows: list[dict[str, Any]], path: str | Path, title: str = "", mixe
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     from .plots import save_figure
-    from matplotlib.ticker import MaxNLocator
 
     path = Path(path)
     gaps = gap_rows(rows)
@@ -57,8 +66,12 @@ def plot_gap(rows: list[dict[str, Any]], path: str | Path, title: str = "", mixe
     for key, style in (("train_acc", "-"), ("val_acc", "-"), ("test_acc", "o")):
         pts = [(e, r[key]) for e, r in zip(epochs, rows) if r.get(key) is not None]
         if pts:
-            ax.plot(*zip(*pts), style, label=key.replace("_acc", "") + (" (logged, mixed batches)" if
-                                                                         key == "train_acc" and mixed else ""))
+            ax.plot(
+                *zip(*pts),
+                style,
+                label=key.replace("_acc", "")
+                + (" (logged, mixed batches)" if key == "train_acc" and mixed else ""),
+            )
     ax.set_ylabel("accuracy (%)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -15,6 +15,7 @@ those of the image and its mirror image, as ``reglab eval`` computes them.
 Beside the model, ``<file>.json`` (e.g. ``model.onnx.json``) holds the metadata: classes, mean, std, the input and output layout, the
 source checkpoint and the largest logit difference the check measured.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,10 @@ def _require_onnx() -> None:
 
     missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        raise UserError(f"--format onnx needs the {', '.join(missing)} package{'s' if len(missing) > 1 else ''}; "
-                        f"pip install 'reglab[export]' (or {' '.join(missing)}), or use --format torchscript.")
+        raise UserError(
+            f"--format onnx needs the {', '.join(missing)} package{'s' if len(missing) > 1 else ''}; "
+            f"pip install 'reglab[export]' (or {' '.join(missing)}), or use --format torchscript."
+        )
 
 
 def max_opset() -> int:
@@ -94,9 +97,18 @@ def _export_onnx(module: nn.Module, example: torch.Tensor, path: Path, opset: in
     chatter = io.StringIO()  # the exporter prints progress and, for some failures, a traceback it then ignores
     with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), str(path), dynamo=True, input_names=["images"],
-                          output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                          external_data=False, verbose=False, **kwargs)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(path),
+            dynamo=True,
+            input_names=["images"],
+            output_names=["logits"],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+            external_data=False,
+            verbose=False,
+            **kwargs,
+        )
 
 
 def written_opset(path: Path) -> int | None:
@@ -128,16 +140,24 @@ def run_exported(path: Path, fmt: str, images: torch.Tensor) -> torch.Tensor:
         return torch.jit.load(str(path)).eval()(images).detach()
 
 
-def export(target: Path, fmt: str = "onnx", out: Path | None = None, checkpoint: str = "best",
-           tta: bool | None = None, opset: int | None = None) -> dict[str, Any]:
+def export(
+    target: Path,
+    fmt: str = "onnx",
+    out: Path | None = None,
+    checkpoint: str = "best",
+    tta: bool | None = None,
+    opset: int | None = None,
+) -> dict[str, Any]:
     """Export the model of a run directory or checkpoint; return the metadata written beside it."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is not supported; use one of {', '.join(FORMATS)}.")
     if opset is not None and fmt != "onnx":
         raise UserError(f"--opset applies to --format onnx only; drop it for --format {fmt}.")
     if opset is not None and not MIN_OPSET <= opset <= max_opset():
-        raise UserError(f"--opset {opset} is not an ONNX opset this exporter writes; use {MIN_OPSET} to "
-                        f"{max_opset()}, or leave --opset out for the exporter's default.")
+        raise UserError(
+            f"--opset {opset} is not an ONNX opset this exporter writes; use {MIN_OPSET} to "
+            f"{max_opset()}, or leave --opset out for the exporter's default."
+        )
     if fmt == "onnx":
         _require_onnx()
     model, meta, ckpt = load_trained(target, checkpoint)
@@ -153,7 +173,9 @@ def export(target: Path, fmt: str = "onnx", out: Path | None = None, checkpoint:
     refuse_links(out, root)  # RUN/export a link, or the file itself: refused, never written through
     refuse_links(meta_path, root)
     if out.is_dir():
-        raise UserError(f"{out} is a directory; give the file to write with -o, e.g. -o {out / ('model' + FORMATS[fmt])}.")
+        raise UserError(
+            f"{out} is a directory; give the file to write with -o, e.g. -o {out / ('model' + FORMATS[fmt])}."
+        )
     try:
         ensure_dirs(out.parent, root)
     except OSError as exc:
@@ -169,8 +191,10 @@ def export(target: Path, fmt: str = "onnx", out: Path | None = None, checkpoint:
         if fmt == "onnx":
             wrote = written_opset(tmp)
             if opset is not None and wrote is not None and wrote != opset:
-                raise UserError(f"the exporter could not write opset {opset} (it wrote {wrote}); nothing was "
-                                f"written. Use --opset {wrote}, or leave --opset out.")
+                raise UserError(
+                    f"the exporter could not write opset {opset} (it wrote {wrote}); nothing was "
+                    f"written. Use --opset {wrote}, or leave --opset out."
+                )
             opset = wrote if wrote is not None else opset
         check = torch.rand(7, 3, 32, 32, generator=gen)  # another batch size: the batch axis is dynamic
         with torch.no_grad():
@@ -180,29 +204,51 @@ def export(target: Path, fmt: str = "onnx", out: Path | None = None, checkpoint:
         except (OSError, UserError):
             raise
         except Exception as exc:  # onnxruntime's own exception types (e.g. an opset it does not support)
-            raise UserError(f"the {fmt} export of {ckpt} does not run in "
-                            f"{'onnxruntime' if fmt == 'onnx' else 'torch.jit'} ({str(exc).splitlines()[0][:200]}); "
-                            "nothing was written. Try another --opset or the other --format.") from None
+            raise UserError(
+                f"the {fmt} export of {ckpt} does not run in "
+                f"{'onnxruntime' if fmt == 'onnx' else 'torch.jit'} ({str(exc).splitlines()[0][:200]}); "
+                "nothing was written. Try another --opset or the other --format."
+            ) from None
         diff = float((got - expected).abs().max())
         scale = max(1.0, float(expected.abs().max()), float(reference.abs().max()))
         if not diff <= TOLERANCE * scale:
-            raise UserError(f"the {fmt} export of {ckpt} gives logits that differ from PyTorch's by {diff:.3g}; "
-                            "nothing was written. Try the other --format.")
+            raise UserError(
+                f"the {fmt} export of {ckpt} gives logits that differ from PyTorch's by {diff:.3g}; "
+                "nothing was written. Try the other --format."
+            )
         os.replace(tmp, out)
     except OSError as exc:
         raise UserError(f"cannot write {out}: {exc.strerror or exc}.") from None
     finally:
         tmp.unlink(missing_ok=True)
     info = {
-        "format": fmt, "file": out.name, "source_checkpoint": str(ckpt), "epoch": _checkpoint_epoch(ckpt),
-        "classes": meta["classes"], "num_classes": len(meta["classes"]), "mean": meta["mean"], "std": meta["std"],
-        "input": {"name": "images", "shape": ["N", 3, 32, 32], "dtype": "float32", "layout": "NCHW, RGB",
-                  "range": [0.0, 1.0], "normalization": "inside the model ((x - mean) / std)"},
+        "format": fmt,
+        "file": out.name,
+        "source_checkpoint": str(ckpt),
+        "epoch": _checkpoint_epoch(ckpt),
+        "classes": meta["classes"],
+        "num_classes": len(meta["classes"]),
+        "mean": meta["mean"],
+        "std": meta["std"],
+        "input": {
+            "name": "images",
+            "shape": ["N", 3, 32, 32],
+            "dtype": "float32",
+            "layout": "NCHW, RGB",
+            "range": [0.0, 1.0],
+            "normalization": "inside the model ((x - mean) / std)",
+        },
         "output": {"name": "logits", "shape": ["N", len(meta["classes"])], "softmax": "not applied"},
-        "tta": tta, "model": meta.get("model"), "dataset": meta.get("dataset"),
-        "check": {"runtime": "onnxruntime" if fmt == "onnx" else "torch.jit.load", "images": len(check),
-                  "max_abs_logit_diff": diff},
-        "opset": opset if fmt == "onnx" else None, "torch": torch.__version__,
+        "tta": tta,
+        "model": meta.get("model"),
+        "dataset": meta.get("dataset"),
+        "check": {
+            "runtime": "onnxruntime" if fmt == "onnx" else "torch.jit.load",
+            "images": len(check),
+            "max_abs_logit_diff": diff,
+        },
+        "opset": opset if fmt == "onnx" else None,
+        "torch": torch.__version__,
     }
     atomic_write_text(meta_path, json.dumps(info, indent=2) + "\n", root=root)
     info["metadata_file"] = str(meta_path)

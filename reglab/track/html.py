@@ -2,6 +2,7 @@
 
 Used by ``reglab report`` (studies), ``reglab sweep report`` and the analysis commands.
 """
+
 from __future__ import annotations
 
 import base64
@@ -23,8 +24,15 @@ details{margin:.3em 0} pre{background:#f7f7f7;padding:.6em;overflow-x:auto;font-
 td.good{background:#e3f4e1;font-weight:600} td.bad{background:#fbe3e1;font-weight:600} td.none{color:#777}
 """
 # Verdict words of the comparison and claims tables, and the class that colours their cell.
-VERDICT_CLASSES = {"better": "good", "reproduced": "good", "worse": "bad", "contradicted": "bad",
-                   "no detectable difference": "none", "inconclusive": "none", "not run": "none"}
+VERDICT_CLASSES = {
+    "better": "good",
+    "reproduced": "good",
+    "worse": "bad",
+    "contradicted": "bad",
+    "no detectable difference": "none",
+    "inconclusive": "none",
+    "not run": "none",
+}
 
 
 def escape(value: Any) -> str:
@@ -76,8 +84,10 @@ def pre(text: str) -> str:
 
 
 def render_page(title: str, sections: Sequence[tuple[str, str]], subtitle: str = "") -> str:
-    parts = [f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>',
-             f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>"]
+    parts = [
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{escape(title)}</title>',
+        f"<style>{CSS}</style></head><body><h1>{escape(title)}</h1>",
+    ]
     if subtitle:
         parts.append(f'<p class="muted">{escape(subtitle)}</p>')
     for heading, inner in sections:

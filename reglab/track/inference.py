@@ -1,5 +1,6 @@
 """Using a trained run: ``reglab eval`` (loss, accuracy, per-class accuracy, confusion matrix) and
 ``reglab predict`` (top-k classes of image files of any size and mode)."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,9 @@ from ..errors import UserError
 from ..models import build
 from ..train.checkpoint import atomic_write_text, load_checkpoint
 from ..train.ckschema import Inference, inference_fields
-from ..train.fsguard import refuse_links
 from ..train.device import autocast_for, precision_name
 from ..train.evaluate import confusion_matrix, evaluate, per_class_accuracy
+from ..train.fsguard import refuse_links
 from ..train.rundir import RunDir, load_run_config
 from .plots import plot_confusion
 
@@ -39,14 +40,26 @@ def resolve_checkpoint(target: Path, which: str = "best") -> tuple[Path, Path | 
         if path.is_file():
             return path, target
         if os.path.lexists(path):
-            kind = "a dangling link" if not path.exists() else "a folder" if path.is_dir() else \
-                "a FIFO" if stat.S_ISFIFO(path.stat().st_mode) else "not a regular file"
-            raise UserError(f"{path} is {kind}, not a checkpoint; move it away or pick the other with "
-                            f"--checkpoint {'last' if which == 'best' else 'best'}.")
+            kind = (
+                "a dangling link"
+                if not path.exists()
+                else "a folder"
+                if path.is_dir()
+                else "a FIFO"
+                if stat.S_ISFIFO(path.stat().st_mode)
+                else "not a regular file"
+            )
+            raise UserError(
+                f"{path} is {kind}, not a checkpoint; move it away or pick the other with "
+                f"--checkpoint {'last' if which == 'best' else 'best'}."
+            )
         last = target / "checkpoints" / "last.safetensors"
         if which != "last" and last.is_file():
-            print(f"reglab: note: {target} has no checkpoints/{which}.safetensors; using last.safetensors.",
-                  file=sys.stderr, flush=True)
+            print(
+                f"reglab: note: {target} has no checkpoints/{which}.safetensors; using last.safetensors.",
+                file=sys.stderr,
+                flush=True,
+            )
             return last, target
         raise UserError(f"{target} has no checkpoints yet (checkpoints/{which}.safetensors); train it first.")
     if target.is_file():
@@ -72,24 +85,34 @@ def load_validated(target: Path, which: str = "best", device: str = "cpu") -> tu
         model.load_state_dict(state["model"])
     except RuntimeError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines()[1:4]]
-        raise UserError(f"{path}: the weights do not fit the model the checkpoint describes: "
-                        f"{'; '.join(lines)}.") from None
+        raise UserError(
+            f"{path}: the weights do not fit the model the checkpoint describes: {'; '.join(lines)}."
+        ) from None
     return model.to(device).eval(), info, path
 
 
 OUTPUTS = ("confusion_{split}.png", "reliability_{split}.png", "gap.png", "eval_{split}.json")
 
 
-def evaluate_command(target: Path, split: str = "test", data_overrides: list[str] = (), checkpoint: str = "best",
-                     out_dir: Path | None = None, tta: bool | None = None) -> dict[str, Any]:
+def evaluate_command(
+    target: Path,
+    split: str = "test",
+    data_overrides: list[str] = (),
+    checkpoint: str = "best",
+    out_dir: Path | None = None,
+    tta: bool | None = None,
+) -> dict[str, Any]:
     """Evaluate a run's checkpoint; ``tta=None`` follows the run's own ``train.tta`` setting.
 
     Writes ``eval_<split>.json`` (loss, accuracy, per-class accuracy, confusion matrix, ECE/NLL/calibration
     bins, train-test gap), ``confusion_<split>.png``, ``reliability_<split>.png`` and, for a run directory,
     ``gap.png`` (gap over epochs)."""
     model, meta, path = load_trained(target, checkpoint)
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file() \
+    run_dir = (
+        path.parent.parent
+        if path.parent.name == "checkpoints" and (path.parent.parent / "config.yaml").is_file()
         else None
+    )
     dest = out_dir or run_dir or path.parent
     for name in OUTPUTS:  # before any work: a linked output is refused, never written through
         refuse_links(dest / name.format(split=split), dest)
@@ -113,23 +136,33 @@ def evaluate_command(target: Path, split: str = "test", data_overrides: list[str
     res = evaluate(model, loader, tta=tta, translate=translate, keep=True, autocast=autocast)
     cm = confusion_matrix(chosen.labels, res.preds, data.num_classes)
     per_class = per_class_accuracy(cm)
-    out = {"checkpoint": str(path), "split": split, "tta": tta, "tta_translate": translate, "images": len(chosen),
-           "precision": precision_name(autocast),
-           "loss": round(res.loss, 5), "acc": round(res.acc, 3),
-           "per_class_acc": {c: round(a, 2) for c, a in zip(data.classes, per_class)},
-           "confusion_matrix": cm.tolist()}
+    out = {
+        "checkpoint": str(path),
+        "split": split,
+        "tta": tta,
+        "tta_translate": translate,
+        "images": len(chosen),
+        "precision": precision_name(autocast),
+        "loss": round(res.loss, 5),
+        "acc": round(res.acc, 3),
+        "per_class_acc": {c: round(a, 2) for c, a in zip(data.classes, per_class)},
+        "confusion_matrix": cm.tolist(),
+    }
     try:
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"cannot create {dest}: {exc.strerror or exc}.") from None
-    plot_confusion(cm.numpy(), data.classes, dest / f"confusion_{split}.png",
-                   title=f"{split}: {res.acc:.2f}% ({path.name})")
+    plot_confusion(
+        cm.numpy(), data.classes, dest / f"confusion_{split}.png", title=f"{split}: {res.acc:.2f}% ({path.name})"
+    )
     width = max(len(c) for c in data.classes)
     views = "" if not tta else f" (flip x +-{translate}px TTA, 6 views)" if translate else " (flip TTA)"
-    lines = [f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images{views}"
-             f", {precision_name(autocast)}",
-             *(f"  {c:<{width}} {a:6.2f}%" for c, a in zip(data.classes, per_class)),
-             f"confusion matrix: {dest / f'confusion_{split}.png'}"]
+    lines = [
+        f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images{views}"
+        f", {precision_name(autocast)}",
+        *(f"  {c:<{width}} {a:6.2f}%" for c, a in zip(data.classes, per_class)),
+        f"confusion matrix: {dest / f'confusion_{split}.png'}",
+    ]
     lines += _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir, path, autocast)
     atomic_write_text(dest / f"eval_{split}.json", json.dumps(out, indent=2) + "\n")
     out["_text"] = "\n".join(lines)
@@ -157,8 +190,10 @@ def _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir,
     sub = Split(data.train.images[idx], data.train.labels[idx])
     tr = evaluate(model, DeviceLoader(sub, 1000, meta["mean"], meta["std"]), tta=tta, autocast=autocast)
     out["gap"] = clean_train_gap(tr.acc, tr.loss, res.acc, res.loss, split, n)
-    lines.append(f"train-{split} gap: {out['gap']['acc_gap']:+.2f} points ({tr.acc:.2f}% on {n} un-augmented "
-                 f"training images vs {res.acc:.2f}%), loss gap {out['gap']['loss_gap']:+.4f}")
+    lines.append(
+        f"train-{split} gap: {out['gap']['acc_gap']:+.2f} points ({tr.acc:.2f}% on {n} un-augmented "
+        f"training images vs {res.acc:.2f}%), loss gap {out['gap']['loss_gap']:+.4f}"
+    )
     rows = RunDir(run_dir).read_metrics() if run_dir is not None else []
     if rows:
         cfg = load_run_config(run_dir)
@@ -174,11 +209,10 @@ def load_image(path: Path, size: int = 32) -> np.ndarray:
     Images up to PIL's hard decompression-bomb limit (about 179 megapixels) are read without a warning;
     larger ones are refused.
     """
+    import stat
     import warnings
 
     from PIL import Image, UnidentifiedImageError
-
-    import stat
 
     try:  # a FIFO, socket or device would block open() or read() forever
         mode = os.stat(path).st_mode
@@ -218,7 +252,9 @@ def load_image(path: Path, size: int = 32) -> np.ndarray:
     except PermissionError:
         raise ValueError("permission denied: the file is not readable (check its permissions)") from None
     except Image.DecompressionBombError as exc:
-        raise ValueError(f"image is too large to decode safely ({str(exc).split(',')[0]}); shrink it first") from None
+        raise ValueError(
+            f"image is too large to decode safely ({str(exc).split(',')[0]}); shrink it first"
+        ) from None
     except OSError as exc:
         if exc.errno is not None:  # the operating system failed to read it (I/O error, ...)
             raise ValueError(f"cannot read the file ({exc.strerror or exc})") from None
@@ -228,8 +264,9 @@ def load_image(path: Path, size: int = 32) -> np.ndarray:
 
 
 @torch.no_grad()
-def predict_command(target: Path, images: list[Path], top_k: int = 3,
-                    checkpoint: str = "best") -> tuple[list[dict[str, Any]], bool]:
+def predict_command(
+    target: Path, images: list[Path], top_k: int = 3, checkpoint: str = "best"
+) -> tuple[list[dict[str, Any]], bool]:
     if top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {top_k}.")
     model, info, _ = load_validated(target, checkpoint)
@@ -248,6 +285,12 @@ def predict_command(target: Path, images: list[Path], top_k: int = 3,
             continue
         probs = model((x - mean) / std).softmax(1)[0]
         p, idx = probs.topk(top_k)
-        results.append({"file": str(path), "top": [{"class": classes[i], "prob": round(float(q), 5)}
-                                                   for q, i in zip(p.tolist(), idx.tolist())]})
+        results.append(
+            {
+                "file": str(path),
+                "top": [
+                    {"class": classes[i], "prob": round(float(q), 5)} for q, i in zip(p.tolist(), idx.tolist())
+                ],
+            }
+        )
     return results, ok

@@ -6,6 +6,7 @@ directory stays the source of truth: the loggers only copy its rows. TensorBoard
 (then ``wandb sync`` is not needed), under project ``run.wandb_project``, with the run id kept in
 ``<run_dir>/wandb_id`` so a resumed run continues the same W&B run.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,13 +17,18 @@ from ..errors import UserError
 
 
 def _numeric(row: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and k != "epoch"}
+    return {
+        k: float(v)
+        for k, v in row.items()
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"
+    }
 
 
 def _missing(package: str, logger: str) -> UserError:
-    return UserError(f"run.loggers includes {logger} but the {package} package is not installed; "
-                     f"pip install 'reglab[loggers]' (or {package}), or drop {logger} from run.loggers.")
+    return UserError(
+        f"run.loggers includes {logger} but the {package} package is not installed; "
+        f"pip install 'reglab[loggers]' (or {package}), or drop {logger} from run.loggers."
+    )
 
 
 class TensorBoardLogger:
@@ -69,9 +75,16 @@ class WandbLogger:
         from ..train.checkpoint import atomic_write_text
 
         atomic_write_text(id_file, run_id, root=run.dir.path)
-        self.wb = wandb.init(project=self.project, id=run_id, resume="allow", name=run.dir.path.name,
-                             dir=str(run.dir.path), config=run.cfg.to_dict(),
-                             mode=os.environ.get("WANDB_MODE", "offline"), reinit="finish_previous")
+        self.wb = wandb.init(
+            project=self.project,
+            id=run_id,
+            resume="allow",
+            name=run.dir.path.name,
+            dir=str(run.dir.path),
+            config=run.cfg.to_dict(),
+            mode=os.environ.get("WANDB_MODE", "offline"),
+            reinit="finish_previous",
+        )
 
     def on_epoch_end(self, run, row) -> None:
         self.wb.log(_numeric(row), step=int(row["epoch"]))

@@ -1,4 +1,5 @@
 """Figures: training curves (as in the reports' figures) and the confusion matrix (matplotlib, Agg)."""
+
 from __future__ import annotations
 
 import time
@@ -45,8 +46,15 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: Path, title: st
         ax.set_yticks(range(k), classes)
         for i in range(k):
             for j in range(k):
-                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if norm[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if norm[i, j] > 0.5 else "black",
+                )
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title or "confusion matrix")
@@ -123,8 +131,10 @@ def save_figure(fig, path: Path, root: Path | None = None) -> Path:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {exc.strerror or exc}. Free some space or write elsewhere; "
-                        "files written earlier are unchanged.") from None
+        raise UserError(
+            f"cannot write {path}: {exc.strerror or exc}. Free some space or write elsewhere; "
+            "files written earlier are unchanged."
+        ) from None
     finally:
         plt.close(fig)
     fsync_dir(path.parent)
@@ -148,13 +158,23 @@ def plot_overlay(series: dict[str, list[list[dict[str, Any]]]], curves_path: Pat
         ep, ys = _mean_curve(runs, "train_loss")
         if ep:
             axes2[0].plot(ep, ys, **style)
-        gaps = [[{"epoch": r["epoch"], "gap": r["train_acc"] - r[f"{split}_acc"]} for r in rows
-                 if r.get("train_acc") is not None and r.get(f"{split}_acc") is not None] for rows in runs]
+        gaps = [
+            [
+                {"epoch": r["epoch"], "gap": r["train_acc"] - r[f"{split}_acc"]}
+                for r in rows
+                if r.get("train_acc") is not None and r.get(f"{split}_acc") is not None
+            ]
+            for rows in runs
+        ]
         ep, ys = _mean_curve(gaps, "gap")
         if ep:
             axes2[1].plot(ep, ys, **style)
-    labels = [(axes[0], f"{split} loss"), (axes[1], f"{split} accuracy (%)"), (axes2[0], "train loss"),
-              (axes2[1], f"train acc - {split} acc (points)")]
+    labels = [
+        (axes[0], f"{split} loss"),
+        (axes[1], f"{split} accuracy (%)"),
+        (axes2[0], "train loss"),
+        (axes2[1], f"train acc - {split} acc (points)"),
+    ]
     for ax, ylabel in labels:
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)

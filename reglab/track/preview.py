@@ -1,4 +1,5 @@
 """``reglab augment preview``: real training images as a recipe's pipeline (augmentations, mixing) sees them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,17 @@ def preview(cfg: Config, out: Path, n: int = 32, columns: int = 8, seed: int = 0
     data = load_splits(cfg.data)
     raw, normalized = build_transforms(cfg.aug)
     n = min(n, len(data.train))
-    loader = DeviceLoader(data.train, n, data.mean, data.std, shuffle=True, drop_last=True,
-                          uint8_transforms=raw, float_transforms=normalized, seed=seed)
+    loader = DeviceLoader(
+        data.train,
+        n,
+        data.mean,
+        data.std,
+        shuffle=True,
+        drop_last=True,
+        uint8_transforms=raw,
+        float_transforms=normalized,
+        seed=seed,
+    )
     x, y = next(iter(loader))
     targets = torch.nn.functional.one_hot(y, data.num_classes).float()
     if cfg.mix.enabled:
@@ -55,8 +65,11 @@ def _describe(cfg: Config) -> str:
     a, m = cfg.aug, cfg.mix
     parts = [aug.label(a) for aug in AUGMENTATIONS if aug.enabled(a)]
     if m.mixup_alpha or m.lam_x != "beta":
-        parts.append(f"mixup λx={m.lam_x}" + (f"(α={m.mixup_alpha:g})" if m.lam_x == "beta" else f"{m.lam_x_range}")
-                     + ("" if m.lam_y == "tied" else f" λy={m.lam_y}{m.lam_y_range if m.lam_y != 'beta' else ''}"))
+        parts.append(
+            f"mixup λx={m.lam_x}"
+            + (f"(α={m.mixup_alpha:g})" if m.lam_x == "beta" else f"{m.lam_x_range}")
+            + ("" if m.lam_y == "tied" else f" λy={m.lam_y}{m.lam_y_range if m.lam_y != 'beta' else ''}")
+        )
     if m.cutmix_alpha:
         parts.append(f"cutmix α={m.cutmix_alpha:g}")
     return ", ".join(parts) or "no augmentation"

@@ -1,4 +1,5 @@
 """Progress display as a training callback: a rich progress bar on a terminal, plain lines otherwise."""
+
 from __future__ import annotations
 
 import sys
@@ -6,8 +7,11 @@ import time
 
 
 def _fmt_row(row: dict, epochs: int) -> str:
-    parts = [f"epoch {row['epoch']:>3}/{epochs}", f"lr {row['lr']:.4g}",
-             f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%"]
+    parts = [
+        f"epoch {row['epoch']:>3}/{epochs}",
+        f"lr {row['lr']:.4g}",
+        f"train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}%",
+    ]
     if row.get("val_acc") is not None:
         parts.append(f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2f}%")
     if row.get("test_acc") is not None:
@@ -28,18 +32,34 @@ class Progress:
 
     def on_start(self, run) -> None:
         cfg = run.cfg
-        print(f"reglab: {cfg.run.name or 'run'} | {cfg.model.name} ({run.params / 1e6:.2f}M params, "
-              f"{run.gflops:.3f} GFLOPs/img) | {run.data.name}: {len(run.data.train)} train, "
-              f"{len(run.data.val) if run.data.val else 0} val, {len(run.data.test)} test | {run.device}, "
-              f"{run.precision} | "
-              f"{run.dir.path}", file=self.stream, flush=True)
+        print(
+            f"reglab: {cfg.run.name or 'run'} | {cfg.model.name} ({run.params / 1e6:.2f}M params, "
+            f"{run.gflops:.3f} GFLOPs/img) | {run.data.name}: {len(run.data.train)} train, "
+            f"{len(run.data.val) if run.data.val else 0} val, {len(run.data.test)} test | {run.device}, "
+            f"{run.precision} | "
+            f"{run.dir.path}",
+            file=self.stream,
+            flush=True,
+        )
         if self.live:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, \
-                TimeElapsedColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+            from rich.progress import Progress as RichProgress
 
-            self.bar = RichProgress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                                    TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                                    transient=True)
+            self.bar = RichProgress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
             self.bar.start()
             self.task = self.bar.add_task("train", total=run.steps_per_epoch, epoch=run.epoch + 1, info="")
         self.t0 = time.perf_counter()
@@ -51,8 +71,12 @@ class Progress:
             self.t0 = time.perf_counter()
         rate = (step - 1) * run.cfg.train.batch_size / max(time.perf_counter() - self.t0, 1e-9)
         lr = run.optimizer.param_groups[0]["lr"]
-        self.bar.update(self.task, completed=step, epoch=f"{run.epoch + 1}/{run.cfg.train.epochs}",
-                        info=f"loss {loss:.4f} acc {acc:.2f}% lr {lr:.4g} {rate:.0f} img/s")
+        self.bar.update(
+            self.task,
+            completed=step,
+            epoch=f"{run.epoch + 1}/{run.cfg.train.epochs}",
+            info=f"loss {loss:.4f} acc {acc:.2f}% lr {lr:.4g} {rate:.0f} img/s",
+        )
 
     def on_epoch_end(self, run, row: dict) -> None:
         line = _fmt_row(row, run.cfg.train.epochs)

@@ -15,6 +15,7 @@
 The evaluation curves use the test split when every run evaluated it at >= 2 epochs, else the validation
 split (CPU budgets evaluate the test set once, at the end); the figure says which.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,11 @@ METRICS = [
     ("wall_time_s", "time (s)", "wall_time_s"),
 ]
 # Derived metrics shown in the group table: the regime evidence (when the baseline overfit) and the gap.
-REGIME = [("train99_epoch", "train ≥99% at epoch"), ("val_loss_min_epoch", "val-loss min epoch"),
-          ("gap", "train−test gap")]
+REGIME = [
+    ("train99_epoch", "train ≥99% at epoch"),
+    ("val_loss_min_epoch", "val-loss min epoch"),
+    ("gap", "train−test gap"),
+]
 
 
 @dataclass
@@ -84,8 +88,9 @@ def find_run_dirs(paths: list[Path]) -> list[Path]:
         if _is_run(p):
             found.append(p)
             continue
-        inner = sorted({c.parent for c in p.rglob("config.yaml") if "checkpoints" not in c.parts and
-                        c.parent != p})
+        inner = sorted(
+            {c.parent for c in p.rglob("config.yaml") if "checkpoints" not in c.parts and c.parent != p}
+        )
         if not inner:
             raise UserError(f"{p} holds no reglab run directories (no config.yaml found under it).")
         found += inner
@@ -117,23 +122,35 @@ def load_record(path: Path) -> RunRecord:
         except ValueError:
             summary = None
     run_cfg = config.get("run", {}) if isinstance(config, dict) else {}
-    rec = RunRecord(path, str(run_cfg.get("name") or path.name), int(run_cfg.get("seed") or 0), config, metrics,
-                    summary)
+    rec = RunRecord(
+        path, str(run_cfg.get("name") or path.name), int(run_cfg.get("seed") or 0), config, metrics, summary
+    )
     rec.row = _row(rec)
     return rec
 
 
 def _row(rec: RunRecord) -> dict[str, Any]:
     s, last = rec.summary or {}, (rec.metrics[-1] if rec.metrics else {})
-    fallback = {"final_train_loss": last.get("train_loss"), "final_train_acc": last.get("train_acc"),
-                "final_val_acc": last.get("val_acc"), "test_loss": last.get("test_loss"),
-                "test_acc": last.get("test_acc"), "wall_time_s": last.get("wall_time_s")}
+    fallback = {
+        "final_train_loss": last.get("train_loss"),
+        "final_train_acc": last.get("train_acc"),
+        "final_val_acc": last.get("val_acc"),
+        "test_loss": last.get("test_loss"),
+        "test_acc": last.get("test_acc"),
+        "wall_time_s": last.get("wall_time_s"),
+    }
     vals = [r["val_acc"] for r in rec.metrics if r.get("val_acc") is not None]
     if vals:
         fallback["best_val_acc"] = max(vals)
         fallback["best_epoch"] = next(r["epoch"] for r in rec.metrics if r.get("val_acc") == max(vals))
-    row: dict[str, Any] = {"run": rec.path.name, "group": rec.group, "seed": rec.seed, "status": rec.status,
-                           "params": s.get("params"), "epochs": s.get("epochs", last.get("epoch"))}
+    row: dict[str, Any] = {
+        "run": rec.path.name,
+        "group": rec.group,
+        "seed": rec.seed,
+        "status": rec.status,
+        "params": s.get("params"),
+        "epochs": s.get("epochs", last.get("epoch")),
+    }
     for key, _, skey in METRICS:
         value = s.get(skey, fallback.get(skey))
         row[key] = None if value is None or (key == "best_val_acc" and value < 0) else value
@@ -219,7 +236,8 @@ def _md(columns: list[str], rows: list[list[Any]], align: str = "---:") -> list[
 def group_cells(g: dict[str, Any]) -> list[str]:
     """A group's cells: mean ± 95% CI half-width of every METRICS and REGIME column."""
     return [_pm(g[k], g[f"{k}_ci95"], _digits(k)) for k, _, _ in METRICS] + [
-        _pm(g[k], g[f"{k}_ci95"], 1) for k, _ in REGIME]
+        _pm(g[k], g[f"{k}_ci95"], 1) for k, _ in REGIME
+    ]
 
 
 GROUP_TITLES = [t for _, t, _ in METRICS] + [t for _, t in REGIME]
@@ -228,27 +246,45 @@ CLAIM_COLUMNS = ["claim", "source", "metric", "effect of", "expected", "n", "eff
 
 
 def reference_cells(row: dict[str, Any]) -> list[Any]:
-    return [row["group"], row["pairs"]] + [c for k, _ in COMPARED for c in (row[f"{k}_diff"],
-                                                                             row[f"{k}_verdict"])]
+    return [row["group"], row["pairs"]] + [c for k, _ in COMPARED for c in (row[f"{k}_diff"], row[f"{k}_verdict"])]
 
 
-def markdown_tables(records: list[RunRecord], groups: list[dict[str, Any]],
-                    ref_rows: list[dict[str, Any]] | None = None, reference: str | None = None,
-                    claims: list[dict[str, Any]] | None = None) -> str:
+def markdown_tables(
+    records: list[RunRecord],
+    groups: list[dict[str, Any]],
+    ref_rows: list[dict[str, Any]] | None = None,
+    reference: str | None = None,
+    claims: list[dict[str, Any]] | None = None,
+) -> str:
     titles = [t for _, t, _ in METRICS]
-    out = _md(["group", "n", "params", *GROUP_TITLES],
-              [[g["group"], g["n"], f"{g['params']:,}" if isinstance(g["params"], int) else "—", *group_cells(g)]
-               for g in groups])
+    out = _md(
+        ["group", "n", "params", *GROUP_TITLES],
+        [
+            [g["group"], g["n"], f"{g['params']:,}" if isinstance(g["params"], int) else "—", *group_cells(g)]
+            for g in groups
+        ],
+    )
     if ref_rows:
-        out += ["", f"Each group against **{reference}**, paired by seed: mean difference (group − {reference}) "
-                "with its 95% Student-t interval; *better*/*worse* when the interval excludes zero.", "",
-                *_md(REF_TITLES, [reference_cells(r) for r in ref_rows])]
+        out += [
+            "",
+            f"Each group against **{reference}**, paired by seed: mean difference (group − {reference}) "
+            "with its 95% Student-t interval; *better*/*worse* when the interval excludes zero.",
+            "",
+            *_md(REF_TITLES, [reference_cells(r) for r in ref_rows]),
+        ]
     if claims:
-        out += ["", "Claims tested (verdict: *reproduced* when the 95% interval of the effect excludes zero in "
-                "the expected direction, *contradicted* when it excludes zero the other way):", "",
-                *_md(CLAIM_COLUMNS, [[r[c] for c in CLAIM_COLUMNS] for r in claims], "---")]
-    out += ["", "| run | seed | status | " + " | ".join(titles) + " |",
-            "| --- | ---: | --- | " + " | ".join("---:" for _ in titles) + " |"]
+        out += [
+            "",
+            "Claims tested (verdict: *reproduced* when the 95% interval of the effect excludes zero in "
+            "the expected direction, *contradicted* when it excludes zero the other way):",
+            "",
+            *_md(CLAIM_COLUMNS, [[r[c] for c in CLAIM_COLUMNS] for r in claims], "---"),
+        ]
+    out += [
+        "",
+        "| run | seed | status | " + " | ".join(titles) + " |",
+        "| --- | ---: | --- | " + " | ".join("---:" for _ in titles) + " |",
+    ]
     for r in records:
         cells = [_pm(r.row.get(k), None, _digits(k)) for k, _, _ in METRICS]
         out.append(f"| {r.row['run']} | {r.seed} | {r.status} | " + " | ".join(cells) + " |")
@@ -283,8 +319,9 @@ def config_differences(records: list[RunRecord]) -> list[str]:
     return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
 
 
-def write_report(paths: list[Path], out: Path, title: str | None = None,
-                 reference: str | None = None) -> dict[str, Path]:
+def write_report(
+    paths: list[Path], out: Path, title: str | None = None, reference: str | None = None
+) -> dict[str, Path]:
     """Write the tables, figures and HTML page for the runs under ``paths`` into ``out``. ``reference`` (a
     group) defaults to the study file's ``reference:``, else the first group."""
     from .plots import plot_overlay
@@ -294,8 +331,9 @@ def write_report(paths: list[Path], out: Path, title: str | None = None,
     rows_by_group = {g: [{"seed": r.seed, **r.row} for r in recs] for g, recs in by_group(records).items()}
     reference = reference or settings.get("reference") or next(iter(rows_by_group))
     if reference not in rows_by_group:
-        raise UserError(f"reference group {reference!r} is not among the runs' groups: "
-                        f"{', '.join(rows_by_group)}.")
+        raise UserError(
+            f"reference group {reference!r} is not among the runs' groups: {', '.join(rows_by_group)}."
+        )
     ref_rows = reference_rows(rows_by_group, reference) if len(rows_by_group) > 1 else []
     claims = claim_rows(rows_by_group, settings.get("claims")) if settings.get("claims") else []
     out = Path(out)
@@ -304,19 +342,35 @@ def write_report(paths: list[Path], out: Path, title: str | None = None,
     except OSError as exc:
         raise UserError(f"cannot create report folder {out}: {exc.strerror}.") from None
     groups = group_rows(records)
-    files = {"markdown": out / "report.md", "groups_csv": out / "groups.csv", "runs_csv": out / "runs.csv",
-             "comparison_csv": out / "comparison.csv", "curves": out / "curves.png", "gap": out / "gap.png",
-             "html": out / "report.html"}
+    files = {
+        "markdown": out / "report.md",
+        "groups_csv": out / "groups.csv",
+        "runs_csv": out / "runs.csv",
+        "comparison_csv": out / "comparison.csv",
+        "curves": out / "curves.png",
+        "gap": out / "gap.png",
+        "html": out / "report.html",
+    }
     if claims:
         files["claims_csv"] = out / "claims.csv"
         atomic_write_text(files["claims_csv"], _csv(claims, [*CLAIM_COLUMNS[:-1], "lo", "hi", "verdict"]))
     metric_cols = [k for k, _, _ in METRICS] + list(DERIVED)
-    atomic_write_text(files["groups_csv"], _csv(groups, ["group", "n", "params"] + [
-        c for k in metric_cols for c in (k, f"{k}_std", f"{k}_ci95")]))
-    atomic_write_text(files["comparison_csv"], _csv(ref_rows, ["group", "reference", "pairs"] + [
-        c for k, _ in COMPARED for c in (f"{k}_mean", f"{k}_lo", f"{k}_hi", f"{k}_verdict")]))
-    atomic_write_text(files["runs_csv"], _csv([r.row for r in records], ["run", "group", "seed", "status",
-                                                                          "params", "epochs", *metric_cols]))
+    atomic_write_text(
+        files["groups_csv"],
+        _csv(groups, ["group", "n", "params"] + [c for k in metric_cols for c in (k, f"{k}_std", f"{k}_ci95")]),
+    )
+    atomic_write_text(
+        files["comparison_csv"],
+        _csv(
+            ref_rows,
+            ["group", "reference", "pairs"]
+            + [c for k, _ in COMPARED for c in (f"{k}_mean", f"{k}_lo", f"{k}_hi", f"{k}_verdict")],
+        ),
+    )
+    atomic_write_text(
+        files["runs_csv"],
+        _csv([r.row for r in records], ["run", "group", "seed", "status", "params", "epochs", *metric_cols]),
+    )
     series = {}
     for rec in records:
         series.setdefault(rec.group, []).append(rec.metrics)
@@ -324,26 +378,54 @@ def write_report(paths: list[Path], out: Path, title: str | None = None,
     title = title or "reglab report: " + ", ".join(sorted({p.name for p in map(Path, paths)}))
     tables = markdown_tables(records, groups, ref_rows, reference, claims)
     diff = config_differences(records)
-    md = [f"# {title}", "", f"{len(records)} runs in {len(groups)} groups; mean ± 95% confidence interval "
-          f"(Student t over the n seeds; the mean alone for n = 1). Curves use the {split} split.", "", tables,
-          "![curves](curves.png)", "", "![gap](gap.png)", ""]
+    md = [
+        f"# {title}",
+        "",
+        f"{len(records)} runs in {len(groups)} groups; mean ± 95% confidence interval "
+        f"(Student t over the n seeds; the mean alone for n = 1). Curves use the {split} split.",
+        "",
+        tables,
+        "![curves](curves.png)",
+        "",
+        "![gap](gap.png)",
+        "",
+    ]
     atomic_write_text(files["markdown"], "\n".join(md))
 
-    group_html = H.html_table(["group", "n", "params", *GROUP_TITLES],
-                              [[g["group"], g["n"], g["params"], *group_cells(g)] for g in groups], cls="groups")
-    ref_html = (f"<p>Mean difference (group − {H.escape(reference)}) over seeds paired by run.seed, with its 95% "
-                "Student-t interval; <em>better</em>/<em>worse</em> when the interval excludes zero.</p>" +
-                H.html_table(REF_TITLES, [reference_cells(r) for r in ref_rows], cls="reference"))
-    claims_html = ("<p>Verdict: <em>reproduced</em> when the 95% interval of the effect excludes zero in the "
-                   "expected direction (for <em>same</em>: lies inside ± the margin), <em>contradicted</em> when "
-                   "it excludes zero the other way, else <em>inconclusive</em>.</p>" +
-                   H.html_table(CLAIM_COLUMNS, [[r[c] for c in CLAIM_COLUMNS] for r in claims], cls="claims"))
+    group_html = H.html_table(
+        ["group", "n", "params", *GROUP_TITLES],
+        [[g["group"], g["n"], g["params"], *group_cells(g)] for g in groups],
+        cls="groups",
+    )
+    ref_html = (
+        f"<p>Mean difference (group − {H.escape(reference)}) over seeds paired by run.seed, with its 95% "
+        "Student-t interval; <em>better</em>/<em>worse</em> when the interval excludes zero.</p>"
+        + H.html_table(REF_TITLES, [reference_cells(r) for r in ref_rows], cls="reference")
+    )
+    claims_html = (
+        "<p>Verdict: <em>reproduced</em> when the 95% interval of the effect excludes zero in the "
+        "expected direction (for <em>same</em>: lies inside ± the margin), <em>contradicted</em> when "
+        "it excludes zero the other way, else <em>inconclusive</em>.</p>"
+        + H.html_table(CLAIM_COLUMNS, [[r[c] for c in CLAIM_COLUMNS] for r in claims], cls="claims")
+    )
     run_cols = ["run", "group", "seed", "status", "params"] + [t for _, t, _ in METRICS]
-    run_html = H.html_table(run_cols, [[r.row["run"], r.group, r.seed, r.status, r.row.get("params")] +
-                                       [r.row.get(k) for k, _, _ in METRICS] for r in records], cls="runs")
-    diff_html = (H.html_table(["run", *diff], [[r.row["run"]] + [flatten_tree(r.config).get(k) for k in diff]
-                                               for r in records], cls="diff")
-                 if diff else "<p>All runs share one config (apart from names and paths).</p>")
+    run_html = H.html_table(
+        run_cols,
+        [
+            [r.row["run"], r.group, r.seed, r.status, r.row.get("params")] + [r.row.get(k) for k, _, _ in METRICS]
+            for r in records
+        ],
+        cls="runs",
+    )
+    diff_html = (
+        H.html_table(
+            ["run", *diff],
+            [[r.row["run"]] + [flatten_tree(r.config).get(k) for k in diff] for r in records],
+            cls="diff",
+        )
+        if diff
+        else "<p>All runs share one config (apart from names and paths).</p>"
+    )
     per_run = []
     for rec in records:
         inner = [f"<p class='muted'>{H.escape(rec.path)}</p>"]
@@ -352,12 +434,19 @@ def write_report(paths: list[Path], out: Path, title: str | None = None,
                 inner.append(H.embed_png(rec.path / png, f"{rec.row['run']} {png}"))
         inner.append(H.pre(yaml.safe_dump(rec.config, sort_keys=False)))
         per_run.append(H.details(f"{rec.row['run']} — {rec.status}", "".join(inner)))
-    sections = [("Groups (mean ± 95% CI over seeds)", group_html),
-                *([(f"Against {reference} (paired by seed)", ref_html)] if ref_rows else []),
-                *([("Claims tested", claims_html)] if claims else []), ("Runs", run_html),
-                (f"Curves ({split} split)", H.embed_png(files["curves"], "curves") + H.embed_png(files["gap"],
-                                                                                                "gap")),
-                ("What differs between runs", diff_html), ("Each run: curves and config", "".join(per_run))]
-    H.write_page(files["html"], title, sections,
-                 subtitle=f"{len(records)} runs, {len(groups)} groups · written {time.strftime('%Y-%m-%d %H:%M')}")
+    sections = [
+        ("Groups (mean ± 95% CI over seeds)", group_html),
+        *([(f"Against {reference} (paired by seed)", ref_html)] if ref_rows else []),
+        *([("Claims tested", claims_html)] if claims else []),
+        ("Runs", run_html),
+        (f"Curves ({split} split)", H.embed_png(files["curves"], "curves") + H.embed_png(files["gap"], "gap")),
+        ("What differs between runs", diff_html),
+        ("Each run: curves and config", "".join(per_run)),
+    ]
+    H.write_page(
+        files["html"],
+        title,
+        sections,
+        subtitle=f"{len(records)} runs, {len(groups)} groups · written {time.strftime('%Y-%m-%d %H:%M')}",
+    )
     return files

@@ -9,6 +9,7 @@ then the t interval of the mean of d over the n pairs,
 (Student, 1908). Pairing removes the seed-to-seed spread the two groups share, so it resolves smaller
 effects than comparing two unpaired means. With one pair there is no interval and no verdict.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,38 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 # Two-sided 95% quantiles t_{0.975, df} for df = 1..30 (checked against scipy.stats.t.ppf in the tests).
-_T975 = [12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-         2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-         2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423]
+_T975 = [
+    12.7062,
+    4.3027,
+    3.1824,
+    2.7764,
+    2.5706,
+    2.4469,
+    2.3646,
+    2.3060,
+    2.2622,
+    2.2281,
+    2.2010,
+    2.1788,
+    2.1604,
+    2.1448,
+    2.1314,
+    2.1199,
+    2.1098,
+    2.1009,
+    2.0930,
+    2.0860,
+    2.0796,
+    2.0739,
+    2.0687,
+    2.0639,
+    2.0595,
+    2.0555,
+    2.0518,
+    2.0484,
+    2.0452,
+    2.0423,
+]
 
 BETTER, WORSE, NO_DIFFERENCE = "better", "worse", "no detectable difference"
 
@@ -89,8 +119,9 @@ def verdict(diff: Interval | None, higher_is_better: bool = True) -> str:
     return NO_DIFFERENCE
 
 
-def bootstrap_mean_interval(values: Iterable[float | None], replicates: int = 1000,
-                            seed: int = 0) -> tuple[float, float, float] | None:
+def bootstrap_mean_interval(
+    values: Iterable[float | None], replicates: int = 1000, seed: int = 0
+) -> tuple[float, float, float] | None:
     """(mean, lo, hi): the mean of ``values`` and its 95% percentile-bootstrap interval (Efron & Tibshirani,
     1993), for numbers that are not seeds (directions, image pairs); None and NaN dropped, None if empty."""
     import numpy as np

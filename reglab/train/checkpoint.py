@@ -16,6 +16,7 @@ it (checkpoints only: :func:`save_checkpoint` asks :func:`atomic_write_bytes` fo
 and summary writes are not slowed), so a crash test can kill a process in the middle of a checkpoint write
 (tests/test_kill_resume.py).
 """
+
 from __future__ import annotations
 
 import json
@@ -147,9 +148,15 @@ def write_file(fd: int, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def atomic_write_bytes(path: Path, data: bytes, root: Path | None = None, what: str = "",
-                       advice: str = "files written earlier are unchanged", root_must_exist: bool = False,
-                       pause: bool = False) -> None:
+def atomic_write_bytes(
+    path: Path,
+    data: bytes,
+    root: Path | None = None,
+    what: str = "",
+    advice: str = "files written earlier are unchanged",
+    root_must_exist: bool = False,
+    pause: bool = False,
+) -> None:
     """Write ``data`` to ``path`` via a new temporary file, fsync and rename (all or nothing). Neither ``path``
     nor a folder between ``root`` (default: its parent) and it may be a symbolic link; missing folders below
     ``root`` are created (and removed again if the write fails). ``root_must_exist``: ``root`` is a run
@@ -173,8 +180,10 @@ def atomic_write_bytes(path: Path, data: bytes, root: Path | None = None, what: 
                 folder.rmdir()
             except OSError:
                 pass
-        raise UserError(f"cannot write {what + ' ' if what else ''}{path}: {exc.strerror or exc}. Free some space or "
-                        f"choose another run.dir; {advice}.") from None
+        raise UserError(
+            f"cannot write {what + ' ' if what else ''}{path}: {exc.strerror or exc}. Free some space or "
+            f"choose another run.dir; {advice}."
+        ) from None
     fsync_dir(path.parent)
 
 
@@ -192,8 +201,15 @@ def save_checkpoint(path: Path, state: dict[str, Any], root: Path | None = None)
         data = serialize(tensors, metadata=meta)
     except SafetensorError as exc:
         raise UserError(f"cannot write checkpoint {path}: {exc}.") from None
-    atomic_write_bytes(path, data, root, what="checkpoint", advice="the previous checkpoint is unchanged",
-                       root_must_exist=root is not None, pause=True)
+    atomic_write_bytes(
+        path,
+        data,
+        root,
+        what="checkpoint",
+        advice="the previous checkpoint is unchanged",
+        root_must_exist=root is not None,
+        pause=True,
+    )
 
 
 def _shape(t: Any) -> str:
@@ -206,26 +222,40 @@ def state_mismatch(expected: dict[str, torch.Tensor], saved: dict[str, Any], lim
     parts = []
     missing = [k for k in expected if k not in saved]
     extra = [k for k in saved if k not in expected]
-    shapes = [f"{k} {_shape(saved[k])} vs {_shape(v)}" for k, v in expected.items()
-              if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != v.shape)]
-    for label, items in (("shape (checkpoint vs model)", shapes), ("missing in checkpoint", missing),
-                         ("not in model", extra)):
+    shapes = [
+        f"{k} {_shape(saved[k])} vs {_shape(v)}"
+        for k, v in expected.items()
+        if k in saved and (not isinstance(saved[k], torch.Tensor) or saved[k].shape != v.shape)
+    ]
+    for label, items in (
+        ("shape (checkpoint vs model)", shapes),
+        ("missing in checkpoint", missing),
+        ("not in model", extra),
+    ):
         if items:
             more = f", ... ({len(items) - limit} more)" if len(items) > limit else ""
             parts.append(f"{label}: {', '.join(items[:limit])}{more}")
     return "; ".join(parts)
 
 
-def run_mismatch(state: dict[str, Any], model_cfg: dict[str, Any], num_classes: int, optimizer: str,
-                 model_state: dict[str, torch.Tensor]) -> list[str]:
+def run_mismatch(
+    state: dict[str, Any],
+    model_cfg: dict[str, Any],
+    num_classes: int,
+    optimizer: str,
+    model_state: dict[str, torch.Tensor],
+) -> list[str]:
     """How a checkpoint's model config, class count and optimizer differ from a run's ("checkpoint vs run"),
     and, when those agree, its model tensors from ``model_state``; empty when the checkpoint fits."""
     meta = state.get("meta") or {}
     diffs = []
     saved = meta.get("model")
     if isinstance(saved, dict):
-        diffs += [f"model.{k} {saved.get(k)!r} vs {model_cfg.get(k)!r}" for k in sorted(set(saved) | set(model_cfg))
-                  if saved.get(k) != model_cfg.get(k)]
+        diffs += [
+            f"model.{k} {saved.get(k)!r} vs {model_cfg.get(k)!r}"
+            for k in sorted(set(saved) | set(model_cfg))
+            if saved.get(k) != model_cfg.get(k)
+        ]
     if "num_classes" in meta and meta["num_classes"] != num_classes:
         diffs.append(f"{meta['num_classes']} vs {num_classes} classes")
     if "optimizer" in meta and meta["optimizer"] != optimizer:
@@ -247,14 +277,18 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str,
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist.") from None
     except (SafetensorError, OSError, ValueError) as exc:
-        raise UserError(f"{path} is not a readable reglab checkpoint ({exc}). reglab reads only its own "
-                        "safetensors checkpoints; pickled .pt files are refused on purpose.") from None
+        raise UserError(
+            f"{path} is not a readable reglab checkpoint ({exc}). reglab reads only its own "
+            "safetensors checkpoints; pickled .pt files are refused on purpose."
+        ) from None
     if meta.get("format") != FORMAT or "reglab" not in meta:
         raise UserError(f"{path} is a safetensors file but not a reglab checkpoint (no reglab metadata).")
     text = meta["reglab"]
     if len(text) > MAX_METADATA_CHARS:
-        raise UserError(f"{path} is not a valid reglab checkpoint: metadata is {len(text)} characters (at most "
-                        f"{MAX_METADATA_CHARS}). Use another checkpoint (e.g. --checkpoint last) or retrain.")
+        raise UserError(
+            f"{path} is not a valid reglab checkpoint: metadata is {len(text)} characters (at most "
+            f"{MAX_METADATA_CHARS}). Use another checkpoint (e.g. --checkpoint last) or retrain."
+        )
     reason = ""
     try:
         tree = json.loads(text)
@@ -268,8 +302,10 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> dict[str,
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = f"cannot be decoded ({exc!r})"
     if reason:
-        raise UserError(f"{path} is not a valid reglab checkpoint: metadata {reason[:300]}; it cannot be loaded. "
-                        "Use another checkpoint (e.g. --checkpoint last) or retrain.")
+        raise UserError(
+            f"{path} is not a valid reglab checkpoint: metadata {reason[:300]}; it cannot be loaded. "
+            "Use another checkpoint (e.g. --checkpoint last) or retrain."
+        )
     return state
 
 

@@ -10,6 +10,7 @@ real model built, from the validated description. Every violation is one :class:
 ``train --resume`` reads (counters, schedule length; the optimizer, scheduler, loader and RNG states are checked
 by the objects that load them, whose errors become the same kind of message).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,6 +35,7 @@ MAX_KERNEL = 15
 @dataclasses.dataclass
 class Inference:
     """What a checkpoint tells eval/predict/export, validated."""
+
     model: ModelConfig
     num_classes: int
     classes: list[str]
@@ -43,9 +45,14 @@ class Inference:
     epoch: int | None
 
     def meta(self) -> dict[str, Any]:
-        return {"classes": self.classes, "num_classes": self.num_classes, "mean": self.mean, "std": self.std,
-                "model": {f.name: getattr(self.model, f.name) for f in dataclasses.fields(self.model)},
-                "dataset": self.dataset}
+        return {
+            "classes": self.classes,
+            "num_classes": self.num_classes,
+            "mean": self.mean,
+            "std": self.std,
+            "model": {f.name: getattr(self.model, f.name) for f in dataclasses.fields(self.model)},
+            "dataset": self.dataset,
+        }
 
 
 class Invalid(UserError):
@@ -53,8 +60,10 @@ class Invalid(UserError):
 
 
 def _fail(path: Path, field: str, problem: str) -> Invalid:
-    return Invalid(f"{path} is not a valid reglab checkpoint: {field} {problem}. Use another checkpoint or "
-                   "retrain; reglab does not use a checkpoint it cannot check.")
+    return Invalid(
+        f"{path} is not a valid reglab checkpoint: {field} {problem}. Use another checkpoint or "
+        "retrain; reglab does not use a checkpoint it cannot check."
+    )
 
 
 def _short(value: Any) -> str:
@@ -100,10 +109,18 @@ def _model_config(path: Path, raw: Any) -> ModelConfig:
     for key, cap in (("channels", MAX_WIDTH), ("blocks", MAX_BLOCKS)):
         val = getattr(cfg, key)
         if val is not None and (len(val) > MAX_STAGES or max(val) > cap):
-            raise _fail(path, f"meta.model.{key}", f"= {_short(val)} is out of bounds (at most {MAX_STAGES} "
-                        f"stages of at most {cap})")
-    for key, cap in (("stem_width", MAX_WIDTH), ("kernel_size", MAX_KERNEL), ("skip_kernel", MAX_KERNEL),
-                     ("pool_size", 32), ("stem_stride", 4)):
+            raise _fail(
+                path,
+                f"meta.model.{key}",
+                f"= {_short(val)} is out of bounds (at most {MAX_STAGES} stages of at most {cap})",
+            )
+    for key, cap in (
+        ("stem_width", MAX_WIDTH),
+        ("kernel_size", MAX_KERNEL),
+        ("skip_kernel", MAX_KERNEL),
+        ("pool_size", 32),
+        ("stem_stride", 4),
+    ):
         val = getattr(cfg, key)
         if val is not None and not 1 <= val <= cap:
             raise _fail(path, f"meta.model.{key}", f"= {val} is outside [1, {cap}]")
@@ -118,8 +135,11 @@ def check_model_tensors(path: Path, cfg: ModelConfig, num_classes: int, weights:
     from ..models import build
     from .checkpoint import state_mismatch
 
-    if not isinstance(weights, dict) or not weights or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items()):
+    if (
+        not isinstance(weights, dict)
+        or not weights
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in weights.items())
+    ):
         raise _fail(path, "model", "must be a mapping of parameter names to tensors")
     try:
         with torch.device("meta"):
@@ -127,7 +147,9 @@ def check_model_tensors(path: Path, cfg: ModelConfig, num_classes: int, weights:
     except UserError as exc:
         raise _fail(path, "meta.model:", str(exc).rstrip(".")) from None
     except (ValueError, TypeError, RuntimeError, IndexError, ZeroDivisionError) as exc:
-        raise _fail(path, "meta.model", f"describes no buildable model ({str(exc).splitlines()[0][:200]})") from None
+        raise _fail(
+            path, "meta.model", f"describes no buildable model ({str(exc).splitlines()[0][:200]})"
+        ) from None
     found = state_mismatch(skeleton.state_dict(), weights)
     if found:
         raise _fail(path, "model", f"weights do not fit the model its metadata describes ({found})")
@@ -136,8 +158,9 @@ def check_model_tensors(path: Path, cfg: ModelConfig, num_classes: int, weights:
 def inference_fields(state: dict[str, Any], path: Path) -> Inference:
     meta = state.get("meta")
     if not isinstance(meta, dict) or "model" not in meta:
-        raise _fail(path, "meta", "is missing or lacks the model description (it was not written by "
-                    "`reglab train`)")
+        raise _fail(
+            path, "meta", "is missing or lacks the model description (it was not written by `reglab train`)"
+        )
     cfg = _model_config(path, meta.get("model"))
     n = _int(path, "meta.num_classes", meta.get("num_classes"), 2, MAX_CLASSES)
     classes = meta.get("classes")
@@ -165,14 +188,18 @@ def inference_fields(state: dict[str, Any], path: Path) -> Inference:
 def resume_fields(state: dict[str, Any], path: Path) -> dict[str, Any]:
     """The counters and parts ``train --resume`` reads, validated; the model description as for inference."""
     inference_fields(state, path)
-    out = {"epoch": _int(path, "epoch", state.get("epoch"), 0, 10**9),
-           "step": _int(path, "step", state.get("step"), 0, 10**15),
-           "elapsed": _float(path, "elapsed", state.get("elapsed"))}
+    out = {
+        "epoch": _int(path, "epoch", state.get("epoch"), 0, 10**9),
+        "step": _int(path, "step", state.get("step"), 0, 10**15),
+        "elapsed": _float(path, "elapsed", state.get("elapsed")),
+    }
     best = state.get("best")
     if not isinstance(best, dict):
         raise _fail(path, "best", f"must be a mapping {{val_acc, epoch}}, not {_short(best)}")
-    out["best"] = {"val_acc": _float(path, "best.val_acc", best.get("val_acc")),
-                   "epoch": _int(path, "best.epoch", best.get("epoch"), 0, out["epoch"])}
+    out["best"] = {
+        "val_acc": _float(path, "best.val_acc", best.get("val_acc")),
+        "epoch": _int(path, "best.epoch", best.get("epoch"), 0, out["epoch"]),
+    }
     for key in ("optimizer", "scheduler", "loader", "rng"):
         if not isinstance(state.get(key), dict):
             raise _fail(path, key, f"must be a mapping, not {_short(state.get(key))}")

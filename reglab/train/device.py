@@ -1,5 +1,6 @@
 """Where a run computes, in which precision, and how its randomness is seeded, saved and restored (with its
 checkpoints)."""
+
 from __future__ import annotations
 
 import functools
@@ -18,8 +19,10 @@ def select_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"run.device={name} but this machine has no usable CUDA GPU (torch {torch.__version__}); "
-                        "use run.device=cpu or run.device=auto.")
+        raise UserError(
+            f"run.device={name} but this machine has no usable CUDA GPU (torch {torch.__version__}); "
+            "use run.device=cpu or run.device=auto."
+        )
     if name == "mps" and not torch.backends.mps.is_available():
         raise UserError("run.device=mps but MPS is not available here; use run.device=cpu.")
     return torch.device(name)

@@ -25,6 +25,7 @@ Conventions (see docs/reliability.md):
   batch-norm buffers (and EMA) are broadcast, so every rank holds exactly the model rank 0 saves.
 * Only rank 0 writes the run directory; on ``--resume`` every rank reads the checkpoint.
 """
+
 from __future__ import annotations
 
 import gc
@@ -41,8 +42,21 @@ from ..data.datasets import Split
 from ..data.loader import epoch_seed
 from ..errors import UserError
 
-__all__ = ["Dist", "setup", "teardown", "all_sum", "any_rank", "agree", "broadcast_text", "broadcast_state",
-           "wrap", "shard", "SyncBatchNormCPU", "convert_sync_batchnorm", "epoch_seed"]
+__all__ = [
+    "Dist",
+    "setup",
+    "teardown",
+    "all_sum",
+    "any_rank",
+    "agree",
+    "broadcast_text",
+    "broadcast_state",
+    "wrap",
+    "shard",
+    "SyncBatchNormCPU",
+    "convert_sync_batchnorm",
+    "epoch_seed",
+]
 
 
 @dataclass
@@ -88,15 +102,18 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
         return Dist(device=device), device
     if device.type == "cuda":
         if local >= torch.cuda.device_count():
-            raise UserError(f"LOCAL_RANK={local} but this machine has {torch.cuda.device_count()} GPUs; start "
-                            "torchrun with --nproc_per_node at most the number of GPUs.")
+            raise UserError(
+                f"LOCAL_RANK={local} but this machine has {torch.cuda.device_count()} GPUs; start "
+                "torchrun with --nproc_per_node at most the number of GPUs."
+            )
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     elif device.type != "cpu":
         raise UserError(f"multi-process training runs on CPU (gloo) or CUDA (NCCL), not on {device.type}.")
     if owns:
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", device_id=device
-                                if device.type == "cuda" else None)
+        dist.init_process_group(
+            "nccl" if device.type == "cuda" else "gloo", device_id=device if device.type == "cuda" else None
+        )
     return Dist(world, rank, local, device, owns), device
 
 
@@ -122,8 +139,14 @@ def teardown(d: Dist, clean: bool = True) -> None:
 
 def all_sum(values: Sequence[float | torch.Tensor], d: Dist) -> list[float]:
     """Sum each value over the ranks with one all-reduce (float64); plain floats in, floats out."""
-    t = torch.stack([v.detach().to(d.device, torch.float64).reshape(()) if isinstance(v, torch.Tensor)
-                     else torch.tensor(float(v), dtype=torch.float64, device=d.device) for v in values])
+    t = torch.stack(
+        [
+            v.detach().to(d.device, torch.float64).reshape(())
+            if isinstance(v, torch.Tensor)
+            else torch.tensor(float(v), dtype=torch.float64, device=d.device)
+            for v in values
+        ]
+    )
     if d.enabled:
         dist.all_reduce(t)
     return t.tolist()
@@ -141,8 +164,10 @@ def any_rank(flag: bool, d: Dist) -> bool:
 def agree(error: BaseException | None, d: Dist) -> None:
     """Raise on every rank when any rank failed: a rank re-raises its own error, the others a short one."""
     if any_rank(error is not None, d) and error is None:
-        raise UserError("another process of this torchrun job stopped with an error (see its message); "
-                        f"rank {d.rank} stops too.")
+        raise UserError(
+            "another process of this torchrun job stopped with an error (see its message); "
+            f"rank {d.rank} stops too."
+        )
     if error is not None:
         raise error
 
@@ -171,7 +196,7 @@ def shard(split: Split | None, d: Dist) -> Split | None:
     """Rank ``d.rank``'s share of an evaluation split (every ``world``-th image)."""
     if split is None or not d.enabled:
         return split
-    return Split(split.images[d.rank::d.world], split.labels[d.rank::d.world])
+    return Split(split.images[d.rank :: d.world], split.labels[d.rank :: d.world])
 
 
 def wrap(model: nn.Module, d: Dist) -> nn.Module:
@@ -246,8 +271,9 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     out = module
     if isinstance(module, _BatchNorm) and not isinstance(module, SyncBatchNormCPU):
-        out = SyncBatchNormCPU(module.num_features, module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
+        out = SyncBatchNormCPU(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         if module.affine:
             out.weight, out.bias = module.weight, module.bias
         out.running_mean, out.running_var = module.running_mean, module.running_var

@@ -6,6 +6,7 @@ so early averages are not dominated by the random initialization. Batch-norm run
 averaged too (``use_buffers=True``, as timm's ModelEma does), so the EMA model is evaluated with statistics
 that match its weights; the integer ``num_batches_tracked`` is copied.
 """
+
 from __future__ import annotations
 
 import torch

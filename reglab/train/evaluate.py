@@ -1,4 +1,5 @@
 """Evaluation: loss/accuracy over a loader (optionally with flip TTA), per-class accuracy, confusion matrix."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ def predict_logits(model: nn.Module, x: torch.Tensor, tta: bool = False, transla
     """Logits; with ``tta`` the mean of the logits of the image and its mirror image; with ``translate=k`` too,
     airbench's (Jordan, 2024) six views: ``0.5 * m(x) + 0.25 * (m(x shifted by (-k,-k)) + m(x shifted by
     (k,k)))``, where ``m`` is the flip-averaged prediction and shifts use reflect padding."""
+
     def mirrored(v: torch.Tensor) -> torch.Tensor:
         out = model(v).float()
         return 0.5 * (out + model(v.flip(3)).float()) if tta else out
@@ -29,14 +31,15 @@ def predict_logits(model: nn.Module, x: torch.Tensor, tta: bool = False, transla
     if tta and translate:
         k, h, w = translate, x.shape[2], x.shape[3]
         padded = F.pad(x, (k, k, k, k), mode="reflect")
-        shifted = mirrored(padded[:, :, :h, :w]) + mirrored(padded[:, :, 2 * k:2 * k + h, 2 * k:2 * k + w])
+        shifted = mirrored(padded[:, :, :h, :w]) + mirrored(padded[:, :, 2 * k : 2 * k + h, 2 * k : 2 * k + w])
         out = 0.5 * out + 0.25 * shifted
     return out
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, *, tta: bool = False, translate: int = 0, autocast=None,
-             keep: bool = False) -> EvalResult:
+def evaluate(
+    model: nn.Module, loader, *, tta: bool = False, translate: int = 0, autocast=None, keep: bool = False
+) -> EvalResult:
     """Mean cross-entropy and accuracy of ``model`` over ``loader``; sums stay on the device until the end."""
     was_training = model.training
     model.eval()
@@ -67,8 +70,9 @@ def evaluate(model: nn.Module, loader, *, tta: bool = False, translate: int = 0,
 
 def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``m[i, j]`` = number of samples of true class i predicted as j."""
-    return torch.bincount(labels.cpu() * num_classes + preds.cpu(), minlength=num_classes ** 2).view(
-        num_classes, num_classes)
+    return torch.bincount(labels.cpu() * num_classes + preds.cpu(), minlength=num_classes**2).view(
+        num_classes, num_classes
+    )
 
 
 def per_class_accuracy(matrix: torch.Tensor) -> list[float]:

@@ -18,6 +18,7 @@ The checks run right before each write or delete; a link swapped in between a ch
 process is outside what this guards against (the rename that finishes every write replaces a link at the
 final name, it never writes through it).
 """
+
 from __future__ import annotations
 
 import errno
@@ -55,8 +56,10 @@ def refuse_links(path: Path, root: Path | None = None) -> None:
                 target = os.readlink(cur)
             except OSError:
                 target = "?"
-            raise UserError(f"{cur} is a symbolic link (to {target}); reglab never writes or deletes files through "
-                            f"a link. Remove the link (rm {cur}) or use another folder.")
+            raise UserError(
+                f"{cur} is a symbolic link (to {target}); reglab never writes or deletes files through "
+                f"a link. Remove the link (rm {cur}) or use another folder."
+            )
 
 
 def ensure_dirs(folder: Path, root: Path, root_must_exist: bool = False) -> list[Path]:
@@ -71,8 +74,10 @@ def ensure_dirs(folder: Path, root: Path, root_must_exist: bool = False) -> list
     made = []
     if not root.is_dir():
         if root_must_exist:
-            raise UserError(f"run directory {root} has disappeared (deleted or moved while reglab was using it); "
-                            "nothing more is written. Start the run again.")
+            raise UserError(
+                f"run directory {root} has disappeared (deleted or moved while reglab was using it); "
+                "nothing more is written. Start the run again."
+            )
         root.mkdir(parents=True, exist_ok=True)
     cur = root
     for part in parts:
@@ -84,8 +89,9 @@ def ensure_dirs(folder: Path, root: Path, root_must_exist: bool = False) -> list
             made.append(cur)
         except FileExistsError:
             if not cur.is_dir():
-                raise UserError(f"{cur} is not a folder; move it away so reglab can create the folder there.") \
-                    from None
+                raise UserError(
+                    f"{cur} is not a folder; move it away so reglab can create the folder there."
+                ) from None
     return made
 
 
@@ -130,17 +136,26 @@ class RunLock:
                 except OSError:
                     holder = []
                 os.close(fd)
-                who = f"pid {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "") if holder \
+                who = (
+                    f"pid {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "")
+                    if holder
                     else "another process"
-                raise UserError(f"run directory {run_dir} is in use by another reglab process ({who}); two "
-                                "processes would overwrite each other's checkpoints. Wait for it to finish or stop "
-                                "it, then run the command again.") from None
+                )
+                raise UserError(
+                    f"run directory {run_dir} is in use by another reglab process ({who}); two "
+                    "processes would overwrite each other's checkpoints. Wait for it to finish or stop "
+                    "it, then run the command again."
+                ) from None
             except OSError as exc:
                 os.close(fd)
                 if exc.errno in NO_LOCKS:
-                    print(f"reglab: note: {run_dir} is not locked: its file system does not support flock "
-                          f"({exc.strerror or exc}), so nothing stops a second reglab process from writing to it "
-                          "at the same time.", file=sys.stderr, flush=True)
+                    print(
+                        f"reglab: note: {run_dir} is not locked: its file system does not support flock "
+                        f"({exc.strerror or exc}), so nothing stops a second reglab process from writing to it "
+                        "at the same time.",
+                        file=sys.stderr,
+                        flush=True,
+                    )
                     return cls(None, path)
                 raise
             if _same_file(fd, path):

@@ -21,6 +21,7 @@ What keeps a replay equal to the eager step:
   replay advances; augmentation and mixing run before the copy, outside the graph;
 - bf16 autocast runs with ``cache_enabled=False`` (a cast cache does not survive capture).
 """
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -50,8 +51,13 @@ class StepGraph:
     captured once and replayed; the outputs of a replay are the same tensors every step (read them before the
     next call)."""
 
-    def __init__(self, fn: Callable, params: Sequence[torch.Tensor], warmup: int = 3,
-                 make_graph: Callable[[object], object] = CudaGraph):
+    def __init__(
+        self,
+        fn: Callable,
+        params: Sequence[torch.Tensor],
+        warmup: int = 3,
+        make_graph: Callable[[object], object] = CudaGraph,
+    ):
         self.fn, self.params, self.warmup, self.make_graph = fn, list(params), max(1, warmup), make_graph
         self.key: tuple | None = None
         self.graph = self.inputs = self.outputs = None
@@ -60,8 +66,15 @@ class StepGraph:
         self.captures = 0  # how many times a graph was recorded (a test reads it)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor):
-        key = (x.shape, x.dtype, x.stride(), y.shape, y.dtype, y.stride(),
-               tuple(p.requires_grad for p in self.params))
+        key = (
+            x.shape,
+            x.dtype,
+            x.stride(),
+            y.shape,
+            y.dtype,
+            y.stride(),
+            tuple(p.requires_grad for p in self.params),
+        )
         if key != self.key:
             self.key, self.graph, self.inputs, self.outputs, self.left = key, None, None, None, self.warmup
         if self.graph is None:
@@ -91,4 +104,3 @@ class StepGraph:
         self.graph = self.make_graph(self.stream)
         self.outputs = self.graph.capture(self.fn, *self.inputs)
         self.captures += 1
-

@@ -8,6 +8,7 @@ decays, ending at ``decay`` (0.95^5 = 0.774 by default: an EMA of 0.95 per step,
 last step the fast weights are set to the slow ones. Float buffers (batch-norm running statistics) are averaged
 with the parameters, so the evaluated model's statistics match its weights.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,9 @@ def _floats(model: nn.Module) -> list[torch.Tensor]:
 
 
 class Lookahead:
-    def __init__(self, model: nn.Module, total_steps: int, every: int = 5, decay: float = 0.95 ** 5,
-                 power: float = 3.0):
+    def __init__(
+        self, model: nn.Module, total_steps: int, every: int = 5, decay: float = 0.95**5, power: float = 3.0
+    ):
         self.total, self.every, self.decay, self.power = max(1, total_steps), every, decay, power
         self.fast = [t.detach() for t in _floats(model)]  # views of the model's tensors, made once
         self.slow = [t.clone() for t in self.fast]

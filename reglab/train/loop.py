@@ -18,6 +18,7 @@ written last, so whatever moment a process is killed at, ``--resume`` continues 
 ``--resume``. Under ``torchrun`` the same function trains data-parallel (:mod:`reglab.train.distributed`).
 Resuming, and resuming with another ``train.epochs``, is :mod:`reglab.train.resume`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,7 +40,9 @@ from ..data.mixing import build_mixer
 from ..errors import UserError
 from ..models import build, count_params, forward_gflops
 from . import distributed
+from . import resume as resuming
 from .checkpoint import run_mismatch, save_checkpoint
+from .device import autocast_for, precision_name, rng_state, seed_everything, select_device, set_rng_state
 from .distributed import Dist, shard
 from .ema import EMA
 from .evaluate import evaluate
@@ -47,8 +50,6 @@ from .graph import StepGraph
 from .lookahead import Lookahead
 from .losses import Criterion
 from .optim import build_optimizer, build_scheduler
-from . import resume as resuming
-from .device import autocast_for, precision_name, rng_state, seed_everything, select_device, set_rng_state
 from .rundir import RunDir, environment, plan_start
 
 
@@ -85,23 +86,33 @@ class Run:
         seed_everything(cfg.run.seed)
         self.data = load_splits(cfg.data)
         if cfg.train.batch_size > len(self.data.train):
-            raise UserError(f"train.batch_size={cfg.train.batch_size} is larger than the {len(self.data.train)} "
-                            "training images; lower it.")
+            raise UserError(
+                f"train.batch_size={cfg.train.batch_size} is larger than the {len(self.data.train)} "
+                "training images; lower it."
+            )
         if cfg.train.batch_size % d.world:
-            raise UserError(f"train.batch_size={cfg.train.batch_size} is the global batch and must be divisible by "
-                            f"the {d.world} processes; use a multiple of {d.world}.")
+            raise UserError(
+                f"train.batch_size={cfg.train.batch_size} is the global batch and must be divisible by "
+                f"the {d.world} processes; use a multiple of {d.world}."
+            )
         self.model = build(cfg.model, self.data.num_classes).to(device)
         self.params = count_params(self.model)
         if cfg.train.whiten_bias_epochs is not None:
             if getattr(getattr(self.model, "whiten", None), "bias", None) is None:
-                raise UserError(f"train.whiten_bias_epochs applies to fastnet's whitening stem, and model.name="
-                                f"{cfg.model.name} has none; set it to null.")
+                raise UserError(
+                    f"train.whiten_bias_epochs applies to fastnet's whitening stem, and model.name="
+                    f"{cfg.model.name} has none; set it to null."
+                )
             if d.enabled:
-                raise UserError("train.whiten_bias_epochs is not supported with several processes (DDP needs the "
-                                "same trained parameters every step); set it to null.")
+                raise UserError(
+                    "train.whiten_bias_epochs is not supported with several processes (DDP needs the "
+                    "same trained parameters every step); set it to null."
+                )
         if cfg.train.cuda_graph and d.enabled:
-            raise UserError("train.cuda_graph is not supported with several processes (DDP's gradient hooks are not "
-                            "captured); set it to false.")
+            raise UserError(
+                "train.cuda_graph is not supported with several processes (DDP's gradient hooks are not "
+                "captured); set it to false."
+            )
         self.gflops = forward_gflops(self.model)
         if d.enabled and cfg.train.sync_bn:
             self.model = distributed.convert_sync_batchnorm(self.model, device)
@@ -110,16 +121,29 @@ class Run:
         train_fwd = distributed.wrap(self.model, d) if d.enabled else self.model
         mode = None if cfg.train.compile_mode == "default" else cfg.train.compile_mode
         self.forward = torch.compile(train_fwd, mode=mode) if cfg.train.compile else train_fwd
-        self.eval_forward = self.forward if not d.enabled else (
-            torch.compile(self.model, mode=mode) if cfg.train.compile else self.model)
+        self.eval_forward = (
+            self.forward
+            if not d.enabled
+            else (torch.compile(self.model, mode=mode) if cfg.train.compile else self.model)
+        )
         mean, std = self.data.mean, self.data.std
         common = dict(device=device, channels_last=cfg.train.channels_last)
         raw_augs, float_augs = build_transforms(cfg.aug)
-        self.train_loader = DeviceLoader(self.data.train, cfg.train.batch_size, mean, std, shuffle=True,
-                                         drop_last=True, uint8_transforms=raw_augs, float_transforms=float_augs,
-                                         seed=cfg.run.seed, rank=d.rank, world_size=d.world,
-                                         alternating_flip=cfg.aug.flip and cfg.aug.flip_mode == "alternating",
-                                         **common)
+        self.train_loader = DeviceLoader(
+            self.data.train,
+            cfg.train.batch_size,
+            mean,
+            std,
+            shuffle=True,
+            drop_last=True,
+            uint8_transforms=raw_augs,
+            float_transforms=float_augs,
+            seed=cfg.run.seed,
+            rank=d.rank,
+            world_size=d.world,
+            alternating_flip=cfg.aug.flip and cfg.aug.flip_mode == "alternating",
+            **common,
+        )
         self.mixer = build_mixer(cfg.mix, self.data.num_classes) if cfg.mix.enabled else None
         eval_bs = cfg.train.eval_batch_size
         val, test = shard(self.data.val, d), shard(self.data.test, d)
@@ -129,24 +153,41 @@ class Run:
         self.optimizer = build_optimizer(self.model, cfg.optim)
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]  # before a scheduler changes them
         try:
-            self.scheduler = build_scheduler(self.optimizer, cfg.sched, cfg.train.epochs, self.steps_per_epoch,
-                                             cfg.optim.lr)
+            self.scheduler = build_scheduler(
+                self.optimizer, cfg.sched, cfg.train.epochs, self.steps_per_epoch, cfg.optim.lr
+            )
         except ValueError as exc:
             raise UserError(f"sched: {exc}.") from None
         self.init_from_data()
         o = cfg.optim
-        self.lookahead = Lookahead(self.model, cfg.train.epochs * self.steps_per_epoch, o.lookahead_every,
-                                   o.lookahead_decay, o.lookahead_power) if o.lookahead else None
+        self.lookahead = (
+            Lookahead(
+                self.model,
+                cfg.train.epochs * self.steps_per_epoch,
+                o.lookahead_every,
+                o.lookahead_decay,
+                o.lookahead_power,
+            )
+            if o.lookahead
+            else None
+        )
         self.ema = EMA(self.model, cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.every) if cfg.ema.enabled else None
-        self.criterion = Criterion(self.data.num_classes, cfg.train.loss, cfg.train.label_smoothing,
-                                   cfg.train.smoothing_convention)
+        self.criterion = Criterion(
+            self.data.num_classes, cfg.train.loss, cfg.train.label_smoothing, cfg.train.smoothing_convention
+        )
         self.autocast = autocast_for(cfg.train.amp, device, cache=not cfg.train.cuda_graph)
         self.precision = precision_name(self.autocast)
-        self.step_graph = StepGraph(self.forward_backward, list(self.model.parameters())) \
-            if cfg.train.cuda_graph and device.type == "cuda" else None
+        self.step_graph = (
+            StepGraph(self.forward_backward, list(self.model.parameters()))
+            if cfg.train.cuda_graph and device.type == "cuda"
+            else None
+        )
         if cfg.train.cuda_graph and device.type != "cuda" and d.main:
-            print(f"note: train.cuda_graph applies on CUDA only; this run on {device.type} trains eagerly.",
-                  file=sys.stderr, flush=True)
+            print(
+                f"note: train.cuda_graph applies on CUDA only; this run on {device.type} trains eagerly.",
+                file=sys.stderr,
+                flush=True,
+            )
         self.epoch = 0  # epochs completed
         self.step = 0
         self.best = {"val_acc": -1.0, "epoch": 0}
@@ -167,26 +208,45 @@ class Run:
 
     # -- state --------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
-        return {"classes": self.data.classes, "num_classes": self.data.num_classes, "mean": list(self.data.mean),
-                "std": list(self.data.std), "model": self.cfg.model.__dict__.copy(), "dataset": self.data.name,
-                "optimizer": self.cfg.optim.name, "world_size": self.dist.world}
+        return {
+            "classes": self.data.classes,
+            "num_classes": self.data.num_classes,
+            "mean": list(self.data.mean),
+            "std": list(self.data.std),
+            "model": self.cfg.model.__dict__.copy(),
+            "dataset": self.data.name,
+            "optimizer": self.cfg.optim.name,
+            "world_size": self.dist.world,
+        }
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step, "best": self.best, "elapsed": self.elapsed,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
-                "lookahead": self.lookahead.state_dict() if self.lookahead else None,
-                "loader": self.train_loader.state_dict(), "rng": rng_state(self.device), "meta": self.meta(),
-                "schedule": {"epochs": self.cfg.train.epochs}}
+        return {
+            "epoch": self.epoch,
+            "step": self.step,
+            "best": self.best,
+            "elapsed": self.elapsed,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "lookahead": self.lookahead.state_dict() if self.lookahead else None,
+            "loader": self.train_loader.state_dict(),
+            "rng": rng_state(self.device),
+            "meta": self.meta(),
+            "schedule": {"epochs": self.cfg.train.epochs},
+        }
 
     def check_fits(self, state: dict[str, Any], path: Path) -> None:
         """Raise a UserError listing every difference between the checkpoint's model, dataset and optimizer
         and this run's, before any tensor is loaded."""
-        diffs = run_mismatch(state, self.cfg.model.__dict__, self.data.num_classes, self.cfg.optim.name,
-                             self.model.state_dict())
+        diffs = run_mismatch(
+            state, self.cfg.model.__dict__, self.data.num_classes, self.cfg.optim.name, self.model.state_dict()
+        )
         if diffs:
-            raise UserError(f"{path} does not fit this run (checkpoint vs this run): {'; '.join(diffs)}. Resume "
-                            "without overriding model.*, data.* or optim.name, or start a new run.")
+            raise UserError(
+                f"{path} does not fit this run (checkpoint vs this run): {'; '.join(diffs)}. Resume "
+                "without overriding model.*, data.* or optim.name, or start a new run."
+            )
 
     def load_state_dict(self, state: dict[str, Any], rebuild_schedule: bool = False) -> None:
         """Restore a checkpoint's state; ``rebuild_schedule``: the run's length changed, so the lr schedule is
@@ -294,7 +354,8 @@ class Run:
         raise TrainingDiverged(
             f"training diverged in epoch {self.epoch + 1} (loss = {value}). The last good checkpoint is "
             f"{self.dir.checkpoint('last')} (epoch {self.epoch}). Lower optim.lr, add sched.warmup_epochs or set "
-            "train.grad_clip, then start again.")
+            "train.grad_clip, then start again."
+        )
 
     def evaluate_epoch(self, with_test: bool) -> dict[str, float | None]:
         row: dict[str, float | None] = {}
@@ -305,8 +366,9 @@ class Run:
                 if loader is None:
                     row[f"{prefix}{split}_loss"] = row[f"{prefix}{split}_acc"] = None
                     continue
-                res = evaluate(model, loader, tta=tta, translate=self.cfg.train.tta_translate,
-                               autocast=self.autocast)
+                res = evaluate(
+                    model, loader, tta=tta, translate=self.cfg.train.tta_translate, autocast=self.autocast
+                )
                 loss, acc = res.loss, res.acc
                 if self.dist.enabled:  # each rank evaluated its share: combine the sums
                     n = len(loader.labels)
@@ -318,21 +380,38 @@ class Run:
     def summary(self, env: dict[str, Any]) -> dict[str, Any]:
         last = self.metrics[-1]
         best_row = next((r for r in self.metrics if r["epoch"] == self.best["epoch"]), last)
-        s = {"name": self.cfg.run.name, "dataset": self.data.name, "model": self.cfg.model.name,
-             "test_acc": last["test_acc"], "test_loss": last["test_loss"],
-             "best_val_acc": self.best["val_acc"] if self.val_loader else None, "best_epoch": self.best["epoch"],
-             "test_acc_at_best_val": best_row.get("test_acc"), "final_val_acc": last["val_acc"],
-             "final_train_loss": last["train_loss"], "final_train_acc": last["train_acc"],
-             "epochs": self.epoch, "params": self.params, "gflops_per_image": round(self.gflops, 4),
-             "wall_time_s": round(self.elapsed, 2), "images_per_s": last.get("images_per_s"),
-             "precision": self.precision}
+        s = {
+            "name": self.cfg.run.name,
+            "dataset": self.data.name,
+            "model": self.cfg.model.name,
+            "test_acc": last["test_acc"],
+            "test_loss": last["test_loss"],
+            "best_val_acc": self.best["val_acc"] if self.val_loader else None,
+            "best_epoch": self.best["epoch"],
+            "test_acc_at_best_val": best_row.get("test_acc"),
+            "final_val_acc": last["val_acc"],
+            "final_train_loss": last["train_loss"],
+            "final_train_acc": last["train_acc"],
+            "epochs": self.epoch,
+            "params": self.params,
+            "gflops_per_image": round(self.gflops, 4),
+            "wall_time_s": round(self.elapsed, 2),
+            "images_per_s": last.get("images_per_s"),
+            "precision": self.precision,
+        }
         if self.ema is not None:
             s["ema_test_acc"], s["ema_val_acc"] = last.get("ema_test_acc"), last.get("ema_val_acc")
         return {**s, **env}
 
 
-def run(cfg: Config, *, resume: bool = False, quiet: bool = True, overwrite: bool = False,
-        callbacks: Sequence[Any] = ()) -> Result:
+def run(
+    cfg: Config,
+    *,
+    resume: bool = False,
+    quiet: bool = True,
+    overwrite: bool = False,
+    callbacks: Sequence[Any] = (),
+) -> Result:
     """Train (or resume) the run ``cfg`` describes; return its directory, summary and metrics.
 
     Under torchrun (WORLD_SIZE > 1) every process calls this; rank 0 alone writes the run directory and calls
@@ -353,8 +432,15 @@ def run(cfg: Config, *, resume: bool = False, quiet: bool = True, overwrite: boo
     return result
 
 
-def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bool,
-         callbacks: Sequence[Any], held: contextlib.ExitStack) -> Result:
+def _run(
+    cfg: Config,
+    device: torch.device,
+    d: Dist,
+    resume: bool,
+    overwrite: bool,
+    callbacks: Sequence[Any],
+    held: contextlib.ExitStack,
+) -> Result:
     started = time.perf_counter()
     callbacks = [cb for cb in callbacks if d.main or getattr(cb, "all_ranks", False)]
     error, plan, lock = None, "", None
@@ -403,12 +489,20 @@ def _run(cfg: Config, device: torch.device, d: Dist, resume: bool, overwrite: bo
         train_s = time.perf_counter() - t0
         r.epoch += 1
         with_test = r.epoch % cfg.run.eval_test_every == 0 or r.epoch == cfg.train.epochs
-        row = {"epoch": r.epoch, "lr": lr, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"],
-               **r.evaluate_epoch(with_test)}
+        row = {
+            "epoch": r.epoch,
+            "lr": lr,
+            "train_loss": stats["train_loss"],
+            "train_acc": stats["train_acc"],
+            **r.evaluate_epoch(with_test),
+        }
         epoch_s = time.perf_counter() - t0
         r.elapsed += epoch_s
-        row.update(epoch_s=round(epoch_s, 3), images_per_s=round(stats["seen"] / train_s, 1),
-                   wall_time_s=round(r.elapsed, 2))
+        row.update(
+            epoch_s=round(epoch_s, 3),
+            images_per_s=round(stats["seen"] / train_s, 1),
+            wall_time_s=round(r.elapsed, 2),
+        )
         r.metrics.append(row)
         improved = r.val_loader is None or row["val_acc"] > r.best["val_acc"]
         if improved:

@@ -9,6 +9,7 @@
 * ``clamped_ce`` (seed 000, Algorithm 2): ``-sum t * log(clamp(softmax(z), 1e-5, 1))``, averaged over the batch
   (the report sums; the mean only rescales the learning rate).
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,8 +42,9 @@ class Criterion:
     Integer labels with plain CE take PyTorch's fused ``F.cross_entropy`` path (identical result).
     """
 
-    def __init__(self, num_classes: int, kind: str = "ce", label_smoothing: float = 0.0,
-                 convention: str = "torch"):
+    def __init__(
+        self, num_classes: int, kind: str = "ce", label_smoothing: float = 0.0, convention: str = "torch"
+    ):
         if kind not in ("ce", "clamped_ce"):
             raise ValueError(f"unknown loss {kind!r}")
         self.num_classes, self.kind, self.eps, self.convention = num_classes, kind, label_smoothing, convention

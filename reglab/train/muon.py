@@ -18,6 +18,7 @@ decay (``torch.optim.sgd.sgd``), so one optimizer, one lr scheduler and one stat
 takes conv filters (as airbench94_muon does by reshaping) and runs the iteration in fp32 on the CPU, where bf16
 matmuls are 10-15x slower, and in bf16 on CUDA. ``tests/test_fast.py`` checks it against ``torch.optim.Muon``.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,10 +46,26 @@ def newton_schulz(g: torch.Tensor, steps: int, dtype: torch.dtype, eps: float = 
 class Muon(torch.optim.Optimizer):
     """Muon on the groups with ``muon=True``, SGD (momentum, Nesterov, weight decay) on the rest."""
 
-    def __init__(self, params, lr: float, momentum: float = 0.9, nesterov: bool = False, weight_decay: float = 0.0,
-                 ns_steps: int = 5, normalize: bool = False, ns_dtype: torch.dtype | None = None):
-        defaults = dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, muon=False,
-                        ns_steps=ns_steps, normalize=normalize)
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float = 0.9,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        ns_steps: int = 5,
+        normalize: bool = False,
+        ns_dtype: torch.dtype | None = None,
+    ):
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            nesterov=nesterov,
+            weight_decay=weight_decay,
+            muon=False,
+            ns_steps=ns_steps,
+            normalize=normalize,
+        )
         super().__init__(params, defaults)
         self.ns_dtype = ns_dtype
         for group in self.param_groups:
@@ -69,9 +86,17 @@ class Muon(torch.optim.Optimizer):
                 self._muon(group, params)
                 continue
             bufs = [self.state[p].get("momentum_buffer") for p in params]
-            sgd(params, [p.grad for p in params], bufs, weight_decay=group["weight_decay"],
-                momentum=group["momentum"], lr=group["lr"], dampening=0.0, nesterov=group["nesterov"],
-                maximize=False)
+            sgd(
+                params,
+                [p.grad for p in params],
+                bufs,
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                lr=group["lr"],
+                dampening=0.0,
+                nesterov=group["nesterov"],
+                maximize=False,
+            )
             if group["momentum"] != 0:
                 for p, buf in zip(params, bufs):
                     self.state[p]["momentum_buffer"] = buf

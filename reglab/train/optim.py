@@ -5,6 +5,7 @@ setting is converted to steps (``epochs * steps_per_epoch``), so step/multistep 
 boundaries -- the same lrs as stepping them per epoch -- while cosine, one-cycle and warm-up move smoothly
 within an epoch. Linear warm-up (Goyal et al., 2017) is a ``LinearLR`` placed in front with ``SequentialLR``.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -17,12 +18,17 @@ from torch.optim import lr_scheduler as lrs
 from ..config import OptimConfig, SchedConfig
 from .muon import Muon
 
-
 _NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
-def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool, lr: float | None = None,
-                 norm_lr_scale: float = 1.0, scale_biases: bool = False) -> list[dict]:
+def param_groups(
+    model: nn.Module,
+    weight_decay: float,
+    exempt_norm_bias: bool,
+    lr: float | None = None,
+    norm_lr_scale: float = 1.0,
+    scale_biases: bool = False,
+) -> list[dict]:
     """The optimizer's parameter groups: one, or more when parameters are treated apart.
 
     * ``exempt_norm_bias``: no weight decay on the 1-D parameters (norm weights and shifts, conv/linear biases).
@@ -44,9 +50,15 @@ def param_groups(model: nn.Module, weight_decay: float, exempt_norm_bias: bool, 
     decay = [p for p in params if id(p) not in scaled and not exempt(p)]
     plain = [p for p in params if id(p) not in scaled and exempt(p)]
     norm = [p for p in params if id(p) in scaled]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0},
-              {"params": norm, "lr": lr * norm_lr_scale,
-               "weight_decay": 0.0 if exempt_norm_bias else weight_decay / norm_lr_scale}]
+    groups = [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": plain, "weight_decay": 0.0},
+        {
+            "params": norm,
+            "lr": lr * norm_lr_scale,
+            "weight_decay": 0.0 if exempt_norm_bias else weight_decay / norm_lr_scale,
+        },
+    ]
     return [g for g in groups if g["params"]]
 
 
@@ -56,8 +68,14 @@ def muon_groups(groups: list[dict], cfg: OptimConfig) -> list[dict]:
     airbench94_muon and Jordan's advice (Muon for hidden layers)."""
     filters = [p for g in groups for p in g["params"] if p.ndim == 4]
     rest = [{**g, "params": [p for p in g["params"] if p.ndim != 4]} for g in groups]
-    muon = {"params": filters, "muon": True, "lr": cfg.muon_lr, "momentum": cfg.muon_momentum, "nesterov": True,
-            "weight_decay": cfg.muon_weight_decay}
+    muon = {
+        "params": filters,
+        "muon": True,
+        "lr": cfg.muon_lr,
+        "momentum": cfg.muon_momentum,
+        "nesterov": True,
+        "weight_decay": cfg.muon_weight_decay,
+    }
     return [g for g in rest + [muon] if g["params"]]
 
 
@@ -68,16 +86,29 @@ def _fused(cls: type, cuda: bool) -> dict:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(model, cfg.weight_decay, cfg.wd_exempt_norm_bias, cfg.lr, cfg.norm_lr_scale,
-                          cfg.norm_lr_scale_on == "norm_and_bias")
+    groups = param_groups(
+        model,
+        cfg.weight_decay,
+        cfg.wd_exempt_norm_bias,
+        cfg.lr,
+        cfg.norm_lr_scale,
+        cfg.norm_lr_scale_on == "norm_and_bias",
+    )
     eps = {} if cfg.eps is None else {"eps": cfg.eps}
     cuda = next(model.parameters()).is_cuda
     if cfg.name == "muon":
-        return Muon(muon_groups(groups, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                    ns_steps=cfg.muon_ns_steps, normalize=cfg.muon_normalize)
+        return Muon(
+            muon_groups(groups, cfg),
+            lr=cfg.lr,
+            momentum=cfg.momentum,
+            nesterov=cfg.nesterov,
+            ns_steps=cfg.muon_ns_steps,
+            normalize=cfg.muon_normalize,
+        )
     if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               **_fused(torch.optim.SGD, cuda))
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, **_fused(torch.optim.SGD, cuda)
+        )
     if cfg.name in ("adam", "adamw"):
         cls = torch.optim.Adam if cfg.name == "adam" else torch.optim.AdamW
         return cls(groups, lr=cfg.lr, betas=tuple(cfg.betas), **eps, **_fused(cls, cuda))
@@ -95,8 +126,9 @@ def cosine_cycles_decay(epoch: float, t0: int, decay_every: int, gamma: float, f
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * (epoch % t0) / t0)))
 
 
-def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedConfig, epochs: int, steps_per_epoch: int,
-                    base_lr: float) -> lrs.LRScheduler:
+def build_scheduler(
+    opt: torch.optim.Optimizer, cfg: SchedConfig, epochs: int, steps_per_epoch: int, base_lr: float
+) -> lrs.LRScheduler:
     spe = steps_per_epoch
     warm = int(round(cfg.warmup_epochs * spe))
     total = epochs * spe
@@ -116,13 +148,15 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: SchedConfig, epochs: int, s
     elif cfg.name == "cosine_restarts":
         main = lrs.CosineAnnealingWarmRestarts(opt, T_0=cfg.t0 * spe, T_mult=cfg.t_mult, eta_min=cfg.min_lr)
     elif cfg.name == "cosine_cycles_decay":
-        main = lrs.LambdaLR(opt, lambda s: cosine_cycles_decay((s + warm) / spe, cfg.t0, cfg.decay_every,
-                                                                cfg.gamma, floor))
+        main = lrs.LambdaLR(
+            opt, lambda s: cosine_cycles_decay((s + warm) / spe, cfg.t0, cfg.decay_every, cfg.gamma, floor)
+        )
     elif cfg.name == "onecycle":
         if warm:
             raise ValueError("onecycle has its own warm-up (sched.pct_start); set sched.warmup_epochs=0")
-        return lrs.OneCycleLR(opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total,
-                              pct_start=cfg.pct_start)
+        return lrs.OneCycleLR(
+            opt, max_lr=[g["lr"] for g in opt.param_groups], total_steps=total, pct_start=cfg.pct_start
+        )
     else:
         raise ValueError(cfg.name)
     if not warm:

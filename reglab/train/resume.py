@@ -16,6 +16,7 @@ checkpoint (no ``schedule`` field) takes that length from the first record made 
 so a resumed run killed before its first new checkpoint, then resumed again, still knows the old length
 (config.yaml already holds the new one by then).
 """
+
 from __future__ import annotations
 
 import sys
@@ -48,8 +49,10 @@ def schedule_change(cfg: Config, saved: dict[str, Any], run_dir: RunDir) -> tupl
     exactly."""
     done, epochs = saved["epoch"], cfg.train.epochs
     if epochs < done:
-        raise UserError(f"train.epochs={epochs} is fewer than the {done} epochs {run_dir.path} has trained; a run "
-                        f"cannot be shortened. Resume with train.epochs >= {done}, or start a new run.")
+        raise UserError(
+            f"train.epochs={epochs} is fewer than the {done} epochs {run_dir.path} has trained; a run "
+            f"cannot be shortened. Resume with train.epochs >= {done}, or start a new run."
+        )
     before = saved["schedule_epochs"]
     if before is None:  # a checkpoint from before reglab stored it: see the module docstring
         before = recorded_length(run_dir, saved)
@@ -58,10 +61,12 @@ def schedule_change(cfg: Config, saved: dict[str, Any], run_dir: RunDir) -> tupl
     if cfg.sched.name not in EPOCH_DEPENDENT and not cfg.optim.lookahead:
         return False, "", before
     past = f"epochs 1-{done} followed" if done > 1 else "epoch 1 followed" if done else "no epoch followed"
-    note = (f"reglab: note: train.epochs {before} -> {epochs}: the {cfg.sched.name} lr schedule (built for "
-            f"{before} epoch{'s' * (before != 1)}) is rebuilt for {epochs} epochs and continues where a "
-            f"{epochs}-epoch run would be at epoch {done}; {past} the old schedule, so this is not the same "
-            f"run as {epochs} epochs from the start")
+    note = (
+        f"reglab: note: train.epochs {before} -> {epochs}: the {cfg.sched.name} lr schedule (built for "
+        f"{before} epoch{'s' * (before != 1)}) is rebuilt for {epochs} epochs and continues where a "
+        f"{epochs}-epoch run would be at epoch {done}; {past} the old schedule, so this is not the same "
+        f"run as {epochs} epochs from the start"
+    )
     return True, note, before
 
 
@@ -69,8 +74,9 @@ def recorded_length(run_dir: RunDir, saved: dict[str, Any]) -> int:
     """The schedule length of a checkpoint that does not store it: the first resumes.jsonl record made for
     this checkpoint (same epoch and step), else the saved config's ``train.epochs``."""
     for rec in run_dir.read_resumes():
-        if (rec.get("epoch"), rec.get("step")) == (saved["epoch"], saved["step"]) \
-                and isinstance(rec.get("epochs_before"), int):
+        if (rec.get("epoch"), rec.get("step")) == (saved["epoch"], saved["step"]) and isinstance(
+            rec.get("epochs_before"), int
+        ):
             return rec["epochs_before"]
     from .rundir import load_run_config
 
@@ -106,15 +112,24 @@ def resume(r: "Run", cfg: Config, run_dir: RunDir, d: Dist) -> None:
         try:
             r.load_state_dict(state, rebuild_schedule=rebuild)
         except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError, OverflowError) as exc:
-            raise UserError(f"{ckpt} does not match this run's model or optimizer "
-                            f"({(str(exc).splitlines() or [type(exc).__name__])[0][:300]}).") from None
+            raise UserError(
+                f"{ckpt} does not match this run's model or optimizer "
+                f"({(str(exc).splitlines() or [type(exc).__name__])[0][:300]})."
+            ) from None
         lr = r.optimizer.param_groups[0]["lr"]
         if note:
             note += f" (lr {lr:.3g} at epoch {r.epoch + 1})."
         if before != cfg.train.epochs:
-            record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "epoch": r.epoch, "step": r.step,
-                      "epochs_before": before, "epochs_after": cfg.train.epochs, "schedule": cfg.sched.name,
-                      "rebuilt": rebuild, "lr": lr}
+            record = {
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "epoch": r.epoch,
+                "step": r.step,
+                "epochs_before": before,
+                "epochs_after": cfg.train.epochs,
+                "schedule": cfg.sched.name,
+                "rebuilt": rebuild,
+                "lr": lr,
+            }
     except UserError as exc:
         error = exc
     distributed.agree(error, d)

@@ -15,6 +15,7 @@ with the first checkpoint. One process at a time owns a run directory (``.reglab
 whole run); nothing inside a run directory is written or deleted through a symbolic link
 (:mod:`reglab.train.fsguard`).
 """
+
 from __future__ import annotations
 
 import csv
@@ -65,8 +66,9 @@ class RunDir:
         except FileExistsError:
             created = False
             if not path.is_dir():
-                raise UserError(f"cannot create run directory {path}: a file (or a dangling link) is there.") \
-                    from None
+                raise UserError(
+                    f"cannot create run directory {path}: a file (or a dangling link) is there."
+                ) from None
         except OSError as exc:
             raise UserError(f"cannot create run directory {path}: {exc.strerror}.") from None
         # Refused here (another process holds the lock): delete nothing, even a folder this process created:
@@ -100,8 +102,18 @@ class RunDir:
 
     def check_links(self) -> None:
         """Raise if a file or folder reglab writes or deletes in this run directory is a symbolic link."""
-        names = ["config.yaml", "metrics.csv", "metrics.jsonl", "summary.json", "curves.png", "checkpoints",
-                 "tensorboard", "wandb_id", RESUMES, LOCK_NAME]
+        names = [
+            "config.yaml",
+            "metrics.csv",
+            "metrics.jsonl",
+            "summary.json",
+            "curves.png",
+            "checkpoints",
+            "tensorboard",
+            "wandb_id",
+            RESUMES,
+            LOCK_NAME,
+        ]
         for name in names:
             refuse_links(self.path / name, self.path)
         if self.ckpt_dir.is_dir():
@@ -111,19 +123,26 @@ class RunDir:
     def run_files(self) -> list[Path]:
         """The files of a run already here (a fresh run would replace them)."""
         names = [self.path / n for n in ("config.yaml", "metrics.jsonl", "metrics.csv", "summary.json", RESUMES)]
-        return [p for p in names if p.exists()] + (sorted(self.ckpt_dir.glob("*.safetensors"))
-                                                   if self.ckpt_dir.is_dir() else [])
+        return [p for p in names if p.exists()] + (
+            sorted(self.ckpt_dir.glob("*.safetensors")) if self.ckpt_dir.is_dir() else []
+        )
 
     def refuse_if_taken(self) -> None:
         """Raise if a fresh run here would overwrite another run's files."""
         if (self.path / "config.yaml").exists():
-            raise UserError(f"run directory {self.path} already holds a run. Continue it with `reglab train "
-                            f"--resume {self.path}`, pick another run.dir, or pass --overwrite to replace it.")
+            raise UserError(
+                f"run directory {self.path} already holds a run. Continue it with `reglab train "
+                f"--resume {self.path}`, pick another run.dir, or pass --overwrite to replace it."
+            )
         found = self.run_files()
         if found:
-            names = ", ".join(str(p.relative_to(self.path)) for p in found[:4]) + (", ..." if len(found) > 4 else "")
-            raise UserError(f"run directory {self.path} holds files of a run ({names}) but no config.yaml, so it "
-                            "cannot be resumed. Pick another run.dir, or pass --overwrite to replace them.")
+            names = ", ".join(str(p.relative_to(self.path)) for p in found[:4]) + (
+                ", ..." if len(found) > 4 else ""
+            )
+            raise UserError(
+                f"run directory {self.path} holds files of a run ({names}) but no config.yaml, so it "
+                "cannot be resumed. Pick another run.dir, or pass --overwrite to replace them."
+            )
 
     @classmethod
     def open(cls, path: Path) -> "RunDir":
@@ -174,8 +193,12 @@ class RunDir:
         return rows
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        return self._read_jsonl("metrics.jsonl", lambda r: isinstance(r.get("epoch"), int), "a metrics row",
-                                "Delete that line (rows are rewritten from the checkpoint's epoch on).")
+        return self._read_jsonl(
+            "metrics.jsonl",
+            lambda r: isinstance(r.get("epoch"), int),
+            "a metrics row",
+            "Delete that line (rows are rewritten from the checkpoint's epoch on).",
+        )
 
     def read_resumes(self) -> list[dict[str, Any]]:
         """The records of resumes that changed ``train.epochs`` (:mod:`reglab.train.resume`), oldest first."""
@@ -217,14 +240,20 @@ def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path, R
                 return "resume", run_dir.path, lock
             done = run_dir.read_metrics()
             if len(done) > 1:
-                raise UserError(f"{run_dir.path} has no checkpoints/last.safetensors to resume from, although its "
-                                f"metrics record {len(done)} epochs (was the checkpoint moved or deleted?). Put it "
-                                "back, or start the run again with --overwrite.")
+                raise UserError(
+                    f"{run_dir.path} has no checkpoints/last.safetensors to resume from, although its "
+                    f"metrics record {len(done)} epochs (was the checkpoint moved or deleted?). Put it "
+                    "back, or start the run again with --overwrite."
+                )
         except BaseException:
             lock.release()
             raise
-        print(f"reglab: {run_dir.path} has no checkpoint yet (it stopped in its first epoch); starting it again "
-              "from the beginning with its saved config.", file=sys.stderr, flush=True)
+        print(
+            f"reglab: {run_dir.path} has no checkpoint yet (it stopped in its first epoch); starting it again "
+            "from the beginning with its saved config.",
+            file=sys.stderr,
+            flush=True,
+        )
         return "restart", run_dir.path, lock
     path = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg)
     if not overwrite:
@@ -242,18 +271,41 @@ def environment(device: torch.device) -> dict[str, Any]:
         tv = version("torchvision")  # the installed version, without importing torchvision (~1.8 s here)
     except PackageNotFoundError:
         tv = None
-    hw = {"device": str(device), "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-          "torch_threads": torch.get_num_threads()}
+    hw = {
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     if device.type == "cuda":
         hw["gpu"] = torch.cuda.get_device_name(device)
     try:
         root = Path(__file__).resolve().parents[2]
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                timeout=5).stdout.strip() or None
-        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                                    capture_output=True, text=True, timeout=5).stdout.strip()) if commit else None
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
+            or None
+        )
+        dirty = (
+            bool(
+                subprocess.run(
+                    ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout.strip()
+            )
+            if commit
+            else None
+        )
     except (OSError, subprocess.SubprocessError):
         commit, dirty = None, None
-    versions = {"reglab": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-                "torchvision": tv, "numpy": np.__version__}
+    versions = {
+        "reglab": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "torchvision": tv,
+        "numpy": np.__version__,
+    }
     return {"hardware": hw, "versions": versions, "git_commit": commit, "git_dirty": dirty}

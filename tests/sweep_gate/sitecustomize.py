@@ -7,6 +7,7 @@ it is killed; after epoch 1 of any other trial a worker waits for a shared ``flo
 holds exclusively until it has killed the victim. Both are events, not timing: the test kills a worker that is
 certainly mid-trial, and no other trial gets past its first epoch before the kill.
 """
+
 from __future__ import annotations
 
 import importlib.machinery
