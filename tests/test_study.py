@@ -303,6 +303,36 @@ def test_report_compares_with_the_reference_and_judges_the_claims(finished_study
     assert main(["findings", str(tmp_path)]) == 2
 
 
+def test_report_of_a_subset_study_skips_what_did_not_run(finished_study, tmp_path, capsys):
+    """`reglab study --only mixup` of a study whose reference is erm: the report compares with the first group
+    that ran and leaves out the claims about groups that did not run, instead of failing after the runs."""
+    import shutil
+
+    subset = tmp_path / "subset"
+    shutil.copytree(finished_study, subset)
+    for run_dir in (subset / "runs").glob("erm-s*"):
+        shutil.rmtree(run_dir)
+    study = yaml.safe_load((subset / "study.yaml").read_text())
+    study["reference"] = "erm"
+    study["claims"] = [
+        {"claim": "mixup beats erm", "metric": "test_acc", "compare": ["mixup", "erm"], "expect": "higher"},
+        {
+            "claim": "mixup above chance",
+            "metric": "test_acc",
+            "compare": ["mixup"],
+            "than": 10,
+            "expect": "higher",
+        },
+    ]
+    (subset / "study.yaml").write_text(yaml.safe_dump(study))
+    files = write_report([subset], tmp_path / "rep")
+    assert [r["claim"] for r in csv.DictReader(files["claims_csv"].open())] == ["mixup above chance"]
+    assert "mixup beats erm" not in files["markdown"].read_text()
+    # `reglab findings` gives the command that reruns just the groups that ran
+    assert main(["findings", str(subset)]) == 0
+    assert "--only mixup" in capsys.readouterr().out
+
+
 def test_report_of_a_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert main(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r")]) == 2

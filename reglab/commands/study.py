@@ -171,6 +171,8 @@ def cmd_findings(args) -> int:
         seeds = raw.get("seeds") or [0]
         seeds_arg = str(len(seeds)) if seeds == list(range(len(seeds))) else ",".join(map(str, seeds))
         extra = "".join(f" {o}" for o in raw.get("cli_overrides") or [])
+        if isinstance(raw.get("runs"), dict) and set(groups) < set(raw["runs"]):  # ran with --only
+            extra += " --only " + ",".join(g for g in raw["runs"] if g in groups)
         command = f"`reglab study {raw.get('name', d.name)}{budget}{extra} --seeds {seeds_arg}`"
         for row in claim_rows(groups, settings["claims"]):
             counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1

@@ -80,6 +80,8 @@ def claim_rows(groups: Mapping[str, Sequence[Mapping[str, Any]]], raw_claims: An
     claims: list[Claim] = parse_claims(raw_claims, None, "study.yaml")
     rows = []
     for claim in claims:
+        if any(g not in groups for g in claim.groups):
+            continue  # a group the study did not run (`reglab study --only`): nothing to say about this claim
         values = seed_values(groups, claim.metric)
         effect = claim_effect(claim, values)
         digits = 3 if claim.metric.endswith("loss") else 2

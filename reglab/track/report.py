@@ -329,7 +329,10 @@ def write_report(
     records = load_records(paths)
     settings = study_settings([r.path for r in records])
     rows_by_group = {g: [{"seed": r.seed, **r.row} for r in recs] for g, recs in by_group(records).items()}
-    reference = reference or settings.get("reference") or next(iter(rows_by_group))
+    if not reference and settings.get("reference") in rows_by_group:
+        reference = settings["reference"]
+    # A study run with --only may leave out its file's reference: compare with the first group that ran.
+    reference = reference or next(iter(rows_by_group))
     if reference not in rows_by_group:
         raise UserError(
             f"reference group {reference!r} is not among the runs' groups: {', '.join(rows_by_group)}."
