@@ -11,7 +11,7 @@ config as a recipe: ``reglab train <dir>/report/best.yaml``) and the PNGs of :mo
   trial has no final objective), normalized to sum to 1 by Optuna.
 * Correlation: Spearman's rank correlation of each parameter with the objective over COMPLETE trials (rank
   based, so log-scaled parameters need no transform); a categorical parameter becomes one 0/1 indicator per
-  choice (``optim.name=sgd``), as in seed 000's Figure 7.
+  choice (``optim.name=sgd``).
 * Savings: epochs trained by complete + pruned trials against every one of them trained to the end, and the
   same in seconds (each trial's seconds per epoch times the epochs it skipped).
 """
