@@ -31,7 +31,7 @@ import yaml
 from ..errors import UserError
 from .runner import counts
 from .spec import Sweep
-from .storage import load_study, read_sweep_dir
+from .storage import load_optuna_study, read_sweep_dir
 
 REPORT_DIR = "report"
 FIGURES = {
@@ -216,7 +216,7 @@ def write_report(sweep_dir: Path, method: str = "ped_anova") -> dict[str, Any]:
 
     sweep_dir = Path(sweep_dir)
     spec = read_sweep_dir(sweep_dir)
-    study = load_study(spec, sweep_dir)
+    study = load_optuna_study(spec, sweep_dir)
     out = sweep_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
     rows = collect(study, spec)
