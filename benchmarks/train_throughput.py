@@ -1,7 +1,7 @@
 """Training images/s of reglab's step next to a plain PyTorch loop on the same model, and the share of the
 CPU's measured fp32 matmul peak that training reaches.
 
-For each preset (default ``resnet20`` and ``s002_resnet10``; ``--resnet18`` adds ``resnet18``):
+For each preset (default ``resnet20`` and ``resnet10_b1-1-1-1_w64``; ``--resnet18`` adds ``resnet18``):
 
 * reglab: a real :class:`reglab.train.loop.Run` on in-memory synthetic data (``--batch`` x N images, no
   validation split), timed over ``Run.train_epoch``: DeviceLoader batch (shuffle, default crop + flip,
@@ -200,7 +200,7 @@ def bench_preset(preset: str, args) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--presets", default="resnet20,s002_resnet10", help="comma-separated model presets")
+    p.add_argument("--presets", default="resnet20,resnet10_b1-1-1-1_w64", help="comma-separated model presets")
     p.add_argument("--resnet18", action="store_true", help="also measure resnet18 (slow on CPU)")
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)

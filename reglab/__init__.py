@@ -11,6 +11,8 @@ The Python API (the same functions the ``reglab`` command line calls; details in
     res = reglab.run_study("seed004_regularizers", ["budget=cpu"])   # -> res.dir, res.outcomes
     reglab.write_report(res.dir, "out/report")
 
+``run_study`` takes a study file's name (studies/NAME.yaml: here a baseline and one run per regularizer) or path.
+
 Names are imported on first use (PEP 562), so ``import reglab`` does not import torch.
 """
 

@@ -163,15 +163,17 @@ def build_model(name: str, num_classes: int = 10, **kwargs) -> "nn.Module":
 
 
 def list_models() -> list[dict[str, Any]]:
-    """Every preset as ``{"name", "params", "gflops"}`` (forward GFLOPs of one 32x32 image), computed on the
-    meta device (no memory, no compute), as ``reglab models --json``.
+    """Every preset as ``{"name", "params", "gflops", "aliases"}`` (forward GFLOPs of one 32x32 image; aliases:
+    former names that still build it), computed on the meta device (no memory, no compute), as
+    ``reglab models --json``.
 
     >>> [m["name"] for m in reglab.list_models()][:3]
     ['resnet18', 'resnet34', 'resnet50']
     """
     from .models import PRESETS, describe
+    from .models.zoo import aliases_of
 
-    return [describe(name) for name in PRESETS]
+    return [{**describe(name), "aliases": aliases_of(name)} for name in PRESETS]
 
 
 @dataclass

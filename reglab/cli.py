@@ -50,10 +50,12 @@ def cmd_models(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'name':<22} {'params':>12} {'GFLOPs':>8}")
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'name':<{width}} {'params':>12} {'GFLOPs':>8}  also accepted as")
     for r in rows:
-        print(f"{r['name']:<22} {r['params']:>12,} {r['gflops']:>8.3f}")
+        print(f"{r['name']:<{width}} {r['params']:>12,} {r['gflops']:>8.3f}  {', '.join(r['aliases'])}".rstrip())
     print("GFLOPs: forward pass of one 32x32 image (2 x multiply-adds). Build options: `reglab train --help`.")
+    print("Also accepted as: former names, still valid in configs (model.name=...) and saved runs.")
     return 0
 
 
@@ -166,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     prev.set_defaults(func=cmd_augment_preview)
 
     models = sub.add_parser("models", help="list model presets with parameters and GFLOPs")
-    models.add_argument("--json", action="store_true", help="print a JSON list of {name, params, gflops}")
+    models.add_argument("--json", action="store_true", help="print a JSON list of {name, params, gflops, aliases}")
     models.set_defaults(func=cmd_models)
 
     train = sub.add_parser(

@@ -63,15 +63,15 @@ class AugConfig:
     pad_mode: Literal["zero", "reflect"] = "reflect"
     flip: bool = True  # random horizontal flip, p = 0.5 per sample
     flip_mode: Literal["random", "alternating"] = "random"  # alternating: airbench's flip every other epoch
-    rotation: float = 0.0  # random rotation in [-deg, deg] (seed 002); 0 = off
+    rotation: float = 0.0  # random rotation by an angle uniform in [-deg, deg]; 0 = off
     policy: Optional[Literal["autoaugment", "randaugment", "trivialaugment"]] = None
     ra_num_ops: int = 2  # RandAugment N
     ra_magnitude: int = 9  # RandAugment M (of 31 bins)
     solarize_p: float = 0.0  # solarize (AutoAugment's operation on its own): probability per image; 0 = off
     solarize_threshold: int = 128  # solarize inverts pixel values >= this (PIL's default threshold)
-    cutout_holes: int = 0  # cutout: number of square holes (seed 002: 1 of 8; seed 003: 4 of 4); 0 = off
+    cutout_holes: int = 0  # cutout (DeVries & Taylor, 2017): square holes of side cutout_size; 0 = off
     cutout_size: int = 8
-    erasing_p: float = 0.0  # random erasing probability (seed 004); 0 = off
+    erasing_p: float = 0.0  # random erasing (Zhong et al., 2020): probability per image; 0 = off
     erasing_scale: list[float] = field(default_factory=lambda: [0.02, 0.33])
     erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])
     erasing_value: Literal["zero", "random"] = "zero"
@@ -139,8 +139,8 @@ class MixConfig:
     cutmix_alpha: float = 0.0  # cutmix, lambda ~ Beta(a, a); 0 = off
     switch_prob: float = 0.5  # with both on: probability a batch uses cutmix
     prob: float = 1.0  # probability a batch is mixed at all
-    per_sample: bool = False  # one lambda per sample (seed 000) instead of per batch
-    lam_x: Literal["beta", "uniform", "fixed"] = "beta"  # image ratio (decoupled mixing, seed 001)
+    per_sample: bool = False  # one lambda per sample instead of one per batch
+    lam_x: Literal["beta", "uniform", "fixed"] = "beta"  # image ratio (decoupled: may differ from lam_y)
     lam_x_range: list[float] = field(default_factory=lambda: [0.0, 1.0])  # uniform [l1, l2]; fixed uses l1
     lam_y: Literal["tied", "beta", "uniform", "fixed"] = "tied"  # label ratio; tied = same as the image's
     lam_y_range: list[float] = field(default_factory=lambda: [0.0, 1.0])
@@ -197,7 +197,7 @@ class ModelConfig:
     se_ratio: Optional[float] = None  # squeeze-and-excitation reduction ratio (e.g. 0.25); null = off
     drop_path: Optional[float] = None  # stochastic depth: drop rate of the last block, linear from 0
     dropout: Optional[float] = None  # dropout before the classifier
-    bn_dropout: Optional[list[float]] = None  # seed 004: dropout rates in place of the blocks' batch norms
+    bn_dropout: Optional[list[float]] = None  # dropout rates in place of the blocks' batch norms, one per conv
 
     def validate(self) -> None:
         # model.name is checked against the presets by reglab.models.build (config sits below models).
@@ -250,7 +250,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     eval_batch_size: int = 1000
-    loss: Literal["ce", "clamped_ce"] = "ce"  # clamped_ce = seed 000's log(clamp(softmax, 1e-5, 1))
+    loss: Literal["ce", "clamped_ce"] = "ce"  # clamped_ce: -sum t * log(clamp(softmax, 1e-5, 1))
     label_smoothing: float = 0.0
     smoothing_convention: Literal["torch", "others"] = "torch"  # eps/K on all, or 1-eps and eps/(K-1) elsewhere
     grad_clip: Optional[float] = None  # max global grad norm

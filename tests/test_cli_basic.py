@@ -68,9 +68,13 @@ def test_models_json(cli):
     rows = json.loads(proc.stdout)
     assert isinstance(rows, list) and len(rows) >= 20
     for row in rows:
-        assert set(row) == {"name", "params", "gflops"}
+        assert set(row) == {"name", "params", "gflops", "aliases"}
         assert isinstance(row["params"], int) and row["params"] > 0 and row["gflops"] > 0
     by_name = {r["name"]: r for r in rows}
+    # Compact ResNets are listed under their structural names, with their former names as aliases.
+    assert by_name["resnet24_b3-5-3_w64"]["aliases"] == ["s002_resnet24"]
+    assert by_name["resnet24_b3-5-3_w64"]["params"] == 4_918_602
+    assert by_name["resnet20"]["aliases"] == [] and "s002_resnet24" not in by_name
     assert by_name["resnet18"]["params"] == 11_173_962
     assert by_name["resnet20"]["params"] == 269_722
     assert by_name["resnet18"]["gflops"] == pytest.approx(1.11, abs=0.01)

@@ -16,7 +16,7 @@ from reglab.config import ModelConfig, load_config
 from reglab.errors import UserError
 from reglab.models import PRESETS, build, cifar_resnet, count_params, create, forward_gflops
 from reglab.models.resnet import Block, PadShortcut
-from reglab.models.zoo import S002_TABLE
+from reglab.models.zoo import ALIASES, COMPACT_PUBLISHED_PARAMS, COMPACT_RESNETS, aliases_of, resolve_name
 
 
 def meta_params(name: str, num_classes: int = 10, **overrides) -> int:
@@ -24,32 +24,76 @@ def meta_params(name: str, num_classes: int = 10, **overrides) -> int:
         return count_params(create(name, num_classes, **overrides))
 
 
-S002_EXACT = sorted(n for n in S002_TABLE if n != "s002_resnet90")
+COMPACT_EXACT = sorted(n for n in COMPACT_PUBLISHED_PARAMS if n != "resnet90_b16-16-12_w32")
 
 
-def test_every_s002_preset_is_in_the_table():
-    assert sorted(n for n in PRESETS if n.startswith("s002_")) == sorted(S002_TABLE)
+def test_every_compact_preset_has_a_published_count():
+    assert sorted(COMPACT_RESNETS) == sorted(COMPACT_PUBLISHED_PARAMS)
+    assert all(PRESETS[n] == COMPACT_RESNETS[n] for n in COMPACT_RESNETS)
 
 
-@pytest.mark.parametrize("name", S002_EXACT)
-def test_s002_params_match_table(name):
-    assert meta_params(name) == S002_TABLE[name]
-    assert S002_TABLE[name] < 5_000_000
+@pytest.mark.parametrize("name", COMPACT_EXACT)
+def test_compact_params_match_published(name):
+    assert meta_params(name) == COMPACT_PUBLISHED_PARAMS[name]
+    assert COMPACT_PUBLISHED_PARAMS[name] < 5_000_000
 
 
-def test_s002_resnet90_is_928_short_of_the_table():
-    """Seed 002's table prints 4,947,402 for ResNet-90 (B=[16,16,12], C=[32,64,128]); this builder gives
+@pytest.mark.parametrize("name", sorted(COMPACT_RESNETS))
+def test_compact_name_says_its_structure(name):
+    """resnet{depth}_b{blocks per stage}_w{first width}: depth = stem conv + 2 convs per basic block + fc."""
+    kw = COMPACT_RESNETS[name]
+    depth = 2 + 2 * sum(kw["blocks"])
+    blocks = "-".join(map(str, kw["blocks"]))
+    assert name == f"resnet{depth}_b{blocks}_w{kw['channels'][0]}"
+    assert kw["channels"] == [kw["channels"][0] * 2**i for i in range(len(kw["blocks"]))]
+
+
+def test_compact_resnet90_is_928_short_of_the_published_count():
+    """The design study prints 4,947,402 for ResNet-90 (B=[16,16,12], C=[32,64,128]); this builder gives
     4,946,474. The gap is exactly 928 = 3*3*3*32 (a 3x3 conv from 3 to 32 channels) + 2*32 (its BatchNorm),
     i.e. the table counts one more stem-like conv+BN than the architecture it describes has. No setting of the
     builder's knobs adds exactly that (a wider stem also changes the first block), so the preset keeps the
     described architecture and this test pins the difference."""
-    got = meta_params("s002_resnet90")
+    got = meta_params("resnet90_b16-16-12_w32")
     assert got == 4_946_474
-    assert S002_TABLE["s002_resnet90"] - got == 928 == 3 * 3 * 3 * 32 + 2 * 32
+    assert COMPACT_PUBLISHED_PARAMS["resnet90_b16-16-12_w32"] - got == 928 == 3 * 3 * 3 * 32 + 2 * 32
     # Sanity of the explanation: adding one 3->32 3x3 conv + BN to the model gives the table's number.
     with torch.device("meta"):
         extra = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32))
-    assert got + count_params(extra) == S002_TABLE["s002_resnet90"]
+    assert got + count_params(extra) == COMPACT_PUBLISHED_PARAMS["resnet90_b16-16-12_w32"]
+
+
+def test_aliases_point_at_presets_and_are_not_listed():
+    assert set(ALIASES.values()) == set(COMPACT_RESNETS)  # one former name per compact ResNet
+    assert not set(ALIASES) & set(PRESETS)
+    assert all(resolve_name(old) == new and aliases_of(new) == [old] for old, new in ALIASES.items())
+    assert resolve_name("resnet20") == "resnet20" and aliases_of("resnet20") == []
+
+
+@pytest.mark.parametrize("old", sorted(ALIASES))
+def test_alias_builds_the_same_model_as_its_new_name(old):
+    """Configs, studies and saved runs use the former s002_* names: they build exactly the renamed preset."""
+    new = ALIASES[old]
+    with torch.device("meta"):
+        a, b = create(old), create(new)
+    assert count_params(a) == count_params(b) == meta_params(new)
+    assert [(n, p.shape) for n, p in a.named_parameters()] == [(n, p.shape) for n, p in b.named_parameters()]
+    assert str(a) == str(b)
+
+
+def test_alias_in_a_config_builds_and_keeps_its_name():
+    """model.name=s002_resnet24 in a recipe or saved run: builds resnet24_b3-5-3_w64 with its overrides; the
+    config keeps the name it was given (run keys and saved configs do not change)."""
+    cfg = load_config(None, ["model.name=s002_resnet24", "model.channels=[8,16,32]"])
+    assert cfg.model.name == "s002_resnet24"
+    a = build(cfg.model, 10)
+    b = create("resnet24_b3-5-3_w64", 10, channels=[8, 16, 32])
+    assert str(a) == str(b) and count_params(a) == count_params(b)
+
+
+def test_unknown_name_suggests_a_former_name_too():
+    with pytest.raises(UserError, match="did you mean 's002_resnet24'"):
+        create("s002_resnt24")
 
 
 @pytest.mark.parametrize(
@@ -274,3 +318,13 @@ def test_training_a_plain_model_does_not_import_torchvision():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_checkpoint_metadata_accepts_a_former_name(tmp_path):
+    """A checkpoint saved under model.name=s002_resnet10 still passes the metadata check on load."""
+    from reglab.train.ckschema import Invalid, _model_config
+
+    assert _model_config(tmp_path / "best.pt", {"name": "s002_resnet10"}).name == "s002_resnet10"
+    assert _model_config(tmp_path / "best.pt", {"name": "resnet10_b1-1-1-1_w64"}).name == "resnet10_b1-1-1-1_w64"
+    with pytest.raises(Invalid, match="not a model reglab knows"):
+        _model_config(tmp_path / "best.pt", {"name": "s002_resnet11"})

@@ -23,7 +23,7 @@ from reglab.config import load_config
 from reglab.errors import UserError
 from reglab.sweep import parse_sweep
 from reglab.sweep.runner import Worker, counts, recover_stale
-from reglab.sweep.storage import load_study, prepare
+from reglab.sweep.storage import load_optuna_study, prepare
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [
@@ -195,14 +195,14 @@ def swept(tmp_path_factory):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Fixed parameter optim.lr")  # lr = 1e4 is out of range on purpose
         first = Worker(spec, tmp, log=logs.append).run()
-    before = {t.number: (t.state, t.params, t.value) for t in load_study(spec, tmp).get_trials()}
+    before = {t.number: (t.state, t.params, t.value) for t in load_optuna_study(spec, tmp).get_trials()}
     second = Worker(spec, tmp, trials=8, log=logs.append).run()
     return tmp, spec, first, second, before, logs
 
 
 def test_pruning_stops_trials_early(swept):
     tmp, spec, first, second, *_ = swept
-    study = load_study(spec, tmp)
+    study = load_optuna_study(spec, tmp)
     pruned = study.get_trials(states=(TrialState.PRUNED,))
     assert second["pruned"] >= 1 and len(pruned) == second["pruned"]
     for t in pruned:
@@ -223,7 +223,7 @@ def test_pruning_stops_trials_early(swept):
 
 def test_failing_trial_is_recorded_and_the_sweep_goes_on(swept):
     tmp, spec, first, *_, logs = swept
-    study = load_study(spec, tmp)
+    study = load_optuna_study(spec, tmp)
     t = study.trials[1]
     assert t.state == TrialState.FAIL and t.user_attrs["failure_kind"] == "diverged"
     assert "diverged" in t.user_attrs["failure"] and t.user_attrs["will_retry"] is False
@@ -233,7 +233,7 @@ def test_failing_trial_is_recorded_and_the_sweep_goes_on(swept):
 
 def test_resume_continues_the_same_study(swept):
     tmp, spec, first, second, before, _ = swept
-    study = load_study(spec, tmp)
+    study = load_optuna_study(spec, tmp)
     assert len(study.trials) == 8 and second["done"] == 8
     for t in study.trials[:6]:
         assert (t.state, t.params, t.value) == before[t.number]  # earlier trials untouched
@@ -260,7 +260,7 @@ def test_report_importance_figures_and_best_recipe(swept, capsys):
     rows = (tmp / "report" / "trials.csv").read_text().splitlines()
     assert len(rows) == 1 + 8 and "diverged" in rows[2]
     best = load_config(tmp / "report" / "best.yaml")  # the exported recipe loads as a config
-    study = load_study(spec, tmp)
+    study = load_optuna_study(spec, tmp)
     bt = study.best_trial
     assert summary["best"]["trial"] == bt.number and best.optim.lr == pytest.approx(bt.params["optim.lr"])
     assert best.run.dir is None and best.optim.name == bt.params["optim.name"]
@@ -274,7 +274,7 @@ def test_best_retrains_on_train_plus_val_and_reports_test_once(swept, capsys):
     saved = json.loads((tmp / "best" / "retrain.json").read_text())
     cfg = yaml.safe_load((tmp / "best" / "config.yaml").read_text())
     assert cfg["data"]["val_size"] == 0 and saved["test_acc"] is not None
-    assert saved["trial"] == load_study(spec, tmp).best_trial.number
+    assert saved["trial"] == load_optuna_study(spec, tmp).best_trial.number
     mtime = (tmp / "best" / "summary.json").stat().st_mtime_ns
     assert main(["sweep", "best", str(tmp)]) == 0  # asked again: the stored result, no second look at test
     assert "already retrained" in capsys.readouterr().out
@@ -298,7 +298,7 @@ def test_grid_sampler_visits_every_point_once(tmp_path):
     assert spec.trials == 2
     prepare(spec, tmp_path)
     Worker(spec, tmp_path, log=lambda m: None).run()
-    study = load_study(spec, tmp_path)
+    study = load_optuna_study(spec, tmp_path)
     assert states(study) == ["COMPLETE", "COMPLETE"]
     assert sorted(t.params["optim.lr"] for t in study.trials) == [0.01, 0.1]
 
@@ -313,7 +313,7 @@ def test_journal_file_storage(tmp_path):
     prepare(spec, tmp_path / "out")
     Worker(spec, tmp_path / "out", log=lambda m: None).run()
     assert (tmp_path / "shared.journal").stat().st_size > 0 and not (tmp_path / "out" / "study.db").exists()
-    assert states(load_study(spec, tmp_path / "out")) == ["COMPLETE"]
+    assert states(load_optuna_study(spec, tmp_path / "out")) == ["COMPLETE"]
     plain = parse_sweep(sweep_dict(trials=2, overrides=[*TINY, "train.epochs=1"]), "tiny")
     prepare(plain, tmp_path / "out")  # resumed without naming a storage: the directory remembers its own
     assert plain.storage == spec.storage
@@ -425,7 +425,7 @@ def test_two_worker_processes_share_one_study(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     spec = parse_sweep(sweep_dict(trials=4, overrides=[*TINY, "train.epochs=1"]), "tiny")
-    study = load_study(spec, tmp_path / "out")
+    study = load_optuna_study(spec, tmp_path / "out")
     trials = study.get_trials()
     assert [t.number for t in trials] == list(range(4))  # none lost, none duplicated, no overshoot
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
@@ -445,7 +445,7 @@ def _wait_for_epoch(spec, out: Path, proc: subprocess.Popen, timeout: float = 12
         time.sleep(0.1)
         if study is None:
             try:
-                study = load_study(spec, out) if (out / "study.db").is_file() else None
+                study = load_optuna_study(spec, out) if (out / "study.db").is_file() else None
             except Exception:  # the study is still being created
                 continue
         if study is not None:
@@ -469,7 +469,7 @@ def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
     proc.send_signal(signal.SIGINT)
     text = proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, text
-    study = load_study(spec, out)
+    study = load_optuna_study(spec, out)
     t = study.trials[first]
     assert t.state == TrialState.FAIL and t.user_attrs["failure_kind"] == "interrupted", text
     assert t.user_attrs["will_retry"] is True
@@ -480,10 +480,10 @@ def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
     killed = _wait_for_epoch(spec, out, proc)
     proc.kill()
     proc.wait()
-    assert load_study(spec, out).trials[killed].state == TrialState.RUNNING  # left behind by the kill
+    assert load_optuna_study(spec, out).trials[killed].state == TrialState.RUNNING  # left behind by the kill
     logs: list[str] = []
     Worker(spec, out, log=logs.append).run()
-    study = load_study(spec, out)
+    study = load_optuna_study(spec, out)
     k = study.trials[killed]
     assert k.state == TrialState.FAIL and k.user_attrs["failure_kind"] == "died"
     assert "ended without finishing" in k.user_attrs["failure"] and any("worker died" in m for m in logs)

@@ -22,7 +22,7 @@ from reglab.cli import main
 from reglab.errors import UserError
 from reglab.sweep import parse_sweep
 from reglab.sweep.runner import counts, recover_stale
-from reglab.sweep.storage import engine_url, load_study, open_storage, prepare, shown_url
+from reglab.sweep.storage import engine_url, load_optuna_study, open_storage, prepare, shown_url
 
 REPO = Path(__file__).resolve().parent.parent
 GATE = Path(__file__).resolve().parent / "sweep_gate"  # sitecustomize.py: the killed-worker test's hook
@@ -197,7 +197,7 @@ def test_two_worker_processes_on_postgres_reach_the_trial_count_exactly(tmp_path
     assert proc.returncode == 0, text
     assert not (out / "study.db").exists()  # the study lives on the server
     spec = parse_sweep(d, "pg")
-    study = load_study(spec, out)
+    study = load_optuna_study(spec, out)
     trials = study.get_trials()
     assert [t.number for t in trials] == list(range(6)), text  # none lost, none duplicated, no overshoot
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials), [t.state for t in trials]
@@ -253,7 +253,7 @@ def test_worker_killed_mid_trial_on_postgres_is_retried_and_the_count_is_exact(t
                 pytest.fail("trial 0 never finished its first epoch: " + log_path.read_text())
             with conn:
                 pid, number = map(int, conn.makefile().readline().split())
-                study = load_study(spec, out)
+                study = load_optuna_study(spec, out)
                 t = study.trials[0]
                 assert number == 0 and t.state == TrialState.RUNNING and t.user_attrs["pid"] == pid
                 assert list(t.intermediate_values) == [1]  # the server has epoch 1 ...
@@ -266,7 +266,7 @@ def test_worker_killed_mid_trial_on_postgres_is_retried_and_the_count_is_exact(t
             _kill_workers(launcher, spec, out, victim)
     text = log_path.read_text()
     assert "exited with code -9" in text and "trial 0: worker died" in text, text
-    study = load_study(spec, out)
+    study = load_optuna_study(spec, out)
     trials = study.get_trials()
     assert [t.number for t in trials] == list(range(4)), text  # 3 trials + 1 retry, numbered once each
     k = trials[0]
@@ -293,7 +293,7 @@ def _kill_workers(launcher: subprocess.Popen, spec, out: Path, victim: int | Non
         launcher.wait()
     pids = {victim} if victim else set()
     try:
-        pids |= {t.user_attrs.get("pid") for t in load_study(spec, out).get_trials()}
+        pids |= {t.user_attrs.get("pid") for t in load_optuna_study(spec, out).get_trials()}
     except Exception:
         pass
     for pid in pids - {None}:

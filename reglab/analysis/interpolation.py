@@ -1,8 +1,8 @@
-"""Interpolation test (seed 001, Objective 2, Figures 2-3; Liang et al., *Understanding Mixup Training
-Methods*, 2018): how a trained model classifies mixtures of two test images of different classes.
+"""Interpolation test (after Liang et al., *Understanding Mixup Training Methods*, 2018): how a trained model
+classifies mixtures of two test images of different classes.
 
 For pairs ``(x1, y1), (x2, y2)`` with ``y1 != y2`` drawn once from the test set with a fixed seed, and
-``lam`` in {0, 0.01, ..., 1} (101 values, the report's "steps" 0-100)::
+``lam`` in {0, 0.01, ..., 1} (101 values; "steps" 0-100 in the reproduced mixup report)::
 
     x(lam) = lam * x1 + (1 - lam) * x2          (in pixel space, then normalized; normalization is affine,
                                                  so this equals mixing the normalized images as mixup does)
@@ -11,7 +11,7 @@ Three curves per model, as fractions in percent of the pairs:
 
 * ``acc_x1`` -- the top-1 prediction is ``y1`` (rises with ``lam`` as an S-curve),
 * ``acc_x2`` -- the top-1 prediction is ``y2`` (falls),
-* ``top2_both`` -- the two highest-scoring classes are exactly ``{y1, y2}`` (the report's test-x1x2).
+* ``top2_both`` -- the two highest-scoring classes are exactly ``{y1, y2}`` (test-x1x2 in that report).
 
 The endpoints are exact: ``lam = 1`` feeds ``1 * x1 + 0 * x2 == x1`` bit for bit, so ``acc_x1[lam=1]`` is
 the plain test accuracy on the x1 images (likewise ``acc_x2[lam=0]`` on x2). Models are evaluated in eval

@@ -1,4 +1,4 @@
-"""Loss landscapes around a trained model (seed 001, Objective 3, Figure 4).
+"""Loss landscapes around a trained model: do mixup-trained models sit in wider basins than ERM ones?
 
 **Filter-normalized random directions** (Li, Xu, Taylor, Studer & Goldstein, *Visualizing the Loss Landscape
 of Neural Nets*, NeurIPS 2018, Sec. 4): a direction ``d`` is a Gaussian tensor shaped like the weights, then
@@ -14,15 +14,16 @@ in eval mode with the trained batch-norm running statistics, unchanged (as the p
 ``torch.func.functional_call``, so the model is never copied or modified.
 
 * 1D: ``f(a) = L(theta + a d)``, ``a`` in [-1, 1]; 2D: ``f(a, b) = L(theta + a d1 + b d2)`` on [-1, 1]^2.
-* **The report's method** (seed 001, "perturbing the parameters ... gradually adjusting its perturbation
-  range; when the loss reaches a predetermined size, save these random tensors; then interpolate"): grow
+* **Grow-to-L** (the method of the mixup report this analysis reproduces, in its words "perturbing the
+  parameters ... gradually adjusting its perturbation range; when the loss reaches a predetermined size, save
+  these random tensors; then interpolate"; saved under the key ``report``): grow
   ``s`` along each random direction until ``L(theta + s d) = L_target`` (geometric growth, then bisection),
   then interpolate ``theta + t s1 d1 + u s2 d2`` for ``t, u`` in [-1, 1]. We use the same filter-normalized
   directions as above, so the two methods differ only in the scaling (the report gives no normalization).
 * **Basin width** (to compare models in a table, not by eye): along a direction, the distance ``a`` at which
   the loss first reaches a level ``L`` (rays in both signs of several directions; mean and std, and a 95%
   bootstrap interval over the directions, each the mean of its two rays). ``a`` is in
-  filter-normalized units: ``a = 0.1`` moves every filter by 10% of its own norm. Widths are the report's
+  filter-normalized units: ``a = 0.1`` moves every filter by 10% of its own norm. Widths are grow-to-L's
   grow-stage scales ``s`` themselves.
 
 Losses are the plain cross-entropy (mean) and top-1 accuracy on a fixed, stratified subset of the
@@ -236,10 +237,10 @@ def scale_direction(d: Direction, s: float) -> Direction:
     return {n: s * t for n, t in d.items()}
 
 
-def report_method(
+def grow_to_loss_surface(
     ev: Evaluator, d1: Direction, d2: Direction, target: float, resolution: int, loss0: float, **kw
 ) -> dict[str, Any]:
-    """The report's grow-then-interpolate surface: scales ``s1, s2`` with ``L(theta + s_k d_k) = target``,
+    """The grow-to-L surface (grow, then interpolate): scales ``s1, s2`` with ``L(theta + s_k d_k) = target``,
     then the grid ``theta + t s1 d1 + u s2 d2``, ``t, u`` in [-1, 1]. Grid axes are returned in ``a`` units
     (``t * s1``, ``u * s2``). Without a crossing (loss never reaches ``target``) that axis uses ``max_alpha``."""
     max_alpha = kw.get("max_alpha", 10.0)
@@ -272,8 +273,8 @@ def landscape_of_run(
 ) -> dict[str, Any]:
     """Everything above for one loaded run (:class:`reglab.analysis.common.LoadedRun`): the 1D scan along
     direction 1, the 2D grid on directions 1-2 (``resolution`` per axis), the basin widths over ``n_dirs``
-    directions (both signs) at ``levels``, and the report's surface for ``target``. The same ``seed`` gives
-    every model of the same architecture the same Gaussian draws before filter normalization."""
+    directions (both signs) at ``levels``, and the grow-to-L surface for ``target`` (key ``report``). The same
+    ``seed`` gives every model of the same architecture the same Gaussian draws before filter normalization."""
     chosen = run.data.train if split == "train" else run.data.val
     if chosen is None:
         raise ValueError("the run has no validation split")
@@ -297,9 +298,9 @@ def landscape_of_run(
         grid = np.linspace(-1, 1, resolution)
         out["2d"] = scan_2d(ev, dirs[0], dirs[1], grid, grid)
         log(f"  2D grid: {resolution}x{resolution}")
-        out["report"] = report_method(ev, dirs[0], dirs[1], target, report_resolution or resolution, loss0)
+        out["report"] = grow_to_loss_surface(ev, dirs[0], dirs[1], target, report_resolution or resolution, loss0)
         log(
-            f"  report's method: L={target:g} reached at s = {out['report']['scales'][0]:.3f}, "
+            f"  grow-to-L: L={target:g} reached at s = {out['report']['scales'][0]:.3f}, "
             f"{out['report']['scales'][1]:.3f}"
         )
     out["evaluations"] = ev.calls

@@ -1,6 +1,5 @@
-"""Mixing-ratio study (seed 001, Objective 1, Figure 1 a-d; after Liang et al., *Understanding Mixup Training
-Methods*, 2018): collect a study's runs trained with decoupled mixing and plot validation accuracy against
-the width of the mixing-ratio range.
+"""Mixing-ratio study (after Liang et al., *Understanding Mixup Training Methods*, 2018): collect a study's
+runs trained with decoupled mixing and plot validation accuracy against the width of the mixing-ratio range.
 
 Decoupled mixing (``reglab.data.mixing``): ``x = lam_x x_i + (1 - lam_x) x_j``, ``y = lam_y y_i +
 (1 - lam_y) y_j``, each ratio ``Uniform(l1, l2)``, fixed, or tied (``lam_y = lam_x``). Every run is placed

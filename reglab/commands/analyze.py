@@ -1,8 +1,9 @@
-"""``reglab analyze``: analyses of trained runs (seed 001's Objectives 1-3).
+"""``reglab analyze``: analyses of trained runs that ask why mixup works (after Liang et al., *Understanding
+Mixup Training Methods*, 2018).
 
 * ``reglab analyze interpolation RUN... -o OUT`` -- accuracy on mixed test pairs, lam = 0..1 by 0.01.
 * ``reglab analyze landscape RUN... [-o OUT] [--subset N] [--resolution R]`` -- loss landscapes along
-  filter-normalized directions, the report's grow-to-L surface, basin widths.
+  filter-normalized directions, the grow-to-L surface, basin widths.
 * ``reglab analyze ratio STUDY_DIR -o OUT`` -- the decoupled mixing-ratio panels of a study.
 
 Each writes PNGs, a JSON file with every number, a Markdown table and an offline ``index.html`` in OUT.
@@ -251,7 +252,7 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
                     rep,
                     out / f"{safe}_report_surface.png",
                     zmax=zmax,
-                    title=f"{name}: report's method, L={rep['target']:g} at s = "
+                    title=f"{name}: grow-to-L, L={rep['target']:g} at s = "
                     f"{rep['scales'][0]:.3f} / {rep['scales'][1]:.3f}",
                     xlabel="t * s1",
                     ylabel="u * s2",
@@ -264,7 +265,7 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
                     xlabel="t * s1",
                     ylabel="u * s2",
                     levels=rep_levels,
-                    title=f"{name}: report's method (grown to L={rep['target']:g})",
+                    title=f"{name}: grow-to-L (grown to L={rep['target']:g})",
                 )
             )
         sections.append((name, "".join(embed_png(f) for f in figs)))
@@ -376,7 +377,7 @@ def register(sub) -> None:
         a.add_argument("--data-dir", help="dataset folder (same as data.dir=...)")
         a.add_argument("--threads", type=int, help="torch threads (default: torch's)")
 
-    it = acts.add_parser("interpolation", help="accuracy on mixed test pairs as lam goes 0..1 (seed 001 Fig. 2-3)")
+    it = acts.add_parser("interpolation", help="accuracy on mixed test pairs as lam goes 0..1")
     common(it)
     it.add_argument("-o", "--output", required=True, help="output folder")
     it.add_argument("--pairs", type=int, default=1000, help="test pairs of different classes (default 1000)")
@@ -389,9 +390,7 @@ def register(sub) -> None:
     )
     it.set_defaults(func=cmd_interpolation)
 
-    ls = acts.add_parser(
-        "landscape", help="loss landscape along filter-normalized directions, basin widths (seed 001 Fig. 4)"
-    )
+    ls = acts.add_parser("landscape", help="loss landscape along filter-normalized directions, basin widths")
     common(ls)
     ls.add_argument("-o", "--output", help="output folder (default RUN/landscape for one run, else ./landscape)")
     ls.add_argument("--subset", type=int, default=1000, help="fixed stratified subset size (default 1000)")
@@ -404,7 +403,7 @@ def register(sub) -> None:
     ls.add_argument(
         "--resolution", type=int, default=15, help="2D grid points per axis; 1D uses 2R-1 (default 15)"
     )
-    ls.add_argument("--report-resolution", type=int, help="grid of the report's method (default --resolution)")
+    ls.add_argument("--report-resolution", type=int, help="grid of the grow-to-L surface (default --resolution)")
     ls.add_argument("--directions", type=int, default=3, help="random directions for basin widths (default 3)")
     ls.add_argument(
         "--levels",
@@ -412,13 +411,18 @@ def register(sub) -> None:
         help="loss levels of the basin widths: absolute, or +x above the loss at the minimum "
         "(default +0.5,+1,2.3026,5; 2.3026 = ln 10, chance level on CIFAR-10)",
     )
-    ls.add_argument("--target-loss", type=float, default=5.0, help="L of the report's method (default 5)")
+    ls.add_argument(
+        "--target-loss",
+        type=float,
+        default=5.0,
+        help="L of the grow-to-L surface: each direction is scaled until the loss reaches L (default 5)",
+    )
     ls.add_argument("--zmax", type=float, help="clip surface plots at this loss (default 2 x --target-loss)")
     ls.add_argument("--no-2d", action="store_true", help="1D scan and basin widths only")
     ls.add_argument("--seed", type=int, default=0, help="seed of the directions and the subset (default 0)")
     ls.set_defaults(func=cmd_landscape)
 
-    ra = acts.add_parser("ratio", help="plot a decoupled mixing-ratio study's panels (seed 001 Fig. 1)")
+    ra = acts.add_parser("ratio", help="plot a decoupled mixing-ratio study's panels")
     ra.add_argument("study_dir", metavar="STUDY_DIR", help="a study directory (holding runs/)")
     ra.add_argument("-o", "--output", required=True, help="output folder")
     ra.add_argument("--metric", choices=["final_val_acc", "best_val_acc"], default="final_val_acc")

@@ -2,10 +2,10 @@
 
 * mixup (Zhang et al., *mixup: Beyond Empirical Risk Minimization*, 2018):
   ``x = lam * x_i + (1 - lam) * x_j``, ``y = lam * y_i + (1 - lam) * y_j``, ``lam ~ Beta(alpha, alpha)``,
-  one ``lam`` per batch or one per sample (seed 000's Algorithm 1), partner ``j`` a random permutation.
+  one ``lam`` per batch or one per sample, partner ``j`` a random permutation.
 * CutMix (Yun et al., 2019): paste a box of ``x_j`` into ``x_i``; the box has area ``(1 - lam) * H * W``,
   a uniformly random centre, is clipped to the image, and ``lam`` is corrected to the area actually kept.
-* Decoupled mixing (seed 001, after Liang et al., *Understanding Mixup Training Methods*): images mixed with
+* Decoupled mixing (after Liang et al., *Understanding Mixup Training Methods*, 2018): images mixed with
   ``lam_x``, labels with ``lam_y``, each from ``Beta(alpha, alpha)`` or ``Uniform(l1, l2)`` or tied
   (``lam_y = lam_x``).
 
@@ -109,8 +109,9 @@ class Mixer:
             uses cutmix with probability ``switch_prob``, else mixup.
         prob: probability that a batch is mixed at all.
         per_sample: one ratio (and one cutmix box) per sample instead of one per batch.
-        lam_x / lam_y: decoupled mixup (seed 001): ``("beta", alpha)`` (the default, with ``mixup_alpha``),
-            ``("uniform", (l1, l2))`` or ``("fixed", v)``; ``lam_y=None`` ties the label ratio to the image ratio.
+        lam_x / lam_y: decoupled mixup, the image ratio and the label ratio drawn separately:
+            ``("beta", alpha)`` (the default, with ``mixup_alpha``), ``("uniform", (l1, l2))`` or
+            ``("fixed", v)``; ``lam_y=None`` ties the label ratio to the image ratio.
     """
 
     def __init__(

@@ -1,7 +1,7 @@
 """Comparison models that are not CIFAR ResNets: VGG with batch norm, ResNeXt and DenseNet-BC for 32px images.
 
-The regularization reports compare against these (seed 001: mixup on PreAct ResNet-18, DenseNet-BC-190 and
-ResNeXt-29 8x64d, loss landscapes on VGG-11). Wide ResNets need no code here: WRN-28-10 is a preset of the
+The mixup experiments compare against these (mixup on PreAct ResNet-18, DenseNet-BC-190 and ResNeXt-29 8x64d;
+loss landscapes on VGG-11). Wide ResNets need no code here: WRN-28-10 is a preset of the
 CIFAR ResNet builder (``wrn28_10`` in zoo.py). Each network is a few small modules composed the same way as
 reglab/models/resnet.py: convs without bias before batch norm (except VGG, see :class:`VGG`), Kaiming-normal
 (fan-out) conv init, ``forward_features`` -> ``forward_head`` with global average pooling, optional dropout

@@ -2,16 +2,17 @@
 
 He et al., *Deep Residual Learning for Image Recognition* (2016) -- basic and bottleneck blocks,
 ``y = act(F(x) + S(x))``; He et al., *Identity Mappings in Deep Residual Networks* (2016) -- pre-activation
-blocks, ``y = x + F(act(BN(x)))``. The design variables follow seed 002: N stages (``len(blocks)``), B blocks
-per stage, C channels per stage, conv kernel F, skip-connection kernel K, final average-pool size P. The
-stem is a 3x3 conv, stride 1 by default (32px inputs need no ImageNet stem; ``stem_stride=2`` trades
-resolution for speed, as seed 003 tried); stage i > 0 halves the resolution.
+blocks, ``y = x + F(act(BN(x)))``. Its design variables (the letters docs/models.md uses): N stages
+(``len(blocks)``), B blocks per stage, C channels per stage, conv kernel F, skip-connection kernel K, final
+average-pool size P. The stem is a 3x3 conv, stride 1 by default (32px inputs need no ImageNet stem;
+``stem_stride=2`` trades resolution for speed); stage i > 0 halves the resolution.
 
 ResNet-D (He et al., *Bag of Tricks*, 2019): deep 3-conv stem and average-pool shortcuts; the stride of a
 bottleneck already sits on its 3x3 conv. Regularizers hook in here as options: squeeze-and-excitation (Hu et al., 2018; ``torchvision.ops.
 SqueezeExcitation``), stochastic depth (Huang et al., 2016; ``torchvision.ops.StochasticDepth`` in "row" mode,
-survival probability decaying linearly to ``1 - drop_path``), dropout before the classifier, and seed 004's
-dropout in place of the residual branch's batch norms (``bn_dropout=[p1, p2]``).
+survival probability decaying linearly to ``1 - drop_path``), dropout before the classifier, and dropout in
+place of the residual branch's batch norms (``bn_dropout=[p1, p2]``, one rate per conv of the block; a
+projection shortcut keeps its batch norm).
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ class Block(nn.Module):
             shapes = [(cin, width, k, stride), (width, cout, k, 1)]
         self.convs = nn.ModuleList(conv(a, b, kk, s) for a, b, kk, s in shapes)
         norm_ch = [a for a, *_ in shapes] if preact else [b for _, b, *_ in shapes]
-        if bn_dropout is not None:  # seed 004: dropout in place of each batch norm of the residual branch
+        if bn_dropout is not None:  # no batch norm in the residual branch: dropout where each one would be
             if len(bn_dropout) != len(shapes):
                 raise ValueError(
                     f"bn_dropout needs {len(shapes)} rates for a {'bottleneck' if bottleneck else 'basic'}"

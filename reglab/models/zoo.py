@@ -1,10 +1,16 @@
 """Named presets: the CIFAR ResNet builder's, plus the comparison models, with parameter counts and FLOPs.
 
 Each preset is a dict of :func:`~reglab.models.resnet.cifar_resnet` keyword arguments; ``model.*`` config keys
-override any of them. ``s002_*`` are the ten < 5M-parameter models of seed 002 (Table 1.1), named so they
-cannot be confused with He et al.'s resnet20/32/56/110. Their parameter counts match the table exactly
-except ``s002_resnet90`` (see docs/models.md). ``wrn28_10`` (Zagoruyko & Komodakis, 2016) is a builder preset
-too: pre-activation basic blocks reproduce the reference WRN-28-10's 36,479,194 parameters exactly.
+override any of them. ``wrn28_10`` (Zagoruyko & Komodakis, 2016) is a builder preset too: pre-activation basic
+blocks reproduce the reference WRN-28-10's 36,479,194 parameters exactly.
+
+Compact ResNets (:data:`COMPACT_RESNETS`): ten CIFAR-10 ResNets of under 5M parameters each, the designs of a
+compact-ResNet design study (docs/models.md compares their parameter counts with its table). Their names say
+their structure: ``resnet{depth}_b{blocks per stage}_w{width}``, e.g. ``resnet24_b3-5-3_w64`` is 24 layers
+deep (stem conv + 2 convs per basic block + classifier), 3 stages of 3, 5 and 3 basic blocks, 64 channels in
+the first stage doubling at every stage (64/128/256). They use 3x3 convs, 1x1 projection shortcuts and
+global average pooling, and all but one have a stem as wide as their first stage. Their former names still
+work (:data:`ALIASES`), so configs and saved runs that use them load unchanged.
 
 The comparison models that are not ResNets (reglab/models/others.py) are in :data:`OTHER_MODELS` and, so that
 ``reglab models`` lists them, in :data:`PRESETS` too. Their presets carry an ``arch`` key naming the
@@ -27,18 +33,66 @@ from . import fastnet, others
 from .resnet import cifar_resnet
 
 _W4 = [64, 128, 256, 512]
+_W3 = [64, 128, 256]
+# The compact (< 5M-parameter) CIFAR-10 ResNets, resnet{depth}_b{blocks per stage}_w{first stage's width}: basic
+# blocks, 3x3 convs, 1x1 projection shortcuts, global average pool; widths double at every stage.
+COMPACT_RESNETS: dict[str, dict] = {
+    "resnet26_b5-4-3_w64": dict(blocks=[5, 4, 3], channels=_W3),
+    "resnet28_b6-4-3_w64": dict(blocks=[6, 4, 3], channels=_W3),
+    "resnet24_b3-5-3_w64": dict(blocks=[3, 5, 3], channels=_W3),
+    "resnet30_b7-4-3_w64": dict(blocks=[7, 4, 3], channels=_W3),
+    "resnet90_b16-16-12_w32": dict(blocks=[16, 16, 12], channels=[32, 64, 128]),
+    "resnet26_b4-5-3_w64": dict(blocks=[4, 5, 3], channels=_W3),
+    "resnet32_b4-4-4-3_w32": dict(blocks=[4, 4, 4, 3], channels=[32, 64, 128, 256]),
+    "resnet10_b1-1-1-1_w64": dict(blocks=[1, 1, 1, 1], channels=_W4),
+    "resnet12_b2-1-1-1_w64": dict(blocks=[2, 1, 1, 1], channels=_W4),
+    # The one whose stem (64) is wider than its first stage (32): only so does it have the published count.
+    "resnet56_b16-4-4-3_w32": dict(blocks=[16, 4, 4, 3], channels=[32, 64, 128, 256], stem_width=64),
+}
+# Parameter counts (10 classes) the design study publishes for them, checked by tests/test_models.py. All
+# match exactly except resnet90_b16-16-12_w32's, which is 928 more than the architecture it describes has
+# (docs/models.md).
+COMPACT_PUBLISHED_PARAMS: dict[str, int] = {
+    "resnet26_b5-4-3_w64": 4771146,
+    "resnet28_b6-4-3_w64": 4845130,
+    "resnet24_b3-5-3_w64": 4918602,
+    "resnet30_b7-4-3_w64": 4919114,
+    "resnet90_b16-16-12_w32": 4947402,
+    "resnet26_b4-5-3_w64": 4992586,
+    "resnet32_b4-4-4-3_w32": 4754218,
+    "resnet10_b1-1-1-1_w64": 4903242,
+    "resnet12_b2-1-1-1_w64": 4977226,
+    "resnet56_b16-4-4-3_w32": 4989194,
+}
+# Former name -> preset. The compact ResNets were first named s002_* after the internal report they come from;
+# recipes, studies and saved runs use those names, which work wherever a preset name does (resolve_name), and
+# `reglab models` shows them next to the new ones.
+ALIASES: dict[str, str] = {
+    "s002_resnet26": "resnet26_b5-4-3_w64",
+    "s002_resnet28_1": "resnet28_b6-4-3_w64",
+    "s002_resnet24": "resnet24_b3-5-3_w64",
+    "s002_resnet30": "resnet30_b7-4-3_w64",
+    "s002_resnet90": "resnet90_b16-16-12_w32",
+    "s002_resnet26_1": "resnet26_b4-5-3_w64",
+    "s002_resnet32": "resnet32_b4-4-4-3_w32",
+    "s002_resnet10": "resnet10_b1-1-1-1_w64",
+    "s002_resnet12": "resnet12_b2-1-1-1_w64",
+    "s002_resnet56": "resnet56_b16-4-4-3_w32",
+}
 PRESETS: dict[str, dict] = {
     # kuangliu/pytorch-cifar-style ResNets: 3x3 stride-1 stem, four stages.
     "resnet18": dict(blocks=[2, 2, 2, 2], channels=_W4),
     "resnet34": dict(blocks=[3, 4, 6, 3], channels=_W4),
     "resnet50": dict(blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck"),
     "resnet101": dict(blocks=[3, 4, 23, 3], channels=_W4, block="bottleneck"),
-    # Pre-activation (He et al., 2016b); seed 000 uses the bottleneck 50 with GELU.
+    # Pre-activation (He et al., *Identity Mappings in Deep Residual Networks*, 2016); the bottleneck 50 also
+    # with GELU activations.
     "preact_resnet18": dict(blocks=[2, 2, 2, 2], channels=_W4, preact=True),
     "preact_resnet50": dict(blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", preact=True),
     "preact_resnet50_gelu": dict(blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", preact=True, act="gelu"),
-    # ResNet-RS-50 for 32px (Bello et al., 2021; seed 003): bottleneck [3,4,6,3], SE 0.25, ResNet-D deep stem
-    # (32, 32, 64) with stride 1 (seed 003 tried stem widths 32..128 and a stride-1 stem for 32px images).
+    # ResNet-RS-50 (Bello et al., *Revisiting ResNets: Improved Training and Scaling Strategies*, 2021) for
+    # 32px images: bottleneck [3,4,6,3], SE 0.25, ResNet-D deep stem (32, 32, 64) with stride 1 instead of
+    # ImageNet's stride-2 stem and max pool.
     "resnetrs50": dict(
         blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", se_ratio=0.25, resnet_d=True, stem_width=32
     ),
@@ -50,17 +104,7 @@ PRESETS: dict[str, dict] = {
     "resnet32": dict(blocks=[5, 5, 5], channels=[16, 32, 64], shortcut="pad"),
     "resnet56": dict(blocks=[9, 9, 9], channels=[16, 32, 64], shortcut="pad"),
     "resnet110": dict(blocks=[18, 18, 18], channels=[16, 32, 64], shortcut="pad"),
-    # Seed 002, Table 1.1 (F=3, K=1 projection shortcuts, P = global average pool).
-    "s002_resnet26": dict(blocks=[5, 4, 3], channels=[64, 128, 256]),
-    "s002_resnet28_1": dict(blocks=[6, 4, 3], channels=[64, 128, 256]),
-    "s002_resnet24": dict(blocks=[3, 5, 3], channels=[64, 128, 256]),
-    "s002_resnet30": dict(blocks=[7, 4, 3], channels=[64, 128, 256]),
-    "s002_resnet90": dict(blocks=[16, 16, 12], channels=[32, 64, 128]),
-    "s002_resnet26_1": dict(blocks=[4, 5, 3], channels=[64, 128, 256]),
-    "s002_resnet32": dict(blocks=[4, 4, 4, 3], channels=[32, 64, 128, 256]),
-    "s002_resnet10": dict(blocks=[1, 1, 1, 1], channels=_W4),
-    "s002_resnet12": dict(blocks=[2, 1, 1, 1], channels=_W4),
-    "s002_resnet56": dict(blocks=[16, 4, 4, 3], channels=[32, 64, 128, 256], stem_width=64),
+    **COMPACT_RESNETS,
     # Wide ResNet-28-10 (Zagoruyko & Komodakis, 2016): 16-wide stem conv, 3 groups of 4 pre-activation basic
     # blocks of width 16k = 160/320/640, 1x1 shortcuts where the shape changes. model.dropout is dropout
     # before the classifier, not WRN's dropout between the two convs of each block (the builder has none).
@@ -77,7 +121,8 @@ ARCHS: dict[str, Callable[..., nn.Module]] = {
 # The model.* config keys each of those accepts (all other model.* keys are ResNet-builder options).
 ARCH_CONFIG_KEYS: dict[str, frozenset[str]] = {arch: frozenset({"dropout"}) for arch in ARCHS}
 ARCH_CONFIG_KEYS["fastnet"] = frozenset({"dropout", "channels"})
-# Comparison models of the reports (seed 001's mixup table and loss landscapes) that are not CIFAR ResNets.
+# Comparison models that are not CIFAR ResNets: the mixup experiments' ResNeXt-29 and DenseNet-BC-190 (next to
+# preact_resnet18) and the loss-landscape analysis' VGG-11 (reglab/analysis/landscape.py).
 OTHER_MODELS: dict[str, dict] = {
     # Kuangliu-style CIFAR VGG-11 with batch norm, one Linear(512, classes) head.
     "vgg11_bn": dict(arch="vgg", layers=others.VGG11),
@@ -96,35 +141,41 @@ FAST_MODELS: dict[str, dict] = {
 PRESETS.update(OTHER_MODELS)
 PRESETS.update(FAST_MODELS)
 
-# Parameter counts printed in seed 002's Table 1.1 (10 classes), checked by the tests.
-S002_TABLE = {
-    "s002_resnet26": 4771146,
-    "s002_resnet28_1": 4845130,
-    "s002_resnet24": 4918602,
-    "s002_resnet30": 4919114,
-    "s002_resnet90": 4947402,
-    "s002_resnet26_1": 4992586,
-    "s002_resnet32": 4754218,
-    "s002_resnet10": 4903242,
-    "s002_resnet12": 4977226,
-    "s002_resnet56": 4989194,
-}
+
+def resolve_name(name: str) -> str:
+    """The preset ``name`` refers to: itself, or the preset a former name (:data:`ALIASES`) stands for. An
+    unknown name is a :class:`UserError` that suggests the closest known one."""
+    if name in PRESETS:
+        return name
+    if name in ALIASES:
+        return ALIASES[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, [*PRESETS, *ALIASES], n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UserError(f"model.name: unknown model {name!r}{hint}. Run `reglab models` to list them.")
 
 
-def spec(name: str, **overrides) -> dict:
-    """Builder kwargs of preset ``name`` with ``overrides`` applied."""
-    if name not in PRESETS:
-        import difflib
+def is_known(name: str) -> bool:
+    """Whether ``name`` is a preset or a former name of one."""
+    return name in PRESETS or name in ALIASES
 
-        close = difflib.get_close_matches(name, PRESETS, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"model.name: unknown model {name!r}{hint}. Run `reglab models` to list them.")
-    return {**PRESETS[name], **overrides}
+
+def aliases_of(name: str) -> list[str]:
+    """The former names that stand for preset ``name`` (most presets have none)."""
+    return [old for old, new in ALIASES.items() if new == name]
+
+
+def preset_kwargs(name: str, **overrides) -> dict:
+    """Builder (or constructor) keyword arguments of preset ``name``, an alias allowed, with ``overrides``
+    applied."""
+    return {**PRESETS[resolve_name(name)], **overrides}
 
 
 def create(name: str, num_classes: int = 10, **overrides) -> nn.Module:
-    """Preset ``name`` with ``num_classes`` outputs; ``overrides`` are keywords of its builder or constructor."""
-    kwargs = spec(name, **overrides)
+    """Preset ``name`` (or a former name of one) with ``num_classes`` outputs; ``overrides`` are keywords of its
+    builder or constructor."""
+    kwargs = preset_kwargs(name, **overrides)
     arch = kwargs.pop("arch", None)
     if arch is not None:
         return ARCHS[arch](num_classes=num_classes, **kwargs)
@@ -136,7 +187,7 @@ def build(cfg: ModelConfig, num_classes: int) -> nn.Module:
     """The model a config describes; builder errors, and ResNet-builder keys given to a model that is not a
     CIFAR ResNet, become :class:`UserError`."""
     overrides = cfg.overrides()
-    arch = spec(cfg.name).get("arch")
+    arch = preset_kwargs(cfg.name).get("arch")
     if arch is not None:
         extra = sorted(set(overrides) - ARCH_CONFIG_KEYS[arch])
         if extra:

@@ -2,8 +2,8 @@
 
 ```yaml
 # header comment: the report, its section, the numbers it got
-name: seed004_regularizers
-recipe: seed004_baseline      # base recipe for every run (a name in recipes/ or a path)
+name: regularizers
+recipe: quick                 # base recipe for every run (a name in recipes/ or a path)
 budget: cpu                   # optional: the recipe budget every run uses (`budget=NAME` on the CLI wins)
 overrides: [data.dataset=cifar10]   # applied to every run
 seeds: 1                      # n (seeds 0..n-1) or a list of seeds

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from ..config import load_config
 from .report import best_config
-from .storage import load_study, read_sweep_dir
+from .storage import load_optuna_study, read_sweep_dir
 
 FULL_TRAIN = 50_000  # CIFAR-10/100 training images
 
@@ -35,7 +35,7 @@ def retrain_best(
 
     sweep_dir = Path(sweep_dir)
     spec = read_sweep_dir(sweep_dir)
-    study = load_study(spec, sweep_dir)
+    study = load_optuna_study(spec, sweep_dir)
     best, cfg = best_config(study, spec, sweep_dir)
     out = sweep_dir / "best"
     record = out / "retrain.json"

@@ -18,7 +18,7 @@ from typing import Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from ..errors import UserError
-from .storage import load_study, read_sweep_dir, shown_url, storage_url
+from .storage import load_optuna_study, read_sweep_dir, shown_url, storage_url
 
 INSTALL = "pip install 'reglab[dashboard]' (or: pip install optuna-dashboard)"
 LOCAL = ("127.0.0.1", "localhost", "::1")
@@ -47,7 +47,7 @@ def make_dashboard(sweep_dir: Path, host: str = "127.0.0.1", port: int = 8080):
         raise UserError(f"--port must be 0..65535 (0: any free port), got {port}.")
     sweep_dir = Path(sweep_dir)
     spec = read_sweep_dir(sweep_dir)
-    study = load_study(spec, sweep_dir)  # a clear error for a storage that cannot be opened or has no study
+    study = load_optuna_study(spec, sweep_dir)  # a clear error for a storage that cannot be opened or has no study
     storage = study._storage
     app = optuna_dashboard.wsgi(storage)
     try:

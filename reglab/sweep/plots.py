@@ -1,6 +1,6 @@
-"""Sweep figures (matplotlib, Agg), after seed 000's Figures 5-7: accuracy against each hyperparameter,
-validation accuracy per epoch of every trial with pruned ones marked, parameter importance with each
-parameter's correlation with the objective, and parallel coordinates.
+"""Sweep figures (matplotlib, Agg): accuracy against each hyperparameter, validation accuracy per epoch of
+every trial with pruned ones marked, parameter importance with each parameter's correlation with the
+objective, and parallel coordinates.
 
 ``rows`` are the trial dictionaries of :func:`reglab.sweep.report.collect`: ``number``, ``state``
 (COMPLETE / PRUNED / FAIL / ...), ``value`` (the objective; for a pruned trial its last reported accuracy),

@@ -11,7 +11,7 @@ config as a recipe: ``reglab train <dir>/report/best.yaml``) and the PNGs of :mo
   trial has no final objective), normalized to sum to 1 by Optuna.
 * Correlation: Spearman's rank correlation of each parameter with the objective over COMPLETE trials (rank
   based, so log-scaled parameters need no transform); a categorical parameter becomes one 0/1 indicator per
-  choice (``optim.name=sgd``), as in seed 000's Figure 7.
+  choice (``optim.name=sgd``).
 * Savings: epochs trained by complete + pruned trials against every one of them trained to the end, and the
   same in seconds (each trial's seconds per epoch times the epochs it skipped).
 """
@@ -31,7 +31,7 @@ import yaml
 from ..errors import UserError
 from .runner import counts
 from .spec import Sweep
-from .storage import load_study, read_sweep_dir
+from .storage import load_optuna_study, read_sweep_dir
 
 REPORT_DIR = "report"
 FIGURES = {
@@ -216,7 +216,7 @@ def write_report(sweep_dir: Path, method: str = "ped_anova") -> dict[str, Any]:
 
     sweep_dir = Path(sweep_dir)
     spec = read_sweep_dir(sweep_dir)
-    study = load_study(spec, sweep_dir)
+    study = load_optuna_study(spec, sweep_dir)
     out = sweep_dir / REPORT_DIR
     out.mkdir(exist_ok=True)
     rows = collect(study, spec)

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from ..errors import UserError
 from .spec import Sweep
-from .storage import ask_lock, load_study
+from .storage import ask_lock, load_optuna_study
 
 RETRYABLE = ("interrupted", "died")
 
@@ -219,9 +219,9 @@ class Worker:
     def _study(self):
         import numpy as np
 
-        first = load_study(self.spec, self.dir)
+        first = load_optuna_study(self.spec, self.dir)
         seed = int(np.random.SeedSequence([self.spec.seed, self.index, len(first.trials)]).generate_state(1)[0])
-        return load_study(self.spec, self.dir, self.spec.make_sampler(seed), self.spec.make_pruner())
+        return load_optuna_study(self.spec, self.dir, self.spec.make_sampler(seed), self.spec.make_pruner())
 
     def run(self) -> dict[str, int]:
         from .. import train  # noqa: F401  torch loads here, before any trial exists that Ctrl-C could strand

@@ -267,7 +267,9 @@ def prepare(spec: Sweep, sweep_dir: Path):
     return study
 
 
-def load_study(spec: Sweep, sweep_dir: Path, sampler=None, pruner=None):
+def load_optuna_study(spec: Sweep, sweep_dir: Path, sampler=None, pruner=None):
+    """The Optuna study (trials, sampler state) of sweep ``spec`` in its storage; not a reglab study file
+    (:func:`reglab.study.load_study`)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -5,7 +5,7 @@ its measured effect (a paired difference over seeds, see :mod:`reglab.track.stat
 
     claims:
       - claim: crop + flip + random erasing gives a large gain
-        source: "seed 004: 74.32% vs 57.28% test"
+        source: "the reproduced report: 74.32% vs 57.28% test"   # shown next to the claim
         metric: test_acc
         compare: [augmentation, baseline]   # effect = augmentation - baseline, paired by seed
         expect: higher                      # higher | lower | same

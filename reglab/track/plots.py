@@ -142,8 +142,8 @@ def save_figure(fig, path: Path, root: Path | None = None) -> Path:
 
 
 def plot_overlay(series: dict[str, list[list[dict[str, Any]]]], curves_path: Path, gap_path: Path) -> str:
-    """Overlaid curves of several groups (each the mean over its seeds), as in seed 002's Figures 2-3 and
-    seed 004's plots: ``curves_path`` gets evaluation loss and accuracy vs epoch, ``gap_path`` the training
+    """Overlaid curves of several groups (each the mean over its seeds), to compare regularizers or
+    augmentations: ``curves_path`` gets evaluation loss and accuracy vs epoch, ``gap_path`` the training
     loss and the train - evaluation accuracy gap. Returns the evaluation split used (test or val)."""
     split = eval_split(series)
     colors = plt.get_cmap("tab10" if len(series) <= 10 else "tab20").colors

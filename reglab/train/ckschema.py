@@ -102,9 +102,9 @@ def _model_config(path: Path, raw: Any) -> ModelConfig:
         cfg.validate()
     except UserError as exc:
         raise _fail(path, "meta.model:", str(exc).rstrip(".")) from None
-    from ..models import PRESETS
+    from ..models.zoo import is_known
 
-    if cfg.name not in PRESETS:
+    if not is_known(cfg.name):
         raise _fail(path, "meta.model.name", f"{_short(cfg.name)} is not a model reglab knows")
     for key, cap in (("channels", MAX_WIDTH), ("blocks", MAX_BLOCKS)):
         val = getattr(cfg, key)

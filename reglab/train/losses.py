@@ -1,13 +1,14 @@
-"""Cross-entropy on hard or soft targets, label smoothing in two conventions, seed 000's clamped form.
+"""Cross-entropy on hard or soft targets, label smoothing in two conventions, a clamped-probability form.
 
 * Soft-target cross-entropy: ``L = -mean_i sum_k t_ik log softmax(z_i)_k`` -- what mixup/cutmix targets need
   (Zhang et al., 2018), equal to the paper's two-term ``lam*CE(y1) + (1-lam)*CE(y2)``.
 * Label smoothing (Szegedy et al., 2016), ``torch`` convention (as ``F.cross_entropy(label_smoothing=eps)``):
   ``t = (1 - eps) * y + eps / K`` -- the true class gets ``1 - eps + eps/K``.
-* Label smoothing, ``others`` convention (seed 004): true class ``1 - eps``, every other class ``eps / (K-1)``;
-  on a soft target ``t = (1 - eps - eps/(K-1)) * y + eps/(K-1)``.
-* ``clamped_ce`` (seed 000, Algorithm 2): ``-sum t * log(clamp(softmax(z), 1e-5, 1))``, averaged over the batch
-  (the report sums; the mean only rescales the learning rate).
+* Label smoothing, ``others`` convention (eps spread over the wrong classes only): true class ``1 - eps``,
+  every other class ``eps / (K-1)``; on a soft target ``t = (1 - eps - eps/(K-1)) * y + eps/(K-1)``.
+* ``clamped_ce``: ``-sum t * log(clamp(softmax(z), 1e-5, 1))``, averaged over the batch -- no sample's loss
+  exceeds ``-log(1e-5)`` (about 11.5), and a target class predicted below 1e-5 adds no gradient. It reproduces
+  a mixup recipe that wrote its loss this way, summed over the batch (the mean only rescales the learning rate).
 """
 
 from __future__ import annotations
