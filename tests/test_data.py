@@ -352,6 +352,44 @@ def test_explicit_url_beats_environment(tmp_path, archive100, monkeypatch):
     assert not cifar.missing_files(cifar.CIFAR100, tmp_path / "root")
 
 
+def test_concurrent_downloads_into_one_folder_take_turns(tmp_path, archive100):
+    """Two processes starting on a fresh machine (`reglab study -j 2`, torchrun ranks) must not both download
+    into one folder: the second waits for the first's lock, then finds the files and downloads nothing (here
+    its URL does not exist, so it could only succeed by waiting)."""
+    import threading
+
+    archive, md5, _ = archive100
+    root = tmp_path / "root"
+    holding, release, second = threading.Event(), threading.Event(), {}
+
+    def first():
+        with cifar.download_lock(root):
+            holding.set()
+            release.wait(60)
+            cifar.download_archive(archive.as_uri(), md5, root)
+
+    def late():
+        try:
+            second["folder"] = cifar.ensure_files(
+                cifar.CIFAR100, root, url=(tmp_path / "nope.tar.gz").as_uri(), md5="0" * 32
+            )
+        except Exception as exc:  # reported below
+            second["error"] = exc
+
+    a = threading.Thread(target=first)
+    a.start()
+    assert holding.wait(60)
+    b = threading.Thread(target=late)
+    b.start()
+    b.join(0.5)
+    assert b.is_alive() and not second, second  # blocked on the lock, not failing on its bad URL
+    release.set()
+    a.join(60)
+    b.join(60)
+    assert second.get("folder") == root / "cifar-100-python", second
+    assert _leftovers(root) == ["cifar-100-python"]  # the lock file is gone
+
+
 def test_unreachable_url_is_a_user_error(tmp_path):
     root = tmp_path / "root"
     with pytest.raises(UserError) as exc:

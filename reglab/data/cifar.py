@@ -11,6 +11,7 @@ the dataset's page publishes) and unpacks it with tar's ``data`` filter.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -187,10 +188,44 @@ def _download_into(url: str, md5: str, root: Path, timeout: float) -> None:
             item.rename(dest)
 
 
+@contextlib.contextmanager
+def download_lock(root: Path):
+    """Hold an exclusive lock on ``root`` while its files are checked and downloaded, so processes that start
+    together on a fresh machine (``reglab study -j 2``, torchrun ranks, sweep workers; on a shared file system
+    several nodes) download once and never unpack over each other. A ``flock`` on ``root/.download.lock``,
+    removed on the way out, as is ``root`` itself when nothing else is in it; no lock off POSIX."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock; one process at a time is then the user's to ensure
+        yield
+        return
+    root.mkdir(parents=True, exist_ok=True)
+    lock = root / ".download.lock"
+    with open(lock, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                lock.unlink()
+                if not any(root.iterdir()):
+                    root.rmdir()  # leave no empty folder behind a failed download
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def ensure_files(
     layout: Layout, root: Path, download: bool = True, url: str | None = None, md5: str | None = None
 ) -> Path:
     """Return the dataset folder, downloading the official archive if files are missing and allowed."""
+    if not missing_files(layout, root):
+        return root / layout.folder
+    if not download:
+        return _download_missing(layout, root, download, url, md5)
+    with download_lock(root):  # another process may be downloading right now: wait, then look again
+        return _download_missing(layout, root, download, url, md5)
+
+
+def _download_missing(layout: Layout, root: Path, download: bool, url: str | None, md5: str | None) -> Path:
     missing = missing_files(layout, root)
     if not missing:
         return root / layout.folder
