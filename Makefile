@@ -28,7 +28,7 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: sudo apt-get install chromium (the HTML report tests need it)"; fi; }
 
-train: setup  ## train the default recipe (recipes/quick.yaml) on CIFAR-10
+train: setup  ## train the default recipe (recipes/default.yaml) on CIFAR-10
 	$(BIN)/reglab train $(ARGS)
 
 test: lint browser  ## the linter, then the test suite (what CI runs)

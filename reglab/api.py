@@ -47,7 +47,7 @@ def _data_dir(data_dir: PathLike | None) -> list[str]:
 
 
 def load_config(
-    recipe: PathLike | None = "quick", overrides: Sequence[str] = (), *, data_dir: PathLike | None = None
+    recipe: PathLike | None = "default", overrides: Sequence[str] = (), *, data_dir: PathLike | None = None
 ) -> Config:
     """A validated :class:`~reglab.config.Config`: a recipe (a name in ``recipes/`` or a YAML path; ``None``:
     the built-in defaults, no recipe) plus ``section.key=value`` overrides, as ``reglab train RECIPE KEY=VALUE``.

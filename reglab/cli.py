@@ -61,6 +61,7 @@ def cmd_models(args) -> int:
 
 def cmd_train(args) -> int:
     from .api import fit, load_config, load_run_config
+    from .config import DEFAULT_RECIPE
 
     recipe, overrides = _recipe_and_overrides(args.items)
     if args.resume:
@@ -71,7 +72,7 @@ def cmd_train(args) -> int:
             )
         cfg = load_run_config(args.resume, overrides, data_dir=args.data_dir)
     else:
-        cfg = load_config(recipe or "quick", overrides, data_dir=args.data_dir)
+        cfg = load_config(recipe or DEFAULT_RECIPE, overrides, data_dir=args.data_dir)
     result = fit(
         cfg, resume=bool(args.resume), overwrite=args.overwrite, progress="lines" if args.quiet else "bar"
     )
@@ -124,18 +125,20 @@ def cmd_predict(args) -> int:
 
 def cmd_config(args) -> int:
     from .api import load_config
+    from .config import DEFAULT_RECIPE
 
     recipe, overrides = _recipe_and_overrides(args.items)
-    print(load_config(recipe or "quick", overrides).to_yaml(), end="")
+    print(load_config(recipe or DEFAULT_RECIPE, overrides).to_yaml(), end="")
     return 0
 
 
 def cmd_augment_preview(args) -> int:
     from .api import load_config
+    from .config import DEFAULT_RECIPE
     from .track.preview import preview
 
     recipe, overrides = _recipe_and_overrides(args.items)
-    cfg = load_config(recipe or "quick", overrides, data_dir=args.data_dir)
+    cfg = load_config(recipe or DEFAULT_RECIPE, overrides, data_dir=args.data_dir)
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}.")
     out = preview(cfg, Path(args.output), n=args.n, seed=args.seed)
@@ -173,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train",
-        help="train a recipe (default: recipes/quick.yaml)",
+        help="train a recipe (default: recipes/default.yaml)",
         description="Train a model. RECIPE is a YAML file or a name from recipes/; "
         "then any number of section.key=value overrides. `reglab config RECIPE` "
         "prints every key with its value.",

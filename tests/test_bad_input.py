@@ -200,7 +200,12 @@ def make_world(root: Path) -> dict[str, Path]:
 def cases(p: dict[str, Path]) -> list[Case]:
     r, img, out = str(p["run"]), p["img"], p["root"] / "out"
     t = lambda name, *args, words, what="", **kw: Case(  # noqa: E731  a train case into its own run dir
-        name, ["train", *SYN, *args, f"run.dir={out / name}"], words, absent=[str(out / name)], what=what, **kw
+        name,
+        ["train", "quick", *SYN, *args, f"run.dir={out / name}"],
+        words,
+        absent=[str(out / name)],
+        what=what,
+        **kw,
     )
     pr = lambda name, file, words, what: Case(  # noqa: E731
         name, ["predict", r, str(img / file)], [str(img / file), *words], code=1, what=what
@@ -352,13 +357,13 @@ def cases(p: dict[str, Path]) -> list[Case]:
         # -- checkpoints and run directories ------------------------------------------------------------
         Case(
             "run-exists",
-            ["train", *SYN, f"run.dir={r}"],
+            ["train", "quick", *SYN, f"run.dir={r}"],
             ["already holds a run", "--resume", "--overwrite"],
             what="existing run dir without --resume",
         ),
         Case(
             "run-orphan",
-            ["train", *SYN, f"run.dir={p['root'] / 'orphan'}"],
+            ["train", "quick", *SYN, f"run.dir={p['root'] / 'orphan'}"],
             ["holds files of a run", "metrics.jsonl", "checkpoints/last.safetensors", "--overwrite"],
             what="run dir with a run's files but no config.yaml",
         ),

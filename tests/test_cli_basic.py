@@ -153,3 +153,19 @@ def test_every_help_page_renders():
     assert len(pages) > 10
     for path, parser in pages:
         assert parser.format_help().startswith("usage:"), path
+
+
+def test_no_recipe_means_the_default_recipe(capsys):
+    """`reglab train` / `reglab config` without a recipe use recipes/default.yaml (what `make train` runs); studies,
+    sweeps and `load_config(None)` are unaffected."""
+    import yaml
+
+    from reglab.cli import main
+    from reglab.config import DEFAULT_RECIPE, resolve_recipe
+
+    assert main(["config"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert main(["config", DEFAULT_RECIPE]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == shown
+    recipe = yaml.safe_load(resolve_recipe(DEFAULT_RECIPE).read_text())
+    assert shown["model"]["name"] == recipe["model"]["name"] and shown["run"]["name"] == DEFAULT_RECIPE

@@ -20,6 +20,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 TRAIN = [
     "train",
+    "quick",
     "data.dataset=synthetic",
     "data.synthetic_train=300",
     "data.synthetic_test=100",

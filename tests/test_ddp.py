@@ -296,7 +296,16 @@ def test_ranks_take_disjoint_shards_of_the_global_batch_with_their_own_augmentat
 def cli_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("ddpcli")
     proc = torchrun(
-        "-m", "reglab", "train", *TINY, "train.sync_bn=true", "train.amp=bf16", "run.dir=D", "--quiet", cwd=work
+        "-m",
+        "reglab",
+        "train",
+        "quick",
+        *TINY,
+        "train.sync_bn=true",
+        "train.amp=bf16",
+        "run.dir=D",
+        "--quiet",
+        cwd=work,
     )
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, _failure(out, err)
@@ -322,7 +331,7 @@ def test_torchrun_bad_input_stops_every_rank_with_a_message(tmp_path):
     hangs, and the existing run is untouched."""
     (tmp_path / "D").mkdir()
     (tmp_path / "D" / "config.yaml").write_text("kept: 1\n")
-    proc = torchrun("-m", "reglab", "train", *TINY, "run.dir=D", "--quiet", cwd=tmp_path)
+    proc = torchrun("-m", "reglab", "train", "quick", *TINY, "run.dir=D", "--quiet", cwd=tmp_path)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode != 0
     assert "run directory D already holds a run" in err and "rank 1 stops too" in err

@@ -84,6 +84,7 @@ class Agent:
                     "-m",
                     "reglab",
                     "train",
+                    "quick",
                     *CONFIG,
                     f"run.dir={run_dir}",
                 ],

@@ -216,7 +216,7 @@ def _epoch_seconds(logs: list[Path]) -> float:
 def crashed(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kill")
     ref = subprocess.Popen(
-        [sys.executable, "-m", "reglab", "train", *CFG, f"run.dir={tmp / 'ref'}", "--quiet"],
+        [sys.executable, "-m", "reglab", "train", "quick", *CFG, f"run.dir={tmp / 'ref'}", "--quiet"],
         cwd=tmp,
         env=_env(),
         stdout=subprocess.PIPE,
@@ -232,7 +232,9 @@ def crashed(tmp_path_factory):
         for mode in MODES:
             fresh = not (d / "config.yaml").is_file()
             argv = (
-                ["train", *CFG, f"run.dir={d}", "--quiet"] if fresh else ["train", "--resume", str(d), "--quiet"]
+                ["train", "quick", *CFG, f"run.dir={d}", "--quiet"]
+                if fresh
+                else ["train", "--resume", str(d), "--quiet"]
             )
             env = {"REGLAB_TEST_SLOW_SAVE": str(SLOW_SAVE)} if mode == "write" else {}
             before = check_readable(d)

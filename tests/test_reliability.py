@@ -102,7 +102,7 @@ def test_second_process_on_a_run_directory_is_refused_with_the_holders_pid(work,
         before = digest(work)
         code, _, err = cli_run(["train", "--resume", work, "train.epochs=3"], capfd)
         one_error(code, err, "is in use by another reglab process", f"pid {os.getpid()}")
-        code, _, err = cli_run(["train", *SYN, f"run.dir={work}", "--overwrite"], capfd)
+        code, _, err = cli_run(["train", "quick", *SYN, f"run.dir={work}", "--overwrite"], capfd)
         one_error(code, err, "is in use by another reglab process")
         assert digest(work) == before
     finally:
@@ -165,7 +165,7 @@ def test_linked_checkpoints_folder_is_refused_and_the_other_folder_untouched(wor
     argv = (
         ["train", "--resume", work, "train.epochs=3"]
         if how == "resume"
-        else ["train", *SYN, f"run.dir={work}", "--overwrite"]
+        else ["train", "quick", *SYN, f"run.dir={work}", "--overwrite"]
     )
     code, _, err = cli_run(argv, capfd)
     one_error(code, err, "checkpoints is a symbolic link")
@@ -465,7 +465,7 @@ def test_leftover_temporaries_are_removed_by_resume_and_overwrite(work, capfd):
         argv = (
             ["train", "--resume", work, "--quiet"]
             if how == "resume"
-            else ["train", *SYN, "train.epochs=1", f"run.dir={work}", "--overwrite", "--quiet"]
+            else ["train", "quick", *SYN, "train.epochs=1", f"run.dir={work}", "--overwrite", "--quiet"]
         )
         code, _, err = cli_run(argv, capfd)
         assert code == 0, err
@@ -480,7 +480,7 @@ def test_a_fresh_run_that_cannot_write_leaves_no_folder_behind(tmp_path, capfd, 
 
     monkeypatch.setattr(ckmod, "write_file", full)
     d = tmp_path / "new" / "run"
-    code, _, err = cli_run(["train", *SYN, "train.epochs=1", f"run.dir={d}"], capfd)
+    code, _, err = cli_run(["train", "quick", *SYN, "train.epochs=1", f"run.dir={d}"], capfd)
     one_error(code, err, "cannot write", "No space left on device")
     assert not d.exists()
 
@@ -593,7 +593,7 @@ def test_two_racing_fresh_runs_the_loser_leaves_the_winners_directory_alone(tmp_
     d, sync = tmp_path / "runs" / "race", tmp_path / "sync"
     sync.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    argv = ["train", *SYN, "train.epochs=1", f"run.dir={d}", "--quiet"]
+    argv = ["train", "quick", *SYN, "train.epochs=1", f"run.dir={d}", "--quiet"]
     procs = {
         role: subprocess.Popen(
             [sys.executable, "-c", RACE, role, str(sync), *argv],
@@ -686,7 +686,7 @@ def test_a_run_directory_that_is_a_link_trains(tmp_path, capfd, how):
     link = tmp_path / "runs" / "x"
     link.parent.mkdir()
     link.symlink_to(target)
-    fresh = ["train", *SYN, "train.epochs=1", f"run.dir={link}", "--quiet"]
+    fresh = ["train", "quick", *SYN, "train.epochs=1", f"run.dir={link}", "--quiet"]
     if how != "fresh":
         code, _, err = cli_run(fresh, capfd)
         assert code == 0, err
@@ -752,7 +752,9 @@ def test_an_extended_schedule_is_recorded_in_the_run_directory(work, capfd):
     code, _, err = cli_run(["train", "--resume", work, "--quiet"], capfd)  # nothing changed: no new record
     assert code == 0, err
     assert len((work / "resumes.jsonl").read_text().splitlines()) == 1
-    code, _, err = cli_run(["train", *SYN, "train.epochs=1", f"run.dir={work}", "--overwrite", "--quiet"], capfd)
+    code, _, err = cli_run(
+        ["train", "quick", *SYN, "train.epochs=1", f"run.dir={work}", "--overwrite", "--quiet"], capfd
+    )
     assert code == 0, err
     assert not (work / "resumes.jsonl").exists()  # a new run has no resumes
 

@@ -379,6 +379,7 @@ def test_tensorboard_and_wandb_mirror_the_epoch_metrics(tmp_path):
             "-m",
             "reglab",
             "train",
+            "quick",
             *TINY,
             "run.loggers=[tensorboard,wandb]",
             f"run.dir={run_dir}",
@@ -402,9 +403,9 @@ def test_tensorboard_and_wandb_mirror_the_epoch_metrics(tmp_path):
 
 def test_missing_logger_package_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
-    assert main(["train", *TINY, "run.loggers=[wandb]", f"run.dir={tmp_path / 'r'}", "--quiet"]) == 2
+    assert main(["train", "quick", *TINY, "run.loggers=[wandb]", f"run.dir={tmp_path / 'r'}", "--quiet"]) == 2
     assert "pip install 'reglab[loggers]'" in capsys.readouterr().err
-    assert main(["train", *TINY, "run.loggers=[neptune]", f"run.dir={tmp_path / 'r'}", "--quiet"]) == 2
+    assert main(["train", "quick", *TINY, "run.loggers=[neptune]", f"run.dir={tmp_path / 'r'}", "--quiet"]) == 2
 
 
 def test_report_keeps_the_study_order_not_the_alphabet(tmp_path):
