@@ -74,6 +74,10 @@ def _pct(v: Any) -> bool:
     return _num(v) and 0 <= v <= 100
 
 
+def _pcts(v: Any) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(_pct(x) for x in v)
+
+
 def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
@@ -140,8 +144,9 @@ TABLES: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
             "make_train_s": _pos,
             "train_s": _pos,
             "test_acc": _pct,
-            "best_val_acc": _pct,
-            "best_epoch": _posint,
+            "seeds_test_acc?": _pcts,
+            "best_val_acc?": _pct,
+            "best_epoch?": _posint,
         },
         {},
     ),
@@ -468,13 +473,25 @@ def render_default_recipe(recs: list[dict], ln: Callable[[dict], str]) -> str:
             seconds(r["make_train_s"]),
             seconds(r["train_s"]),
             f"{r['test_acc']:.2f}",
-            f"{r['best_val_acc']:.2f} (epoch {r['best_epoch']})",
+            _seeds_cell(r.get("seeds_test_acc")),
+            f"{r['best_val_acc']:.2f} (epoch {r['best_epoch']})"
+            if "best_val_acc" in r
+            else "— (trains on all 50k)",
             ln(r),
         ]
         for r in recs
     ]
     header = ["recipe", "hardware", "precision", "`make train`, fresh clone", "training command", "test acc. (%)"]
-    return table([*header, "best val acc. (%)", "record"], "llllrrll", rows)
+    header += ["test acc., every seed (%)", "best val acc. (%)", "record"]
+    return table(header, "llllrrlll", rows)
+
+
+def _seeds_cell(accs: list[float] | None) -> str:
+    """Mean ± sample std over the seeds run, and each seed's value."""
+    if not accs:
+        return "—"
+    sd = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+    return f"{statistics.fmean(accs):.2f}{sd} ({', '.join(f'{a:.2f}' for a in accs)}; n = {len(accs)})"
 
 
 RENDER: dict[str, Callable[[list[dict], Callable[[dict], str]], str]] = {
