@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--workloads", default="eval,train,landscape")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--run", type=Path, help="analyse this run directory instead of training one (landscape only)")
     args = ap.parse_args()
     py, work = sys.executable, Path(tempfile.mkdtemp(prefix="malloc-bench-"))
     workloads = args.workloads.split(",")
@@ -111,7 +112,7 @@ def main() -> None:
                     f"({' '.join(status)})",
                     flush=True,
                 )
-            if "train" in workloads or "landscape" in workloads:
+            if "train" in workloads or ("landscape" in workloads and args.run is None):
                 cmd = [
                     py,
                     "-m",
@@ -140,7 +141,7 @@ def main() -> None:
                     "reglab",
                     "analyze",
                     "landscape",
-                    str(run_dir),
+                    str(args.run or run_dir),
                     "-o",
                     str(work / f"ls-{setting}"),
                     "--no-2d",
