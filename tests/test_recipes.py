@@ -17,6 +17,7 @@ BUDGETED = [p for p in RECIPES if "budgets" in (yaml.safe_load(p.read_text()) or
 # The default recipe and the time-to-accuracy recipes have none (a budget would change what they measure).
 WITHOUT_BUDGETS = {
     "quick",
+    "default",
     "fast-cpu-85",
     "fast-cpu-93",
     "fast-cpu-93-muon",
