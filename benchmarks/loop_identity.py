@@ -5,8 +5,9 @@ must not change a single bit of what a run computes. This script trains each rec
 optimizer, schedule, augmentation, mixing, EMA and lookahead, but on a tiny synthetic dataset (96 training
 images, 32 of them held out for validation unless the recipe has no validation split; 32 test images), batch
 16, for ``--epochs`` epochs (default 1), on one CPU thread. Per recipe it records every epoch's metrics row
-(without its timings) and SHA-256 digests of the final model, EMA and optimizer state, and writes them as
-one JSON file. Run it before and after a change and compare the two files::
+(without its timings), the running training loss and accuracy after every step, and SHA-256 digests of the
+final model, EMA and optimizer state, and writes them as one JSON file. A recipe that diverges on this data
+(a :class:`~reglab.errors.UserError`) records the error, the steps up to it and the model's state then. Run it before and after a change and compare the two files::
 
     .venv/bin/python benchmarks/loop_identity.py --out /tmp/before.json
     ... change the code ...
@@ -16,7 +17,8 @@ one JSON file. Run it before and after a change and compare the two files::
 ``--only NAME,NAME`` restricts it to some recipes (file stems); ``--epochs 3`` also exercises what changes
 between epochs (alternating flip parity, the whitening bias freeze, mixing start epochs). The numbers are only
 comparable between runs on the same machine and torch build (one thread; bf16 autocast where ``train.amp``
-resolves to it). Exit status of ``--compare``: 0 when every recipe is equal, 1 otherwise.
+resolves to it). Exit status of ``--compare``: 0 when every recipe is equal, 1 otherwise. All 48 recipes take
+~25 minutes on a loaded 2-core machine, ten of them for ``fast-gpu-resnet18`` (``train.compile`` on a CPU).
 """
 
 from __future__ import annotations
@@ -87,32 +89,42 @@ def digest(obj: Any) -> str:
     return h.hexdigest()
 
 
-class FinalState:
-    """A callback that digests the run's final model, EMA and optimizer state in ``on_end``."""
+class Recorder:
+    """A callback that keeps the running loss and accuracy of every step and digests the run's state."""
 
     def __init__(self):
-        self.hashes: dict[str, str | None] = {}
+        self.run = None
+        self.steps: list[list[float]] = []  # [epoch, step, running mean loss, running accuracy]
 
-    def on_end(self, run, summary) -> None:
-        self.hashes = {
-            "model": digest(run.model.state_dict()),
-            "ema": digest(run.ema.state_dict()) if run.ema is not None else None,
-            "optimizer": digest(run.optimizer.state_dict()),
+    def on_start(self, run) -> None:
+        self.run = run
+
+    def on_step(self, run, step, loss, acc) -> None:
+        self.steps.append([run.epoch + 1, step, loss, acc])
+
+    def hashes(self) -> dict[str, str | None]:
+        r = self.run
+        return {
+            "model": digest(r.model.state_dict()),
+            "ema": digest(r.ema.state_dict()) if r.ema is not None else None,
+            "optimizer": digest(r.optimizer.state_dict()),
         }
 
 
 def train_one(recipe: Path, workdir: Path, epochs: int) -> dict[str, Any]:
-    """One recipe's metrics rows (timings left out) and final-state digests, or the error it ended with."""
+    """One recipe's metrics rows (timings left out), per-step running loss and accuracy and final-state
+    digests; or, if it ends with an error, the error, the steps before it and the state then."""
     from reglab.train import run
 
     cfg = load_config(recipe, overrides(recipe, workdir / recipe.stem, epochs))
-    final = FinalState()
+    rec = Recorder()
     try:
-        result = run(cfg, callbacks=[final])
+        result = run(cfg, callbacks=[rec])
     except UserError as exc:  # e.g. a divergence: deterministic too, so it is compared like a result
-        return {"error": f"{type(exc).__name__}: {exc}".replace(str(workdir), "<tmp>")}
+        error = f"{type(exc).__name__}: {exc}".replace(str(workdir), "<tmp>")
+        return {"error": error, "steps": rec.steps, "state_sha256": rec.hashes() if rec.run else None}
     rows = [{k: v for k, v in row.items() if k not in TIMINGS} for row in result.metrics]
-    return {"metrics": rows, "state_sha256": final.hashes}
+    return {"metrics": rows, "steps": rec.steps, "state_sha256": rec.hashes()}
 
 
 def compare(a_path: Path, b_path: Path) -> int:
