@@ -19,7 +19,7 @@ import torch
 from reglab.config import load_config
 from reglab.data import DeviceLoader, load_splits
 from reglab.data.augment import build_transforms
-from reglab.train.loop import build_mixer
+from reglab.data.mixing import build_mixer
 
 CONFIGS = {
     "crop+flip (baseline)": [],

@@ -251,6 +251,7 @@ def test_lookahead_run_resumes_bit_identical(resumes_bit_identical):
 
 
 def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs():
+    from reglab.data.augment import AlternatingFlip
     from reglab.data.datasets import Split
     from reglab.data.loader import DeviceLoader
 
@@ -259,7 +260,8 @@ def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs():
     images = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
     labels = torch.arange(n)  # label = image index, to find each image again
     split = Split(images, labels)
-    loader = DeviceLoader(split, 16, [0.0] * 3, [1 / 255] * 3, shuffle=True, alternating_flip=True, seed=3)
+    flip = [AlternatingFlip()]
+    loader = DeviceLoader(split, 16, [0.0] * 3, [1 / 255] * 3, shuffle=True, uint8_transforms=flip, seed=3)
 
     def flipped_per_image():
         out = torch.zeros(n, dtype=torch.bool)
@@ -274,9 +276,11 @@ def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs():
     assert torch.equal(e0, ~e1) and torch.equal(e0, e2)
     assert 16 < int(e0.sum()) < 48  # random bits, not all-or-nothing
     state = loader.state_dict()
-    again = DeviceLoader(split, 16, [0.0] * 3, [1 / 255] * 3, shuffle=True, alternating_flip=True, seed=3)
+    again = DeviceLoader(split, 16, [0.0] * 3, [1 / 255] * 3, shuffle=True, uint8_transforms=flip, seed=3)
     again.load_state_dict(state)
-    assert again.epoch == 3 and torch.equal(again.flip_bits, loader.flip_bits)
+    bits = [ld.uint8_transforms[0].bits for ld in (loader, again)]
+    assert again.epoch == 3 and torch.equal(*bits)
+    assert flip[0].bits is None  # each loader binds its own copy
 
 
 def test_time_to_accuracy_benchmark_runs_real_processes(tmp_path):

@@ -62,7 +62,6 @@ def test_loader_batches_are_made_on_the_gpu_and_normalize_as_on_the_cpu():
         drop_last=True,
         uint8_transforms=raw,
         float_transforms=floats,
-        alternating_flip=True,
         channels_last=True,
     )
     batches = list(aug)

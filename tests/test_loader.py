@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from reglab.config import AugConfig
 from reglab.data import DeviceLoader, Split
-from reglab.data.augment import RandomCrop, RandomFlip, build_transforms
+from reglab.data.augment import AlternatingFlip, RandomCrop, RandomFlip, build_transforms
 
 N_COORD = 255  # sample ids 1..255 fit in uint8
 PAD = 4
@@ -379,7 +379,14 @@ def test_epoch_batched_equals_batch_by_batch_when_no_random_numbers_differ():
     split = coord_split()
     a, b = (
         DeviceLoader(
-            split, 64, (0, 0, 0), (1, 1, 1), shuffle=True, seed=3, alternating_flip=True, epoch_batched=eb
+            split,
+            64,
+            (0, 0, 0),
+            (1, 1, 1),
+            shuffle=True,
+            seed=3,
+            uint8_transforms=[AlternatingFlip()],
+            epoch_batched=eb,
         )
         for eb in (False, True)
     )

@@ -349,7 +349,7 @@ OPTIONS = [
 @pytest.mark.parametrize("overrides, counted, model_check", OPTIONS, ids=[" ".join(o[0]) for o in OPTIONS])
 def test_option_trains_one_epoch(overrides, counted, model_check, tmp_path, monkeypatch):
     from reglab.data import augment, mixing, policies
-    from reglab.train import loop
+    from reglab.train import components, loop
 
     classes = {
         "BatchPolicy": policies.BatchPolicy,
@@ -370,8 +370,8 @@ def test_option_trains_one_epoch(overrides, counted, model_check, tmp_path, monk
 
         monkeypatch.setattr(cls, "__call__", counting)
     models = []
-    real_build = loop.build
-    monkeypatch.setattr(loop, "build", lambda cfg, k: models.append(real_build(cfg, k)) or models[-1])
+    real_build = components.build
+    monkeypatch.setattr(components, "build", lambda cfg, k: models.append(real_build(cfg, k)) or models[-1])
 
     cfg = load_config(None, BASE + overrides + [f"run.dir={tmp_path / 'run'}"])
     result = loop.run(cfg)

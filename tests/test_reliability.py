@@ -719,14 +719,14 @@ def _cosine(step, total, lr=0.2):
 def test_extending_an_old_checkpoint_killed_before_its_first_checkpoint_still_rebuilds(work, capfd, monkeypatch):
     """An old checkpoint (no schedule field) resumed with more epochs, killed before the first new checkpoint
     (config.yaml already says 4 epochs), then a plain --resume: still the rebuilt 4-epoch schedule."""
-    import reglab.train.loop as loop_mod
+    import reglab.train.saving as saving_mod
 
     _strip_schedule(work)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop_mod, "save_checkpoint", killed)
+    monkeypatch.setattr(saving_mod, "save_checkpoint", killed)
     code, _, err = cli_run(["train", "--resume", work, "train.epochs=4", "--quiet"], capfd)
     assert code == 130 and "train.epochs 2 -> 4" in err, err
     assert "epochs: 4" in (work / "config.yaml").read_text()

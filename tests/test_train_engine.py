@@ -27,6 +27,7 @@ from reglab.models import create
 from reglab.train import TrainingDiverged, run
 from reglab.train import device as device_mod
 from reglab.train import loop as loop_mod
+from reglab.train import saving as saving_mod
 from reglab.train.checkpoint import load_checkpoint
 from reglab.train.ema import EMA
 from reglab.train.losses import Criterion, clamped_cross_entropy, smooth_targets, soft_cross_entropy
@@ -688,13 +689,13 @@ def _scripted_val(monkeypatch, accs):
 
 def _record_saves(monkeypatch):
     names = []
-    orig = loop_mod.save_checkpoint
+    orig = saving_mod.save_checkpoint
 
     def rec(path, state, **kwargs):
         names.append((path.stem, int(state["epoch"])))
         orig(path, state, **kwargs)
 
-    monkeypatch.setattr(loop_mod, "save_checkpoint", rec)
+    monkeypatch.setattr(saving_mod, "save_checkpoint", rec)
     return names
 
 

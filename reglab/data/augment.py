@@ -4,7 +4,9 @@ Every transform is a callable ``t(x, generator) -> x`` on a batch ``x`` of shape
 the loader's ``uint8`` stage see raw pixels; transforms in its ``float`` stage see normalized images. There is
 no per-image Python loop: random parameters are drawn as tensors and applied with gathers, masks and
 ``torch.where``. :data:`AUGMENTATIONS` at the end is the one list of them (name, stage, on-condition, builder)
-that the config and the loader derive theirs from.
+that the config and the loader derive theirs from. The one exception to the signature is an *indexed* transform
+(``t.indexed``), which depends on which images a batch holds: the horizontal flip's alternating mode,
+:class:`AlternatingFlip`. Both flip modes live here; the loader only applies what :func:`build_transforms` gives.
 """
 
 from __future__ import annotations
@@ -55,15 +57,42 @@ class RandomCrop:
         return out * mask if mask is not None else out
 
 
+def _mirror(x: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """``x`` with the samples where the boolean vector ``flip`` is true mirrored left-right."""
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
 class RandomFlip:
-    """Horizontal flip of each sample independently with probability ``p``."""
+    """Horizontal flip of each sample independently with probability ``p`` (``aug.flip_mode=random``)."""
 
     def __init__(self, p: float = 0.5):
         self.p = p
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        flip = torch.rand(x.shape[0], generator=gen, device=x.device) < self.p
-        return torch.where(flip[:, None, None, None], x.flip(3), x)
+        return _mirror(x, torch.rand(x.shape[0], generator=gen, device=x.device) < self.p)
+
+
+class AlternatingFlip:
+    """airbench's (Jordan, 2024) derandomized flip (``aug.flip_mode=alternating``): each image of the split gets
+    one random bit ``b_i`` and is mirrored in pass ``e`` over the data iff ``b_i XOR (e mod 2)``, so every image
+    is seen both ways in any two consecutive epochs.
+
+    An *indexed* transform: it depends on which images a batch holds, not on random draws per batch. The loader
+    calls :meth:`bind` once (the bits are the first draw of its generator, so they are restored with it) and
+    then ``t(x, gen, idx, epoch)`` with the batch's indices into the split and the pass number. It runs first in
+    the raw-pixel stage, wherever ``aug.order`` places the flip (:func:`build_transforms`)."""
+
+    indexed = True
+
+    def __init__(self):
+        self.bits: torch.Tensor | None = None
+
+    def bind(self, n: int, generator: torch.Generator) -> None:
+        """Draw the bits of a split of ``n`` images from ``generator`` (the loader's, on the data's device)."""
+        self.bits = torch.rand(n, generator=generator, device=generator.device) < 0.5
+
+    def __call__(self, x: torch.Tensor, gen: torch.Generator, idx, epoch: int) -> torch.Tensor:
+        return _mirror(x, self.bits[idx] ^ (epoch % 2 == 1))
 
 
 def box_masks(boxes: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -177,8 +206,8 @@ UINT8, FLOAT = "uint8", "float"  # raw pixels before normalization / normalized 
 @dataclass(frozen=True)
 class BatchAug:
     """One batch augmentation: ``name`` (its ``aug.order`` entry), ``stage`` (:data:`UINT8` or :data:`FLOAT`),
-    ``enabled(aug)`` (does this AugConfig switch it on), ``build(aug)`` (its transform; None when it is on but
-    applied elsewhere) and ``label(aug)`` (a few words for the preview's title)."""
+    ``enabled(aug)`` (does this AugConfig switch it on), ``build(aug)`` (its transform) and ``label(aug)`` (a
+    few words for the preview's title)."""
 
     name: str
     stage: str
@@ -206,7 +235,7 @@ AUGMENTATIONS: tuple[BatchAug, ...] = (
         "flip",
         UINT8,
         lambda a: a.flip,
-        lambda a: RandomFlip(0.5) if a.flip_mode == "random" else None,  # alternating: the loader flips
+        lambda a: RandomFlip(0.5) if a.flip_mode == "random" else AlternatingFlip(),
         lambda a: "flip",
     ),
     BatchAug(
@@ -257,11 +286,13 @@ FLOAT_AUGS = tuple(a.name for a in AUGMENTATIONS if a.stage == FLOAT)
 
 def build_transforms(aug) -> tuple[list, list]:
     """(raw-pixel stage, normalized stage) of the training pipeline from an :class:`~reglab.config.AugConfig`,
-    each in the order ``aug.order`` gives; switched-off augmentations are left out."""
+    each in the order ``aug.order`` gives; switched-off augmentations are left out. Indexed transforms (the
+    alternating flip) come first in their stage, as they always have: a flip and a crop commute in
+    distribution, not bit for bit."""
     stages: dict[str, list] = {UINT8: [], FLOAT: []}
     for name in aug.order:
         entry = BY_NAME[name]
-        t = entry.build(aug) if entry.enabled(aug) else None
-        if t is not None:
-            stages[entry.stage].append(t)
-    return stages[UINT8], stages[FLOAT]
+        if entry.enabled(aug):
+            stages[entry.stage].append(entry.build(aug))
+    raw, normalized = (sorted(stages[s], key=lambda t: not getattr(t, "indexed", False)) for s in (UINT8, FLOAT))
+    return raw, normalized  # sorted() is stable: the rest keep aug.order

@@ -16,6 +16,7 @@ single generator does both jobs, exactly as before.
 
 from __future__ import annotations
 
+import copy
 from typing import Callable, Iterator, Sequence
 
 import torch
@@ -43,16 +44,16 @@ class DeviceLoader:
         device: where the data lives and the batches are produced.
         shuffle: new random order every epoch (training).
         drop_last: drop the final short batch (training; keeps mixup's pairs and BN statistics sane).
-        uint8_transforms: batch transforms on raw pixels, applied in order before normalization.
+        uint8_transforms: batch transforms on raw pixels, applied in order before normalization. An indexed
+            one (``t.indexed``: :class:`~reglab.data.augment.AlternatingFlip`) is bound to this loader's split
+            and generator here (``t.bind(n, generator)``) and called ``t(x, generator, idx, epoch)`` with the
+            batch's indices into the split and the pass number.
         float_transforms: batch transforms on normalized float images, applied after.
         seed: seeds the loader's generator (order and augmentation randomness).
         channels_last: produce batches in channels_last memory format.
         rank, world_size: this process's shard of every batch (``batch_size`` is the global batch and must be
             divisible by ``world_size``); 0 and 1 outside multi-process training.
-        alternating_flip: airbench's (Jordan, 2024) derandomized flip: each image gets one random bit ``b_i``
-            when the loader is made and is mirrored in epoch ``e`` iff ``b_i XOR (e mod 2)``, so every image is
-            seen both ways in any two consecutive epochs. Applied to raw pixels before ``uint8_transforms``.
-        epoch_batched: gather and augment (``alternating_flip``, ``uint8_transforms``) a whole epoch's images
+        epoch_batched: gather and augment (``uint8_transforms``) a whole epoch's images
             at the start of the epoch, in chunks of :attr:`CHUNK`, then hand out slices; ``None`` (default) means
             on CUDA only. On a GPU a step is bound by kernel launches, and this turns ~30 small launches per
             batch into a few large ones per epoch (the augmentation is per image either way, so the batches
@@ -78,7 +79,6 @@ class DeviceLoader:
         dtype: torch.dtype = torch.float32,
         rank: int = 0,
         world_size: int = 1,
-        alternating_flip: bool = False,
         epoch_batched: bool | None = None,
     ):
         if batch_size % world_size or (world_size > 1 and not drop_last):
@@ -91,7 +91,8 @@ class DeviceLoader:
         self.labels = split.labels.to(self.device)
         self.batch_size = batch_size
         self.shuffle, self.drop_last = shuffle, drop_last
-        self.uint8_transforms = list(uint8_transforms)
+        # An indexed transform holds per-image state for one split: each loader binds a copy of its own.
+        self.uint8_transforms = [copy.copy(t) if getattr(t, "indexed", False) else t for t in uint8_transforms]
         self.float_transforms = list(float_transforms)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.dtype = dtype
@@ -105,12 +106,10 @@ class DeviceLoader:
         self.local_batch = batch_size // world_size
         self.aug_generator = self.generator
         self.epoch_batched = self.device.type == "cuda" if epoch_batched is None else epoch_batched
-        self.epoch = 0  # passes started (the flip parity of alternating_flip)
-        self.flip_bits = (
-            torch.rand(len(self.labels), generator=self.generator, device=self.device) < 0.5
-            if alternating_flip
-            else None
-        )
+        self.epoch = 0  # passes started (what indexed transforms are told)
+        for t in self.uint8_transforms:
+            if getattr(t, "indexed", False):
+                t.bind(len(self.labels), self.generator)
         if world_size > 1:
             self.aug_generator = torch.Generator(device=self.device)
             self.set_epoch(0)
@@ -134,13 +133,10 @@ class DeviceLoader:
         x = x.to(self.dtype, memory_format=self.memory_format)
         return torch.addcmul(self.shift, x, self.scale)
 
-    def _augment(self, x: torch.Tensor, idx, parity: bool) -> torch.Tensor:
-        """Raw-pixel stage for the images ``x`` = ``images[idx]``: alternating flip, then ``uint8_transforms``."""
-        if self.flip_bits is not None:
-            flip = self.flip_bits[idx] ^ parity
-            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    def _augment(self, x: torch.Tensor, idx, epoch: int) -> torch.Tensor:
+        """Raw-pixel stage for the images ``x`` = ``images[idx]`` in pass ``epoch``: ``uint8_transforms``."""
         for t in self.uint8_transforms:
-            x = t(x, self.aug_generator)
+            x = t(x, self.aug_generator, idx, epoch) if getattr(t, "indexed", False) else t(x, self.aug_generator)
         return x
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,25 +149,25 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.labels)
         order = torch.randperm(n, generator=self.generator, device=self.device) if self.shuffle else None
-        parity = self.epoch % 2 == 1
+        epoch = self.epoch
         self.epoch += 1
-        if self.epoch_batched and (order is not None or self.flip_bits is not None or self.uint8_transforms):
-            yield from self._iter_epoch(order, parity)
+        if self.epoch_batched and (order is not None or self.uint8_transforms):
+            yield from self._iter_epoch(order, epoch)
             return
         for i in range(len(self)):
             start = i * self.batch_size + self.rank * self.local_batch
             sl = slice(start, min(start + self.local_batch, n))
             idx = sl if order is None else order[sl]
-            yield self._finish(self._augment(self.images[idx], idx, parity)), self.labels[idx]
+            yield self._finish(self._augment(self.images[idx], idx, epoch)), self.labels[idx]
 
-    def _iter_epoch(self, order, parity: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _iter_epoch(self, order, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``epoch_batched``: this rank's images of the whole epoch, in batch order, augmented up front."""
         n, nb = len(self.labels), len(self)
         idx = torch.arange(n, device=self.device) if order is None else order
         if self.drop_last:  # this rank's contiguous slice of every global batch
             idx = idx[: nb * self.batch_size].view(nb, self.batch_size)
             idx = idx[:, self.rank * self.local_batch : (self.rank + 1) * self.local_batch].reshape(-1)
-        images = torch.cat([self._augment(self.images[c], c, parity) for c in idx.split(self.CHUNK)])
+        images = torch.cat([self._augment(self.images[c], c, epoch) for c in idx.split(self.CHUNK)])
         labels = self.labels[idx]
         for i in range(nb):
             sl = slice(i * self.local_batch, (i + 1) * self.local_batch)

@@ -1,10 +1,14 @@
 """``run(cfg)``: the one function that trains a model. The CLI, studies and sweeps all come through here.
 
-Per epoch: a pass over the device-resident training loader (forward, soft-target loss, backward, optional
-clipping, optimizer and per-step scheduler step, EMA update), evaluation of the raw model (and the EMA) on
-the validation and test splits, one metrics row, and checkpoints (``last``, ``best`` by validation accuracy,
-every ``run.checkpoint_every`` epochs). Sums of loss and correct predictions stay on the device during the
-epoch; the host reads them only when the progress display refreshes and at the end of the epoch.
+``_run`` reads as its steps: plan the run directory (rank 0 decides, every rank agrees), build the :class:`Run`
+(its parts come from :mod:`reglab.train.components`), create the directory or resume from it
+(:mod:`reglab.train.resume`), train the epochs, write the summary. An epoch (:meth:`Run.run_epoch`) is
+:meth:`Run.train_step` over the device-resident training loader (forward, soft-target loss, backward, optional
+clipping, optimizer and per-step scheduler step, lookahead and EMA), evaluation of the raw model (and the EMA)
+on the validation and test splits, and one metrics row; :class:`~reglab.train.saving.SavePolicy` writes the
+metrics and the checkpoints that are due. Loss and accuracy sums stay on the device during the epoch. A model
+with training behaviour of its own defines ``on_epoch_start(epoch)`` (called before every epoch) and
+``init_from_data(images)`` (called once, before the first step); the loop knows no model by name.
 
 Callbacks (objects with any of ``on_start(run)``, ``on_step(run, step, loss, acc)``, ``on_epoch_end(run,
 row)``, ``on_end(run, summary)``) observe the run; ``on_epoch_end`` returning ``True`` stops it early (sweep
@@ -16,15 +20,12 @@ written last, so whatever moment a process is killed at, ``--resume`` continues 
 ``last`` (rows of later epochs in metrics.csv are recomputed) and ends bit-identical to an uninterrupted run
 (tests/test_kill_resume.py). A run killed before its first checkpoint starts again from scratch on
 ``--resume``. Under ``torchrun`` the same function trains data-parallel (:mod:`reglab.train.distributed`).
-Resuming, and resuming with another ``train.epochs``, is :mod:`reglab.train.resume`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,23 +35,18 @@ import torch
 
 from .._malloc import tune_malloc
 from ..config import Config
-from ..data import DeviceLoader, load_splits
-from ..data.augment import build_transforms
-from ..data.mixing import build_mixer
+from ..data.mixing import Mixer
 from ..errors import UserError
-from ..models import build, count_params, forward_gflops
 from . import distributed
 from . import resume as resuming
-from .checkpoint import run_mismatch, save_checkpoint
-from .device import autocast_for, precision_name, rng_state, seed_everything, select_device, set_rng_state
-from .distributed import Dist, shard
-from .ema import EMA
+from .checkpoint import run_mismatch
+from .components import build_components
+from .device import rng_state, select_device, set_rng_state
+from .distributed import Dist
 from .evaluate import evaluate
 from .graph import StepGraph
-from .lookahead import Lookahead
-from .losses import Criterion
-from .optim import build_optimizer, build_scheduler
-from .rundir import RunDir, environment, plan_start
+from .rundir import RunDir, environment
+from .saving import SavePolicy, open_run_dir, plan_run_dir
 
 
 class TrainingDiverged(UserError):
@@ -76,135 +72,42 @@ def _call(callbacks: Sequence[Any], hook: str, *args) -> bool:
     return stop
 
 
+class _Tally:
+    """Running sums of an epoch's training loss, correct predictions and images, kept on the device (the host
+    reads them only when the progress display refreshes and at the end of the epoch)."""
+
+    def __init__(self, device: torch.device):
+        self.loss_sum = torch.zeros((), device=device)
+        self.correct = torch.zeros((), device=device, dtype=torch.int64)
+        self.seen = 0
+
+    def add(self, logits: torch.Tensor, loss: torch.Tensor, y: torch.Tensor) -> None:
+        self.loss_sum.add_(loss.detach(), alpha=len(y))
+        hard = y if y.dtype == torch.int64 else y.argmax(1)  # mixed batches carry soft targets
+        self.correct += (logits.argmax(1) == hard).sum()  # argmax has no gradient: no detach needed
+        self.seen += len(y)
+
+
 class Run:
-    """Everything a training run holds; built from a config by :func:`run`."""
+    """A training run: its :class:`~reglab.train.components.Components` (``run.model``, ``run.optimizer``,
+    ``run.train_loader``, ... -- callbacks and :mod:`reglab.train.resume` read them as attributes) and its
+    progress (``epoch``, ``step``, ``best``, ``elapsed``, ``metrics``). Built by :func:`run`."""
 
     def __init__(self, cfg: Config, device: torch.device, run_dir: RunDir | None = None, dist: Dist | None = None):
         tune_malloc()  # reglab/_malloc.py: activations from the heap, not a fresh mmap per batch
         self.cfg, self.dir, self.device = cfg, run_dir, device
-        self.dist = d = dist or Dist(device=device)
-        seed_everything(cfg.run.seed)
-        self.data = load_splits(cfg.data)
-        if cfg.train.batch_size > len(self.data.train):
-            raise UserError(
-                f"train.batch_size={cfg.train.batch_size} is larger than the {len(self.data.train)} "
-                "training images; lower it."
-            )
-        if cfg.train.batch_size % d.world:
-            raise UserError(
-                f"train.batch_size={cfg.train.batch_size} is the global batch and must be divisible by "
-                f"the {d.world} processes; use a multiple of {d.world}."
-            )
-        self.model = build(cfg.model, self.data.num_classes).to(device)
-        self.params = count_params(self.model)
-        if cfg.train.whiten_bias_epochs is not None:
-            if getattr(getattr(self.model, "whiten", None), "bias", None) is None:
-                raise UserError(
-                    f"train.whiten_bias_epochs applies to fastnet's whitening stem, and model.name="
-                    f"{cfg.model.name} has none; set it to null."
-                )
-            if d.enabled:
-                raise UserError(
-                    "train.whiten_bias_epochs is not supported with several processes (DDP needs the "
-                    "same trained parameters every step); set it to null."
-                )
-        if cfg.train.cuda_graph and d.enabled:
-            raise UserError(
-                "train.cuda_graph is not supported with several processes (DDP's gradient hooks are not "
-                "captured); set it to false."
-            )
-        self.gflops = forward_gflops(self.model)
-        if d.enabled and cfg.train.sync_bn:
-            self.model = distributed.convert_sync_batchnorm(self.model, device)
-        self.memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-        self.model = self.model.to(memory_format=self.memory_format)
-        train_fwd = distributed.wrap(self.model, d) if d.enabled else self.model
-        mode = None if cfg.train.compile_mode == "default" else cfg.train.compile_mode
-        self.forward = torch.compile(train_fwd, mode=mode) if cfg.train.compile else train_fwd
-        self.eval_forward = (
-            self.forward
-            if not d.enabled
-            else (torch.compile(self.model, mode=mode) if cfg.train.compile else self.model)
-        )
-        mean, std = self.data.mean, self.data.std
-        common = dict(device=device, channels_last=cfg.train.channels_last)
-        raw_augs, float_augs = build_transforms(cfg.aug)
-        self.train_loader = DeviceLoader(
-            self.data.train,
-            cfg.train.batch_size,
-            mean,
-            std,
-            shuffle=True,
-            drop_last=True,
-            uint8_transforms=raw_augs,
-            float_transforms=float_augs,
-            seed=cfg.run.seed,
-            rank=d.rank,
-            world_size=d.world,
-            alternating_flip=cfg.aug.flip and cfg.aug.flip_mode == "alternating",
-            **common,
-        )
-        self.mixer = build_mixer(cfg.mix, self.data.num_classes) if cfg.mix.enabled else None
-        eval_bs = cfg.train.eval_batch_size
-        val, test = shard(self.data.val, d), shard(self.data.test, d)
-        self.val_loader = DeviceLoader(val, eval_bs, mean, std, **common) if self.data.val else None
-        self.test_loader = DeviceLoader(test, eval_bs, mean, std, **common)
-        self.steps_per_epoch = len(self.train_loader)
-        self.optimizer = build_optimizer(self.model, cfg.optim)
-        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]  # before a scheduler changes them
-        try:
-            self.scheduler = build_scheduler(
-                self.optimizer, cfg.sched, cfg.train.epochs, self.steps_per_epoch, cfg.optim.lr
-            )
-        except ValueError as exc:
-            raise UserError(f"sched: {exc}.") from None
-        self.init_from_data()
-        o = cfg.optim
-        self.lookahead = (
-            Lookahead(
-                self.model,
-                cfg.train.epochs * self.steps_per_epoch,
-                o.lookahead_every,
-                o.lookahead_decay,
-                o.lookahead_power,
-            )
-            if o.lookahead
-            else None
-        )
-        self.ema = EMA(self.model, cfg.ema.decay, cfg.ema.warmup_steps, cfg.ema.every) if cfg.ema.enabled else None
-        self.criterion = Criterion(
-            self.data.num_classes, cfg.train.loss, cfg.train.label_smoothing, cfg.train.smoothing_convention
-        )
-        self.autocast = autocast_for(cfg.train.amp, device, cache=not cfg.train.cuda_graph)
-        self.precision = precision_name(self.autocast)
+        self.dist = dist or Dist(device=device)
+        vars(self).update(vars(build_components(cfg, device, self.dist)))
         self.step_graph = (
             StepGraph(self.forward_backward, list(self.model.parameters()))
             if cfg.train.cuda_graph and device.type == "cuda"
             else None
         )
-        if cfg.train.cuda_graph and device.type != "cuda" and d.main:
-            print(
-                f"note: train.cuda_graph applies on CUDA only; this run on {device.type} trains eagerly.",
-                file=sys.stderr,
-                flush=True,
-            )
         self.epoch = 0  # epochs completed
         self.step = 0
         self.best = {"val_acc": -1.0, "epoch": 0}
         self.elapsed = 0.0  # training wall time across resumes
         self.metrics: list[dict[str, Any]] = []
-        self.pending_best: dict[str, Any] | None = None  # best epoch's state not yet written (run.save_every_s)
-        self.save_s = 0.0  # this process's time writing best/last checkpoints
-
-    @torch.no_grad()
-    def init_from_data(self) -> None:
-        """Data-dependent initialization for models that have one (``init_from_data(images)``, e.g. fastnet's
-        whitening stem): the first ``train.init_images`` training images, normalized as training sees them
-        (the same images on every rank and every run of a seed's split)."""
-        init = getattr(self.model, "init_from_data", None)
-        if init is not None:
-            n = min(self.cfg.train.init_images, len(self.data.train))
-            init(self.train_loader.normalize(self.train_loader.images[:n]))
 
     # -- state --------------------------------------------------------------------------------------------
     def meta(self) -> dict[str, Any]:
@@ -270,23 +173,6 @@ class Run:
         self.epoch, self.step, self.elapsed = int(state["epoch"]), int(state["step"]), float(state["elapsed"])
         self.best = {"val_acc": float(state["best"]["val_acc"]), "epoch": int(state["best"]["epoch"])}
 
-    def save(self, names: Sequence[str]) -> None:
-        state = self.state_dict()
-        for name in names:
-            save_checkpoint(self.dir.checkpoint(name), state, root=self.dir.path)
-
-    def save_due(self, improved: bool) -> float:
-        """Write ``best`` (this epoch's state if it improved, else a held snapshot of the best epoch, if any)
-        and then ``last`` (a kill before last's rename resumes from the previous one); return the time."""
-        t0 = time.perf_counter()
-        if not improved and self.pending_best is not None:
-            save_checkpoint(self.dir.checkpoint("best"), self.pending_best, root=self.dir.path)
-        self.pending_best = None
-        self.save(["best", "last"] if improved else ["last"])
-        now = time.perf_counter()
-        self.save_s += now - t0
-        return now
-
     # -- one epoch ----------------------------------------------------------------------------------------
     def forward_backward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, loss and backward of one batch (what ``train.cuda_graph`` captures); returns logits, loss."""
@@ -297,55 +183,68 @@ class Run:
         loss.backward()
         return logits, loss
 
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimization step on a batch: forward, loss and backward (replayed as one CUDA graph with
+        ``train.cuda_graph``), gradient clipping, optimizer and lr-schedule steps, then lookahead and EMA."""
+        logits, loss = (self.step_graph or self.forward_backward)(x, y)
+        if self.cfg.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        if self.lookahead is not None:
+            self.lookahead.update(self.model, self.step)
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        return logits, loss
+
     def train_epoch(self, callbacks: Sequence[Any]) -> dict[str, float]:
-        cfg, model = self.cfg, self.model
-        model.train()
-        loss_sum = torch.zeros((), device=self.device)
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        seen = 0
-        refresh = 1 if self.device.type == "cpu" else 25
-        fwd_bwd = self.step_graph or self.forward_backward
-        mix = cfg.mix
-        mixer = self.mixer if self.mixer and mix.start_epoch <= self.epoch < (mix.stop_epoch or 1 << 30) else None
-        d = self.dist
-        if d.enabled:  # per-rank streams for augmentation, mixing and dropout, reproducible after a resume
-            self.train_loader.set_epoch(self.epoch)
-            torch.manual_seed(distributed.epoch_seed(cfg.run.seed, d.rank, self.epoch))
-        show = bool(callbacks) or not d.enabled
-        if cfg.train.whiten_bias_epochs is not None:  # airbench: the stem's bias trains for the first epochs only
-            model.whiten.bias.requires_grad_(self.epoch < cfg.train.whiten_bias_epochs)
+        """One pass over the training data (mixed when mixing is on in this epoch); returns the mean loss, the
+        accuracy and the number of images seen. Callbacks' ``on_step`` sees the running loss and accuracy."""
+        mixer = self._start_epoch()
+        tally = _Tally(self.device)
+        show = bool(callbacks) or not self.dist.enabled
+        refresh = 1 if self.device.type == "cpu" else 25  # steps between host reads of the running sums
         for i, (x, y) in enumerate(self.train_loader):
             if mixer is not None:
                 x, y = mixer(x, y, self.train_loader.aug_generator)
-            logits, loss = fwd_bwd(x, y)
-            if cfg.train.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
-            self.step += 1
-            if self.lookahead is not None:
-                self.lookahead.update(model, self.step)
-            if self.ema is not None:
-                self.ema.update(model, self.step)
-            loss_sum.add_(loss.detach(), alpha=len(y))
-            hard = y if y.dtype == torch.int64 else y.argmax(1)
-            correct += (logits.argmax(1) == hard).sum()  # argmax has no gradient: no detach needed
-            seen += len(y)
+            logits, loss = self.train_step(x, y)
+            tally.add(logits, loss, y)
             if show and ((i + 1) % refresh == 0 or i + 1 == self.steps_per_epoch):
-                mean_loss = loss_sum.item() / seen
-                if not math.isfinite(mean_loss) and not d.enabled:  # ranks decide together below
+                mean_loss = tally.loss_sum.item() / tally.seen
+                if not math.isfinite(mean_loss) and not self.dist.enabled:  # ranks decide together below
                     self._diverged(mean_loss)
-                _call(callbacks, "on_step", self, i + 1, mean_loss, 100.0 * correct.item() / seen)
-        if d.enabled:  # one reduction per epoch; then every rank holds rank 0's buffers (what it saves)
-            loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], d)
-            distributed.broadcast_state(self.model, d)
+                _call(callbacks, "on_step", self, i + 1, mean_loss, 100.0 * tally.correct.item() / tally.seen)
+        return self._finish_epoch(tally)
+
+    def _start_epoch(self) -> Mixer | None:
+        """Training mode; under DDP this rank's augmentation, mixing and dropout streams for the epoch
+        (reproducible after a resume); the model's own ``on_epoch_start(epoch)`` hook if it has one (fastnet's
+        whitening-bias freeze). Returns the mixer if mixing is on in this epoch."""
+        self.model.train()
+        d = self.dist
+        if d.enabled:
+            self.train_loader.set_epoch(self.epoch)
+            torch.manual_seed(distributed.epoch_seed(self.cfg.run.seed, d.rank, self.epoch))
+        hook = getattr(self.model, "on_epoch_start", None)
+        if hook is not None:
+            hook(self.epoch)
+        mix = self.cfg.mix
+        return self.mixer if self.mixer and mix.start_epoch <= self.epoch < (mix.stop_epoch or 1 << 30) else None
+
+    def _finish_epoch(self, tally: _Tally) -> dict[str, float]:
+        """The epoch's statistics (summed over ranks); a non-finite loss or weight ends the run."""
+        loss_sum, correct, seen = tally.loss_sum, tally.correct, tally.seen
+        if self.dist.enabled:  # one reduction per epoch; then every rank holds rank 0's buffers (what it saves)
+            loss_sum, correct, seen = distributed.all_sum([loss_sum, correct, seen], self.dist)
+            distributed.broadcast_state(self.model, self.dist)
             if self.ema is not None:
-                distributed.broadcast_state(self.ema.averaged, d)
+                distributed.broadcast_state(self.ema.averaged, self.dist)
         mean_loss = float(loss_sum) / max(seen, 1)
         if not math.isfinite(mean_loss):
             self._diverged(mean_loss)
         # The loss can stay finite for a step or two after the weights overflow: never save such a state.
-        floats = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+        floats = [t for t in (*self.model.parameters(), *self.model.buffers()) if t.is_floating_point()]
         if not bool(torch.isfinite(torch.stack(torch._foreach_norm(floats))).all()):  # inf/nan in any -> norm
             self._diverged(float("nan"))
         return {"train_loss": mean_loss, "train_acc": 100.0 * float(correct) / max(seen, 1), "seen": int(seen)}
@@ -356,6 +255,34 @@ class Run:
             f"{self.dir.checkpoint('last')} (epoch {self.epoch}). Lower optim.lr, add sched.warmup_epochs or set "
             "train.grad_clip, then start again."
         )
+
+    def run_epoch(self, callbacks: Sequence[Any]) -> dict[str, Any]:
+        """Train one epoch, evaluate, append the epoch's metrics row (with its timings) and return it."""
+        cfg = self.cfg
+        lr = self.optimizer.param_groups[0]["lr"]
+        t0 = time.perf_counter()
+        stats = self.train_epoch(callbacks)
+        train_s = time.perf_counter() - t0
+        self.epoch += 1
+        with_test = self.epoch % cfg.run.eval_test_every == 0 or self.epoch == cfg.train.epochs
+        row = {"epoch": self.epoch, "lr": lr, "train_loss": stats["train_loss"], "train_acc": stats["train_acc"]}
+        row.update(self.evaluate_epoch(with_test))
+        epoch_s = time.perf_counter() - t0
+        self.elapsed += epoch_s
+        row.update(
+            epoch_s=round(epoch_s, 3),
+            images_per_s=round(stats["seen"] / train_s, 1),
+            wall_time_s=round(self.elapsed, 2),
+        )
+        self.metrics.append(row)
+        return row
+
+    def note_best(self, row: dict[str, Any]) -> bool:
+        """Is this epoch the best so far (validation accuracy; every epoch without a validation split)?"""
+        improved = self.val_loader is None or row["val_acc"] > self.best["val_acc"]
+        if improved:
+            self.best = {"val_acc": row["val_acc"] if self.val_loader else -1.0, "epoch": self.epoch}
+        return improved
 
     def evaluate_epoch(self, with_test: bool) -> dict[str, float | None]:
         row: dict[str, float | None] = {}
@@ -443,87 +370,41 @@ def _run(
 ) -> Result:
     started = time.perf_counter()
     callbacks = [cb for cb in callbacks if d.main or getattr(cb, "all_ranks", False)]
-    error, plan, lock = None, "", None
-    if d.main:  # only rank 0 locks and writes the run directory
-        try:
-            mode, path, lock = plan_start(cfg, resume, overwrite)
-            if lock is not None:
-                held.callback(lock.release)
-            plan = f"{mode}\n{path}"
-        except UserError as exc:
-            error = exc
-    distributed.agree(error, d)
-    mode, path_text = distributed.broadcast_text(plan, d).split("\n", 1)
-    path = Path(path_text)
-    cfg.run.dir = str(path)
+    mode, path, lock = plan_run_dir(cfg, resume, overwrite, d, held)
+    r = _build_run(cfg, device, d)  # data and model first: a mistake found here leaves no run directory behind
+    r.dir = open_run_dir(cfg, mode, path, lock, overwrite, d, held)
+    if mode == "resume":
+        resuming.resume(r, cfg, r.dir, d)
+    env = environment(device)
+    _call(callbacks, "on_start", r)
+    saver = SavePolicy(r, main=d.main)
+    setup_s = saver.saved_at - started  # this process: data, model, init (and the checkpoint read of a resume)
+    _train_epochs(r, saver, callbacks)
+    summary = {**r.summary(env), "setup_s": round(setup_s, 2), "checkpoint_s": round(saver.save_s, 2)}
+    if d.main:
+        r.dir.write_summary(summary)
+    _call(callbacks, "on_end", r, summary)
+    return Result(r.dir.path, summary, r.metrics)
+
+
+def _build_run(cfg: Config, device: torch.device, d: Dist) -> Run:
+    """The run's components on every rank; a config mistake on any rank stops all of them."""
     error, r = None, None
     try:
-        r = Run(cfg, device, dist=d)  # data and model first: a mistake found here leaves no run directory behind
+        r = Run(cfg, device, dist=d)
     except UserError as exc:
         error = exc
     distributed.agree(error, d)
-    run_dir = RunDir(path)
-    error = None
-    if d.main:
-        try:
-            if mode == "resume":
-                run_dir.remove_temporaries()
-            else:
-                run_dir = RunDir.create(path, cfg, overwrite=overwrite or mode == "restart", lock=lock)
-                if lock is None:
-                    held.callback(run_dir.lock.release)
-        except UserError as exc:
-            error = exc
-    distributed.agree(error, d)
-    r.dir = run_dir
-    if mode == "resume":
-        resuming.resume(r, cfg, run_dir, d)
-    env = environment(device)
-    _call(callbacks, "on_start", r)
-    saved_at = time.perf_counter()
-    setup_s = saved_at - started  # this process: data, model, init (and the checkpoint read of a resume)
-    while r.epoch < cfg.train.epochs:
-        lr = r.optimizer.param_groups[0]["lr"]
-        t0 = time.perf_counter()
-        stats = r.train_epoch(callbacks)
-        train_s = time.perf_counter() - t0
-        r.epoch += 1
-        with_test = r.epoch % cfg.run.eval_test_every == 0 or r.epoch == cfg.train.epochs
-        row = {
-            "epoch": r.epoch,
-            "lr": lr,
-            "train_loss": stats["train_loss"],
-            "train_acc": stats["train_acc"],
-            **r.evaluate_epoch(with_test),
-        }
-        epoch_s = time.perf_counter() - t0
-        r.elapsed += epoch_s
-        row.update(
-            epoch_s=round(epoch_s, 3),
-            images_per_s=round(stats["seen"] / train_s, 1),
-            wall_time_s=round(r.elapsed, 2),
-        )
-        r.metrics.append(row)
-        improved = r.val_loader is None or row["val_acc"] > r.best["val_acc"]
-        if improved:
-            r.best = {"val_acc": row["val_acc"] if r.val_loader else -1.0, "epoch": r.epoch}
-        final = r.epoch >= cfg.train.epochs
-        due = not cfg.run.save_every_s or final or time.perf_counter() - saved_at >= cfg.run.save_every_s
-        if d.main:
-            run_dir.write_metrics(r.metrics)  # metrics first: on resume, rows past the checkpoint are dropped
-            if cfg.run.checkpoint_every and r.epoch % cfg.run.checkpoint_every == 0:
-                r.save([f"epoch_{r.epoch}"])
-            if due:
-                saved_at = r.save_due(improved)
-            elif improved:  # written at the next due save (run.save_every_s)
-                r.pending_best = copy.deepcopy(r.state_dict())
-        stop = distributed.any_rank(_call(callbacks, "on_epoch_end", r, row), d)
-        if stop and not due and d.main:
-            r.save_due(False)
-        if stop:
+    return r
+
+
+def _train_epochs(r: Run, saver: SavePolicy, callbacks: Sequence[Any]) -> None:
+    """Epochs until ``train.epochs``: train, evaluate, note the best, save what is due; a callback's
+    ``on_epoch_end`` returning true (on any rank) stops the run after saving."""
+    while r.epoch < r.cfg.train.epochs:
+        row = r.run_epoch(callbacks)
+        improved = r.note_best(row)
+        saver.epoch_end(improved, final=r.epoch >= r.cfg.train.epochs)
+        if distributed.any_rank(_call(callbacks, "on_epoch_end", r, row), r.dist):
+            saver.stopped()
             break
-    summary = {**r.summary(env), "setup_s": round(setup_s, 2), "checkpoint_s": round(r.save_s, 2)}
-    if d.main:
-        run_dir.write_summary(summary)
-    _call(callbacks, "on_end", r, summary)
-    return Result(run_dir.path, summary, r.metrics)
