@@ -5,13 +5,18 @@ unreadable.
 The uninterrupted reference is a plain ``python -m reglab train`` subprocess. The killed runs are real
 processes too, forked from a "zygote" interpreter that has already imported torch and reglab and that calls
 ``reglab.cli.main(argv)`` in each child, exactly what ``python -m reglab`` runs, minus the ~5 s import that
-would otherwise dominate 13 starts on a 2-core machine. Kill moments (seeded):
+would otherwise dominate 13 starts on a 2-core machine. Each child's stdout and stderr come to the test over a
+socket (the test copies them to the child's log file): the test reads the child's lines as they are printed,
+and the end of that stream is the child's end. Kill moments (seeded):
 
-* ``time``: a uniformly random delay after the start: before the run directory exists, while it has no
-  checkpoint yet, inside training steps, during evaluation or a write;
-* ``write``: with ``REGLAB_TEST_SLOW_SAVE`` (a sleep between writing a checkpoint's temporary file and its
-  rename), the moment a checkpoint's temporary file appears, plus a random fraction of the sleep: the process
-  dies in the middle of a checkpoint write.
+* ``early``: a random delay (up to 0.3 s) after the start: before the run directory exists, or while it has
+  no checkpoint yet;
+* ``time``: a random fraction of an epoch after the child printed its start line (or an epoch line): inside
+  training steps, during evaluation or a write;
+* ``write``: with the test hook ``written`` (tests/helpers/childsite/reglab_test_hooks.py) the child reports
+  each checkpoint whose temporary file it has written and fsynced, and waits for the test's answer before it
+  renames the file; the test answers until the chosen checkpoint (best, epoch_N or last) comes, then kills
+  the child: it dies in the middle of that checkpoint write, its temporary file on disk.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import os
 import random
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -29,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.events import CHILDSITE, Event, EventServer
 
 from reglab.train.checkpoint import load_checkpoint
 from reglab.train.rundir import RunDir, load_run_config
@@ -58,27 +65,32 @@ CFG = [
 ]
 TIMING = {"epoch_s", "images_per_s", "wall_time_s"}
 SEED = int(os.environ.get("REGLAB_KILL_SEED", "9"))  # another seed, another sequence of kill moments
-SLOW_SAVE = 0.3  # seconds between a checkpoint's temporary file and its rename, in `write` mode
+TIMEOUT_S = 300  # the longest the test waits for a child's line, checkpoint write or end before it fails
 
 ZYGOTE = r"""
-import json, os, sys, traceback
+import json, os, socket, sys, traceback
 import torch
 torch.set_num_threads(1)
 import matplotlib.pyplot
 import reglab.cli, reglab.train.loop, reglab.track, reglab.data.datasets
+sys.path.insert(0, sys.argv[1])
+import reglab_test_hooks
 print(json.dumps({"ready": os.getpid()}), flush=True)
 for line in sys.stdin:
     req = json.loads(line)
     if req["op"] == "start":
+        host, port = req["address"].rsplit(":", 1)
+        out = socket.create_connection((host, int(port)))  # the child's stdout and stderr, to the test
+        out.sendall(f"output {os.getpid()}\n".encode())
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                fd = os.open(req["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-                os.dup2(fd, 1)
-                os.dup2(fd, 2)
-                os.environ.pop("REGLAB_TEST_SLOW_SAVE", None)
-                os.environ.update(req["env"])
+                os.dup2(out.fileno(), 1)
+                os.dup2(out.fileno(), 2)
+                out.close()
+                if req["hooks"]:
+                    reglab_test_hooks.install(req["hooks"])
                 code = reglab.cli.main(req["argv"])
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
@@ -88,6 +100,7 @@ for line in sys.stdin:
                 sys.stdout.flush()
                 sys.stderr.flush()
                 os._exit(code)
+        out.close()
         print(json.dumps({"pid": pid}), flush=True)
     elif req["op"] == "wait":
         flags = os.WNOHANG if req.get("nohang") else 0
@@ -109,7 +122,11 @@ class Zygote:
 
     def __init__(self):
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", ZYGOTE], env=_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", ZYGOTE, str(CHILDSITE)],
+            env=_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert "ready" in self._read()
 
@@ -123,8 +140,8 @@ class Zygote:
         self.proc.stdin.flush()
         return self._read()
 
-    def start(self, argv: list[str], log: Path, env: dict[str, str]) -> int:
-        return self._ask(op="start", argv=argv, log=str(log), env=env)["pid"]
+    def start(self, argv: list[str], address: str, hooks: dict | None) -> int:
+        return self._ask(op="start", argv=argv, address=address, hooks=hooks)["pid"]
 
     def poll(self, pid: int) -> int | None:
         out = self._ask(op="wait", pid=pid, nohang=True)
@@ -173,35 +190,71 @@ def assert_same_state(a, b, where="state"):
         assert a == b, (where, a, b)
 
 
-def _wait_for_temporary(zyg: Zygote, pid: int, d: Path, target: str, timeout: float = 120) -> bool:
-    """Poll until the temporary file of checkpoint ``target`` (best, epoch_N or last) appears (for ``best``, in an
-    epoch that does not improve on it, that of epoch_N); False if the child exits first."""
-    stale = set(temporaries(d))
-    prefixes = (".best.", ".epoch_") if target == "best" else (f".{target}",)
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if any(n.startswith(prefixes) for n in set(temporaries(d)) - stale):
-            return True
-        if zyg.poll(pid) is not None:
-            return False
-        time.sleep(0.003)
-    raise AssertionError("no checkpoint write seen")
-
-
 MODES = ["early", "time", "write", "time", "time", "write", "early", "time", "write", "time", "time", "write"]
 
 
-def _wait_for_line(zyg: Zygote, pid: int, log: Path, needle: str, count: int, timeout: float = 120) -> bool:
-    """Poll until the child's log holds ``count`` lines matching ``needle``; False if it exits first."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        text = log.read_text() if log.is_file() else ""
-        if sum(bool(re.match(needle, line)) for line in text.splitlines()) >= count:
-            return True
-        if zyg.poll(pid) is not None:
-            return False
-        time.sleep(0.005)
-    raise AssertionError(f"no {needle!r} line")
+class Child:
+    """A child forked by the zygote: its pid and its output stream (stdout and stderr), which is copied to
+    ``log`` as it is read and ends when the child does."""
+
+    def __init__(self, zyg: Zygote, events: EventServer, argv: list[str], log: Path, hooks: dict | None = None):
+        self.pid = zyg.start(argv, events.address, hooks)
+        out = events.wait_for("output", what="the child's output stream")  # sent before the fork
+        self.conn, self.text, self.log = out.conn, b"", log
+        self.ended = False
+        self._add(out.rest)
+
+    def _add(self, chunk: bytes) -> None:
+        self.text += chunk
+        with self.log.open("ab") as fh:
+            fh.write(chunk)
+
+    def _read(self) -> None:
+        """One chunk of output (the stream is readable); at its end, ``ended``."""
+        chunk = self.conn.recv(65536)
+        self._add(chunk)
+        self.ended = not chunk
+
+    def wait_for_lines(self, needle: str, count: int, timeout: float = TIMEOUT_S) -> bool:
+        """Read the child's output until ``count`` complete lines match ``needle``; False if it ends first."""
+        deadline = time.monotonic() + timeout
+        while (
+            sum(bool(re.match(needle, ln)) for ln in self.text.decode(errors="replace").split("\n")[:-1]) < count
+        ):
+            if self.ended:
+                return False
+            if not select.select([self.conn], [], [], max(deadline - time.monotonic(), 0))[0]:
+                raise AssertionError(f"no {needle!r} line within {timeout} s")
+            self._read()
+        return True
+
+    def wait_for_write(self, events: EventServer, target: str, timeout: float = TIMEOUT_S) -> Event | None:
+        """Answer the child's ``written`` events until the temporary file of checkpoint ``target`` (best,
+        epoch_ or last; for best, in an epoch that does not improve on it, that of epoch_N) is written: that
+        event, unanswered (the child waits in its checkpoint write); None if the child ends first."""
+        prefixes = ("best.", "epoch_") if target == "best" else (target,)
+        deadline = time.monotonic() + timeout
+        while not self.ended:
+            ready = select.select([self.conn, events.sock], [], [], max(deadline - time.monotonic(), 0))[0]
+            if not ready:
+                raise AssertionError(f"no {target} checkpoint write within {timeout} s")
+            if self.conn in ready:
+                self._read()
+            if events.sock in ready:
+                ev = events.next(what="a checkpoint write")
+                if ev.kind == "written" and ev.args[0].startswith(prefixes):
+                    return ev
+                ev.answer()
+        return None
+
+    def drain(self, timeout: float = TIMEOUT_S) -> None:
+        """Read the rest of the output, until the child (and the stream) ended."""
+        deadline = time.monotonic() + timeout
+        while not self.ended:
+            if not select.select([self.conn], [], [], max(deadline - time.monotonic(), 0))[0]:
+                raise AssertionError(f"the child's output did not end within {timeout} s")
+            self._read()
+        self.conn.close()
 
 
 def _epoch_seconds(logs: list[Path]) -> float:
@@ -224,6 +277,7 @@ def crashed(tmp_path_factory):
         text=True,
     )
     zyg = Zygote()
+    events = EventServer()
     d = tmp / "killed"
     rng = random.Random(SEED)
     kills: list[dict] = []
@@ -236,28 +290,33 @@ def crashed(tmp_path_factory):
                 if fresh
                 else ["train", "--resume", str(d), "--quiet"]
             )
-            env = {"REGLAB_TEST_SLOW_SAVE": str(SLOW_SAVE)} if mode == "write" else {}
             before = check_readable(d)
             stale = set(temporaries(d))
             logs.append(tmp / f"child{len(logs)}.log")
-            pid = zyg.start(argv, logs[-1], env)
+            hooks = events.spec(written="ask") if mode == "write" else None
+            child = Child(zyg, events, argv, logs[-1], hooks)
+            held = None
             if mode == "early":  # during start-up: before the run directory exists, or before training starts
+                # The kill moment itself, drawn at random (what this mode varies), not a wait for the child.
                 time.sleep(rng.uniform(0.0, 0.3))
-                alive = zyg.poll(pid) is None
+                alive = zyg.poll(child.pid) is None
             elif mode == "time":  # inside the training steps of the first or second epoch this process runs
                 done = rng.choice([0, 1]) if 1 < len(kills) and (before or 0) < EPOCHS - 2 else 0
-                alive = _wait_for_line(
-                    zyg, pid, logs[-1], r"reglab: \S+ \| " if done == 0 else "epoch ", max(done, 1)
-                )
+                alive = child.wait_for_lines(r"reglab: \S+ \| " if done == 0 else "epoch ", max(done, 1))
+                # The kill moment itself: a random fraction of an epoch after that line (what this mode varies).
                 time.sleep(rng.uniform(0.02, 0.5) * _epoch_seconds(logs))
-                alive = alive and zyg.poll(pid) is None
-            else:  # in the middle of a checkpoint write
-                alive = _wait_for_temporary(zyg, pid, d, rng.choice(["best", "epoch_", "last"]))
-                time.sleep(rng.uniform(0, SLOW_SAVE * 0.8))
-            assert alive, f"the run ended before kill {len(kills) + 1} ({kills}): {logs[-1].read_text()[-2000:]}"
+                alive = alive and zyg.poll(child.pid) is None
+            else:  # in the middle of a checkpoint write: the child waits there for an answer that never comes
+                held = child.wait_for_write(events, rng.choice(["best", "epoch_", "last"]))
+                alive = held is not None
+                rng.uniform(0, 0.24)  # unused: keeps each seed's sequence of kill moments (docs/reliability.md)
+            assert alive, f"the run ended before kill {len(kills) + 1} ({kills}): {child.text.decode()[-2000:]}"
             mid_write = [n for n in temporaries(d) if "safetensors" in n and n not in stale]
-            os.kill(pid, signal.SIGKILL)
-            assert zyg.wait(pid) == -signal.SIGKILL
+            os.kill(child.pid, signal.SIGKILL)
+            assert zyg.wait(child.pid) == -signal.SIGKILL
+            child.drain()
+            if held is not None:
+                held.close()
             after = check_readable(d)
             kills.append(
                 {
@@ -271,8 +330,11 @@ def crashed(tmp_path_factory):
                 }
             )
         logs.append(tmp / "final.log")
-        code = zyg.wait(zyg.start(["train", "--resume", str(d), "--quiet"], logs[-1], {}))
+        child = Child(zyg, events, ["train", "--resume", str(d), "--quiet"], logs[-1])
+        child.drain()
+        code = zyg.wait(child.pid)
     finally:
+        events.close()
         zyg.close()
     out, err = ref.communicate(timeout=300)
     assert ref.returncode == 0, err

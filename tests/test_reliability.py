@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.events import CHILDSITE, EventServer
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -113,28 +114,29 @@ def test_second_process_on_a_run_directory_is_refused_with_the_holders_pid(work,
 
 def test_a_killed_holder_leaves_no_stale_lock(work, tmp_path):
     """A training process killed with SIGKILL while it holds the lock: the kernel drops the lock."""
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "REGLAB_TEST_SLOW_SAVE": "30"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "reglab", "train", "--resume", str(work), "train.epochs=3", "--quiet"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline:  # wait until it sits in its (slowed) checkpoint write, lock held
-            if any(".tmp" in p.name for p in (work / "checkpoints").iterdir()):
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail("the training process never reached its checkpoint write")
-        second = subprocess.run(
-            cmd[:-1], env={**env, "REGLAB_TEST_SLOW_SAVE": ""}, capture_output=True, text=True, timeout=120
+    with EventServer() as events:
+        # the holder reports its first checkpoint write and waits there (lock held) for an answer never sent
+        proc = subprocess.Popen(
+            cmd, env=events.env(env, written="ask"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
         )
-        assert second.returncode == 2 and f"pid {proc.pid}" in second.stderr, second.stderr
-        assert "Traceback" not in second.stderr
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    again = subprocess.run(
-        cmd, env={**env, "REGLAB_TEST_SLOW_SAVE": ""}, capture_output=True, text=True, timeout=120
-    )
+        held = None  # the open connection the holder waits on (closing it would let it go on)
+        try:
+            try:
+                held = events.wait_for("written", what="the training process's checkpoint write")
+            except AssertionError:
+                proc.kill()
+                pytest.fail("the training process never reached its checkpoint write: " + proc.communicate()[1])
+            second = subprocess.run(cmd[:-1], env=env, capture_output=True, text=True, timeout=120)
+            assert second.returncode == 2 and f"pid {proc.pid}" in second.stderr, second.stderr
+            assert "Traceback" not in second.stderr
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            if held is not None:
+                held.close()
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert load_checkpoint(work / "checkpoints" / "last.safetensors")["epoch"] == 3
     assert not [p for p in (work / "checkpoints").iterdir() if ".tmp" in p.name]
@@ -545,71 +547,82 @@ def test_resume_keeps_old_checkpoints_loadable(trained):
 
 # ----------------------------------------------------------------------------------------------------------
 # Review fixes: a refused racer leaves the winner alone, a linked run directory, old checkpoints extended
-# twice, merge keys, the resume records, the slow-save hook, unlocking
+# twice, merge keys, the resume records, the checkpoint-write test hooks, unlocking
 
 
 RACE = r"""
-import sys, time
-from pathlib import Path
+import sys
 import reglab.cli as cli
+import reglab_test_hooks
 from reglab.train import fsguard, rundir
 
-role, sync = sys.argv[1], Path(sys.argv[2])
+role, address = sys.argv[1], sys.argv[2]
 real_create, real_acquire = rundir.RunDir.create.__func__, fsguard.RunLock.acquire.__func__
 
-def wait(name):
-    deadline = time.time() + 120
-    while not (sync / name).exists():
-        if time.time() > deadline:
-            raise SystemExit(f"{role}: timed out waiting for {name}")
-        time.sleep(0.02)
+def step(name):  # tell the test this process reached step `name`; wait until the test lets it go on
+    reglab_test_hooks.send(address, "race", role, name, ask=True)
 
 def create(cls, path, cfg, overwrite=False, lock=None):
-    if role == "winner":  # the loser has looked at (and made) the folder and is about to lock it
-        wait("loser-at-lock")
+    if role == "winner":  # the test lets it go on once the loser has made the folder and is about to lock it
+        step("create")
     return real_create(cls, path, cfg, overwrite=overwrite, lock=lock)
 
 def acquire(cls, run_dir):
     if role == "loser":
-        (sync / "loser-at-lock").touch()
-        wait("winner-locked")
+        step("at-lock")  # until the winner holds the lock
         return real_acquire(cls, run_dir)
     lock = real_acquire(cls, run_dir)
-    (sync / "winner-locked").touch()
-    wait("loser-done")  # the winner holds the lock, config.yaml not yet written, while the loser gives up
+    step("locked")  # the winner holds the lock, config.yaml not yet written, until the loser has given up
     return lock
 
 rundir.RunDir.create = classmethod(create)
 fsguard.RunLock.acquire = classmethod(acquire)
-code = cli.main(sys.argv[3:])
-(sync / f"{role}-done").touch()
-sys.exit(code)
+sys.exit(cli.main(sys.argv[3:]))
 """
 
 
 def test_two_racing_fresh_runs_the_loser_leaves_the_winners_directory_alone(tmp_path):
     """Two real processes start a fresh run in one new run.dir; both find it free, the loser even creates the
-    folder, the winner takes the lock first. The loser is refused with the winner's pid and deletes nothing."""
-    d, sync = tmp_path / "runs" / "race", tmp_path / "sync"
-    sync.mkdir()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    folder, the winner takes the lock first. The loser is refused with the winner's pid and deletes nothing.
+    The test sets the order: each process reports when it reaches a step and waits for the test to let it go
+    on."""
+    d = tmp_path / "runs" / "race"
+    env = {**os.environ, "PYTHONPATH": f"{CHILDSITE}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
     argv = ["train", "quick", *SYN, "train.epochs=1", f"run.dir={d}", "--quiet"]
-    procs = {
-        role: subprocess.Popen(
-            [sys.executable, "-c", RACE, role, str(sync), *argv],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for role in ("winner", "loser")
-    }
-    try:
-        errs = {role: p.communicate(timeout=240)[1] for role, p in procs.items()}
-    finally:
-        for p in procs.values():
-            p.kill()
-            p.wait()
+    with EventServer() as events:
+        procs = {
+            role: subprocess.Popen(
+                [sys.executable, "-c", RACE, role, events.address, *argv],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for role in ("winner", "loser")
+        }
+        errs = {}
+        try:
+            steps = {}
+            while len(steps) < 2:  # the winner about to create the run directory, the loser about to lock it
+                try:
+                    ev = events.wait_for("race", what="both processes at their first step")
+                except AssertionError as exc:
+                    for p in procs.values():
+                        p.kill()
+                    pytest.fail(f"{exc}: " + " | ".join(p.communicate()[1][-1500:] for p in procs.values()))
+                steps[ev.args[0]] = ev
+            assert steps["winner"].args[1] == "create" and steps["loser"].args[1] == "at-lock"
+            steps["winner"].answer()
+            locked = events.wait_for("race", what="the winner holding the lock")
+            assert locked.args == ["winner", "locked"]
+            steps["loser"].answer()
+            errs["loser"] = procs["loser"].communicate(timeout=240)[1]  # refused while the winner holds the lock
+            locked.answer()
+            errs["winner"] = procs["winner"].communicate(timeout=240)[1]
+        finally:
+            for p in procs.values():
+                p.kill()
+                p.wait()
     assert procs["loser"].returncode == 2, errs["loser"]
     one_error(2, errs["loser"], "is in use by another reglab process", f"pid {procs['winner'].pid}")
     assert procs["winner"].returncode == 0, errs["winner"]
@@ -654,7 +667,8 @@ def test_a_lock_taken_on_a_removed_lock_file_is_taken_again(tmp_path, monkeypatc
 
 def test_release_unlocks_also_for_a_child_that_inherited_the_descriptor(tmp_path):
     lock = RunLock.acquire(tmp_path)
-    child = subprocess.Popen(["sleep", "60"], pass_fds=[lock.fd])  # holds the same open file description
+    # a child that holds the same open file description, and waits for its stdin to close
+    child = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, pass_fds=[lock.fd])
     try:
         lock.release()
         again = RunLock.acquire(tmp_path)  # refused if the child's copy still held the flock
@@ -790,13 +804,25 @@ def test_recipes_with_merge_keys_load_and_duplicates_are_still_refused(tmp_path,
     assert time.time() - t0 < 5
 
 
-def test_slow_save_hook_pauses_checkpoint_writes_only(tmp_path, monkeypatch):
-    paused = []
-    monkeypatch.setattr(ckmod, "_test_pause", lambda: paused.append(1))
-    ckmod.atomic_write_text(tmp_path / "summary.json", "{}", root=tmp_path)
-    assert paused == []
-    ckmod.save_checkpoint(tmp_path / "checkpoints" / "last.safetensors", {"epoch": 1}, root=tmp_path)
-    assert paused == [1]
+def test_the_checkpoint_write_test_hooks_see_checkpoints_only(tmp_path, monkeypatch):
+    """The test hooks the kill tests wait on (tests/helpers/childsite/reglab_test_hooks.py): ``written`` while a
+    checkpoint's temporary file is on disk and not yet renamed, ``saved`` after the rename; no event for the
+    other files reglab writes through the same function."""
+    from helpers.childsite import reglab_test_hooks
+
+    monkeypatch.setattr(ckmod, "write_file", ckmod.write_file)  # undone after the test: install() replaces
+    monkeypatch.setattr(ckmod, "atomic_write_bytes", ckmod.atomic_write_bytes)  # both in the module
+    path = tmp_path / "checkpoints" / "last.safetensors"
+    with EventServer() as events:
+        reglab_test_hooks.install(events.spec(written="tell", saved="tell"))
+        ckmod.atomic_write_text(tmp_path / "summary.json", "{}", root=tmp_path)
+        assert not events.pending()
+        ckmod.save_checkpoint(path, {"epoch": 1}, root=tmp_path)
+        written, saved = events.next(), events.next()
+        assert not events.pending()
+    assert (written.kind, written.pid, written.args) == ("written", os.getpid(), ["last.safetensors"])
+    assert (saved.kind, saved.args) == ("saved", ["last.safetensors"])
+    assert load_checkpoint(path)["epoch"] == 1
 
 
 def test_damaged_metrics_and_resume_records_are_one_line_errors(tmp_path):

@@ -3,7 +3,9 @@ single-node Slurm cluster (`.ci/slurm.sh start`: slurm-wlm + munge, no cgroups) 
 
 The cluster tests skip, with the script's reason, where the cluster cannot start (not root, no apt-get, no
 submitit); set REGLAB_REQUIRE_SLURM=1 to make that a failure instead. Runs are the tiny synthetic trainings
-of test_study.py; every wait is on the run directory or on squeue, never a fixed sleep.
+of test_study.py. A run reports its first checkpoint to the test (a test hook, tests/helpers/childsite, in the
+job's environment); what happens to a job in the queue has no such event and is polled with squeue, as
+reglab's own --wait does.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.events import ENV as HOOKS_ENV
+from helpers.events import EventServer
 from test_study import write_study
 
 from reglab.cli import main
@@ -27,6 +31,9 @@ REPO = Path(__file__).resolve().parent.parent
 SLURM_DIR = Path(os.environ.get("REGLAB_SLURM_DIR", "/tmp/reglab-slurm"))
 KEYS = ("train_loss", "val_acc", "test_acc", "val_loss")
 DEADLINE_S = 600  # the longest any one wait may take on a loaded 2-core machine before the test fails
+# The tests on the cluster are slow: each waits on Slurm starting jobs that train (31-140 s wall each on a
+# loaded 2-core machine), and the first one starts the cluster (apt-get install on a fresh machine).
+CLUSTER = pytest.mark.slow
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -197,10 +204,11 @@ def known_jobs() -> set[str]:
 
 
 def wait_until(ok, what: str) -> None:
+    """Poll ``ok`` (a job's state in Slurm's queue, which has no event to wait on) until it holds."""
     deadline = time.time() + DEADLINE_S
     while not ok():
         assert time.time() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.2)
+        time.sleep(0.2)  # the polling interval of a squeue poll: Slurm gives no event for a state change
 
 
 def job_of(out: Path, key: str) -> str:
@@ -218,6 +226,7 @@ def epochs_of(run_dir: Path) -> list[list]:
     return [[row.get(k) for k in KEYS] for row in rows]
 
 
+@CLUSTER
 def test_study_on_slurm_finishes_and_a_rerun_submits_nothing(slurm_cluster, tmp_path, capsys):
     spec = write_study(tmp_path / "s.yaml")  # 2 groups x 2 seeds, 2 epochs each
     out = tmp_path / "study"
@@ -273,16 +282,26 @@ def long_reference(tmp_path_factory) -> tuple[Path, list[list]]:
 
 
 def start_and_stop_mid_run(spec: Path, out: Path, stop: list[str]) -> str:
-    """Submit the study (without waiting), wait for the run's first checkpoint, send ``stop + [job]``
-    (scancel ...); return the job id."""
-    assert main(["study", str(spec), "-o", str(out), "--launcher", "slurm"]) == 0
-    run_dir = out / "runs" / "long-s0"
-    wait_until(lambda: (run_dir / "checkpoints" / "last.safetensors").is_file(), "the first checkpoint")
-    job = job_of(out, "long-s0")
-    subprocess.run([*stop, job], check=True)
+    """Submit the study (without waiting) with the run reporting the checkpoints it saves, wait for its first,
+    send ``stop + [job]`` (scancel ...); return the job id."""
+    with EventServer() as events, pytest.MonkeyPatch.context() as mp:
+        hooked = events.env(dict(os.environ), saved="tell")  # the job gets the environment it is submitted from
+        mp.setenv("PYTHONPATH", hooked["PYTHONPATH"])
+        mp.setenv(HOOKS_ENV, hooked[HOOKS_ENV])
+        assert main(["study", str(spec), "-o", str(out), "--launcher", "slurm"]) == 0
+        mp.undo()
+        job = job_of(out, "long-s0")
+        events.wait_for(
+            "saved",
+            lambda ev: ev.args == ["last.safetensors"],
+            timeout=DEADLINE_S,
+            what="the run's first checkpoint",
+        )
+        subprocess.run([*stop, job], check=True)
     return job
 
 
+@CLUSTER
 def test_scancelled_task_is_resumed_by_a_rerun_bit_identical(slurm_cluster, long_reference, tmp_path, capsys):
     spec, reference = long_reference
     out = tmp_path / "study"
@@ -306,6 +325,7 @@ def test_scancelled_task_is_resumed_by_a_rerun_bit_identical(slurm_cluster, long
     assert epochs_of(run_dir) == reference
 
 
+@CLUSTER
 def test_requeue_on_preemption_resumes_from_the_last_checkpoint(slurm_cluster, long_reference, tmp_path, capsys):
     """USR2 is what Slurm sends at preemption and before the time limit: submitit's handler requeues the same
     array task, which resumes the run when it starts again."""
@@ -320,10 +340,16 @@ def test_requeue_on_preemption_resumes_from_the_last_checkpoint(slurm_cluster, l
         return state[0] == "PENDING" and "BeginTime" in state[1]
 
     wait_until(requeued, "the requeued task")
+    capsys.readouterr()
+    # a rerun while Slurm holds the requeued task back (for 2 min) finds it and submits nothing; once its start
+    # is moved to now, the task may already run by the time the rerun with --wait looks at the queue
+    assert main(["study", str(spec), "-o", str(out), "--launcher", "slurm", "--no-report"]) == 0
+    text = capsys.readouterr().out
+    assert "0 to submit" in text and f"already queued as job {job}" in text, text
     subprocess.run(["scontrol", "update", f"jobid={job}", "starttime=now"], check=True)  # skip Slurm's 2 min delay
     assert main(["study", str(spec), "-o", str(out), "--launcher", "slurm", "--wait", "--no-report"]) == 0
     text = capsys.readouterr().out
-    assert "0 to submit" in text and f"already queued as job {job}" in text, text
+    assert "0 to submit" in text and f"long-s0: done (job {job})" in text, text
     log = (out / "logs" / "long-s0.log").read_text()
     assert log.count(f"# slurm job {job} ") == 2 and "(resuming)" in log, log
     assert epochs_of(out / "runs" / "long-s0") == reference
@@ -341,6 +367,7 @@ def test_sweep_slurm_flags_need_the_slurm_launcher(tmp_path, capsys):
     assert "add --launcher slurm" in capsys.readouterr().err
 
 
+@CLUSTER
 def test_sweep_workers_on_slurm_share_one_storage(slurm_cluster, tmp_path, capsys):
     from test_sweep import TINY as SWEEP_TINY
     from test_sweep import write_sweep

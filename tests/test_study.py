@@ -11,11 +11,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers.events import EventServer
 
 from reglab.cli import main
 from reglab.errors import UserError
@@ -180,16 +180,23 @@ def test_interrupted_study_resumes_where_it_stopped(tmp_path):
     spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"long": ["train.epochs=6"]})
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "reglab", "study", str(spec), "-o", str(out), "--no-report"]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
-    )
     run_dir = out / "runs" / "long-s0"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (run_dir / "checkpoints" / "last.safetensors").is_file():
-        time.sleep(0.05)
-    assert (run_dir / "checkpoints" / "last.safetensors").is_file(), proc.communicate()[0]
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
-    text = proc.communicate(timeout=120)[0]
+    with EventServer() as events:  # the run's `reglab train` process reports each checkpoint it has saved
+        proc = subprocess.Popen(
+            cmd,
+            env=events.env(dict(os.environ), saved="tell"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            events.wait_for("saved", lambda ev: ev.args == ["last.safetensors"], what="the run's first checkpoint")
+        except AssertionError:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("no checkpoint: " + proc.communicate()[0])
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        text = proc.communicate(timeout=120)[0]  # (events it still sends until it ends find the server open)
     assert proc.returncode == 130, text
     assert "rerun the same command to resume" in text
     assert not (run_dir / "summary.json").exists()

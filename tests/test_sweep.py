@@ -16,6 +16,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from helpers.events import Event, EventServer
 from optuna.trial import TrialState
 
 from reglab.cli import main
@@ -77,11 +78,11 @@ def _env() -> dict[str, str]:
     return env
 
 
-def cli_proc(*args: str, cwd: Path) -> subprocess.Popen:
+def cli_proc(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "reglab", "sweep", *args],
         cwd=cwd,
-        env=_env(),
+        env=env or _env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -387,7 +388,7 @@ def test_open_storage_retries_a_schema_creation_race_and_reports_other_errors(mo
         return real(url, **kw)
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
-    monkeypatch.setattr(storage.time, "sleep", lambda s: None)
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)  # reglab's retry back-off: nothing to wait for
     url = f"sqlite:///{tmp_path / 'study.db'}"
     assert isinstance(storage.open_storage(url), real) and len(calls) == 2
 
@@ -436,38 +437,33 @@ def test_two_worker_processes_share_one_study(tmp_path):
     assert "[w0] trial" in proc.stdout and "[w1] trial" in proc.stdout
 
 
-def _wait_for_epoch(spec, out: Path, proc: subprocess.Popen, timeout: float = 120):
-    """Poll the storage until a RUNNING trial has reported an epoch; return its number."""
-    deadline = time.monotonic() + timeout
-    study = None
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
-        time.sleep(0.1)
-        if study is None:
-            try:
-                study = load_optuna_study(spec, out) if (out / "study.db").is_file() else None
-            except Exception:  # the study is still being created
-                continue
-        if study is not None:
-            for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                if t.intermediate_values:
-                    return t.number
-    raise AssertionError("no trial reported an epoch in time")
+def _trial_in_epoch_end(events: EventServer, proc: subprocess.Popen) -> Event:
+    """The sweep process's first trial_epoch event: a RUNNING trial reported epoch 1 to the storage and waits,
+    inside its epoch end, for an answer (the test interrupts or kills it instead)."""
+    try:
+        return events.wait_for("trial_epoch", what="a trial's first epoch")
+    except AssertionError:
+        proc.kill()
+        pytest.fail("no trial reported an epoch: " + proc.communicate()[0])
 
 
 def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
-    # 20 epochs (~4 s on a fast CPU): with 5, a trial could finish between two polls, before the signal
-    d = sweep_dict(trials=1, pruner="none", max_retries=2, overrides=[*TINY, "train.epochs=20"])
+    # each signal lands while the trial waits in its first epoch end (a test hook): the trial's length does not
+    # matter (5 epochs: only the retry that completes in-process trains them all)
+    d = sweep_dict(trials=1, pruner="none", max_retries=2, overrides=[*TINY, "train.epochs=5"])
     f = tmp_path / "kill.yaml"
     f.write_text(yaml.safe_dump(d))
     spec = parse_sweep(d, "tiny")
     out = tmp_path / "out"
     args = (str(f), "-o", str(out), "--no-report")
-    # Ctrl-C mid-trial: the trial is failed as interrupted, queued again, exit code 130
-    proc = cli_proc(*args, cwd=tmp_path)
-    first = _wait_for_epoch(spec, out, proc)
-    proc.send_signal(signal.SIGINT)
-    text = proc.communicate(timeout=60)[0]
+    with EventServer() as events:
+        # Ctrl-C mid-trial: the trial is failed as interrupted, queued again, exit code 130
+        proc = cli_proc(*args, cwd=tmp_path, env=events.env(_env(), trial_epoch="ask"))
+        held = _trial_in_epoch_end(events, proc)
+        first = int(held.args[0])
+        proc.send_signal(signal.SIGINT)
+        text = proc.communicate(timeout=60)[0]
+        held.close()
     assert proc.returncode == 130, text
     study = load_optuna_study(spec, out)
     t = study.trials[first]
@@ -476,10 +472,13 @@ def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == first
     # SIGKILL mid-trial (no chance to clean up): the next run fails it as "died" and retries it
-    proc = cli_proc(*args, cwd=tmp_path)
-    killed = _wait_for_epoch(spec, out, proc)
-    proc.kill()
-    proc.wait()
+    with EventServer() as events:
+        proc = cli_proc(*args, cwd=tmp_path, env=events.env(_env(), trial_epoch="ask"))
+        held = _trial_in_epoch_end(events, proc)
+        killed = int(held.args[0])
+        proc.kill()
+        proc.wait()
+        held.close()
     assert load_optuna_study(spec, out).trials[killed].state == TrialState.RUNNING  # left behind by the kill
     logs: list[str] = []
     Worker(spec, out, log=logs.append).run()

@@ -10,11 +10,6 @@ clears on the next start. No file is written through a symbolic link (:mod:`regl
 
 :func:`load_checkpoint` bounds what it parses (metadata size, JSON nesting depth); what the fields mean is
 checked by :mod:`reglab.train.ckschema` before a model is built from them.
-
-Test hook: ``REGLAB_TEST_SLOW_SAVE=<seconds>`` sleeps between writing a checkpoint's temporary file and renaming
-it (checkpoints only: :func:`save_checkpoint` asks :func:`atomic_write_bytes` for the pause; config, metrics
-and summary writes are not slowed), so a crash test can kill a process in the middle of a checkpoint write
-(tests/test_kill_resume.py).
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -133,15 +127,8 @@ def remove_temporaries(folder: Path, root: Path | None = None) -> list[Path]:
     return gone
 
 
-def _test_pause() -> None:
-    """The ``REGLAB_TEST_SLOW_SAVE`` sleep of a checkpoint write (see the module docstring)."""
-    delay = os.environ.get("REGLAB_TEST_SLOW_SAVE")
-    if delay:
-        time.sleep(float(delay))
-
-
 def write_file(fd: int, data: bytes) -> None:
-    """Write ``data`` to the new file ``fd``, fsync and close it (tests replace this to simulate a full disk)."""
+    """Write ``data`` to the new file ``fd``, fsync and close it (tests replace this: a full disk, a pause inside a checkpoint write)."""
     with open(fd, "wb", closefd=True) as fh:
         fh.write(data)
         fh.flush()
@@ -155,13 +142,11 @@ def atomic_write_bytes(
     what: str = "",
     advice: str = "files written earlier are unchanged",
     root_must_exist: bool = False,
-    pause: bool = False,
 ) -> None:
     """Write ``data`` to ``path`` via a new temporary file, fsync and rename (all or nothing). Neither ``path``
     nor a folder between ``root`` (default: its parent) and it may be a symbolic link; missing folders below
     ``root`` are created (and removed again if the write fails). ``root_must_exist``: ``root`` is a run
-    directory; if it has disappeared the write raises instead of creating it anew. ``pause``: the write is a
-    checkpoint's, which the test hook ``REGLAB_TEST_SLOW_SAVE`` slows down (no other file is paused)."""
+    directory; if it has disappeared the write raises instead of creating it anew."""
     path = Path(path)
     root = Path(root) if root is not None else path.parent
     refuse_links(path, root)
@@ -170,8 +155,6 @@ def atomic_write_bytes(
     try:
         made = ensure_dirs(path.parent, root, root_must_exist)
         write_file(open_new(tmp), data)
-        if pause:
-            _test_pause()
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -208,7 +191,6 @@ def save_checkpoint(path: Path, state: dict[str, Any], root: Path | None = None)
         what="checkpoint",
         advice="the previous checkpoint is unchanged",
         root_must_exist=root is not None,
-        pause=True,
     )
 
 
