@@ -31,6 +31,9 @@ browser:
 train: setup  ## train the default recipe (recipes/default.yaml) on CIFAR-10
 	$(BIN)/reglab train $(ARGS)
 
+# All tests, the ones marked slow included (each over ~20 s: real trainings, killed and resumed processes, DDP,
+# the Slurm and PostgreSQL servers). The quick local loop leaves those out:
+#   make test PYTEST_ARGS="-m 'not slow'"
 test: lint browser  ## the linter, then the test suite (what CI runs)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 

@@ -40,6 +40,9 @@ from helpers.events import CHILDSITE, Event, EventServer
 from reglab.train.checkpoint import load_checkpoint
 from reglab.train.rundir import RunDir, load_run_config
 
+# slow: the 13 runs are one fixture, 45 s on a quiet 2-core machine
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parent.parent
 EPOCHS = 5
 CFG = [
@@ -297,14 +300,12 @@ def crashed(tmp_path_factory):
             child = Child(zyg, events, argv, logs[-1], hooks)
             held = None
             if mode == "early":  # during start-up: before the run directory exists, or before training starts
-                # The kill moment itself, drawn at random (what this mode varies), not a wait for the child.
-                time.sleep(rng.uniform(0.0, 0.3))
+                time.sleep(rng.uniform(0.0, 0.3))  # the kill moment itself, drawn at random: not a wait
                 alive = zyg.poll(child.pid) is None
             elif mode == "time":  # inside the training steps of the first or second epoch this process runs
                 done = rng.choice([0, 1]) if 1 < len(kills) and (before or 0) < EPOCHS - 2 else 0
                 alive = child.wait_for_lines(r"reglab: \S+ \| " if done == 0 else "epoch ", max(done, 1))
-                # The kill moment itself: a random fraction of an epoch after that line (what this mode varies).
-                time.sleep(rng.uniform(0.02, 0.5) * _epoch_seconds(logs))
+                time.sleep(rng.uniform(0.02, 0.5) * _epoch_seconds(logs))  # the kill moment: random, not a wait
                 alive = alive and zyg.poll(child.pid) is None
             else:  # in the middle of a checkpoint write: the child waits there for an answer that never comes
                 held = child.wait_for_write(events, rng.choice(["best", "epoch_", "last"]))

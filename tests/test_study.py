@@ -115,6 +115,7 @@ def test_every_shipped_study_file_loads():
 # running
 
 
+@pytest.mark.slow  # 21 s on a quiet 2-core machine
 def test_study_runs_in_parallel_then_skips_finished_runs(tmp_path, capsys):
     spec = write_study(tmp_path / "s.yaml")
     out = tmp_path / "study"
@@ -164,6 +165,7 @@ def test_runs_saved_before_a_new_option_existed_still_match(tmp_path):
     assert config_mismatch(run_dir, run) == ["aug.order", "optim.lr"]
 
 
+@pytest.mark.slow  # 22 s on a quiet 2-core machine
 def test_failing_run_is_reported_and_the_others_finish(tmp_path, capsys):
     spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"ok": [], "diverges": ["optim.lr=1e12"]})
     out = tmp_path / "study"
@@ -176,6 +178,7 @@ def test_failing_run_is_reported_and_the_others_finish(tmp_path, capsys):
     assert rows["ok-s0"]["status"] == "done" and rows["diverges-s0"]["status"] != "done"
 
 
+@pytest.mark.slow  # 45 s on a quiet 2-core machine
 def test_interrupted_study_resumes_where_it_stopped(tmp_path):
     spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"long": ["train.epochs=6"]})
     out = tmp_path / "study"
@@ -245,6 +248,7 @@ def finished_study(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow  # its fixture finished_study: 33 s on a quiet 2-core machine
 def test_report_tables_group_seeds_with_mean_and_std(finished_study, tmp_path):
     files = write_report([finished_study], tmp_path / "rep")
     records = load_records([finished_study])
@@ -262,6 +266,7 @@ def test_report_tables_group_seeds_with_mean_and_std(finished_study, tmp_path):
     assert len(find_run_dirs([finished_study / "runs"])) == 4
 
 
+@pytest.mark.slow  # its fixture finished_study: 33 s on a quiet 2-core machine
 def test_report_compares_with_the_reference_and_judges_the_claims(finished_study, tmp_path, capsys):
     study = yaml.safe_load((finished_study / "study.yaml").read_text())
     study["reference"] = "mixup"
@@ -348,6 +353,7 @@ def test_report_of_a_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert "holds no reglab run directories" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # its fixture finished_study: 33 s on a quiet 2-core machine
 def test_html_report_renders_in_headless_chromium(finished_study, tmp_path, chromium):
     from playwright.sync_api import sync_playwright
 
