@@ -36,6 +36,9 @@ from test_ddp import AUG, TINY, _env
 
 from reglab.train.checkpoint import load_checkpoint
 
+# slow: three torchrun agents, 74-93 s on a shared 2-core machine
+pytestmark = pytest.mark.slow
+
 CONFIG = [*TINY, *AUG, "train.sync_bn=true"]
 TIMEOUT_S = 420  # per torchrun agent; the whole test took 74-93 s here (2 cores, shared with an experiment)
 WALL = ("epoch_s", "images_per_s", "wall_time_s", "setup_s", "checkpoint_s")
