@@ -473,3 +473,36 @@ def test_invalid_order_entry_suggests_a_fix():
     assert "aug.order" in msg and "'flop'" in msg and "did you mean 'flip'" in msg
     with pytest.raises(UserError, match="must not repeat"):
         load_config(None, ["aug.order=[crop,flip,crop]"])
+
+
+def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs():
+    from reglab.data.augment import AlternatingFlip
+    from reglab.data.datasets import Split
+    from reglab.data.loader import DeviceLoader
+
+    n = 64
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 256, (n, 3, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.arange(n)  # label = image index, to find each image again
+    split = Split(images, labels)
+    flip = [AlternatingFlip()]
+    loader = DeviceLoader(split, 16, [0.0] * 3, [1 / 255] * 3, shuffle=True, uint8_transforms=flip, seed=3)
+
+    def flipped_per_image():
+        out = torch.zeros(n, dtype=torch.bool)
+        for x, y in loader:
+            raw = x.round().to(torch.uint8)
+            is_flip = (raw == images[y].flip(3)).flatten(1).all(1)
+            assert bool((is_flip | (raw == images[y]).flatten(1).all(1)).all())
+            out[y] = is_flip
+        return out
+
+    e0, e1, e2 = flipped_per_image(), flipped_per_image(), flipped_per_image()
+    assert torch.equal(e0, ~e1) and torch.equal(e0, e2)
+    assert 16 < int(e0.sum()) < 48  # random bits, not all-or-nothing
+    state = loader.state_dict()
+    again = DeviceLoader(split, 16, [0.0] * 3, [1 / 255] * 3, shuffle=True, uint8_transforms=flip, seed=3)
+    again.load_state_dict(state)
+    bits = [ld.uint8_transforms[0].bits for ld in (loader, again)]
+    assert again.epoch == 3 and torch.equal(*bits)
+    assert flip[0].bits is None  # each loader binds its own copy

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.helpers.configs import BATCHES, SYNTHETIC_300, TINY_RESNET
+from tests.helpers.processes import run_python
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN = ["train", "quick", *SYNTHETIC_300, *TINY_RESNET, *BATCHES, "optim.lr=0.2", "run.device=cpu"]
@@ -266,3 +267,24 @@ def test_predict_json(used):
     for p in bad:
         r = by_file[str(p)]
         assert "top" not in r and isinstance(r["error"], str) and r["error"], r
+
+
+def test_train_without_a_validation_split_reports_the_test_accuracy(tmp_path):
+    proc = run_python(
+        "-m",
+        "reglab",
+        "train",
+        "fast-cpu-85",
+        "data.dataset=synthetic",
+        "data.synthetic_train=300",
+        "data.synthetic_test=100",
+        "data.val_size=0",
+        "train.epochs=1",
+        "train.batch_size=100",
+        "model.channels=[8,16,16]",
+        f"run.dir={tmp_path / 'r'}",
+        "--quiet",
+        timeout=300,
+    )
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "test accuracy" in proc.stdout and "no validation split" in proc.stdout
