@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import math
+import typing
 
 import pytest
 import torch
 import torch.nn as nn
+from torch.optim import lr_scheduler as lrs
 
 from reglab.config import OptimConfig, SchedConfig, load_config
 from reglab.models import create
@@ -240,3 +242,88 @@ def test_warmup_start_is_the_first_lr_fraction():
     assert lrs[0] == pytest.approx(0.2) and lrs[10] == pytest.approx(1.0)
     assert lrs[5] == pytest.approx(0.6)
     assert lrs[-1] == pytest.approx(1.0 - (1.0 - 0.07) * 19 / 20)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Every optimizer name of the config, and the schedules against torch.optim.lr_scheduler built by hand
+
+
+@pytest.mark.parametrize("name", typing.get_args(typing.get_type_hints(OptimConfig)["name"]))
+def test_every_optimizer_name_of_the_config_builds_and_steps(name):
+    """Each ``optim.name`` the config accepts (a new one is picked up here) gives an optimizer whose step
+    changes the weights and keeps them finite."""
+    torch.manual_seed(0)
+    model = tiny_model()
+    opt = build_optimizer(model, OptimConfig(name=name, lr=0.01))
+    before = [p.detach().clone() for p in model.parameters()]
+    model(torch.randn(4, 3, 32, 32)).logsumexp(1).mean().backward()
+    opt.step()
+    after = list(model.parameters())
+    assert any(not torch.equal(b, p) for b, p in zip(before, after))
+    assert all(torch.isfinite(p).all() for p in after)
+
+
+def torch_trace(make, epochs: int = 6, spe: int = SPE, base: float = BASE) -> list[float]:
+    """The lr per step of ``make(optimizer)``, a torch.optim.lr_scheduler built directly, as lr_trace records it."""
+    p = nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=base, momentum=0.9)
+    s = make(opt)
+    out = []
+    for _ in range(epochs * spe):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        s.step()
+    out.append(opt.param_groups[0]["lr"])
+    return out
+
+
+TOTAL = 6 * SPE
+REFERENCES = {
+    "constant": (SchedConfig(name="constant"), lambda o: lrs.ConstantLR(o, factor=1.0, total_iters=0)),
+    "step": (SchedConfig(name="step", step_size=2, gamma=0.5), lambda o: lrs.StepLR(o, 2 * SPE, gamma=0.5)),
+    "multistep": (
+        SchedConfig(name="multistep", milestones=[1, 4], gamma=0.1),
+        lambda o: lrs.MultiStepLR(o, [1 * SPE, 4 * SPE], gamma=0.1),
+    ),
+    "cosine": (
+        SchedConfig(name="cosine", min_lr=0.001),
+        lambda o: lrs.CosineAnnealingLR(o, T_max=TOTAL, eta_min=0.001),
+    ),
+    "linear": (
+        SchedConfig(name="linear", min_lr=0.01),
+        lambda o: lrs.LinearLR(o, start_factor=1.0, end_factor=0.1, total_iters=TOTAL),
+    ),
+    "cosine_restarts": (
+        SchedConfig(name="cosine_restarts", t0=2, t_mult=2),
+        lambda o: lrs.CosineAnnealingWarmRestarts(o, T_0=2 * SPE, T_mult=2),
+    ),
+    "onecycle": (
+        SchedConfig(name="onecycle", pct_start=0.3),
+        lambda o: lrs.OneCycleLR(o, max_lr=BASE, total_steps=TOTAL, pct_start=0.3),
+    ),
+    "cosine_with_warmup": (
+        SchedConfig(name="cosine", warmup_epochs=1),
+        lambda o: lrs.SequentialLR(
+            o,
+            [lrs.LinearLR(o, 1 / (SPE + 1), 1.0, total_iters=SPE), lrs.CosineAnnealingLR(o, T_max=TOTAL - SPE)],
+            milestones=[SPE],
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFERENCES))
+def test_schedule_lr_per_step_equals_torch_reference(case):
+    sched, make = REFERENCES[case]
+    assert lr_trace(sched) == pytest.approx(torch_trace(make), rel=1e-9, abs=1e-12)
+
+
+def test_schedules_at_known_steps():
+    """A few values by hand (base 0.1, 10 steps per epoch, 6 epochs)."""
+    cosine = lr_trace(SchedConfig(name="cosine"))
+    assert cosine[0] == pytest.approx(0.1) and cosine[30] == pytest.approx(0.05) and cosine[60] == pytest.approx(0)
+    assert cosine[15] == pytest.approx(0.05 * (1 + math.cos(math.pi / 4)))
+    linear = lr_trace(SchedConfig(name="linear", min_lr=0.01))
+    assert linear[30] == pytest.approx(0.055) and linear[60] == pytest.approx(0.01)
+    step = lr_trace(SchedConfig(name="step", step_size=2, gamma=0.5))
+    assert (step[19], step[20], step[59]) == pytest.approx((0.1, 0.05, 0.025))
