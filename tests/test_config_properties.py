@@ -6,7 +6,7 @@ else ever escapes (no TypeError, no traceback). Unknown keys are always refused;
 
 Mixing: for any batch, ratio and partner permutation, mixup and CutMix keep shapes and dtypes, their targets
 are probability vectors (non-negative, summing to 1), the image is a convex combination of the pair, and
-the ratios they draw (Beta, CutMix's kept area) lie in [0, 1]. ``tests/test_mixing.py`` holds the Mixer
+the ratios they draw (Beta, CutMix's kept area) lie in [0, 1]. ``tests/data/test_mixing.py`` holds the Mixer
 end-to-end property; this file covers the pure functions and the samplers.
 """
 

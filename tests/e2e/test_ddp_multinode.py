@@ -1,7 +1,7 @@
 """Multi-node DDP on one machine: 2 "nodes" x 1 process against 1 node x 2 processes (torchrun, gloo, CPU).
 
 Two separate torchrun agents, ``--nnodes 2 --nproc-per-node 1 --node-rank 0`` / ``1``, meet through a c10d
-rendezvous on a free localhost port and train the tiny config of tests/test_ddp.py (crop, flip, mixup, EMA,
+rendezvous on a free localhost port and train the tiny config of tests/e2e/test_ddp.py (crop, flip, mixup, EMA,
 sync BN, 2 epochs) through ``-m reglab train``; one ``torchrun --standalone --nproc-per-node 2`` trains the same
 config. Same world size, same backend, same rank -> data and augmentation mapping: the claim is bit equality of
 every metrics row (wall-clock fields aside), of summary.json (timings aside) and of every tensor in the final

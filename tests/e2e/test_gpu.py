@@ -1,7 +1,7 @@
 """The GPU path (issue 8) on a real CUDA device: device-resident batches, a training step with no host sync,
 GPU and CPU computing the same function, a compiled (CUDA-graph) run end to end, and ``train.cuda_graph``
 against the eager step. Skipped where no CUDA device is present, as in CI; run on a GPU with
-``python -m pytest tests/test_gpu.py``."""
+``python -m pytest tests/e2e/test_gpu.py``."""
 
 from __future__ import annotations
 

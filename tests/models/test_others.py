@@ -214,7 +214,7 @@ def test_describe(name):
 
 def test_cli_models_lists_them(monkeypatch):
     """`reglab models --json` in-process. The ResNet presets' rows are stubbed (their real rows cost ~4 s and
-    tests/test_cli_basic.py::test_models_json checks them in a subprocess); the new models' rows are real."""
+    tests/e2e/test_cli_basic.py::test_models_json checks them in a subprocess); the new models' rows are real."""
     import reglab.models
     from reglab.cli import main
 

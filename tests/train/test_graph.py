@@ -2,7 +2,7 @@
 semantics: inputs, outputs and gradients are the tensors fixed at capture, a capture computes nothing usable
 (its outputs and gradients are poisoned with NaN), and a replay rewrites them in place. The training loop with
 the emulated graph must train bit-identically to the eager loop, re-capturing when a parameter freezes or mixing
-switches on. tests/test_gpu.py runs the real graphs on a GPU."""
+switches on. tests/e2e/test_gpu.py runs the real graphs on a GPU."""
 
 from __future__ import annotations
 

@@ -122,7 +122,7 @@ def test_resume_without_checkpoint_is_user_error(tmp_path):
     cfg = load_config(None, [*CFG, f"run.dir={d}"])
     (d / "config.yaml").write_text(cfg.to_yaml())
     # Metrics of two finished epochs but no checkpoint: it was moved or deleted. (With at most one row the run
-    # was killed in its first epoch, and --resume starts it again: see tests/test_kill_resume.py.)
+    # was killed in its first epoch, and --resume starts it again: see tests/e2e/test_kill_resume.py.)
     (d / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
     with pytest.raises(UserError, match="no checkpoints/last.safetensors"):
         run(load_run_config(d), resume=True)
