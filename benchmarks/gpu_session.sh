@@ -5,7 +5,7 @@
 # Here, once (needs a checkout of github.com/KellerJordan/cifar10-airbench, e.g. fetched to /tmp/airbench):
 #   benchmarks/gpu_session.sh prep /tmp/airbench      # .gpu/cifar10.tar.xz + .gpu/airbench/
 # There, from the repository root, with .gpu carried (OUT is where results go; default ./gpu-out):
-#   benchmarks/gpu_session.sh tests      # tests/test_gpu.py, step throughput eager vs train.cuda_graph=true
+#   benchmarks/gpu_session.sh tests      # tests/e2e/test_gpu.py, step throughput eager vs train.cuda_graph=true
 #   benchmarks/gpu_session.sh muon       # airbench94 (25 runs) beside fast-gpu-94-muon (3 seeds)
 #   benchmarks/gpu_session.sh graph      # airbench94 beside fast-gpu-94 with train.cuda_graph=true (2 seeds)
 #   SEED=2 benchmarks/gpu_session.sh resnet18   # one more seed of fast-gpu-resnet18 (~4.5 min on an H100)
@@ -42,7 +42,7 @@ fi
 } | tee "$OUT/machine.txt"
 case "$stage" in
   tests)
-    $PY -m pytest tests/test_gpu.py -q -p no:cacheprovider 2>&1 | tee "$OUT/test_gpu.txt"
+    $PY -m pytest tests/e2e/test_gpu.py -q -p no:cacheprovider 2>&1 | tee "$OUT/test_gpu.txt"
     for g in false true; do
       $PY benchmarks/train_throughput.py --recipe fast-gpu-94 --device cuda --seconds 1 --repeats 3 \
         --set train.cuda_graph=$g 2>&1 | tee "$OUT/throughput_cuda_graph_$g.txt"

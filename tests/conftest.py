@@ -352,7 +352,7 @@ def chromium() -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# PostgreSQL for the shared-storage sweep tests (tests/test_sweep_postgres.py)
+# PostgreSQL for the shared-storage sweep tests (tests/sweep/test_storage_postgres.py)
 
 
 def _postgres_unavailable(reason: str):

@@ -361,3 +361,14 @@ def test_nan_never_passes_validation():
     for key in ("optim.lr", "train.label_smoothing", "ema.decay", "sched.gamma"):
         with pytest.raises(UserError):
             load_config(None, [f"{key}=.nan"])
+
+
+def test_bad_fast_options_are_user_errors():
+    with pytest.raises(UserError, match="train.tta_translate needs train.tta"):
+        load_config(None, ["train.tta_translate=1"])
+    with pytest.raises(UserError, match="optim.norm_lr_scale"):
+        load_config(None, ["optim.norm_lr_scale=0"])
+    with pytest.raises(UserError, match="sched.warmup_start"):
+        load_config(None, ["sched.warmup_start=1.5"])
+    with pytest.raises(UserError, match="train.whiten_bias_epochs"):
+        load_config(None, ["train.whiten_bias_epochs=-1"])

@@ -1,0 +1,411 @@
+"""Studies (`reglab study`), reports (`reglab report`, checked in headless Chromium) and the optional loggers.
+
+Runs are tiny synthetic trainings (a few seconds each) in real `reglab train` processes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reglab.cli import main
+from reglab.errors import UserError
+from reglab.study import load_study
+from reglab.track.report import find_run_dirs, load_records, write_report
+from tests.helpers.configs import STUDY_TINY, write_study
+from tests.helpers.events import EventServer
+
+TINY = STUDY_TINY
+
+
+# ----------------------------------------------------------------------------------------------------------
+# study files
+
+
+def test_load_study_expands_runs_seeds_and_grid(tmp_path):
+    study = load_study(write_study(tmp_path / "s.yaml"))
+    assert [r.key for r in study.runs] == ["erm-s0", "erm-s1", "mixup-s0", "mixup-s1"]
+    mixup = study.runs[2].config
+    assert mixup.mix.mixup_alpha == 1.0 and mixup.run.seed == 0 and mixup.run.name == "mixup"
+    assert study.runs[1].config.run.seed == 1 and study.runs[0].config.mix.mixup_alpha == 0.0
+
+    grid = load_study(
+        write_study(
+            tmp_path / "g.yaml", runs=None, seeds=[7], grid={"optim.lr": [0.1, 0.01], "optim.momentum": [0.9, 0.5]}
+        )
+    )
+    assert [r.key for r in grid.runs] == [
+        "lr=0.1_momentum=0.9-s7",
+        "lr=0.1_momentum=0.5-s7",
+        "lr=0.01_momentum=0.9-s7",
+        "lr=0.01_momentum=0.5-s7",
+    ]
+    assert grid.runs[3].config.optim.lr == 0.01 and grid.runs[3].config.optim.momentum == 0.5
+    crossed = load_study(write_study(tmp_path / "c.yaml", seeds=1, grid={"optim.lr": [0.1, 0.2]}))
+    assert [r.group for r in crossed.runs] == ["erm_lr=0.1", "erm_lr=0.2", "mixup_lr=0.1", "mixup_lr=0.2"]
+
+
+def test_command_line_overrides_and_budget_win(tmp_path):
+    study = load_study(write_study(tmp_path / "s.yaml"), ["train.epochs=5"], seeds=1)
+    assert [r.config.train.epochs for r in study.runs] == [5, 5]
+    budget = load_study(write_study(tmp_path / "b.yaml", recipe="seed004_baseline", overrides=[]), budget="smoke")
+    assert budget.runs[0].config.data.train_subset == 1000 and budget.runs[0].config.train.epochs == 1
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"rnus": {}}, "did you mean 'runs'"),
+        ({"runs": {"bad": ["optim.lrr=0.1"]}}, "run 'bad'"),
+        ({"runs": {"bad": "optim.lr=0.1"}}, "expected a list"),
+        ({"runs": {"bad": {"lr": 0.1}}}, "must be dotted"),
+        ({"seeds": 0}, "seeds=0"),
+        ({"runs": None}, "needs runs"),
+        ({"grid": {"optim.lr": []}}, "non-empty list"),
+        ({"recipe": "quik"}, "did you mean 'quick'"),
+        ({"runs": {"a b": []}}, "may hold only"),
+    ],
+)
+def test_bad_study_files_are_refused_with_a_clear_message(tmp_path, fields, message):
+    with pytest.raises(UserError, match=message):
+        load_study(write_study(tmp_path / "s.yaml", **fields))
+
+
+def test_every_shipped_study_file_loads():
+    studies = sorted((Path(__file__).resolve().parents[2] / "studies").glob("*.yaml"))
+    assert studies, "studies/ holds the reports' comparisons"
+    for path in studies:
+        assert load_study(path).runs, path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# running
+
+
+@pytest.mark.slow  # 21 s on a quiet 2-core machine
+def test_study_runs_in_parallel_then_skips_finished_runs(tmp_path, capsys):
+    spec = write_study(tmp_path / "s.yaml")
+    out = tmp_path / "study"
+    assert main(["study", str(spec), "-o", str(out), "-j", "2"]) == 0
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == ["erm-s0", "erm-s1", "mixup-s0", "mixup-s1"]
+    stamps = {r: (out / "runs" / r / "summary.json").stat().st_mtime_ns for r in runs}
+    saved = yaml.safe_load((out / "runs" / "mixup-s1" / "config.yaml").read_text())
+    assert saved["mix"]["mixup_alpha"] == 1.0 and saved["run"]["seed"] == 1 and saved["run"]["name"] == "mixup"
+    assert saved["run"]["threads"] == 1  # 2 cores / 2 runs at a time
+    groups = list(csv.DictReader((out / "report" / "groups.csv").open()))
+    assert [(g["group"], g["n"]) for g in groups] == [("erm", "2"), ("mixup", "2")]
+    capsys.readouterr()
+
+    assert main(["study", str(spec), "-o", str(out)]) == 0
+    assert "4 already finished, 0 to run" in capsys.readouterr().out
+    assert stamps == {r: (out / "runs" / r / "summary.json").stat().st_mtime_ns for r in runs}
+
+
+def test_changed_study_config_is_an_error_not_a_silent_mix(tmp_path, capsys):
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": []})
+    out = tmp_path / "study"
+    assert main(["study", str(spec), "-o", str(out), "--no-report"]) == 0
+    capsys.readouterr()
+    assert main(["study", str(spec), "-o", str(out), "optim.lr=0.05"]) == 2
+    err = capsys.readouterr().err
+    assert "different config (optim.lr)" in err and "-o DIR" in err and len(err.strip().splitlines()) == 1
+
+
+def test_runs_saved_before_a_new_option_existed_still_match(tmp_path):
+    """A finished run whose config.yaml predates an option (no key for it, an aug.order without the new
+    augmentation) is the same config; a real difference still is one."""
+    from reglab.study.runner import config_mismatch
+
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": []})
+    (run,) = load_study(spec).runs
+    tree = run.config.to_dict()
+    del tree["aug"]["solarize_p"], tree["aug"]["solarize_threshold"]
+    tree["aug"]["order"] = [n for n in tree["aug"]["order"] if n != "solarize"]
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(tree))
+    assert config_mismatch(run_dir, run) == []
+    tree["aug"]["order"] = list(reversed(tree["aug"]["order"]))  # crop and flip swap places: a real change
+    tree["optim"]["lr"] = 123.0
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(tree))
+    assert config_mismatch(run_dir, run) == ["aug.order", "optim.lr"]
+
+
+@pytest.mark.slow  # 22 s on a quiet 2-core machine
+def test_failing_run_is_reported_and_the_others_finish(tmp_path, capsys):
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"ok": [], "diverges": ["optim.lr=1e12"]})
+    out = tmp_path / "study"
+    assert main(["study", str(spec), "-o", str(out)]) == 1
+    text = capsys.readouterr().out
+    assert "diverges-s0: FAILED (exit 2): reglab: error: training diverged" in text
+    assert "1 of 2 runs failed: diverges-s0" in text
+    assert (out / "runs" / "ok-s0" / "summary.json").is_file()
+    rows = {r["run"]: r for r in csv.DictReader((out / "report" / "runs.csv").open())}
+    assert rows["ok-s0"]["status"] == "done" and rows["diverges-s0"]["status"] != "done"
+
+
+@pytest.mark.slow  # 45 s on a quiet 2-core machine
+def test_interrupted_study_resumes_where_it_stopped(tmp_path):
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"long": ["train.epochs=6"]})
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "reglab", "study", str(spec), "-o", str(out), "--no-report"]
+    run_dir = out / "runs" / "long-s0"
+    with EventServer() as events:  # the run's `reglab train` process reports each checkpoint it has saved
+        proc = subprocess.Popen(
+            cmd,
+            env=events.env(dict(os.environ), saved="tell"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            events.wait_for("saved", lambda ev: ev.args == ["last.safetensors"], what="the run's first checkpoint")
+        except AssertionError:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("no checkpoint: " + proc.communicate()[0])
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+        text = proc.communicate(timeout=120)[0]  # (events it still sends until it ends find the server open)
+    assert proc.returncode == 130, text
+    assert "rerun the same command to resume" in text
+    assert not (run_dir / "summary.json").exists()
+    done_before = len([ln for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if ln])
+    assert 1 <= done_before < 6
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "start long-s0 (resuming)" in again.stdout
+    epochs = [json.loads(ln)["epoch"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4, 5, 6]
+
+
+def test_dry_run_lists_states_and_commands(tmp_path, capsys):
+    spec = write_study(tmp_path / "s.yaml", seeds=1)
+    assert main(["study", str(spec), "-o", str(tmp_path / "o"), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].startswith("mixup-s0") and "new" in lines[1]
+    assert "mix.mixup_alpha=1.0" in lines[1]
+    assert not (tmp_path / "o").exists()
+
+
+def test_seeds_on_the_command_line_as_a_count_or_a_list(tmp_path, capsys):
+    """`--seeds 3,4` reruns a study on new seeds (the claims must hold there too); `--seeds 2` is seeds 0, 1."""
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": []})
+    assert main(["study", str(spec), "-o", str(tmp_path / "o"), "--dry-run", "--seeds", "3,4"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["erm-s3", "erm-s4"]
+    assert main(["study", str(spec), "-o", str(tmp_path / "o"), "--dry-run", "--seeds", "2"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["erm-s0", "erm-s1"]
+    with pytest.raises(SystemExit):
+        main(["study", str(spec), "--dry-run", "--seeds", "three"])
+    assert "neither a count" in capsys.readouterr().err
+    assert main(["study", str(spec), "--dry-run", "--seeds", "3,3"]) == 2
+    assert "duplicates" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# reports
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("report") / "study"
+    spec = write_study(out.parent / "s.yaml", overrides=[*TINY, "train.epochs=3", "run.eval_test_every=1"])
+    assert main(["study", str(spec), "-o", str(out), "-j", "2", "--no-report"]) == 0
+    return out
+
+
+@pytest.mark.slow  # its fixture finished_study: 33 s on a quiet 2-core machine
+def test_report_tables_group_seeds_with_mean_and_std(finished_study, tmp_path):
+    files = write_report([finished_study], tmp_path / "rep")
+    records = load_records([finished_study])
+    assert len(records) == 4 and {r.group for r in records} == {"erm", "mixup"}
+    groups = {g["group"]: g for g in csv.DictReader(files["groups_csv"].open())}
+    accs = [r.row["test_acc"] for r in records if r.group == "erm"]
+    assert float(groups["erm"]["test_acc"]) == pytest.approx(sum(accs) / 2)
+    assert float(groups["erm"]["test_acc_std"]) == pytest.approx(abs(accs[0] - accs[1]) / 2**0.5)
+    md = files["markdown"].read_text()
+    assert "| erm | 2 |" in md and "±" in md and "Curves use the test split" in md
+    runs = list(csv.DictReader(files["runs_csv"].open()))
+    assert len(runs) == 4 and all(r["status"] == "done" and int(r["epochs"]) == 3 for r in runs)
+    # one run dir given directly, and a folder holding run dirs, give the same records
+    assert len(find_run_dirs([finished_study / "runs" / "erm-s0"])) == 1
+    assert len(find_run_dirs([finished_study / "runs"])) == 4
+
+
+@pytest.mark.slow  # its fixture finished_study: 33 s on a quiet 2-core machine
+def test_report_compares_with_the_reference_and_judges_the_claims(finished_study, tmp_path, capsys):
+    study = yaml.safe_load((finished_study / "study.yaml").read_text())
+    study["reference"] = "mixup"
+    study["claims"] = [
+        {
+            "claim": "erm ends above chance",
+            "metric": "test_acc",
+            "compare": ["erm"],
+            "than": 0,
+            "expect": "higher",
+        },
+        {
+            "claim": "erm differs from mixup",
+            "metric": "test_loss",
+            "compare": ["erm", "mixup"],
+            "expect": "same",
+            "margin": 1e-9,
+        },
+    ]
+    (finished_study / "study.yaml").write_text(yaml.safe_dump(study))
+    files = write_report([finished_study], tmp_path / "rep")
+    records = load_records([finished_study])
+    comparison = list(csv.DictReader(files["comparison_csv"].open()))
+    assert [(r["group"], r["reference"], r["pairs"]) for r in comparison] == [("erm", "mixup", "2")]
+    acc = {(r.group, r.seed): r.row["test_acc"] for r in records}
+    diffs = [acc[("erm", s)] - acc[("mixup", s)] for s in (0, 1)]
+    assert float(comparison[0]["test_acc_mean"]) == pytest.approx(sum(diffs) / 2)
+    claims = list(csv.DictReader(files["claims_csv"].open()))
+    erm = [acc[("erm", s)] for s in (0, 1)]
+    half = 12.7062 * abs(erm[0] - erm[1]) / 2**0.5 / 2**0.5  # t(0.975, 1) * sd / sqrt(2)
+    assert float(claims[0]["lo"]) == pytest.approx(sum(erm) / 2 - half, abs=1e-3)
+    assert claims[0]["verdict"] == ("reproduced" if float(claims[0]["lo"]) > 0 else "inconclusive")
+    assert claims[1]["verdict"] in ("contradicted", "inconclusive") and claims[1]["n"] == "2"
+    md = files["markdown"].read_text()
+    assert "Each group against **mixup**, paired by seed" in md and "| erm ends above chance |" in md
+    # the command line's --reference wins over the study file's
+    assert main(["report", str(finished_study), "-o", str(tmp_path / "r2"), "--reference", "erm"]) == 0
+    assert "Each group against **erm**" in (tmp_path / "r2" / "report.md").read_text()
+    assert main(["report", str(finished_study), "-o", str(tmp_path / "r3"), "--reference", "ermm"]) == 2
+    assert "reference group 'ermm'" in capsys.readouterr().err
+    # `reglab findings` collects the claims of study directories into one table
+    assert main(["findings", str(finished_study), "-o", str(tmp_path / "findings.md")]) == 0
+    table = capsys.readouterr().out
+    assert "| erm ends above chance |" in table and f"**{claims[0]['verdict']}**" in table
+    assert "Verdicts:" in table and (tmp_path / "findings.md").read_text() == table
+    assert main(["findings", str(tmp_path)]) == 2
+
+
+def test_report_of_a_subset_study_skips_what_did_not_run(finished_study, tmp_path, capsys):
+    """`reglab study --only mixup` of a study whose reference is erm: the report compares with the first group
+    that ran and leaves out the claims about groups that did not run, instead of failing after the runs."""
+    import shutil
+
+    subset = tmp_path / "subset"
+    shutil.copytree(finished_study, subset)
+    for run_dir in (subset / "runs").glob("erm-s*"):
+        shutil.rmtree(run_dir)
+    study = yaml.safe_load((subset / "study.yaml").read_text())
+    study["reference"] = "erm"
+    study["claims"] = [
+        {"claim": "mixup beats erm", "metric": "test_acc", "compare": ["mixup", "erm"], "expect": "higher"},
+        {
+            "claim": "mixup above chance",
+            "metric": "test_acc",
+            "compare": ["mixup"],
+            "than": 10,
+            "expect": "higher",
+        },
+    ]
+    (subset / "study.yaml").write_text(yaml.safe_dump(study))
+    files = write_report([subset], tmp_path / "rep")
+    assert [r["claim"] for r in csv.DictReader(files["claims_csv"].open())] == ["mixup above chance"]
+    assert "mixup beats erm" not in files["markdown"].read_text()
+    # `reglab findings` gives the command that reruns just the groups that ran
+    assert main(["findings", str(subset)]) == 0
+    assert "--only mixup" in capsys.readouterr().out
+
+
+def test_report_of_a_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "nope"), "-o", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "r")]) == 2
+    assert "holds no reglab run directories" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # its fixture finished_study: 33 s on a quiet 2-core machine
+def test_html_report_renders_in_headless_chromium(finished_study, tmp_path, chromium):
+    from playwright.sync_api import sync_playwright
+
+    files = write_report([finished_study], tmp_path / "rep", title="tiny study")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(files["html"].resolve().as_uri())
+        assert page.title() == "tiny study"
+        images = page.evaluate("[...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight])")
+        assert page.locator("table.runs tbody tr").count() == 4
+        assert page.locator("table.groups tbody tr").count() == 2
+        assert page.locator("details").count() == 4
+        browser.close()
+    # curves + gap, and each run's own curves.png inside its <details>
+    assert len(images) == 2 + 4 and all(ok and w > 100 and h > 100 for ok, w, h in images), images
+    assert all(u.startswith(("file:", "data:")) for u in requests)  # self-contained: nothing from a network
+
+
+# ----------------------------------------------------------------------------------------------------------
+# optional loggers
+
+
+def test_tensorboard_and_wandb_mirror_the_epoch_metrics(tmp_path):
+    pytest.importorskip("tensorboard")
+    pytest.importorskip("wandb")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reglab",
+            "train",
+            "quick",
+            *TINY,
+            "run.loggers=[tensorboard,wandb]",
+            f"run.dir={run_dir}",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    vals = [(e.step, e.value) for e in acc.Scalars("val/acc")]
+    assert vals == [(m["epoch"], pytest.approx(m["val_acc"])) for m in metrics]
+    run_id = (run_dir / "wandb_id").read_text().strip()
+    files = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
+    assert len(files) == 1 and b"val_acc" in files[0].read_bytes()
+
+
+def test_missing_logger_package_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
+    assert main(["train", "quick", *TINY, "run.loggers=[wandb]", f"run.dir={tmp_path / 'r'}", "--quiet"]) == 2
+    assert "pip install 'reglab[loggers]'" in capsys.readouterr().err
+    assert main(["train", "quick", *TINY, "run.loggers=[neptune]", f"run.dir={tmp_path / 'r'}", "--quiet"]) == 2
+
+
+def test_report_keeps_the_study_order_not_the_alphabet(tmp_path):
+    study = tmp_path / "st"
+    for key in ("zeta-s0", "alpha-s0", "mid-s0"):
+        (study / "runs" / key).mkdir(parents=True)
+        (study / "runs" / key / "config.yaml").write_text(yaml.safe_dump({"run": {"name": key[:-3], "seed": 0}}))
+    (study / "study.yaml").write_text(
+        yaml.safe_dump({"name": "st", "run_order": ["zeta-s0", "alpha-s0", "mid-s0"]})
+    )
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "config.yaml").write_text(yaml.safe_dump({"run": {"name": "lone"}}))
+    assert [r.group for r in load_records([lone, study])] == ["lone", "zeta", "alpha", "mid"]
+    assert [r.status for r in load_records([study])] == ["not started"] * 3

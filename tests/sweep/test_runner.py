@@ -1,0 +1,487 @@
+"""Sweeps (reglab.sweep, `reglab sweep`) on synthetic data with a tiny model: validation of sweep files,
+pruning, failures, resume, two worker processes on one storage, Ctrl-C and SIGKILL of a worker mid-trial,
+the report (importance, figures, best.yaml) and the retrain of the best config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from reglab.cli import main
+from reglab.config import load_config
+from reglab.errors import UserError
+from reglab.sweep import parse_sweep
+from reglab.sweep.runner import Worker, counts, recover_stale
+from reglab.sweep.storage import load_optuna_study, prepare
+from tests.helpers.configs import SWEEP_TINY, sweep_dict, write_sweep
+from tests.helpers.events import Event, EventServer
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = SWEEP_TINY
+
+
+def states(study) -> list[str]:
+    return [t.state.name for t in study.get_trials(deepcopy=False)]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGLAB_")}
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def cli_proc(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "reglab", "sweep", *args],
+        cwd=cwd,
+        env=env or _env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The sweep file
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"sampler": "tpee"}, ["unknown sampler", "did you mean 'tpe'"]),
+        ({"pruner": "hyperbnd"}, ["unknown pruner", "did you mean 'hyperband'"]),
+        ({"pruner": {"name": "median", "n_startup": 2}}, ["unknown option", "n_startup_trials"]),
+        ({"space": {"optim.lr": {"type": "logfloat", "low": 0, "high": 0.3}}}, ["space.optim.lr", "low > 0"]),
+        ({"space": {"optim.lr": {"type": "float", "low": 0.3, "high": 0.1}}}, ["low=0.3", "smaller than high"]),
+        ({"space": {"optim.lrr": {"type": "float", "low": 0.1, "high": 0.3}}}, ["optim.lrr", "did you mean 'lr'"]),
+        ({"space": {"optim.lr": {"low": 0.1, "high": 0.3}}}, ["space.optim.lr", "type:"]),
+        (
+            {"space": {"optim.lr": {"type": "flaot", "low": 0.1, "high": 0.3}}},
+            ["unknown type", "did you mean 'float'"],
+        ),
+        (
+            {"space": {"optim.momentum": {"type": "float", "low": 0.5, "high": 1.5}}},
+            ["optim.momentum=1.5", "[0, 1)"],
+        ),
+        ({"space": {"train.batch_size": {"type": "int", "low": 16, "high": 64.5}}}, ["whole number"]),
+        ({"space": {"data.val_size": [100, 200]}}, ["cannot be searched", "validation set"]),
+        ({"sampler": "grid", "space": {"optim.lr": {"type": "float", "low": 0.1, "high": 0.3}}}, ["grid: [v1"]),
+        ({"objective": "test_acc"}, ["objective", "validation accuracy"]),
+        ({"trails": 5}, ["unknown key 'trails'", "did you mean 'trials'"]),
+        ({"overrides": [*TINY, "data.val_size=0"]}, ["data.val_size must be > 0"]),
+    ],
+)
+def test_bad_sweep_files_are_one_clear_user_error(change, words):
+    with pytest.raises(UserError) as exc:
+        parse_sweep(sweep_dict(**change), "tiny", "tiny.yaml")
+    text = str(exc.value)
+    assert text.startswith("tiny.yaml: ") and "\n" not in text
+    for w in words:
+        assert w in text, text
+
+
+def test_space_types_and_trial_configs():
+    base = [o for o in TINY if not o.startswith("model.channels")] + ["train.epochs=3"]
+    spec = parse_sweep(
+        sweep_dict(
+            overrides=base,
+            space={
+                "optim.lr": {"type": "logfloat", "low": "1e-3", "high": 0.3},  # YAML 1.1 reads 1e-3 as a string
+                "optim.weight_decay": {"type": "float", "low": 0.0, "high": 1e-3},
+                "model.stem_width": {"type": "int", "low": 8, "high": 32, "step": 8},
+                "model.channels": {"choices": [[8, 16, 32], [16, 32, 64]]},
+            },
+        ),
+        "tiny",
+    )
+    kinds = {p.key: (p.type, p.log) for p in spec.space}
+    assert kinds == {
+        "optim.lr": ("float", True),
+        "optim.weight_decay": ("float", False),
+        "model.stem_width": ("int", False),
+        "model.channels": ("categorical", False),
+    }
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
+    trial = study.ask()
+    values = {p.key: p.suggest(trial) for p in spec.space}
+    assert values["model.channels"] in ([8, 16, 32], [16, 32, 64])  # decoded from its JSON text in Optuna
+    assert isinstance(trial.params["model.channels"], str)
+    assert values["model.stem_width"] in (8, 16, 24, 32) and 1e-3 <= values["optim.lr"] <= 0.3
+    cfg = spec.config(values)
+    assert cfg.model.channels == values["model.channels"] and cfg.optim.lr == pytest.approx(values["optim.lr"])
+    assert cfg.train.epochs == 3 and cfg.data.dataset == "synthetic"  # base overrides under the parameters
+
+
+def test_saved_sweep_reads_back_identically(tmp_path):
+    spec = parse_sweep(
+        sweep_dict(
+            space={"mix.mixup_alpha": {"type": "float", "low": 0.0, "high": 1.0}, "optim.name": ["sgd", "adam"]},
+            pruner={"name": "median", "n_startup_trials": 2},
+        ),
+        "tiny",
+    )
+    again = parse_sweep(yaml.safe_load(yaml.safe_dump(spec.to_dict())), "tiny")
+    assert again.to_dict() == spec.to_dict() and again.space[0].low == 0.0  # low: 0.0 is not dropped as falsy
+    assert again.make_pruner()._n_startup_trials == 2
+
+
+def test_pruner_resource_is_epochs():
+    spec = parse_sweep(sweep_dict(overrides=[*TINY, "train.epochs=9"]), "tiny")
+    hb = spec.make_pruner()
+    assert isinstance(hb, optuna.pruners.HyperbandPruner)
+    assert (hb._min_resource, hb._max_resource, hb._reduction_factor) == (1, 9, 3)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# One worker in this process: pruning, a failing trial, resume, report, best
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """6 trials (Hyperband, 3 epochs) with trial 1 forced to diverge (lr = 1e4), then resumed to 8 trials."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    spec = parse_sweep(sweep_dict(), "tiny", "tiny.yaml")
+    study = prepare(spec, tmp)
+    study.enqueue_trial({"optim.lr": 0.05, "train.batch_size": 25, "optim.name": "sgd"})
+    study.enqueue_trial({"optim.lr": 1e4, "train.batch_size": 25, "optim.name": "sgd"})
+    logs: list[str] = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Fixed parameter optim.lr")  # lr = 1e4 is out of range on purpose
+        first = Worker(spec, tmp, log=logs.append).run()
+    before = {t.number: (t.state, t.params, t.value) for t in load_optuna_study(spec, tmp).get_trials()}
+    second = Worker(spec, tmp, trials=8, log=logs.append).run()
+    return tmp, spec, first, second, before, logs
+
+
+def test_pruning_stops_trials_early(swept):
+    tmp, spec, first, second, *_ = swept
+    study = load_optuna_study(spec, tmp)
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert second["pruned"] >= 1 and len(pruned) == second["pruned"]
+    for t in pruned:
+        epochs = len(t.intermediate_values)
+        assert 1 <= epochs < 3
+        run_dir = tmp / t.user_attrs["run_dir"]
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        assert len(rows) == epochs  # the loop really stopped, the run directory is a normal, shorter run
+        assert json.loads((run_dir / "summary.json").read_text())["epochs"] == epochs
+        assert t.value == pytest.approx(rows[-1]["val_acc"])  # Optuna keeps the last reported accuracy
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        rows = [
+            json.loads(line) for line in (tmp / t.user_attrs["run_dir"] / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert len(rows) == 3 and t.value == pytest.approx(rows[-1]["val_acc"])
+        assert all(r["test_acc"] is None for r in rows)  # a sweep never evaluates the test set
+
+
+def test_failing_trial_is_recorded_and_the_sweep_goes_on(swept):
+    tmp, spec, first, *_, logs = swept
+    study = load_optuna_study(spec, tmp)
+    t = study.trials[1]
+    assert t.state == TrialState.FAIL and t.user_attrs["failure_kind"] == "diverged"
+    assert "diverged" in t.user_attrs["failure"] and t.user_attrs["will_retry"] is False
+    assert first["failed"] == 1 and first["done"] == 6  # a failed trial counts; the other five ran
+    assert any("trial 1: FAILED (diverged)" in line for line in logs)
+
+
+def test_resume_continues_the_same_study(swept):
+    tmp, spec, first, second, before, _ = swept
+    study = load_optuna_study(spec, tmp)
+    assert len(study.trials) == 8 and second["done"] == 8
+    for t in study.trials[:6]:
+        assert (t.state, t.params, t.value) == before[t.number]  # earlier trials untouched
+    assert [t.number for t in study.trials] == list(range(8))
+    assert sorted(p.name for p in (tmp / "trials").iterdir()) == [f"trial-{i:04d}" for i in range(8)]
+
+
+def test_report_importance_figures_and_best_recipe(swept, capsys):
+    tmp, spec, *_ = swept
+    assert main(["sweep", "report", str(tmp)]) == 0
+    out = capsys.readouterr().out
+    assert "importance (PED-ANOVA" in out and "pruning:" in out
+    summary = json.loads((tmp / "report" / "summary.json").read_text())
+    imp = summary["importance"]
+    assert set(imp) == {"optim.lr", "train.batch_size", "optim.name"}
+    assert sum(imp.values()) == pytest.approx(1.0) and all(v >= 0 for v in imp.values())
+    assert {"optim.lr", "optim.name=sgd", "optim.name=adam"} <= set(summary["correlation"])
+    save = summary["savings"]
+    assert save["pruned"] >= 1 and save["epochs_run"] < save["epochs_if_unpruned"] == 3 * save["trials"]
+    for name in ("accuracy_vs_params.png", "val_acc_vs_epoch.png", "importance.png", "parallel_coordinates.png"):
+        assert (tmp / "report" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (tmp / "report" / "report.html").read_text()
+    assert "Parallel coordinates" in html and "data:image/png;base64" in html
+    rows = (tmp / "report" / "trials.csv").read_text().splitlines()
+    assert len(rows) == 1 + 8 and "diverged" in rows[2]
+    best = load_config(tmp / "report" / "best.yaml")  # the exported recipe loads as a config
+    study = load_optuna_study(spec, tmp)
+    bt = study.best_trial
+    assert summary["best"]["trial"] == bt.number and best.optim.lr == pytest.approx(bt.params["optim.lr"])
+    assert best.run.dir is None and best.optim.name == bt.params["optim.name"]
+
+
+def test_best_retrains_on_train_plus_val_and_reports_test_once(swept, capsys):
+    tmp, spec, *_ = swept
+    assert main(["sweep", "best", str(tmp), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "test accuracy of the best config" in out
+    saved = json.loads((tmp / "best" / "retrain.json").read_text())
+    cfg = yaml.safe_load((tmp / "best" / "config.yaml").read_text())
+    assert cfg["data"]["val_size"] == 0 and saved["test_acc"] is not None
+    assert saved["trial"] == load_optuna_study(spec, tmp).best_trial.number
+    mtime = (tmp / "best" / "summary.json").stat().st_mtime_ns
+    assert main(["sweep", "best", str(tmp)]) == 0  # asked again: the stored result, no second look at test
+    assert "already retrained" in capsys.readouterr().out
+    assert (tmp / "best" / "summary.json").stat().st_mtime_ns == mtime
+
+
+def test_grid_sampler_visits_every_point_once(tmp_path):
+    spec = parse_sweep(
+        sweep_dict(
+            sampler="grid",
+            pruner="none",
+            trials=None,
+            overrides=[*TINY, "train.epochs=1", "train.batch_size=50"],
+            space={
+                "optim.lr": {"type": "float", "low": 0.01, "high": 0.1, "grid": [0.01, 0.1]},
+                "optim.name": ["sgd"],
+            },
+        ),
+        "grid",
+    )
+    assert spec.trials == 2
+    prepare(spec, tmp_path)
+    Worker(spec, tmp_path, log=lambda m: None).run()
+    study = load_optuna_study(spec, tmp_path)
+    assert states(study) == ["COMPLETE", "COMPLETE"]
+    assert sorted(t.params["optim.lr"] for t in study.trials) == [0.01, 0.1]
+
+
+def test_journal_file_storage(tmp_path):
+    spec = parse_sweep(
+        sweep_dict(
+            trials=1, storage=f"journal:{tmp_path / 'shared.journal'}", overrides=[*TINY, "train.epochs=1"]
+        ),
+        "tiny",
+    )
+    prepare(spec, tmp_path / "out")
+    Worker(spec, tmp_path / "out", log=lambda m: None).run()
+    assert (tmp_path / "shared.journal").stat().st_size > 0 and not (tmp_path / "out" / "study.db").exists()
+    assert states(load_optuna_study(spec, tmp_path / "out")) == ["COMPLETE"]
+    plain = parse_sweep(sweep_dict(trials=2, overrides=[*TINY, "train.epochs=1"]), "tiny")
+    prepare(plain, tmp_path / "out")  # resumed without naming a storage: the directory remembers its own
+    assert plain.storage == spec.storage
+    other = parse_sweep(
+        sweep_dict(trials=2, storage=f"sqlite:///{tmp_path / 'x.db'}", overrides=[*TINY, "train.epochs=1"]), "tiny"
+    )
+    with pytest.raises(UserError, match="uses storage"):
+        prepare(other, tmp_path / "out")
+
+
+def test_stale_trials_of_other_hosts_fail_after_the_grace_period(tmp_path):
+    spec = parse_sweep(sweep_dict(heartbeat_s=1, stale_after_s=60, max_retries=0), "tiny")
+    study = prepare(spec, tmp_path)
+    old, fresh = study.ask(), study.ask()
+    for t, beat in ((old, time.time() - 120), (fresh, time.time())):
+        t.set_user_attr("host", "another-machine")
+        t.set_user_attr("pid", 1)
+        t.set_user_attr("heartbeat", beat)
+    assert recover_stale(study, spec, log=lambda m: None) == [old.number]
+    t = study.trials[old.number]
+    assert t.state == TrialState.FAIL and "no heartbeat for" in t.user_attrs["failure"]
+    assert t.user_attrs["will_retry"] is False  # max_retries: 0
+    assert study.trials[fresh.number].state == TrialState.RUNNING  # a live worker elsewhere is left alone
+
+
+def test_failure_kinds():
+    import torch
+
+    from reglab.sweep.runner import _failure_kind
+    from reglab.train import TrainingDiverged
+
+    assert _failure_kind(TrainingDiverged("loss = nan")) == "diverged"
+    assert _failure_kind(torch.OutOfMemoryError("CUDA out of memory")) == "oom"
+    assert _failure_kind(MemoryError()) == "oom"
+    assert _failure_kind(ValueError("bad")) == "error"
+
+
+def test_cli_user_errors(tmp_path, capsys):
+    bad = write_sweep(tmp_path / "bad.yaml", sampler="tpee")
+    assert main(["sweep", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "did you mean 'tpe'" in err
+    assert main(["sweep", "report", str(tmp_path)]) == 2
+    assert "not a sweep directory" in capsys.readouterr().err
+    assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["sweep", str(write_sweep(tmp_path / "ok.yaml")), "optim.lrr=1"]) == 2
+    assert "did you mean 'lr'" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Processes: two workers on one storage; Ctrl-C and SIGKILL of a worker mid-trial
+
+
+def test_open_storage_retries_a_schema_creation_race_and_reports_other_errors(monkeypatch, tmp_path):
+    """Two processes creating one SQLite study at once: the loser's insert of the schema-version row fails with
+    an IntegrityError (seen in CI); opening again finds the schema made and succeeds."""
+    from sqlalchemy.exc import IntegrityError
+
+    from reglab.sweep import storage
+
+    real, calls = optuna.storages.RDBStorage, []
+
+    def racing(url, **kw):
+        calls.append(url)
+        if len(calls) == 1:
+            raise IntegrityError(
+                "INSERT INTO alembic_version",
+                {},
+                Exception("UNIQUE constraint failed: alembic_version.version_num"),
+            )
+        return real(url, **kw)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    monkeypatch.setattr(storage.time, "sleep", lambda s: None)  # reglab's retry back-off: nothing to wait for
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    assert isinstance(storage.open_storage(url), real) and len(calls) == 2
+
+    def broken(url, **kw):
+        calls.append(url)
+        raise IntegrityError("INSERT INTO trials", {}, Exception("UNIQUE constraint failed: trials.number"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
+    calls.clear()
+    with pytest.raises(UserError, match="cannot open the Optuna storage"):
+        storage.open_storage(url)
+    assert len(calls) == 1  # not a creation race: reported at once
+
+
+def test_two_worker_processes_share_one_study(tmp_path):
+    f = write_sweep(tmp_path / "two.yaml", trials=4, overrides=[*TINY, "train.epochs=1"])
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reglab",
+            "sweep",
+            str(f),
+            "-o",
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+            "--no-report",
+        ],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    spec = parse_sweep(sweep_dict(trials=4, overrides=[*TINY, "train.epochs=1"]), "tiny")
+    study = load_optuna_study(spec, tmp_path / "out")
+    trials = study.get_trials()
+    assert [t.number for t in trials] == list(range(4))  # none lost, none duplicated, no overshoot
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert len({t.user_attrs["pid"] for t in trials}) == 2  # both processes trained trials
+    assert {t.user_attrs["worker"] for t in trials} == {0, 1}
+    dirs = sorted(p.name for p in (tmp_path / "out" / "trials").iterdir())
+    assert dirs == [f"trial-{i:04d}" for i in range(4)]
+    assert "[w0] trial" in proc.stdout and "[w1] trial" in proc.stdout
+
+
+def _trial_in_epoch_end(events: EventServer, proc: subprocess.Popen) -> Event:
+    """The sweep process's first trial_epoch event: a RUNNING trial reported epoch 1 to the storage and waits,
+    inside its epoch end, for an answer (the test interrupts or kills it instead)."""
+    try:
+        return events.wait_for("trial_epoch", what="a trial's first epoch")
+    except AssertionError:
+        proc.kill()
+        pytest.fail("no trial reported an epoch: " + proc.communicate()[0])
+
+
+def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
+    # each signal lands while the trial waits in its first epoch end (a test hook): the trial's length does not
+    # matter (5 epochs: only the retry that completes in-process trains them all)
+    d = sweep_dict(trials=1, pruner="none", max_retries=2, overrides=[*TINY, "train.epochs=5"])
+    f = tmp_path / "kill.yaml"
+    f.write_text(yaml.safe_dump(d))
+    spec = parse_sweep(d, "tiny")
+    out = tmp_path / "out"
+    args = (str(f), "-o", str(out), "--no-report")
+    with EventServer() as events:
+        # Ctrl-C mid-trial: the trial is failed as interrupted, queued again, exit code 130
+        proc = cli_proc(*args, cwd=tmp_path, env=events.env(_env(), trial_epoch="ask"))
+        held = _trial_in_epoch_end(events, proc)
+        first = int(held.args[0])
+        proc.send_signal(signal.SIGINT)
+        text = proc.communicate(timeout=60)[0]
+        held.close()
+    assert proc.returncode == 130, text
+    study = load_optuna_study(spec, out)
+    t = study.trials[first]
+    assert t.state == TrialState.FAIL and t.user_attrs["failure_kind"] == "interrupted", text
+    assert t.user_attrs["will_retry"] is True
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == first
+    # SIGKILL mid-trial (no chance to clean up): the next run fails it as "died" and retries it
+    with EventServer() as events:
+        proc = cli_proc(*args, cwd=tmp_path, env=events.env(_env(), trial_epoch="ask"))
+        held = _trial_in_epoch_end(events, proc)
+        killed = int(held.args[0])
+        proc.kill()
+        proc.wait()
+        held.close()
+    assert load_optuna_study(spec, out).trials[killed].state == TrialState.RUNNING  # left behind by the kill
+    logs: list[str] = []
+    Worker(spec, out, log=logs.append).run()
+    study = load_optuna_study(spec, out)
+    k = study.trials[killed]
+    assert k.state == TrialState.FAIL and k.user_attrs["failure_kind"] == "died"
+    assert "ended without finishing" in k.user_attrs["failure"] and any("worker died" in m for m in logs)
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    c = counts(study)
+    assert c["done"] == 1 and c["retried"] == 2 and c["complete"] == 1  # the trial count is met
+    retries = {t.user_attrs["retry_of"]: t for t in study.trials if "retry_of" in t.user_attrs}
+    assert first in retries and killed in retries  # each failed trial was queued again, same parameters
+    for number, retry in retries.items():
+        assert retry.params == study.trials[number].params
+    assert retries[killed].state == TrialState.COMPLETE
+
+
+def test_spearman_matches_scipy_without_needing_it():
+    """The report's rank correlation is numpy-only (scipy is the optional sweep extra) and equals scipy's."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from reglab.sweep.report import spearman
+
+    rng = np.random.default_rng(0)
+    for n in (3, 5, 17, 40):
+        xs = rng.integers(0, 4, n).astype(float).tolist()  # many ties
+        ys = (rng.normal(size=n) + np.array(xs)).tolist()
+        assert spearman(xs, ys) == pytest.approx(float(spearmanr(xs, ys).statistic), abs=1e-12)
+        assert spearman(ys, ys) == pytest.approx(1.0)
+    assert np.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+    assert np.isnan(spearman([1.0, float("nan"), 3.0], [1.0, 2.0, 3.0]))
+
+
+def test_gp_sampler_without_scipy_says_how_to_install_it(monkeypatch):
+    import importlib.util
+
+    spec = parse_sweep(sweep_dict(sampler="gp"), "tiny", "tiny.yaml")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a))
+    with pytest.raises(UserError, match=r"pip install 'reglab\[sweep\]'"):
+        spec.make_sampler(0)
