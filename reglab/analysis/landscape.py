@@ -83,13 +83,28 @@ class Evaluator:
     """``ev(coeffs, dirs) -> (loss, acc%)`` of ``theta + sum_k coeffs[k] * dirs[k]`` on a fixed batch set.
 
     The model is evaluated in eval mode (BN running statistics of the trained model) through
-    ``functional_call``; its own parameters are left untouched."""
+    ``functional_call``; its own parameters are left untouched. ``autocast`` (a factory of an autocast context,
+    as :func:`reglab.train.device.autocast_for` returns; None: fp32) is the forward's precision; logits, loss and
+    accuracy are always computed in fp32. ``channels_last`` holds the images in that layout (what the training
+    loop's evaluation feeds the same model)."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000):
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int = 1000,
+        *,
+        autocast=None,
+        channels_last: bool = False,
+    ):
         self.model = model.eval()
         self.theta = {n: p.detach() for n, p in model.named_parameters()}
         self.buffers = {n: b for n, b in model.named_buffers()}
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
         self.x, self.y, self.batch_size = x, y, batch_size
+        self.autocast = autocast
         self.calls = 0
 
     @torch.no_grad()
@@ -105,7 +120,12 @@ class Evaluator:
         correct = torch.zeros((), dtype=torch.int64)
         for s in range(0, len(self.y), self.batch_size):
             xb, yb = self.x[s : s + self.batch_size], self.y[s : s + self.batch_size]
-            logits = functional_call(self.model, (params, self.buffers), (xb,)).float()
+            if self.autocast is not None:
+                with self.autocast():
+                    logits = functional_call(self.model, (params, self.buffers), (xb,))
+            else:
+                logits = functional_call(self.model, (params, self.buffers), (xb,))
+            logits = logits.float()
             loss += F.cross_entropy(logits, yb, reduction="sum").double()
             correct += (logits.argmax(1) == yb).sum()
         self.calls += 1
