@@ -119,7 +119,9 @@ def main() -> None:
     import copy
 
     loop_model = copy.deepcopy(model).to(memory_format=fmt)
-    loader = DeviceLoader(Split(images, labels), args.batch, run.meta["mean"], run.meta["std"], channels_last=channels_last)
+    loader = DeviceLoader(
+        Split(images, labels), args.batch, run.meta["mean"], run.meta["std"], channels_last=channels_last
+    )
 
     # the landscape analysis: the evaluator its command builds, at --points points along one direction
     x = run.normalize(images)
@@ -169,26 +171,45 @@ def main() -> None:
     weights = timed(lambda: [ev_new.weights([a], [d]) for a in alphas * 5]) if hasattr(ev_new, "weights") else None
     load1 = os.getloadavg()[0]
 
-    med = {k: {m: statistics.median(r[m] for r in v) for m in ("img_s", "wall", "user", "sys")} for k, v in rows.items()}
+    med = {
+        k: {m: statistics.median(r[m] for r in v) for m in ("img_s", "wall", "user", "sys")}
+        for k, v in rows.items()
+    }
     print(
         f"\ntorch {torch.__version__}, {cpu_name()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} threads, "
         f"model {args.run or args.model}, run precision {precision}, channels_last {channels_last}, batch "
         f"{args.batch}, {n} images x {args.points} points, {args.repeats} interleaved repeats, malloc {MALLOC}, "
         f"load average {load0:.2f} -> {load1:.2f}"
     )
-    print(f"\n| measurement | img/s (median) | all repeats | user s | sys s | / loop | / loop fp32 |")
-    print("|---|---:|---|---:|---:|---:|---:|")
+    print(
+        "\n| measurement | img/s (median) | all repeats | user s | sys s | / loop | / loop fp32 "
+        "| img per CPU-s | / loop (CPU time) |"
+    )
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     ratios = {}
     for k in names:
         per = [r["img_s"] for r in rows[k]]
         pair = [a["img_s"] / b["img_s"] for a, b in zip(rows[k], rows["loop"])]
         pair32 = [a["img_s"] / b["img_s"] for a, b in zip(rows[k], rows["loop fp32"])]
-        ratios[k] = {"vs_loop": statistics.median(pair), "vs_loop_fp32": statistics.median(pair32), "pairs": pair}
+        cpu_rate = [work[k][0] / (r["user"] + r["sys"]) for r in rows[k]]
+        cpu_pair = [a / (work["loop"][0] / (b["user"] + b["sys"])) for a, b in zip(cpu_rate, rows["loop"])]
+        ratios[k] = {
+            "vs_loop": statistics.median(pair),
+            "vs_loop_fp32": statistics.median(pair32),
+            "pairs": pair,
+            "img_per_cpu_s": statistics.median(cpu_rate),
+            "vs_loop_cpu_time": statistics.median(cpu_pair),
+        }
         print(
             f"| {k} | {med[k]['img_s']:.0f} | {', '.join(f'{v:.0f}' for v in per)} | {med[k]['user']:.2f} "
-            f"| {med[k]['sys']:.2f} | {ratios[k]['vs_loop']:.2f} | {ratios[k]['vs_loop_fp32']:.2f} |"
+            f"| {med[k]['sys']:.2f} | {ratios[k]['vs_loop']:.2f} | {ratios[k]['vs_loop_fp32']:.2f} "
+            f"| {ratios[k]['img_per_cpu_s']:.0f} | {ratios[k]['vs_loop_cpu_time']:.2f} |"
         )
-    print("\n(/ loop: median of the per-repeat ratios of this row's rate to the loop's; goal >= 0.67)")
+    print(
+        "\n(/ loop: median of the per-repeat ratios of this row's rate to the loop's; goal >= 0.67. img per CPU-s: "
+        "images per second of this process's user + system time, which other load on the cores moves less than "
+        "the wall clock)"
+    )
     if weights:
         print(f"set weights: {1000 * weights['wall'] / (5 * len(alphas)):.2f} ms per point")
     if args.out:

@@ -42,10 +42,10 @@ MALLOC = tune_malloc()
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from train_throughput import build_run, time_reglab  # noqa: E402
 
 from reglab.config import load_config  # noqa: E402
 from reglab.train.device import cpu_name  # noqa: E402
-from train_throughput import build_run, time_reglab  # noqa: E402
 
 AMPS = {"bf16 autocast": "train.amp=bf16", "fp32": "train.amp=off"}
 PEAK_DTYPE = {"bf16 autocast": torch.bfloat16, "fp32": torch.float32}
@@ -73,7 +73,11 @@ def step_flops(r) -> dict[str, float]:
     with FlopCounterMode(display=False) as whole:
         r.train_step(x, y)
     total = whole.get_total_flops()
-    return {"step": float(total), "forward_backward": float(fb.get_total_flops()), "rest": float(total - fb.get_total_flops())}
+    return {
+        "step": float(total),
+        "forward_backward": float(fb.get_total_flops()),
+        "rest": float(total - fb.get_total_flops()),
+    }
 
 
 CATEGORIES = (
@@ -118,8 +122,11 @@ def profile_epoch(r) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--recipes", default="default,fast-cpu-85")
-    ap.add_argument("--steps", default="default=2,fast-cpu-85=10,fast-cpu-93-muon=2",
-                    help="steps per timed epoch, RECIPE=N,... (others: 4)")
+    ap.add_argument(
+        "--steps",
+        default="default=2,fast-cpu-85=10,fast-cpu-93-muon=2",
+        help="steps per timed epoch, RECIPE=N,... (others: 4)",
+    )
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--matmul", type=int, default=3072)
     ap.add_argument("--peak-repeats", type=int, default=5)
@@ -141,7 +148,9 @@ def main() -> None:
         cfg = load_config(rec)
         for prec, amp in AMPS.items():
             steps = steps_of.get(rec, 4)
-            r = build_run(cfg.model.name, cfg.train.batch_size, steps, cfg.train.channels_last, rec, "cpu", (amp, *args.set))
+            r = build_run(
+                cfg.model.name, cfg.train.batch_size, steps, cfg.train.channels_last, rec, "cpu", (amp, *args.set)
+            )
             flops[(rec, prec)] = step_flops(r)
             time_reglab(r)  # warm-up epoch
             runs[(rec, prec)] = (r, steps * cfg.train.batch_size, steps)
@@ -150,7 +159,10 @@ def main() -> None:
         keys = list(runs) if rep % 2 == 0 else list(runs)[::-1]
         for k in keys:
             times[k].append(time_reglab(runs[k][0]))
-        print(f"repeat {rep}: " + ", ".join(f"{k[0]} {k[1]} {runs[k][1] / times[k][-1]:.0f} img/s" for k in runs), flush=True)
+        print(
+            f"repeat {rep}: " + ", ".join(f"{k[0]} {k[1]} {runs[k][1] / times[k][-1]:.0f} img/s" for k in runs),
+            flush=True,
+        )
     for p in AMPS:
         peaks[p] += matmul_rates(args.matmul, PEAK_DTYPE[p], args.peak_repeats)
     load1 = os.getloadavg()[0]
@@ -162,8 +174,12 @@ def main() -> None:
         f"{time.perf_counter() - t_start:.0f} s"
     )
     for p in AMPS:
-        print(f"{p} matmul peak ({args.matmul}^2): median {peak[p]:.1f} GFLOP/s (all: {', '.join(f'{v:.0f}' for v in peaks[p])})")
-    print("\n| recipe | precision | batch | GFLOP/step (fwd+bwd / rest) | img/s | achieved GFLOP/s | % of peak | all repeats img/s |")
+        print(
+            f"{p} matmul peak ({args.matmul}^2): median {peak[p]:.1f} GFLOP/s (all: {', '.join(f'{v:.0f}' for v in peaks[p])})"
+        )
+    print(
+        "\n| recipe | precision | batch | GFLOP/step (fwd+bwd / rest) | img/s | achieved GFLOP/s | % of peak | all repeats img/s |"
+    )
     print("|---|---|---:|---|---:|---:|---:|---|")
     rows = []
     for (rec, prec), (r, images, steps) in runs.items():
@@ -197,29 +213,37 @@ def main() -> None:
         for rec in recipes:
             r = runs[(rec, "bf16 autocast")][0]
             profiles[rec] = prof = profile_epoch(r)
-            print(f"\nprofile, {rec}, bf16 autocast, one epoch ({prof['self_cpu_s']:.2f} s self CPU): "
-                  + ", ".join(f"{k} {100 * v:.1f}%" for k, v in prof["share"].items())
-                  + f"; Optimizer.step inclusive {100 * prof['optimizer_step_inclusive_share']:.1f}%")
+            print(
+                f"\nprofile, {rec}, bf16 autocast, one epoch ({prof['self_cpu_s']:.2f} s self CPU): "
+                + ", ".join(f"{k} {100 * v:.1f}%" for k, v in prof["share"].items())
+                + f"; Optimizer.step inclusive {100 * prof['optimizer_step_inclusive_share']:.1f}%"
+            )
             for e in prof["top"]:
                 print(f"  {e['self_s']:8.3f} s  {e['calls']:6d}  {e['op']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "benchmark": "peak_fraction",
-            "date": time.strftime("%Y-%m-%d"),
-            "cpu": cpu_name(),
-            "cpus": os.cpu_count(),
-            "threads": torch.get_num_threads(),
-            "torch": torch.__version__,
-            "matmul": args.matmul,
-            "peaks_all": peaks,
-            "peaks_median": peak,
-            "overrides": args.set,
-            "repeats": args.repeats,
-            "load_average": [load0, load1],
-            "rows": rows,
-            "profiles": profiles,
-        }, indent=1) + "\n")
+        args.out.write_text(
+            json.dumps(
+                {
+                    "benchmark": "peak_fraction",
+                    "date": time.strftime("%Y-%m-%d"),
+                    "cpu": cpu_name(),
+                    "cpus": os.cpu_count(),
+                    "threads": torch.get_num_threads(),
+                    "torch": torch.__version__,
+                    "matmul": args.matmul,
+                    "peaks_all": peaks,
+                    "peaks_median": peak,
+                    "overrides": args.set,
+                    "repeats": args.repeats,
+                    "load_average": [load0, load1],
+                    "rows": rows,
+                    "profiles": profiles,
+                },
+                indent=1,
+            )
+            + "\n"
+        )
         print(f"wrote {args.out}")
 
 

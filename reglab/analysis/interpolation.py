@@ -97,6 +97,13 @@ def pair_hits(
     return hits
 
 
+def hits_options(run, amp: str | None = None) -> dict[str, Any]:
+    """:func:`pair_hits`' keywords that evaluate a loaded run (:class:`reglab.analysis.common.LoadedRun`) as its
+    own evaluation did: its precision (``train.amp`` as this CPU resolves it; ``amp="off"``: fp32) and its
+    memory format."""
+    return {"autocast": run.autocast(amp), "channels_last": getattr(run, "channels_last", False)}
+
+
 def curves_from_hits(hits: torch.Tensor, lambdas: torch.Tensor = LAMBDAS) -> dict[str, Any]:
     """The three curves (percent of pairs) and the summary numbers from :func:`pair_hits`' tensor."""
     n = hits.shape[-1]
