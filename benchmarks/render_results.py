@@ -268,7 +268,7 @@ def load_record(path: Path) -> dict:
         _check_runs(rec, where)
     for pair in (("img_s", "baseline_img_s"), ("reglab_img_s", "plain_img_s")):
         for i, row in enumerate(rec.get("rows", [])):
-            if "ratio" in row and pair[0] in row:
+            if "ratio" in row and pair[0] in row and pair[1] in row:
                 _check_ratio(row["ratio"], row[pair[0]], row[pair[1]], f"{where}: rows[{i}].ratio")
     if table == "augment-cost" and sum(bool(r.get("baseline")) for r in rec["rows"]) != 1:
         raise RecordError(f'{where}: rows: exactly one row must have "baseline": true')
