@@ -160,7 +160,7 @@ TABLES: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
             "img_s": _pos,
             "achieved_gflop_s": _pos,
             "peak_gflop_s": _pos,
-            "fraction_pct": _pct,
+            "fraction_pct": _nonneg,
         },
     ),
     "default-recipe": (
@@ -549,12 +549,12 @@ def render_peak_fraction(recs: list[dict], ln: Callable[[dict], str]) -> str:
                     f"{x['gflop_per_step']:.1f}",
                     f"{x['img_s']:,.0f}",
                     f"{x['achieved_gflop_s']:.1f}",
-                    f"{x['peak_gflop_s']:.0f} ({r['matmul']}², {r['threads']} threads)",
+                    f"{x['peak_gflop_s']:.0f} ({r['matmul']}², {r['threads']} thread{'s' if r['threads'] > 1 else ''})",
                     f"**{x['fraction_pct']:.0f}%**",
                     ln(r),
                 ]
             )
-    header = ["recipe: model, batch", "hardware", "precision", "GFLOP/step", "img/s", "achieved GFLOP/s"]
+    header = ["recipe: model, batch", "hardware", "precision", "GFLOP/step", "img/s (wall)", "achieved GFLOP/s"]
     return table([*header, "matmul peak GFLOP/s", "% of peak", "record"], "lllrrrrrl", rows)
 
 
