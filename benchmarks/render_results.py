@@ -138,6 +138,31 @@ TABLES: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
         {},
         {"system": _str, "precision?": _str, "timer": _str, "runs": _posint, "test_acc": _pct, "time_s": _pos},
     ),
+    "analysis-rate": (
+        {"model": _str, "batch": _posint, "threads": _posint},
+        {
+            "measurement": _str,
+            "precision": _str,
+            "img_s": _pos,
+            "loop_img_s": _pos,
+            "ratio": _pos,
+            "pair_ratios?": _ratios,
+            "cpu_time_ratio?": _pos,
+        },
+    ),
+    "peak-fraction": (
+        {"matmul": _posint, "threads": _posint, "bf16_peak_gflop_s": _pos, "fp32_peak_gflop_s": _pos},
+        {
+            "recipe": _str,
+            "model": _str,
+            "precision": _str,
+            "gflop_per_step": _pos,
+            "img_s": _pos,
+            "achieved_gflop_s": _pos,
+            "peak_gflop_s": _pos,
+            "fraction_pct": _nonneg,
+        },
+    ),
     "default-recipe": (
         {
             "recipe": _str,
@@ -243,7 +268,7 @@ def load_record(path: Path) -> dict:
         _check_runs(rec, where)
     for pair in (("img_s", "baseline_img_s"), ("reglab_img_s", "plain_img_s")):
         for i, row in enumerate(rec.get("rows", [])):
-            if "ratio" in row and pair[0] in row:
+            if "ratio" in row and pair[0] in row and pair[1] in row:
                 _check_ratio(row["ratio"], row[pair[0]], row[pair[1]], f"{where}: rows[{i}].ratio")
     if table == "augment-cost" and sum(bool(r.get("baseline")) for r in rec["rows"]) != 1:
         raise RecordError(f'{where}: rows: exactly one row must have "baseline": true')
@@ -486,6 +511,53 @@ def render_default_recipe(recs: list[dict], ln: Callable[[dict], str]) -> str:
     return table(header, "llllrrlll", rows)
 
 
+def render_analysis_rate(recs: list[dict], ln: Callable[[dict], str]) -> str:
+    rows = []
+    for r in recs:
+        for x in r["rows"]:
+            ratios = x.get("pair_ratios", "—")
+            if isinstance(ratios, list):
+                ratios = ", ".join(f"{v:.2f}" for v in ratios)
+            cpu = f"{x['cpu_time_ratio']:.2f}" if "cpu_time_ratio" in x else "—"
+            rows.append(
+                [
+                    x["measurement"],
+                    f"{r['model']}, batch {r['batch']}, {r['threads']} thread{'s' if r['threads'] > 1 else ''}",
+                    hardware(r),
+                    x["precision"],
+                    f"{x['img_s']:,.0f}",
+                    f"{x['loop_img_s']:,.0f}",
+                    f"**{x['ratio']:.2f}**",
+                    ratios,
+                    cpu,
+                    ln(r),
+                ]
+            )
+    header = ["evaluation", "model", "hardware", "precision", "img/s", "loop img/s", "rate / loop's"]
+    return table([*header, "pair ratios", "CPU-time ratio", "record"], "llllrrrlrl", rows)
+
+
+def render_peak_fraction(recs: list[dict], ln: Callable[[dict], str]) -> str:
+    rows = []
+    for r in recs:
+        for x in r["rows"]:
+            rows.append(
+                [
+                    f"`{x['recipe']}`: {x['model']}",
+                    hardware(r),
+                    x["precision"],
+                    f"{x['gflop_per_step']:.1f}",
+                    f"{x['img_s']:,.0f}",
+                    f"{x['achieved_gflop_s']:.1f}",
+                    f"{x['peak_gflop_s']:.0f} ({r['matmul']}², {r['threads']} thread{'s' if r['threads'] > 1 else ''})",
+                    f"**{x['fraction_pct']:.0f}%**",
+                    ln(r),
+                ]
+            )
+    header = ["recipe: model, batch", "hardware", "precision", "GFLOP/step", "img/s (wall)", "achieved GFLOP/s"]
+    return table([*header, "matmul peak GFLOP/s", "% of peak", "record"], "lllrrrrrl", rows)
+
+
 def _seeds_cell(accs: list[float] | None) -> str:
     """Mean ± sample std over the seeds run, and each seed's value."""
     if not accs:
@@ -502,6 +574,8 @@ RENDER: dict[str, Callable[[list[dict], Callable[[dict], str]], str]] = {
     "augment-cost": render_augment_cost,
     "against-airbench": render_against_airbench,
     "default-recipe": render_default_recipe,
+    "analysis-rate": render_analysis_rate,
+    "peak-fraction": render_peak_fraction,
 }
 assert set(RENDER) == set(TABLES)
 

@@ -27,6 +27,16 @@ class LoadedRun:
     amp: str = "off"  # the run's train.amp (its evaluation precision)
     tta: bool = False  # the run's train.tta
     tta_translate: int = 0
+    channels_last: bool = True  # the run's train.channels_last (the memory format its evaluation used)
+
+    def autocast(self, amp: str | None = None):
+        """The autocast factory of the run's evaluation precision on this CPU (``train.amp`` as
+        :func:`reglab.train.device.autocast_for` resolves it: bf16 autocast where the CPU has bf16 instructions
+        and the run used ``auto`` or ``bf16``); ``amp`` (``off``, ``auto``, ``bf16``) overrides the run's.
+        None: fp32."""
+        from ..train.device import autocast_for
+
+        return autocast_for(self.amp if amp is None else amp, torch.device("cpu"))
 
     def test_accuracy(self) -> tuple[float, str]:
         """Test accuracy of the loaded checkpoint (not the run's last epoch), evaluated as the run evaluated:
@@ -79,6 +89,7 @@ def load_run(target: Path | str, checkpoint: str = "best", data_overrides: list[
         cfg.train.amp,
         cfg.train.tta,
         cfg.train.tta_translate,
+        cfg.train.channels_last,
     )
 
 

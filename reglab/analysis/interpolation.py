@@ -65,17 +65,29 @@ def pair_hits(
     y2: torch.Tensor,
     lambdas: torch.Tensor = LAMBDAS,
     batch_size: int = 500,
+    *,
+    autocast=None,
+    channels_last: bool = False,
 ) -> torch.Tensor:
     """Per pair and ``lam``, whether each curve's event happened: a bool tensor ``[3, len(lambdas), N]``
-    (rows: top-1 = y1, top-1 = y2, top-2 = {y1, y2}); ``model`` is put in eval mode."""
+    (rows: top-1 = y1, top-1 = y2, top-2 = {y1, y2}); ``model`` is put in eval mode. ``autocast`` (a factory of
+    an autocast context; None: fp32) is the forward's precision; ``channels_last`` mixes and feeds the images in
+    that layout."""
     model.eval()
+    if channels_last:
+        x1, x2 = (t.contiguous(memory_format=torch.channels_last) for t in (x1, x2))
     n = len(y1)
     hits = torch.zeros(3, len(lambdas), n, dtype=torch.bool)
     for j, lam in enumerate(lambdas.tolist()):
         for s in range(0, n, batch_size):
             a, b = x1[s : s + batch_size], x2[s : s + batch_size]
             xm = lam * a + (1.0 - lam) * b  # exact at lam = 0 and 1
-            top2 = model(xm).float().topk(2, dim=1).indices
+            if autocast is not None:
+                with autocast():
+                    logits = model(xm)
+            else:
+                logits = model(xm)
+            top2 = logits.float().topk(2, dim=1).indices
             t1, t2 = y1[s : s + batch_size], y2[s : s + batch_size]
             hits[0, j, s : s + batch_size] = top2[:, 0] == t1
             hits[1, j, s : s + batch_size] = top2[:, 0] == t2
@@ -83,6 +95,13 @@ def pair_hits(
                 (top2[:, 0] == t2) & (top2[:, 1] == t1)
             )
     return hits
+
+
+def hits_options(run, amp: str | None = None) -> dict[str, Any]:
+    """:func:`pair_hits`' keywords that evaluate a loaded run (:class:`reglab.analysis.common.LoadedRun`) as its
+    own evaluation did: its precision (``train.amp`` as this CPU resolves it; ``amp="off"``: fp32) and its
+    memory format."""
+    return {"autocast": run.autocast(amp), "channels_last": getattr(run, "channels_last", False)}
 
 
 def curves_from_hits(hits: torch.Tensor, lambdas: torch.Tensor = LAMBDAS) -> dict[str, Any]:

@@ -83,17 +83,37 @@ class Evaluator:
     """``ev(coeffs, dirs) -> (loss, acc%)`` of ``theta + sum_k coeffs[k] * dirs[k]`` on a fixed batch set.
 
     The model is evaluated in eval mode (BN running statistics of the trained model) through
-    ``functional_call``; its own parameters are left untouched."""
+    ``functional_call``; its own parameters are left untouched. ``autocast`` (a factory of an autocast context,
+    as :func:`reglab.train.device.autocast_for` returns; None: fp32) is the forward's precision; logits, loss and
+    accuracy are always computed in fp32. ``channels_last`` holds the images in that layout (what the training
+    loop's evaluation feeds the same model)."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000):
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int = 1000,
+        *,
+        autocast=None,
+        channels_last: bool = False,
+    ):
         self.model = model.eval()
         self.theta = {n: p.detach() for n, p in model.named_parameters()}
         self.buffers = {n: b for n, b in model.named_buffers()}
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+            # conv filters in the images' layout once, not per batch: theta + c d keeps theta's layout
+            self.theta = {
+                n: t.contiguous(memory_format=torch.channels_last) if t.dim() == 4 else t
+                for n, t in self.theta.items()
+            }
         self.x, self.y, self.batch_size = x, y, batch_size
+        self.autocast = autocast
         self.calls = 0
 
-    @torch.no_grad()
-    def __call__(self, coeffs: Sequence[float], dirs: Sequence[Direction]) -> tuple[float, float]:
+    def weights(self, coeffs: Sequence[float], dirs: Sequence[Direction]) -> dict[str, torch.Tensor]:
+        """The parameters at ``theta + sum_k coeffs[k] * dirs[k]`` (new tensors; theta itself where all are 0)."""
         params = {}
         for n, t in self.theta.items():
             p = t
@@ -101,16 +121,37 @@ class Evaluator:
                 if c != 0.0:
                     p = p + c * d[n]
             params[n] = p
+        return params
+
+    @torch.no_grad()
+    def __call__(self, coeffs: Sequence[float], dirs: Sequence[Direction]) -> tuple[float, float]:
+        params = self.weights(coeffs, dirs)
         loss = torch.zeros((), dtype=torch.float64)
         correct = torch.zeros((), dtype=torch.int64)
         for s in range(0, len(self.y), self.batch_size):
             xb, yb = self.x[s : s + self.batch_size], self.y[s : s + self.batch_size]
-            logits = functional_call(self.model, (params, self.buffers), (xb,)).float()
+            if self.autocast is not None:
+                with self.autocast():
+                    logits = functional_call(self.model, (params, self.buffers), (xb,))
+            else:
+                logits = functional_call(self.model, (params, self.buffers), (xb,))
+            logits = logits.float()
             loss += F.cross_entropy(logits, yb, reduction="sum").double()
             correct += (logits.argmax(1) == yb).sum()
         self.calls += 1
         n = max(len(self.y), 1)
         return float(loss) / n, 100.0 * float(correct) / n
+
+
+def evaluator_for(
+    run, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000, amp: str | None = None
+) -> Evaluator:
+    """The :class:`Evaluator` of a loaded run's model on normalized images ``x`` with labels ``y``, evaluating as
+    the run's own evaluation did: in its precision (``train.amp`` as this CPU resolves it; ``amp`` overrides,
+    ``off`` = fp32) and its memory format (``train.channels_last``)."""
+    return Evaluator(
+        run.model, x, y, batch_size, autocast=run.autocast(amp), channels_last=getattr(run, "channels_last", False)
+    )
 
 
 def scan_1d(ev: Evaluator, d: Direction, alphas: Sequence[float]) -> dict[str, list[float]]:
@@ -269,21 +310,32 @@ def landscape_of_run(
     seed: int = 0,
     do_2d: bool = True,
     batch_size: int = 1000,
+    amp: str | None = None,
     log=lambda msg: None,
 ) -> dict[str, Any]:
     """Everything above for one loaded run (:class:`reglab.analysis.common.LoadedRun`): the 1D scan along
     direction 1, the 2D grid on directions 1-2 (``resolution`` per axis), the basin widths over ``n_dirs``
     directions (both signs) at ``levels``, and the grow-to-L surface for ``target`` (key ``report``). The same
-    ``seed`` gives every model of the same architecture the same Gaussian draws before filter normalization."""
+    ``seed`` gives every model of the same architecture the same Gaussian draws before filter normalization.
+    Evaluated in the run's own evaluation precision and memory format (:func:`evaluator_for`; ``amp="off"``:
+    fp32), recorded under ``precision``."""
     chosen = run.data.train if split == "train" else run.data.val
     if chosen is None:
         raise ValueError("the run has no validation split")
     idx = fixed_subset(chosen.labels, subset, seed)
-    ev = Evaluator(run.model, run.normalize(chosen.images[idx]), chosen.labels[idx], batch_size)
+    ev = evaluator_for(run, run.normalize(chosen.images[idx]), chosen.labels[idx], batch_size, amp)
+    precision = "bf16 autocast" if ev.autocast is not None else "fp32"
     dirs = directions(run.model, max(2, n_dirs), seed)
     loss0, acc0 = ev([], [])
-    out: dict[str, Any] = {"split": split, "subset": len(idx), "subset_seed": seed, "loss0": loss0, "acc0": acc0}
-    log(f"  minimum: loss {loss0:.4f}, accuracy {acc0:.2f}% on {len(idx)} {split} images")
+    out: dict[str, Any] = {
+        "split": split,
+        "subset": len(idx),
+        "subset_seed": seed,
+        "precision": precision,
+        "loss0": loss0,
+        "acc0": acc0,
+    }
+    log(f"  minimum: loss {loss0:.4f}, accuracy {acc0:.2f}% on {len(idx)} {split} images ({precision})")
     out["1d"] = scan_1d(ev, dirs[0], np.linspace(-1, 1, points_1d or 2 * resolution - 1))
     log(f"  1D scan: {len(out['1d']['alpha'])} points")
     out["basin"] = basin_width(ev, dirs[:n_dirs], levels)

@@ -48,6 +48,7 @@ def cmd_interpolation(args) -> int:
         bootstrap_summaries,
         curves_from_hits,
         difference_table,
+        hits_options,
         markdown_table,
         pair_hits,
         plot_interpolation,
@@ -72,7 +73,7 @@ def cmd_interpolation(args) -> int:
     results, hits = {}, {}
     for name, r in zip(names, runs):
         x1, x2 = r.normalize(test.images[i1]), r.normalize(test.images[i2])
-        hits[name] = pair_hits(r.model, x1, test.labels[i1], x2, test.labels[i2])
+        hits[name] = pair_hits(r.model, x1, test.labels[i1], x2, test.labels[i2], **hits_options(r))
         results[name] = curves_from_hits(hits[name])
         print(
             f"{name}: acc(x1) at lam=1 {results[name]['acc_x1_at_1']:.2f}%, slope at 0.5 "

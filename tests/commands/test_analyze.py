@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import yaml
 
 from reglab.analysis.common import load_run
-from reglab.analysis.interpolation import LAMBDAS, interpolation_curves, sample_pairs, summarize
+from reglab.analysis.interpolation import LAMBDAS, interpolation_curves, pair_hits, sample_pairs, summarize
 from reglab.analysis.landscape import (
     Evaluator,
     basin_width,
@@ -167,6 +167,32 @@ def test_evaluator_uses_eval_mode_bn_and_leaves_the_model_untouched():
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert ev.calls == 2
+
+
+def test_evaluator_and_pair_hits_in_the_runs_layout_and_precision():
+    """channels_last gives the fp32 result (up to summation order); bf16 autocast stays close, and neither changes
+    the model's own parameters or their layout."""
+    model = tiny_model()
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(60, 3, 32, 32, generator=g), torch.randint(0, 10, (60,), generator=g)
+    d = random_direction(model, g)
+    ref = Evaluator(model, x, y, batch_size=25)
+    cl = Evaluator(model, x, y, batch_size=25, channels_last=True)
+    bf = Evaluator(
+        model, x, y, batch_size=25, channels_last=True, autocast=lambda: torch.autocast("cpu", torch.bfloat16)
+    )
+    for coeffs in ([], [0.2]):
+        loss, acc = ref(coeffs, [d])
+        assert cl(coeffs, [d])[0] == pytest.approx(loss, rel=1e-4)
+        assert bf(coeffs, [d])[0] == pytest.approx(loss, rel=5e-2)
+    assert all(p.is_contiguous() for p in model.parameters())
+    x1, x2, y1, y2 = x[:30], x[30:], y[:30], (y[30:] + 1) % 10
+    lam = torch.tensor([0.0, 0.5, 1.0])
+    plain = pair_hits(model, x1, y1, x2, y2, lam, 16)
+    layout = pair_hits(model, x1, y1, x2, y2, lam, 16, channels_last=True)
+    assert (plain == layout).float().mean() > 0.97
+    half = pair_hits(model, x1, y1, x2, y2, lam, 16, autocast=lambda: torch.autocast("cpu", torch.bfloat16))
+    assert half.shape == plain.shape and (plain == half).float().mean() > 0.8
 
 
 class Quadratic:
