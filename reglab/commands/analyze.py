@@ -43,6 +43,11 @@ def _write(
     write_page(out / "index.html" if stem != "landscape" else out / "landscape.html", title, sections)
 
 
+def _amp(args) -> str | None:
+    """``--amp``: None = the run's own ``train.amp``, else the override (``off``, ``bf16``)."""
+    return None if args.amp == "run" else args.amp
+
+
 def cmd_interpolation(args) -> int:
     from ..analysis.interpolation import (
         bootstrap_summaries,
@@ -73,7 +78,7 @@ def cmd_interpolation(args) -> int:
     results, hits = {}, {}
     for name, r in zip(names, runs):
         x1, x2 = r.normalize(test.images[i1]), r.normalize(test.images[i2])
-        hits[name] = pair_hits(r.model, x1, test.labels[i1], x2, test.labels[i2], **hits_options(r))
+        hits[name] = pair_hits(r.model, x1, test.labels[i1], x2, test.labels[i2], **hits_options(r, _amp(args)))
         results[name] = curves_from_hits(hits[name])
         print(
             f"{name}: acc(x1) at lam=1 {results[name]['acc_x1_at_1']:.2f}%, slope at 0.5 "
@@ -143,6 +148,14 @@ def _levels(text: str) -> list[str]:
     return items
 
 
+def _precisions(results: dict) -> str:
+    """How the landscapes were evaluated, e.g. 'evaluated in bf16 autocast' (per model where they differ)."""
+    found = {name: res.get("precision", "fp32") for name, res in results.items()}
+    if len(set(found.values())) == 1:
+        return f"evaluated in {next(iter(found.values()))}"
+    return "evaluated in " + ", ".join(f"{p} ({n})" for n, p in found.items())
+
+
 def cmd_landscape(args) -> int:
     from ..analysis.landscape import landscape_of_run
 
@@ -171,6 +184,7 @@ def cmd_landscape(args) -> int:
             report_resolution=args.report_resolution,
             seed=args.seed,
             do_2d=not args.no_2d,
+            amp=_amp(args),
             log=print,
         )
         res["test_acc"], res["test_acc_precision"] = r.test_accuracy()
@@ -278,7 +292,7 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
     note = (
         f"Basin width: distance a (filter-normalized units; a = 0.1 moves every filter by 10% of its norm) "
         f"at which the loss on {args.subset} {args.split} images (fixed stratified subset, seed {args.seed}, "
-        f"eval-mode BN, no augmentation) first reaches L; mean over {args.directions} random "
+        f"eval-mode BN, no augmentation; {_precisions(results)}) first reaches L; mean over {args.directions} random "
         f"directions x 2 signs, with a 95% bootstrap interval over the directions in brackets. The test "
         f"accuracy is the analysed checkpoint's, in the run's own precision.\n\n"
     )
@@ -378,6 +392,15 @@ def register(sub) -> None:
         a.add_argument("--data-dir", help="dataset folder (same as data.dir=...)")
         a.add_argument("--threads", type=int, help="torch threads (default: torch's)")
 
+    def precision(a) -> None:
+        a.add_argument(
+            "--amp",
+            choices=["run", "off", "bf16"],
+            default="run",
+            help="evaluation precision: run = the run's own train.amp as this machine resolves it (default; bf16 "
+            "autocast on CPUs with bf16 instructions), off = fp32 (e.g. to compare with fp32 analyses)",
+        )
+
     it = acts.add_parser("interpolation", help="accuracy on mixed test pairs as lam goes 0..1")
     common(it)
     it.add_argument("-o", "--output", required=True, help="output folder")
@@ -389,11 +412,13 @@ def register(sub) -> None:
         default=1000,
         help="bootstrap replicates over the pairs for the 95%% intervals (default 1000; 0 = off)",
     )
+    precision(it)
     it.set_defaults(func=cmd_interpolation)
 
     ls = acts.add_parser("landscape", help="loss landscape along filter-normalized directions, basin widths")
     common(ls)
     ls.add_argument("-o", "--output", help="output folder (default RUN/landscape for one run, else ./landscape)")
+    precision(ls)
     ls.add_argument("--subset", type=int, default=1000, help="fixed stratified subset size (default 1000)")
     ls.add_argument(
         "--split",

@@ -411,12 +411,16 @@ def test_cli_landscape(study, tmp_path, capsys):
                 "--levels",
                 "+0.5",
                 "--no-2d",
+                "--amp",
+                "off",
             ]
         )
         == 0
     )
     text = capsys.readouterr().out
     assert "| mixup − erm |" in text
+    # --amp off: both evaluated in fp32 whatever this CPU's train.amp=auto picks, and the table says so
+    assert "evaluated in fp32" in text
     wrote = next(line for line in text.splitlines() if line.startswith("wrote "))
     assert (
         "_contour.png" not in wrote
@@ -425,6 +429,7 @@ def test_cli_landscape(study, tmp_path, capsys):
     )
     assert sorted(p.name for p in (tmp_path / "two").glob("*.png")) == ["landscape_1d.png"]
     two = json.loads((tmp_path / "two" / "landscape.json").read_text())["results"]
+    assert {r["precision"] for r in two.values()} == {"fp32"}
     level = two["erm"]["basin"]["levels"]["+0.5"]
     assert len(level["per_direction"]) == 2 and level["ci95"][0] <= level["mean"] <= level["ci95"][1] + 1e-9
     assert main(["analyze", "landscape", str(study / "runs" / "erm-s0"), "--levels", "x"]) == 2
