@@ -237,6 +237,7 @@ def cpu_side_by_side(args: argparse.Namespace, airbench: Path, work: Path) -> di
         "airbench_runs": ab_runs,
         "reglab_runs": rg_runs,
         "levels": levels,
+        "levels_asked": list(args.levels),
         "date": time.strftime("%Y-%m-%d"),
     }
 
@@ -245,6 +246,35 @@ def torch_device_cpu():
     import torch
 
     return torch.device("cpu")
+
+
+def cpu_record(result: dict, record_id: str, command: str) -> dict:
+    """``result`` as a record of benchmarks/results/records/ (table ``time-to-level-vs-airbench``): every run of
+    both systems; benchmarks/render_results.py computes the per-level table from them."""
+    from reglab.train.device import cpu_name
+
+    runs = [{"system": "airbench94", **r} for r in result["airbench_runs"]]
+    runs += [
+        {"system": "reglab", **{k: v for k, v in r.items() if k != "precision"}} for r in result["reglab_runs"]
+    ]
+    for r in runs:
+        r["test_acc"] = round(r["test_acc"], 2)
+        r["time_s"] = round(r["time_s"], 1)
+    return {
+        "schema": 1,
+        "id": record_id,
+        "table": "time-to-level-vs-airbench",
+        "status": "current",
+        "date": result["date"],
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "gpu": None},
+        "precision": f"{result['precision']} (both: reglab train.amp, airbench94's network in {result['precision']})",
+        "command": command,
+        "levels": list(result.get("levels_asked") or [row["level"] for row in result["levels"]]),
+        "runs": runs,
+        "notes": f"airbench94 = KellerJordan/cifar10-airbench @ {result['airbench_commit']}, legacy/airbench94.py with "
+        "vs_airbench.py's CPU_PATCH (device and precision lines only), one run per process. Timers: "
+        f"airbench94 {result['timers']['airbench94']}; reglab {result['timers']['reglab']}.",
+    }
 
 
 def print_cpu_table(result: dict) -> None:
@@ -349,11 +379,16 @@ def main() -> None:
     )
     p.add_argument("--timeout", type=int, default=7200, help="seconds one airbench94 process may take")
     p.add_argument("-o", "--output", default=None)
+    p.add_argument("--record", default=None, help="--cpu: also write a benchmarks/results/records/ record here")
+    p.add_argument("--command", default=None, help="--replot --record: the command the record says was run")
     args = p.parse_args()
     if args.replot:  # draw the plot (and print the table) again from a finished --cpu run's JSON
         result = json.loads(Path(args.replot).read_text())
         print_cpu_table(result)
         plot_cpu(result, Path(args.plot or Path(args.replot).with_suffix(".png")))
+        if args.record:
+            rec = cpu_record(result, Path(args.record).stem, args.command or "benchmarks/vs_airbench.py --cpu")
+            Path(args.record).write_text(json.dumps(rec, indent=2, ensure_ascii=False) + "\n")
         return
     airbench = Path(args.airbench).resolve()
     check_checkout(airbench)
@@ -367,6 +402,9 @@ def main() -> None:
             plot_cpu(result, Path(args.plot))
         if args.output:
             Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+        if args.record:
+            rec = cpu_record(result, Path(args.record).stem, "benchmarks/vs_airbench.py " + " ".join(sys.argv[1:]))
+            Path(args.record).write_text(json.dumps(rec, indent=2, ensure_ascii=False) + "\n")
         return
     args.seeds = args.seeds or 5
     recipe = args.recipe
