@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from reglab.config import load_config
+from reglab.config import Freeze, ParamGroup, config_from_dict, load_config
 from reglab.errors import UserError
 from reglab.models import build, create, forward_gflops
 from reglab.models.fastnet import dirac_conv, patch_whitening
@@ -105,7 +105,7 @@ def test_whiten_bias_trains_for_its_epochs_then_stays_put():
             "model.name=fastnet",
             "model.channels=[8,16,16]",
             "train.epochs=3",
-            "train.whiten_bias_epochs=1",
+            "train.freeze=[{match: whiten.bias, start_epoch: 1}]",
             "optim.weight_decay=0.01",
         ],
     )
@@ -121,8 +121,38 @@ def test_whiten_bias_trains_for_its_epochs_then_stays_put():
     assert not torch.equal(after_one, start)  # trained in epoch 1
     assert torch.equal(r.model.whiten.bias, after_one)  # frozen from epoch 2: no step, no momentum, no decay
     assert not torch.equal(r.model.head.weight, head)  # while the rest trains
-    with pytest.raises(UserError, match="whiten_bias_epochs applies to fastnet"):
+    with pytest.raises(UserError, match=r"train.freeze\[0\].match: 'whiten.bias' selects no trainable parameter"):
         Run(load_config(None, [*SYN, "model.name=resnet8_s2", "train.whiten_bias_epochs=1"]), torch.device("cpu"))
+
+
+def test_freeze_schedule_freezes_and_unfreezes_at_its_epochs():
+    """train.freeze: frozen for start_epoch <= e < stop_epoch, trained before and after; any model, any selector."""
+    from reglab.train.loop import Run
+
+    cfg = load_config(
+        None,
+        [
+            *SYN,
+            "model.name=resnet8_s2",
+            "train.epochs=4",
+            "train.freeze=[{match: [norm, fc.*], start_epoch: 1, stop_epoch: 3}]",
+        ],
+    )
+    r = Run(cfg, torch.device("cpu"))
+    frozen = [p for _, params in r.freeze for p in params]
+    norms = [p for m in r.model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()]
+    assert {id(p) for p in frozen} == {id(p) for p in norms} | {id(r.model.fc.weight), id(r.model.fc.bias)}
+    seen = []
+    for epoch in range(4):
+        r.epoch = epoch
+        before = [p.detach().clone() for p in frozen]
+        r.train_epoch([])
+        seen.append([torch.equal(b, p) for b, p in zip(before, frozen)])
+    assert [all(s) for s in seen] == [False, True, True, False] and not any(seen[0]) and not any(seen[3])
+    with pytest.raises(UserError, match=r"train.freeze\[0\].stop_epoch=1 must be > start_epoch \(2\)"):
+        load_config(None, ["train.freeze=[{match: norm, start_epoch: 2, stop_epoch: 1}]"])
+    with pytest.raises(UserError, match=r"train.freeze\[0\].match is missing"):
+        load_config(None, ["train.freeze=[{start_epoch: 2}]"])
 
 
 def test_lookahead_follows_its_formula():
@@ -150,7 +180,14 @@ def test_lookahead_follows_its_formula():
 
 def test_norm_lr_scale_keeps_the_decay_per_step():
     model = create("fastnet", 10, channels=[8, 16, 16])
-    cfg = load_config(None, ["optim.lr=0.5", "optim.weight_decay=1e-3", "optim.norm_lr_scale=64"]).optim
+    cfg = load_config(
+        None,
+        [
+            "optim.lr=0.5",
+            "optim.weight_decay=1e-3",
+            "optim.param_groups=[{match: norm, lr_scale: 64, wd_scale: 0.015625}]",
+        ],
+    ).optim
     opt = build_optimizer(model, cfg)
     conv, norm = opt.param_groups
     assert conv["lr"] == 0.5 and norm["lr"] == 32.0
@@ -160,9 +197,7 @@ def test_norm_lr_scale_keeps_the_decay_per_step():
     assert id(model.whiten.bias) in {id(p) for p in conv["params"]}  # like airbench: a bias, not a norm param
     both = build_optimizer(
         model,
-        load_config(
-            None, ["optim.lr=0.5", "optim.norm_lr_scale=64", "optim.norm_lr_scale_on=norm_and_bias"]
-        ).optim,
+        load_config(None, ["optim.lr=0.5", "optim.param_groups=[{match: [norm, bias], lr_scale: 64}]"]).optim,
     )
     weights, scaled = both.param_groups
     assert {id(p) for p in scaled["params"]} == bn_shifts | {id(model.whiten.bias)} and scaled["lr"] == 32.0
@@ -201,19 +236,116 @@ def test_translate_tta_averages_six_views():
 
     pad = F.pad(x, (1, 1, 1, 1), mode="reflect")
     expected = 0.5 * m(x) + 0.25 * (m(pad[:, :, :8, :8]) + m(pad[:, :, 2:, 2:]))
-    assert torch.allclose(predict_logits(model, x, tta=True, translate=1), expected, atol=1e-6)
+    assert torch.allclose(predict_logits(model, x, tta=True, shifts=[[-1, -1], [1, 1]]), expected, atol=1e-6)
     assert torch.allclose(predict_logits(model, x, tta=True), m(x), atol=1e-6)
 
 
+def test_tta_shifts_give_the_old_tta_translate_views_bit_for_bit():
+    """train.tta_translate=k was six views computed as 0.5 * m(x) + 0.25 * (m(x @ -k) + m(x @ +k)); its
+    replacement, tta_shifts [[-k, -k], [k, k]] (what the old key now reads as), must give the same bits."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(5))
+    x = torch.randn(3, 3, 12, 12)
+    model(x)
+
+    def m(v):
+        return 0.5 * (model(v).float() + model(v.flip(3)).float())
+
+    for k in (1, 2):
+        pad = F.pad(x, (k, k, k, k), mode="reflect")
+        old = 0.5 * m(x) + 0.25 * (m(pad[:, :, :12, :12]) + m(pad[:, :, 2 * k : 2 * k + 12, 2 * k : 2 * k + 12]))
+        shifts = load_config(None, ["train.tta=true", f"train.tta_translate={k}"]).train.tta_shifts
+        assert shifts == [[-k, -k], [k, k]]
+        assert torch.equal(predict_logits(model, x, tta=True, shifts=shifts), old)
+    # a shift view on its own (no flip): the window moved right by 2 px and up by 1 px
+    pad = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    one = 0.5 * model(x) + 0.5 * model(pad[:, :, 1 : 1 + 12, 4 : 4 + 12])
+    assert torch.allclose(predict_logits(model, x, shifts=[[2, -1]]), one, atol=1e-6)
+
+
 def test_bad_fast_options_are_user_errors():
-    with pytest.raises(UserError, match="train.tta_translate needs train.tta"):
-        load_config(None, ["train.tta_translate=1"])
+    with pytest.raises(UserError, match=r"train.tta_shifts\[1\]=\[0, 0\] must be \[dx, dy\]"):
+        load_config(None, ["train.tta_shifts=[[1, 1], [0, 0]]"])
+    with pytest.raises(UserError, match=r"train.tta_shifts\[0\]=\[5, 0\] must be \[dx, dy\], pixels in \[-4, 4\]"):
+        load_config(None, ["train.tta_shifts=[[5, 0]]"])
+    with pytest.raises(UserError, match="train.tta_shifts=.* must not repeat a shift"):
+        load_config(None, ["train.tta_shifts=[[1, 1], [1, 1]]"])
     with pytest.raises(UserError, match="optim.norm_lr_scale"):
         load_config(None, ["optim.norm_lr_scale=0"])
+    with pytest.raises(UserError, match=r"optim.param_groups\[0\].lr_scale=0.0 must be > 0"):
+        load_config(None, ["optim.param_groups=[{match: norm, lr_scale: 0}]"])
+    with pytest.raises(UserError, match=r"optim.param_groups\[0\].wd_scale=-1.0 must be >= 0"):
+        load_config(None, ["optim.param_groups=[{match: norm, wd_scale: -1}]"])
+    with pytest.raises(
+        UserError,
+        match=r"param_groups\[0\].match: 'nrom' is neither a parameter kind .* \(did you mean 'norm'\?\)",
+    ):
+        load_config(None, ["optim.param_groups=[{match: nrom, lr_scale: 2}]"])
+    with pytest.raises(
+        UserError, match=r"unknown config key 'optim.param_groups\[0\].lr_scael' \(did you mean 'lr_scale'\?\)"
+    ):
+        load_config(None, ["optim.param_groups=[{match: norm, lr_scael: 2}]"])
+    with pytest.raises(
+        UserError, match=r"optim.param_groups\[0\]: expected a mapping of keys \(match, lr_scale, wd_scale\)"
+    ):
+        load_config(None, ["optim.param_groups=[norm]"])
+    with pytest.raises(
+        UserError, match="optim.norm_lr_scale is the old spelling of optim.param_groups, and both are set"
+    ):
+        load_config("fast-cpu-85", ["optim.norm_lr_scale=16"])
     with pytest.raises(UserError, match="sched.warmup_start"):
         load_config(None, ["sched.warmup_start=1.5"])
-    with pytest.raises(UserError, match="train.whiten_bias_epochs"):
+    with pytest.raises(UserError, match=r"train.freeze\[0\].start_epoch=-1 must be >= 0"):
         load_config(None, ["train.whiten_bias_epochs=-1"])
+
+
+def test_old_keys_read_as_their_replacements():
+    """Recipes, overrides and saved run configs that use the keys before issue 25 load as the new mechanisms."""
+    old = load_config(
+        None,
+        [
+            "optim.norm_lr_scale=64",
+            "optim.norm_lr_scale_on=norm_and_bias",
+            "train.whiten_bias_epochs=3",
+            "train.tta=true",
+            "train.tta_translate=1",
+        ],
+    )
+    assert old.optim.param_groups == [ParamGroup(match=["norm", "bias"], lr_scale=64.0, wd_scale=1 / 64)]
+    assert old.train.freeze == [Freeze(match="whiten.bias", start_epoch=3)]
+    assert old.train.tta_shifts == [[-1, -1], [1, 1]]
+    saved = load_config("fast-gpu-94").to_dict()
+    saved["optim"].pop("param_groups")
+    saved["optim"]["norm_lr_scale"], saved["optim"]["norm_lr_scale_on"] = 64.0, "norm"
+    assert config_from_dict(saved) == load_config("fast-gpu-94")
+    assert load_config(None, ["optim.norm_lr_scale=1", "train.whiten_bias_epochs=null"]) == load_config(None)
+
+
+def test_param_groups_assign_lr_and_weight_decay_by_first_match():
+    """optim.param_groups on a ResNet: each parameter takes the first entry that selects it; the rest keep
+    optim.lr / optim.weight_decay; wd_exempt_norm_bias zeroes the decay of 1-D parameters in every group."""
+    model = create("resnet8_s2", 10)
+    rules = "[{match: fc.*, lr_scale: 0.5}, {match: [norm, bias], lr_scale: 4, wd_scale: 0.25}, {match: conv, wd_scale: 0}]"
+    cfg = load_config(None, ["optim.lr=0.1", "optim.weight_decay=1e-3", f"optim.param_groups={rules}"]).optim
+    opt = build_optimizer(model, cfg)
+    got = {id(p): (g.get("lr", 0.1), g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    for name, p in model.named_parameters():
+        if name.startswith("fc."):
+            assert got[id(p)] == (0.05, 1e-3), name
+        elif id(p) in norms or name.endswith("bias"):
+            assert got[id(p)] == (0.4, 1e-3 * 0.25), name
+        else:
+            assert p.ndim == 4 and got[id(p)] == (0.1, 0.0), name
+    assert len(got) == len(list(model.parameters()))
+    exempt = build_optimizer(
+        model, load_config(None, ["optim.wd_exempt_norm_bias=true", f"optim.param_groups={rules}"]).optim
+    )
+    assert all(g["weight_decay"] == 0 for g in exempt.param_groups for p in g["params"] if p.ndim <= 1)
+    with pytest.raises(
+        UserError, match=r"optim.param_groups\[0\].match: 'head.\*' selects no trainable parameter"
+    ):
+        build_optimizer(model, load_config(None, ["optim.param_groups=[{match: head.*, lr_scale: 2}]"]).optim)
 
 
 def test_lookahead_follows_the_model_when_its_tensors_are_replaced():
@@ -241,10 +373,10 @@ def test_lookahead_run_resumes_bit_identical(resumes_bit_identical):
             "train.epochs=3",
             "optim.lookahead=true",
             "optim.lookahead_every=2",
-            "optim.norm_lr_scale=16",
+            "optim.param_groups=[{match: norm, lr_scale: 16, wd_scale: 0.0625}]",
             "train.tta=true",
-            "train.tta_translate=1",
-            "train.whiten_bias_epochs=2",
+            "train.tta_shifts=[[-1, -1], [1, 1]]",
+            "train.freeze=[{match: whiten.bias, start_epoch: 2}]",
         ]
     )  # the resumed third epoch must freeze the bias again
     assert math.isfinite(a.summary["test_acc"])
@@ -502,7 +634,7 @@ def test_eval_of_a_translate_tta_run_reproduces_its_test_accuracy(tmp_path, amp)
             "model.channels=[8,16,16]",
             "train.epochs=1",
             "train.tta=true",
-            "train.tta_translate=1",
+            "train.tta_shifts=[[-1, -1], [1, 1]]",
             "data.val_size=0",
             f"train.amp={amp}",
             f"run.dir={tmp_path / 'r'}",
@@ -511,7 +643,7 @@ def test_eval_of_a_translate_tta_run_reproduces_its_test_accuracy(tmp_path, amp)
     result = run(cfg)
     out = evaluate_command(tmp_path / "r", checkpoint="last")
     saved = json.loads((tmp_path / "r" / "eval_test.json").read_text())
-    assert saved["tta_translate"] == 1 and "6 views" in out["_text"]
+    assert saved["tta_shifts"] == [[-1, -1], [1, 1]] and "6 views" in out["_text"]
     assert saved["precision"] == result.summary["precision"] == ("fp32" if amp == "off" else "bf16 autocast")
     assert saved["acc"] == pytest.approx(result.summary["test_acc"], abs=1e-3)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ class LoadedRun:
     summary: dict[str, Any]
     amp: str = "off"  # the run's train.amp (its evaluation precision)
     tta: bool = False  # the run's train.tta
-    tta_translate: int = 0
+    tta_shifts: list[list[int]] = field(default_factory=list)  # the run's train.tta_shifts
 
     def test_accuracy(self) -> tuple[float, str]:
         """Test accuracy of the loaded checkpoint (not the run's last epoch), evaluated as the run evaluated:
@@ -38,9 +38,7 @@ class LoadedRun:
 
         autocast = autocast_for(self.amp, torch.device("cpu"))
         loader = DeviceLoader(self.data.test, 1000, self.meta["mean"], self.meta["std"])
-        res = evaluate(
-            self.model, loader, tta=self.tta, translate=self.tta_translate if self.tta else 0, autocast=autocast
-        )
+        res = evaluate(self.model, loader, tta=self.tta, shifts=self.tta_shifts, autocast=autocast)
         return res.acc, precision_name(autocast)
 
     def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
@@ -78,7 +76,7 @@ def load_run(target: Path | str, checkpoint: str = "best", data_overrides: list[
         summary,
         cfg.train.amp,
         cfg.train.tta,
-        cfg.train.tta_translate,
+        cfg.train.tta_shifts,
     )
 
 

@@ -21,12 +21,35 @@ from ..errors import UserError
 from ..typedyaml import build, parse_override, read_yaml, set_dotted
 from ..typedyaml import suggest as _suggest
 from .data import AugConfig, DataConfig, MixConfig, ModelConfig
-from .training import EmaConfig, OptimConfig, RunConfig, SchedConfig, TrainConfig
+from .legacy import migrate
+from .training import PARAM_KINDS, EmaConfig, Freeze, OptimConfig, ParamGroup, RunConfig, SchedConfig, TrainConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "recipes"
 # What `reglab train` and `make train` run when no recipe is named (recipes/default.yaml: the most accurate recipe
 # whose whole `make train` fits 10 minutes on a 2-core CPU with bf16 instructions).
 DEFAULT_RECIPE = "default"
+
+__all__ = [
+    "DEFAULT_RECIPE",
+    "PARAM_KINDS",
+    "RECIPES_DIR",
+    "AugConfig",
+    "Config",
+    "DataConfig",
+    "EmaConfig",
+    "Freeze",
+    "MixConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "ParamGroup",
+    "RunConfig",
+    "SchedConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "load_config",
+    "parse_override",
+    "resolve_recipe",
+]
 
 
 @dataclass
@@ -104,7 +127,7 @@ def _budgets(raw: Any, where: str) -> dict[str, dict[str, Any]]:
         try:  # keys and types of every budget, used or not, so a typo shows on the first load
             for key, value in values.items():
                 set_dotted(sub, key, value)
-            build(Config, sub, "")
+            build(Config, migrate(sub), "")
         except UserError as exc:
             raise UserError(f"{where}: budgets.{name}: {exc}") from None
         out[str(name)] = values
@@ -162,7 +185,7 @@ def load_config(
                 set_dotted(tree, key, copy.deepcopy(value))
     for key, value in parsed:
         set_dotted(tree, key, value)
-    cfg = build(Config, tree, "")
+    cfg = build(Config, migrate(tree), "")
     if cfg.run.name is None and name is not None:
         cfg.run.name = name
     return cfg.validate()
@@ -170,4 +193,4 @@ def load_config(
 
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Rebuild a config saved with :meth:`Config.to_dict` (e.g. from a run directory)."""
-    return build(Config, tree, "").validate()
+    return build(Config, migrate(copy.deepcopy(tree)), "").validate()

@@ -48,7 +48,7 @@ class AugConfig:
     crop_pad: int = 4  # random crop after padding by this many pixels; 0 = off
     pad_mode: Literal["zero", "reflect"] = "reflect"
     flip: bool = True  # random horizontal flip, p = 0.5 per sample
-    flip_mode: Literal["random", "alternating"] = "random"  # alternating: airbench's flip every other epoch
+    flip_mode: Literal["random", "alternating"] = "random"  # alternating: each image mirrored every other epoch
     rotation: float = 0.0  # random rotation by an angle uniform in [-deg, deg]; 0 = off
     policy: Optional[Literal["autoaugment", "randaugment", "trivialaugment"]] = None
     ra_num_ops: int = 2  # RandAugment N

@@ -3,10 +3,75 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal, Optional, Union
 
 from ..errors import UserError
 from ..typedyaml import check as _check
+from ..typedyaml import suggest as _suggest
+
+# Kinds of parameter a selector (``match`` of optim.param_groups and train.freeze) names; reglab/train/params.py
+# says which parameters each kind holds. Any other selector is a glob over parameter names (``whiten.*``).
+PARAM_KINDS = ("norm", "bias", "conv", "linear")
+
+
+def check_match(match: Union[str, list[str], None], key: str) -> list[str]:
+    """A ``match`` value as a list of selectors, each a kind of :data:`PARAM_KINDS` or a parameter-name glob
+    (one with a ``.``, ``*``, ``?`` or ``[``, as in ``head.weight`` or ``whiten.*``)."""
+    selectors = [match] if isinstance(match, str) else list(match or [])
+    if not selectors:
+        raise UserError(
+            f"{key} is missing: give a parameter kind ({', '.join(PARAM_KINDS)}) or a parameter-name glob "
+            "(e.g. whiten.bias, head.*), or a list of them."
+        )
+    for sel in selectors:
+        if sel not in PARAM_KINDS and not any(c in sel for c in ".*?["):
+            raise UserError(
+                f"{key}: {sel!r} is neither a parameter kind ({', '.join(PARAM_KINDS)}) nor a parameter-name "
+                f"glob (it has no '.', '*', '?' or '[', e.g. whiten.bias, head.*){_suggest(sel, PARAM_KINDS)}."
+            )
+    return selectors
+
+
+@dataclass
+class ParamGroup:
+    """One entry of ``optim.param_groups``: the trainable parameters ``match`` selects train at ``optim.lr *
+    lr_scale`` with weight decay ``optim.weight_decay * wd_scale``. airbench's bias scaler is ``{match: norm,
+    lr_scale: 64, wd_scale: 0.015625}`` (wd / 64: the same decay per step, lr * wd, as the other weights)."""
+
+    match: Union[str, list[str], None] = None  # a kind (norm, bias, conv, linear), a name glob, or a list of them
+    lr_scale: float = 1.0
+    wd_scale: float = 1.0
+
+    def validate(self, key: str) -> None:
+        check_match(self.match, f"{key}.match")
+        _check(self.lr_scale > 0, f"{key}.lr_scale", self.lr_scale, "must be > 0")
+        _check(self.wd_scale >= 0, f"{key}.wd_scale", self.wd_scale, "must be >= 0")
+
+
+@dataclass
+class Freeze:
+    """One entry of ``train.freeze``: the parameters ``match`` selects get no gradient (so no step, momentum or
+    decay) in epochs ``start_epoch <= e < stop_epoch`` (0-based, as ``mix.*_epoch``) and train in the others.
+    airbench's whitening bias, trained for 3 epochs: ``{match: whiten.bias, start_epoch: 3}``."""
+
+    match: Union[str, list[str], None] = None  # as optim.param_groups' match
+    start_epoch: int = 0
+    stop_epoch: Optional[int] = None  # null: frozen to the end
+
+    def frozen(self, epoch: int) -> bool:
+        """Is the selection frozen in (0-based) ``epoch``?"""
+        return self.start_epoch <= epoch and (self.stop_epoch is None or epoch < self.stop_epoch)
+
+    def validate(self, key: str) -> None:
+        check_match(self.match, f"{key}.match")
+        _check(self.start_epoch >= 0, f"{key}.start_epoch", self.start_epoch, "must be >= 0")
+        if self.stop_epoch is not None:
+            _check(
+                self.stop_epoch > self.start_epoch,
+                f"{key}.stop_epoch",
+                self.stop_epoch,
+                f"must be > start_epoch ({self.start_epoch}), or null (frozen to the end)",
+            )
 
 
 @dataclass
@@ -24,16 +89,17 @@ class TrainConfig:
     )
     compile: bool = False
     compile_mode: Literal["default", "reduce-overhead", "max-autotune"] = "default"  # reduce-overhead: CUDA graphs
-    cuda_graph: bool = False  # CUDA: replay forward+loss+backward as one CUDA graph, no compile (train/graph.py)
+    # EXPERIMENTAL, never run on a GPU yet: replay forward+loss+backward as one CUDA graph (train/graph.py)
+    cuda_graph: bool = False
     cudnn_benchmark: bool = (
         False  # CUDA: time cuDNN's algorithms per shape and keep the fastest (not bit-reproducible)
     )
-    tta: bool = False  # evaluate with horizontal-flip test-time augmentation
-    tta_translate: int = 0  # with tta: also average views shifted by +-k px (airbench's level 2); 0 = off
-    init_images: int = 5000  # training images that set data-dependent inits (fastnet's whitening stem)
-    whiten_bias_epochs: Optional[int] = (
-        None  # fastnet: train the whitening stem's bias this many epochs, then freeze it
-    )
+    tta: bool = False  # test-time augmentation: average each evaluated view with its mirror image
+    # More views, each [dx, dy]: the image seen through a window moved by (dx, dy) px (reflect padding); the
+    # unshifted view weighs 1/2, the shifted ones share the other 1/2. airbench's level 2: [[-1, -1], [1, 1]].
+    tta_shifts: list[list[int]] = field(default_factory=list)
+    init_images: int = 5000  # training images a model's data-dependent init sees (init_from_data: fastnet's stem)
+    freeze: list[Freeze] = field(default_factory=list)  # parameters frozen for some epochs (see Freeze)
     sync_bn: bool = False  # multi-process (torchrun) only: batch-norm statistics over the global batch
 
     def validate(self) -> None:
@@ -45,9 +111,19 @@ class TrainConfig:
         )
         if self.grad_clip is not None:
             _check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "must be > 0 or null")
-        _check(0 <= self.tta_translate <= 4, "train.tta_translate", self.tta_translate, "must be in [0, 4] pixels")
-        if self.tta_translate and not self.tta:
-            raise UserError("train.tta_translate needs train.tta=true (the shifted views are flip-averaged too).")
+        for i, shift in enumerate(self.tta_shifts):
+            _check(
+                len(shift) == 2 and all(-4 <= d <= 4 for d in shift) and any(shift),
+                f"train.tta_shifts[{i}]",
+                shift,
+                "must be [dx, dy], pixels in [-4, 4], not [0, 0] (the unshifted view is always there)",
+            )
+        _check(
+            len({tuple(s) for s in self.tta_shifts}) == len(self.tta_shifts),
+            "train.tta_shifts",
+            self.tta_shifts,
+            "must not repeat a shift",
+        )
         if self.cuda_graph and self.compile:
             raise UserError(
                 "train.cuda_graph and train.compile are both true: add train.compile=false to graph the "
@@ -55,13 +131,8 @@ class TrainConfig:
                 "compiled way to CUDA graphs)."
             )
         _check(self.init_images >= 1, "train.init_images", self.init_images, "must be >= 1")
-        if self.whiten_bias_epochs is not None:
-            _check(
-                self.whiten_bias_epochs >= 0,
-                "train.whiten_bias_epochs",
-                self.whiten_bias_epochs,
-                "must be >= 0 or null (train it throughout)",
-            )
+        for i, rule in enumerate(self.freeze):
+            rule.validate(f"train.freeze[{i}]")
 
 
 @dataclass
@@ -74,16 +145,19 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 5e-4
     wd_exempt_norm_bias: bool = False  # no weight decay on norm weights and biases
-    norm_lr_scale: float = 1.0  # lr x this for norm-layer params (BN shifts), their decay / this (airbench)
-    norm_lr_scale_on: Literal["norm", "norm_and_bias"] = "norm"  # norm_and_bias: every other bias too
-    lookahead: bool = False  # Lookahead with airbench's schedule (reglab/train/lookahead.py)
+    # lr and weight-decay multipliers for the parameters each entry selects (see ParamGroup); the first entry
+    # that selects a parameter sets its scales, the others keep optim.lr and optim.weight_decay.
+    param_groups: list[ParamGroup] = field(default_factory=list)
+    lookahead: bool = False  # Lookahead (Zhang et al. 2019) with airbench's slow-weight decay schedule, any model
     lookahead_every: int = 5  # steps between slow-weight updates
     lookahead_decay: float = 0.7738  # final slow-weight decay (0.95^5); d_t = decay * (t/T)^power
     lookahead_power: float = 3.0
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     eps: Optional[float] = None  # optimizer default when null
     rho: float = 0.9  # Adadelta
-    muon_lr: float = 0.02  # optim.name=muon: lr of the conv filters (Muon); lr/momentum/nesterov above: the rest
+    # Muon's own hyperparameters (optim.name=muon: Muon on every conv filter, SGD with lr/momentum/nesterov above
+    # on the rest, param_groups' scales included; reglab/train/optim.py muon_groups)
+    muon_lr: float = 0.02  # lr of the conv filters
     muon_momentum: float = 0.95  # Nesterov momentum of the Muon update
     muon_ns_steps: int = 5  # Newton-Schulz steps (airbench94_muon: 3)
     muon_normalize: bool = False  # filters rescaled to norm sqrt(out channels) each step (airbench94_muon)
@@ -99,7 +173,8 @@ class OptimConfig:
             self.betas,
             "must be two numbers in [0, 1)",
         )
-        _check(self.norm_lr_scale > 0, "optim.norm_lr_scale", self.norm_lr_scale, "must be > 0")
+        for i, group in enumerate(self.param_groups):
+            group.validate(f"optim.param_groups[{i}]")
         _check(self.lookahead_every >= 1, "optim.lookahead_every", self.lookahead_every, "must be >= 1")
         _check(0 <= self.lookahead_decay < 1, "optim.lookahead_decay", self.lookahead_decay, "must be in [0, 1)")
         _check(self.lookahead_power >= 0, "optim.lookahead_power", self.lookahead_power, "must be >= 0")

@@ -219,13 +219,17 @@ class Run:
 
     def _start_epoch(self) -> Mixer | None:
         """Training mode; under DDP this rank's augmentation, mixing and dropout streams for the epoch
-        (reproducible after a resume); the model's own ``on_epoch_start(epoch)`` hook if it has one (fastnet's
-        whitening-bias freeze). Returns the mixer if mixing is on in this epoch."""
+        (reproducible after a resume); ``train.freeze``'s parameters frozen or not for the epoch; the model's own
+        ``on_epoch_start(epoch)`` hook if it has one. Returns the mixer if mixing is on in this epoch."""
         self.model.train()
         d = self.dist
         if d.enabled:
             self.train_loader.set_epoch(self.epoch)
             torch.manual_seed(distributed.epoch_seed(self.cfg.run.seed, d.rank, self.epoch))
+        frozen = {id(p) for rule, params in self.freeze if rule.frozen(self.epoch) for p in params}
+        for _, params in self.freeze:
+            for p in params:
+                p.requires_grad_(id(p) not in frozen)
         hook = getattr(self.model, "on_epoch_start", None)
         if hook is not None:
             hook(self.epoch)
@@ -286,16 +290,14 @@ class Run:
 
     def evaluate_epoch(self, with_test: bool) -> dict[str, float | None]:
         row: dict[str, float | None] = {}
-        tta = self.cfg.train.tta
+        tta, shifts = self.cfg.train.tta, self.cfg.train.tta_shifts
         targets = [("", self.eval_forward)] + ([("ema_", self.ema.module)] if self.ema else [])
         for prefix, model in targets:
             for split, loader in (("val", self.val_loader), ("test", self.test_loader if with_test else None)):
                 if loader is None:
                     row[f"{prefix}{split}_loss"] = row[f"{prefix}{split}_acc"] = None
                     continue
-                res = evaluate(
-                    model, loader, tta=tta, translate=self.cfg.train.tta_translate, autocast=self.autocast
-                )
+                res = evaluate(model, loader, tta=tta, shifts=shifts, autocast=self.autocast)
                 loss, acc = res.loss, res.acc
                 if self.dist.enabled:  # each rank evaluated its share: combine the sums
                     n = len(loader.labels)
