@@ -110,7 +110,7 @@ def build_components(cfg: Config, device: torch.device, d: Dist) -> Components:
             + (
                 ""
                 if device.type == "cuda"
-                else f" It applies on CUDA only; this run on {device.type} trains eagerly."
+                else f" train.cuda_graph applies on CUDA only: this run on {device.type} trains eagerly."
             ),
             file=sys.stderr,
             flush=True,
