@@ -126,7 +126,7 @@ def test_whiten_bias_trains_for_its_epochs_then_stays_put():
 
 
 def test_freeze_schedule_freezes_and_unfreezes_at_its_epochs():
-    """train.freeze: frozen for start_epoch <= e < stop_epoch, trained before and after; any model, any selector."""
+    """train.freeze: frozen for start_epoch <= e < stop_epoch, trained before and after; any model, any kind."""
     from reglab.train.loop import Run
 
     cfg = load_config(
@@ -325,7 +325,10 @@ def test_param_groups_assign_lr_and_weight_decay_by_first_match():
     """optim.param_groups on a ResNet: each parameter takes the first entry that selects it; the rest keep
     optim.lr / optim.weight_decay; wd_exempt_norm_bias zeroes the decay of 1-D parameters in every group."""
     model = create("resnet8_s2", 10)
-    rules = "[{match: fc.*, lr_scale: 0.5}, {match: [norm, bias], lr_scale: 4, wd_scale: 0.25}, {match: conv, wd_scale: 0}]"
+    rules = (
+        "[{match: fc.*, lr_scale: 0.5}, {match: [norm, bias], lr_scale: 4, wd_scale: 0.25}, "
+        "{match: conv, wd_scale: 0}]"
+    )
     cfg = load_config(None, ["optim.lr=0.1", "optim.weight_decay=1e-3", f"optim.param_groups={rules}"]).optim
     opt = build_optimizer(model, cfg)
     got = {id(p): (g.get("lr", 0.1), g["weight_decay"]) for g in opt.param_groups for p in g["params"]}

@@ -1,14 +1,12 @@
 """Old spellings of keys that became general mechanisms (issue 25), still read: recipes, overrides and the
-config.yaml of runs saved before the change load as they did, with the same results.
+config.yaml of runs saved before the change load as they did, with the same results (bit for bit; with an
+``optim.norm_lr_scale`` other than a power of two, as no recipe had, the weight decay ``wd * (1/s)`` may differ
+from the old ``wd / s`` in its last bit).
 
-=====================================================  ==========================================================
-old                                                    new
-=====================================================  ==========================================================
-``optim.norm_lr_scale: s`` (+ ``norm_lr_scale_on``)     ``optim.param_groups: [{match: norm, lr_scale: s,
-                                                       wd_scale: 1/s}]`` (``norm_and_bias``: ``match: [norm, bias]``)
-``train.whiten_bias_epochs: n``                        ``train.freeze: [{match: whiten.bias, start_epoch: n}]``
-``train.tta_translate: k``                             ``train.tta_shifts: [[-k, -k], [k, k]]``
-=====================================================  ==========================================================
+* ``optim.norm_lr_scale: s`` -> ``optim.param_groups: [{match: norm, lr_scale: s, wd_scale: 1/s}]``
+  (with ``optim.norm_lr_scale_on: norm_and_bias``: ``match: [norm, bias]``); s = 1: no entry;
+* ``train.whiten_bias_epochs: n`` -> ``train.freeze: [{match: whiten.bias, start_epoch: n}]``; null: no entry;
+* ``train.tta_translate: k`` -> ``train.tta_shifts: [[-k, -k], [k, k]]``; 0: none.
 
 :func:`migrate` rewrites a config tree's old keys into the new ones before the tree is checked; an old key given
 together with its replacement is a :class:`~reglab.errors.UserError`.

@@ -1,4 +1,5 @@
-"""The training-side sections of a :class:`~reglab.config.Config`: ``train``, ``optim``, ``sched``, ``ema``, ``run``."""
+"""The training-side sections of a :class:`~reglab.config.Config`: ``train``, ``optim``, ``sched``, ``ema`` and
+``run``, and the entries of ``optim.param_groups`` and ``train.freeze``."""
 
 from __future__ import annotations
 

@@ -4,11 +4,13 @@ confusion matrix."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .distributed import Dist, all_sum
 
 
 @dataclass
@@ -26,7 +28,7 @@ def predict_logits(
     """Logits of the views ``train.tta`` and ``train.tta_shifts`` name: ``m(v)`` is the model's logits of a view,
     with ``tta`` the mean of them and of its mirror image's. Without shifts, ``m(x)``; with n shifts
     ``(dx, dy)``, ``0.5 * m(x) + (0.5 / n) * sum_i m(x_i)``, where ``x_i`` is the image seen through a window
-    moved by ``(dx, dy)`` px (reflect padding). airbench's (Jordan, 2024) six views: tta and shifts (-1,-1), (1,1)."""
+    moved by ``(dx, dy)`` px (reflect padding). airbench's (Jordan, 2024) six views: tta, shifts (-1,-1), (1,1)."""
 
     def mirrored(v: torch.Tensor) -> torch.Tensor:
         out = model(v).float()
@@ -81,6 +83,34 @@ def evaluate(
     if keep:
         result.preds, result.probs = torch.cat(preds), torch.cat(probs)
     return result
+
+
+def evaluate_splits(
+    targets: list[tuple[str, Callable]],
+    loaders: dict[str, Any],
+    dist: Dist,
+    *,
+    tta: bool = False,
+    shifts: Sequence[Sequence[int]] = (),
+    autocast=None,
+) -> dict[str, float | None]:
+    """``{prefix}{split}_loss`` and ``{prefix}{split}_acc`` for every target (a metric-name prefix and a model)
+    and split (a loader; None: not evaluated, None in the row). Under DDP each rank evaluated its own shard and
+    the sums are combined."""
+    row: dict[str, float | None] = {}
+    for prefix, model in targets:
+        for split, loader in loaders.items():
+            if loader is None:
+                row[f"{prefix}{split}_loss"] = row[f"{prefix}{split}_acc"] = None
+                continue
+            res = evaluate(model, loader, tta=tta, shifts=shifts, autocast=autocast)
+            loss, acc = res.loss, res.acc
+            if dist.enabled:
+                n = len(loader.labels)
+                loss_sum, hits, total = all_sum([loss * n, round(acc * n / 100), n], dist)
+                loss, acc = loss_sum / total, 100.0 * hits / total
+            row[f"{prefix}{split}_loss"], row[f"{prefix}{split}_acc"] = loss, acc
+    return row
 
 
 def confusion_matrix(labels: torch.Tensor, preds: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ def param_groups(
     lr: float | None = None,
     rules: list[ParamGroup] = (),
 ) -> list[dict]:
-    """The optimizer's parameter groups (trainable parameters only): one, or more when parameters are treated apart.
+    """The optimizer's parameter groups (of the trainable parameters): one, or more when some are treated apart.
 
     * ``exempt_norm_bias``: no weight decay on the 1-D parameters (norm weights and shifts, conv/linear biases).
     * ``rules`` (``optim.param_groups``): the parameters a rule's ``match`` selects (:mod:`reglab.train.params`)

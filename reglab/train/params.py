@@ -16,7 +16,7 @@ import fnmatch
 import torch
 import torch.nn as nn
 
-from ..config import PARAM_KINDS
+from ..config import PARAM_KINDS, Freeze
 from ..errors import UserError
 
 NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
@@ -36,6 +36,15 @@ def _selected(model: nn.Module, selector: str) -> set[int]:
             if selector == "norm" or name == "weight"
         }
     return {id(p) for name, p in model.named_parameters() if fnmatch.fnmatchcase(name, selector)}
+
+
+def set_frozen(freeze: list[tuple[Freeze, list[torch.Tensor]]], epoch: int) -> None:
+    """``train.freeze`` in (0-based) ``epoch``: each entry's parameters without gradient while any entry that
+    selects them is active, with gradient otherwise (``freeze`` as :mod:`reglab.train.components` builds it)."""
+    frozen = {id(p) for rule, params in freeze if rule.frozen(epoch) for p in params}
+    for _, params in freeze:
+        for p in params:
+            p.requires_grad_(id(p) not in frozen)
 
 
 def select(model: nn.Module, match: str | list[str], key: str) -> list[torch.Tensor]:
