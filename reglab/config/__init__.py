@@ -5,6 +5,9 @@ A :class:`Config` is a tree of dataclasses, one per section (``data``, ``aug``, 
 ``optim.lr=0.05`` or ``model.channels=[32,64,128]`` (values are parsed as YAML), checks every key and
 type, and runs each section's ``validate``. Every mistake becomes one :class:`UserError` that says what is
 wrong and how to fix it. Code past this point may assume a valid config.
+
+The sections live in :mod:`reglab.config.data` (data, aug, mix, model) and :mod:`reglab.config.training` (train,
+optim, sched, ema, run); :mod:`reglab.config.legacy` reads keys renamed since as their replacements.
 """
 
 from __future__ import annotations
