@@ -68,7 +68,7 @@ def first_epoch_excess(run_dir: Path) -> dict:
     """How much longer the first epoch took than the median of the middle ones (the last is left out: it holds
     the final test evaluation): one-time start-up inside the training loop (lazy CUDA/cuDNN initialization,
     a compile), which a timer started after a warm-up run (airbench's) does not see. It also counts the
-    whitening-bias epochs of fastnet recipes (``train.whiten_bias_epochs``, ~4% slower on a CPU), and on the
+    whitening-bias epochs of fastnet recipes (``train.freeze`` of ``whiten.bias``, ~4% slower on a CPU), and on the
     CPU recipes part of it is unexplained. Needs >= 3 epochs."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     times = [float(r["epoch_s"]) for r in rows]

@@ -132,6 +132,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in args) + " or null"
     if origin is list:
         return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return f"a mapping of keys ({', '.join(f.name for f in dataclasses.fields(tp))})"
     return getattr(tp, "__name__", str(tp))
 
 
@@ -170,6 +172,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise bad
         (inner,) = typing.get_args(tp)
         return [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):  # an entry of a list of mappings, e.g. optim.param_groups[0]
+        if not isinstance(value, dict):
+            raise bad
+        return build(tp, value, f"{key}.")
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -8,7 +8,16 @@ import dataclasses
 import pytest
 import yaml
 
-from reglab.config import Config, DataConfig, OptimConfig, config_from_dict, load_config, parse_override
+from reglab.config import (
+    Config,
+    DataConfig,
+    Freeze,
+    OptimConfig,
+    ParamGroup,
+    config_from_dict,
+    load_config,
+    parse_override,
+)
 from reglab.errors import UserError
 
 
@@ -364,11 +373,58 @@ def test_nan_never_passes_validation():
 
 
 def test_bad_fast_options_are_user_errors():
-    with pytest.raises(UserError, match="train.tta_translate needs train.tta"):
-        load_config(None, ["train.tta_translate=1"])
+    with pytest.raises(UserError, match=r"train.tta_shifts\[1\]=\[0, 0\] must be \[dx, dy\]"):
+        load_config(None, ["train.tta_shifts=[[1, 1], [0, 0]]"])
+    with pytest.raises(UserError, match=r"train.tta_shifts\[0\]=\[5, 0\] must be \[dx, dy\], pixels in \[-4, 4\]"):
+        load_config(None, ["train.tta_shifts=[[5, 0]]"])
+    with pytest.raises(UserError, match="train.tta_shifts=.* must not repeat a shift"):
+        load_config(None, ["train.tta_shifts=[[1, 1], [1, 1]]"])
     with pytest.raises(UserError, match="optim.norm_lr_scale"):
         load_config(None, ["optim.norm_lr_scale=0"])
+    with pytest.raises(UserError, match=r"optim.param_groups\[0\].lr_scale=0.0 must be > 0"):
+        load_config(None, ["optim.param_groups=[{match: norm, lr_scale: 0}]"])
+    with pytest.raises(UserError, match=r"optim.param_groups\[0\].wd_scale=-1.0 must be >= 0"):
+        load_config(None, ["optim.param_groups=[{match: norm, wd_scale: -1}]"])
+    with pytest.raises(
+        UserError,
+        match=r"param_groups\[0\].match: 'nrom' is neither a parameter kind .* \(did you mean 'norm'\?\)",
+    ):
+        load_config(None, ["optim.param_groups=[{match: nrom, lr_scale: 2}]"])
+    with pytest.raises(
+        UserError, match=r"unknown config key 'optim.param_groups\[0\].lr_scael' \(did you mean 'lr_scale'\?\)"
+    ):
+        load_config(None, ["optim.param_groups=[{match: norm, lr_scael: 2}]"])
+    with pytest.raises(
+        UserError, match=r"optim.param_groups\[0\]: expected a mapping of keys \(match, lr_scale, wd_scale\)"
+    ):
+        load_config(None, ["optim.param_groups=[norm]"])
+    with pytest.raises(
+        UserError, match="optim.norm_lr_scale is the old spelling of optim.param_groups, and both are set"
+    ):
+        load_config("fast-cpu-85", ["optim.norm_lr_scale=16"])
     with pytest.raises(UserError, match="sched.warmup_start"):
         load_config(None, ["sched.warmup_start=1.5"])
-    with pytest.raises(UserError, match="train.whiten_bias_epochs"):
+    with pytest.raises(UserError, match=r"train.freeze\[0\].start_epoch=-1 must be >= 0"):
         load_config(None, ["train.whiten_bias_epochs=-1"])
+
+
+def test_old_keys_read_as_their_replacements():
+    """Recipes, overrides and saved run configs that use the keys before issue 25 load as the new mechanisms."""
+    old = load_config(
+        None,
+        [
+            "optim.norm_lr_scale=64",
+            "optim.norm_lr_scale_on=norm_and_bias",
+            "train.whiten_bias_epochs=3",
+            "train.tta=true",
+            "train.tta_translate=1",
+        ],
+    )
+    assert old.optim.param_groups == [ParamGroup(match=["norm", "bias"], lr_scale=64.0, wd_scale=1 / 64)]
+    assert old.train.freeze == [Freeze(match="whiten.bias", start_epoch=3)]
+    assert old.train.tta_shifts == [[-1, -1], [1, 1]]
+    saved = load_config("fast-gpu-94").to_dict()
+    saved["optim"].pop("param_groups")
+    saved["optim"]["norm_lr_scale"], saved["optim"]["norm_lr_scale_on"] = 64.0, "norm"
+    assert config_from_dict(saved) == load_config("fast-gpu-94")
+    assert load_config(None, ["optim.norm_lr_scale=1", "train.whiten_bias_epochs=null"]) == load_config(None)

@@ -1,5 +1,6 @@
 """The tests' layout follows the package (tests/README.md): ``tests/<pkg>/test_<module>[_<aspect>].py`` tests
-``reglab/<pkg>/<module>.py``, ``tests/test_<module>[_<aspect>].py`` a top-level ``reglab/<module>.py``,
+``reglab/<pkg>/<module>.py``, ``tests/test_<module>[_<aspect>].py`` a top-level ``reglab/<module>.py`` (or a subpackage's public surface:
+``tests/test_config.py`` for ``reglab/config/``),
 ``tests/benchmarks/test_<script>[_<aspect>].py`` ``benchmarks/<script>.py``; end-to-end tests are in ``tests/e2e/``.
 A module renamed or removed without its tests fails here."""
 
@@ -24,7 +25,10 @@ def mirrored(folder: Path) -> Path:
 
 
 def modules(folder: Path) -> set[str]:
-    return {p.stem.lstrip("_") for p in folder.glob("*.py") if p.stem != "__init__"}
+    """The module names a test file of ``folder`` may name: its modules, and its subpackages (a test of a package's
+    public surface, e.g. tests/test_config.py for reglab/config/)."""
+    files = {p.stem.lstrip("_") for p in folder.glob("*.py") if p.stem != "__init__"}
+    return files | {p.parent.name for p in folder.glob("*/__init__.py")}
 
 
 def _test_files() -> list[Path]:

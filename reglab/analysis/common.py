@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ class LoadedRun:
     summary: dict[str, Any]
     amp: str = "off"  # the run's train.amp (its evaluation precision)
     tta: bool = False  # the run's train.tta
-    tta_translate: int = 0
+    tta_shifts: list[list[int]] = field(default_factory=list)  # the run's train.tta_shifts
     channels_last: bool = True  # the run's train.channels_last (the memory format its evaluation used)
 
     def autocast(self, amp: str | None = None):
@@ -48,9 +48,7 @@ class LoadedRun:
 
         autocast = autocast_for(self.amp, torch.device("cpu"))
         loader = DeviceLoader(self.data.test, 1000, self.meta["mean"], self.meta["std"])
-        res = evaluate(
-            self.model, loader, tta=self.tta, translate=self.tta_translate if self.tta else 0, autocast=autocast
-        )
+        res = evaluate(self.model, loader, tta=self.tta, shifts=self.tta_shifts, autocast=autocast)
         return res.acc, precision_name(autocast)
 
     def normalize(self, images_u8: torch.Tensor) -> torch.Tensor:
@@ -88,7 +86,7 @@ def load_run(target: Path | str, checkpoint: str = "best", data_overrides: list[
         summary,
         cfg.train.amp,
         cfg.train.tta,
-        cfg.train.tta_translate,
+        cfg.train.tta_shifts,
         cfg.train.channels_last,
     )
 

@@ -8,9 +8,8 @@ published descriptions with reglab's components:
   of the covariance ``S = E[p p^T]`` of 2x2 training patches ``p``, scaled to unit variance,
   ``w_i = v_i / sqrt(lambda_i + eps)``, and their negatives (so a GELU after it keeps both signs). Set from the
   training images by :meth:`FastNet.init_from_data`, which the run's builder (:mod:`reglab.train.components`)
-  calls before the first step when a model has it. Its bias is trained, for the first ``whiten_bias_epochs``
-  epochs only when that is set (``train.whiten_bias_epochs``; airbench trains it for 3): :meth:`FastNet.on_epoch_start`,
-  which the training loop calls before every epoch when a model has it, freezes it after them.
+  calls before the first step when a model has it. Its bias (``whiten.bias``) trains; airbench trains it for the
+  first 3 epochs only: ``train.freeze: [{match: whiten.bias, start_epoch: 3}]``.
 * **Groups.** ``conv3x3 -> maxpool 2 -> BN -> GELU -> conv3x3 -> BN -> GELU`` per width in ``channels``
   (``convs`` convs per group), then a max-pool over what is left, a bias-free linear head and a fixed
   ``logit_scale`` (1/9 in airbench; it tempers the logits the head starts with).
@@ -18,7 +17,8 @@ published descriptions with reglab's components:
   PyTorch's default uniform init elsewhere, so the untrained net passes its input through.
 * **Batch norm** without a learnable scale (gamma fixed at 1, as airbench), eps 1e-12, running-stat momentum
   ``bn_momentum`` (torch convention: weight of the new batch; 0.4 = airbench's 0.6 in Keras convention). Pair it
-  with ``optim.norm_lr_scale`` (a large lr for the BN biases) as airbench does.
+  with a large lr for the BN biases (``optim.param_groups: [{match: norm, lr_scale: 64, wd_scale: 0.015625}]``)
+  as airbench does.
 
 Forward FLOPs per image: 0.24 G for the 64/256/256 widths (airbench94's), 0.06 G at 32/128/128.
 """
@@ -113,7 +113,6 @@ class FastNet(nn.Module):
         self.head = nn.Linear(channels[-1], num_classes, bias=False)
         self.logit_scale = logit_scale
         self.whitened = False  # set by init_from_data; until then the stem is PyTorch's random init
-        self.whiten_bias_epochs: int | None = None  # train.whiten_bias_epochs (None: the bias trains throughout)
 
     @torch.no_grad()
     def init_from_data(self, images: torch.Tensor) -> None:
@@ -121,12 +120,6 @@ class FastNet(nn.Module):
         w = patch_whitening(images, self.whiten.kernel_size[0])
         self.whiten.weight.copy_(w.to(self.whiten.weight.device, self.whiten.weight.dtype))
         self.whitened = True
-
-    def on_epoch_start(self, epoch: int) -> None:
-        """Training hook, called before epoch ``epoch`` (0-based): the whitening stem's bias trains in the first
-        ``whiten_bias_epochs`` epochs and is frozen after them (no gradient, so no step, momentum or decay)."""
-        if self.whiten_bias_epochs is not None:
-            self.whiten.bias.requires_grad_(epoch < self.whiten_bias_epochs)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.groups(self.act(self.whiten(x)))

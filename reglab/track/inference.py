@@ -119,12 +119,12 @@ def evaluate_command(
     if run_dir is not None:
         run_cfg = load_run_config(run_dir, list(data_overrides))
         data_cfg = run_cfg.data
+        shifts = run_cfg.train.tta_shifts if tta is not False else []  # --no-tta: the plain network
         tta = run_cfg.train.tta if tta is None else tta
-        translate = run_cfg.train.tta_translate if tta else 0
         amp = run_cfg.train.amp
     else:
         data_cfg = load_config(None, [f"data.dataset={meta.get('dataset') or 'cifar10'}", *data_overrides]).data
-        tta, translate, amp = bool(tta), 0, "auto"
+        tta, shifts, amp = bool(tta), [], "auto"
     autocast = autocast_for(amp, torch.device("cpu"))  # the precision the run's own evaluation had on this CPU
     data = load_splits(data_cfg)
     if data.num_classes != meta["num_classes"]:
@@ -133,14 +133,14 @@ def evaluate_command(
     if chosen is None:
         raise UserError("this run has no validation split (data.val_size=0); evaluate --split test.")
     loader = DeviceLoader(chosen, 1000, meta["mean"], meta["std"])
-    res = evaluate(model, loader, tta=tta, translate=translate, keep=True, autocast=autocast)
+    res = evaluate(model, loader, tta=tta, shifts=shifts, keep=True, autocast=autocast)
     cm = confusion_matrix(chosen.labels, res.preds, data.num_classes)
     per_class = per_class_accuracy(cm)
     out = {
         "checkpoint": str(path),
         "split": split,
         "tta": tta,
-        "tta_translate": translate,
+        "tta_shifts": shifts,
         "images": len(chosen),
         "precision": precision_name(autocast),
         "loss": round(res.loss, 5),
@@ -156,7 +156,9 @@ def evaluate_command(
         cm.numpy(), data.classes, dest / f"confusion_{split}.png", title=f"{split}: {res.acc:.2f}% ({path.name})"
     )
     width = max(len(c) for c in data.classes)
-    views = "" if not tta else f" (flip x +-{translate}px TTA, 6 views)" if translate else " (flip TTA)"
+    n_views = (2 if tta else 1) * (1 + len(shifts))
+    views = f" ({'flip x ' if tta else ''}{1 + len(shifts)} shifts TTA, {n_views} views)" if shifts else ""
+    views = views or (" (flip TTA)" if tta else "")
     lines = [
         f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images{views}"
         f", {precision_name(autocast)}",

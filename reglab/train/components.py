@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 import torch.nn as nn
 
-from ..config import Config
+from ..config import Config, Freeze
 from ..data import DataSplits, DeviceLoader, load_splits
 from ..data.augment import build_transforms
 from ..data.mixing import Mixer, build_mixer
@@ -34,6 +34,7 @@ from .ema import EMA
 from .lookahead import Lookahead
 from .losses import Criterion
 from .optim import build_optimizer, build_scheduler
+from .params import select
 
 
 @dataclass
@@ -60,6 +61,7 @@ class Components:
     criterion: Criterion
     autocast: Callable[[], Any] | None  # a factory of the bf16 autocast context; None: fp32
     precision: str
+    freeze: list[tuple[Freeze, list[torch.Tensor]]]  # train.freeze's entries, each with the parameters it selects
 
 
 def build_components(cfg: Config, device: torch.device, d: Dist) -> Components:
@@ -80,6 +82,7 @@ def build_components(cfg: Config, device: torch.device, d: Dist) -> Components:
     train_loader, val_loader, test_loader = _loaders(cfg, data, device, d)
     mixer = build_mixer(cfg.mix, data.num_classes) if cfg.mix.enabled else None
     steps_per_epoch = len(train_loader)
+    freeze = _freeze(cfg, model, d)
     optimizer = build_optimizer(model, cfg.optim)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     try:
@@ -100,9 +103,15 @@ def build_components(cfg: Config, device: torch.device, d: Dist) -> Components:
         data.num_classes, cfg.train.loss, cfg.train.label_smoothing, cfg.train.smoothing_convention
     )
     autocast = autocast_for(cfg.train.amp, device, cache=not cfg.train.cuda_graph)
-    if cfg.train.cuda_graph and device.type != "cuda" and d.main:
+    if cfg.train.cuda_graph and d.main:
         print(
-            f"note: train.cuda_graph applies on CUDA only; this run on {device.type} trains eagerly.",
+            "warning: train.cuda_graph is experimental: it has never run on a GPU (tests/test_gpu.py waits for "
+            "one); compare its results with train.cuda_graph=false."
+            + (
+                ""
+                if device.type == "cuda"
+                else f" train.cuda_graph applies on CUDA only: this run on {device.type} trains eagerly."
+            ),
             file=sys.stderr,
             flush=True,
         )
@@ -127,6 +136,7 @@ def build_components(cfg: Config, device: torch.device, d: Dist) -> Components:
         criterion=criterion,
         autocast=autocast,
         precision=precision_name(autocast),
+        freeze=freeze,
     )
 
 
@@ -142,23 +152,21 @@ def _check_batch(cfg: Config, train_images: int, d: Dist) -> None:
         )
 
 
-def _model_train_options(cfg: Config, model: nn.Module, d: Dist) -> None:
-    """Refuse train.* options this model or process count does not support; hand the model the one it owns.
+def _freeze(cfg: Config, model: nn.Module, d: Dist) -> list[tuple[Freeze, list[torch.Tensor]]]:
+    """``train.freeze``'s entries with the trainable parameters each selects (before any is frozen); the loop
+    sets their ``requires_grad`` at the start of every epoch."""
+    if cfg.train.freeze and d.enabled:
+        raise UserError(
+            "train.freeze is not supported with several processes (DDP needs the same trained parameters "
+            "every step); set train.freeze=[]."
+        )
+    return [
+        (rule, select(model, rule.match, f"train.freeze[{i}].match")) for i, rule in enumerate(cfg.train.freeze)
+    ]
 
-    ``train.whiten_bias_epochs`` goes to a model with a ``whiten_bias_epochs`` attribute (fastnet), whose
-    ``on_epoch_start`` hook freezes the whitening stem's bias after that many epochs."""
-    if cfg.train.whiten_bias_epochs is not None:
-        if not hasattr(model, "whiten_bias_epochs"):
-            raise UserError(
-                f"train.whiten_bias_epochs applies to fastnet's whitening stem, and model.name="
-                f"{cfg.model.name} has none; set it to null."
-            )
-        if d.enabled:
-            raise UserError(
-                "train.whiten_bias_epochs is not supported with several processes (DDP needs the "
-                "same trained parameters every step); set it to null."
-            )
-        model.whiten_bias_epochs = cfg.train.whiten_bias_epochs
+
+def _model_train_options(cfg: Config, model: nn.Module, d: Dist) -> None:
+    """Refuse train.* options this model or process count does not support."""
     if cfg.train.cuda_graph and d.enabled:
         raise UserError(
             "train.cuda_graph is not supported with several processes (DDP's gradient hooks are not "

@@ -43,8 +43,9 @@ from .checkpoint import run_mismatch
 from .components import build_components
 from .device import rng_state, select_device, set_rng_state
 from .distributed import Dist
-from .evaluate import evaluate
+from .evaluate import evaluate_splits
 from .graph import StepGraph
+from .params import set_frozen
 from .rundir import RunDir, environment
 from .saving import SavePolicy, open_run_dir, plan_run_dir
 
@@ -219,13 +220,14 @@ class Run:
 
     def _start_epoch(self) -> Mixer | None:
         """Training mode; under DDP this rank's augmentation, mixing and dropout streams for the epoch
-        (reproducible after a resume); the model's own ``on_epoch_start(epoch)`` hook if it has one (fastnet's
-        whitening-bias freeze). Returns the mixer if mixing is on in this epoch."""
+        (reproducible after a resume); ``train.freeze``'s parameters frozen or not for the epoch; the model's own
+        ``on_epoch_start(epoch)`` hook if it has one. Returns the mixer if mixing is on in this epoch."""
         self.model.train()
         d = self.dist
         if d.enabled:
             self.train_loader.set_epoch(self.epoch)
             torch.manual_seed(distributed.epoch_seed(self.cfg.run.seed, d.rank, self.epoch))
+        set_frozen(self.freeze, self.epoch)
         hook = getattr(self.model, "on_epoch_start", None)
         if hook is not None:
             hook(self.epoch)
@@ -285,24 +287,11 @@ class Run:
         return improved
 
     def evaluate_epoch(self, with_test: bool) -> dict[str, float | None]:
-        row: dict[str, float | None] = {}
-        tta = self.cfg.train.tta
+        """The row's evaluation: the model (and the EMA) on the validation split and, when due, the test set."""
         targets = [("", self.eval_forward)] + ([("ema_", self.ema.module)] if self.ema else [])
-        for prefix, model in targets:
-            for split, loader in (("val", self.val_loader), ("test", self.test_loader if with_test else None)):
-                if loader is None:
-                    row[f"{prefix}{split}_loss"] = row[f"{prefix}{split}_acc"] = None
-                    continue
-                res = evaluate(
-                    model, loader, tta=tta, translate=self.cfg.train.tta_translate, autocast=self.autocast
-                )
-                loss, acc = res.loss, res.acc
-                if self.dist.enabled:  # each rank evaluated its share: combine the sums
-                    n = len(loader.labels)
-                    loss_sum, hits, total = distributed.all_sum([loss * n, round(acc * n / 100), n], self.dist)
-                    loss, acc = loss_sum / total, 100.0 * hits / total
-                row[f"{prefix}{split}_loss"], row[f"{prefix}{split}_acc"] = loss, acc
-        return row
+        loaders = {"val": self.val_loader, "test": self.test_loader if with_test else None}
+        t = self.cfg.train
+        return evaluate_splits(targets, loaders, self.dist, tta=t.tta, shifts=t.tta_shifts, autocast=self.autocast)
 
     def summary(self, env: dict[str, Any]) -> dict[str, Any]:
         last = self.metrics[-1]

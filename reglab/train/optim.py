@@ -1,4 +1,4 @@
-"""Optimizers (torch.optim) with optional weight-decay exemption, and learning-rate schedules.
+"""Optimizers (torch.optim) with per-parameter-group lr and weight-decay scales, and learning-rate schedules.
 
 Schedules are ``torch.optim.lr_scheduler`` objects stepped once per optimizer step; every epoch-valued
 setting is converted to steps (``epochs * steps_per_epoch``), so step/multistep drops land exactly on epoch
@@ -15,10 +15,9 @@ import torch
 import torch.nn as nn
 from torch.optim import lr_scheduler as lrs
 
-from ..config import OptimConfig, SchedConfig
+from ..config import OptimConfig, ParamGroup, SchedConfig
 from .muon import Muon
-
-_NORMS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+from .params import select
 
 
 def param_groups(
@@ -26,39 +25,38 @@ def param_groups(
     weight_decay: float,
     exempt_norm_bias: bool,
     lr: float | None = None,
-    norm_lr_scale: float = 1.0,
-    scale_biases: bool = False,
+    rules: list[ParamGroup] = (),
 ) -> list[dict]:
-    """The optimizer's parameter groups: one, or more when parameters are treated apart.
+    """The optimizer's parameter groups (of the trainable parameters): one, or more when some are treated apart.
 
     * ``exempt_norm_bias``: no weight decay on the 1-D parameters (norm weights and shifts, conv/linear biases).
-    * ``norm_lr_scale = s``: the parameters of normalization layers (batch/group/layer norm) train at
-      ``lr * s`` with weight decay ``weight_decay / s`` -- the same decay per step, ``lr * wd``, as the other
-      weights (airbench's "bias scaler", Jordan 2024). Other biases (e.g. fastnet's whitening stem) keep ``lr``
-      as in airbench94, or with ``scale_biases`` take the scaled lr too -- all 1-D parameters, as
-      airbench94_muon groups the whitening bias with the BN shifts.
-    """
+    * ``rules`` (``optim.param_groups``): the parameters a rule's ``match`` selects (:mod:`reglab.train.params`)
+      and no earlier rule did train at ``lr * lr_scale`` with weight decay ``weight_decay * wd_scale`` (0 for
+      exempt ones). airbench's "bias scaler" (Jordan 2024) is ``{match: norm, lr_scale: 64, wd_scale: 1/64}``:
+      the BN shifts at 64x the lr with the same decay per step, ``lr * wd``, as the other weights.
+
+    Groups, empty ones left out: the unselected parameters that decay, the unselected exempt ones, then per rule
+    its decaying and its exempt parameters; each in ``model.parameters()`` order."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if not (exempt_norm_bias and weight_decay != 0) and norm_lr_scale == 1.0:
+    if not (exempt_norm_bias and weight_decay != 0) and not rules:
         return [{"params": params, "weight_decay": weight_decay}]
-    scaled = set()
-    if norm_lr_scale != 1.0:
-        scaled = {id(p) for m in model.modules() if isinstance(m, _NORMS) for p in m.parameters(recurse=False)}
-        if scale_biases:
-            scaled |= {id(p) for p in params if p.ndim <= 1}
+    owner: dict[int, int] = {}  # id(param) -> index of the first rule that selects it
+    for i, rule in enumerate(rules):
+        for p in select(model, rule.match, f"optim.param_groups[{i}].match"):
+            owner.setdefault(id(p), i)
     exempt = (lambda p: p.ndim <= 1) if exempt_norm_bias else (lambda p: False)
-    decay = [p for p in params if id(p) not in scaled and not exempt(p)]
-    plain = [p for p in params if id(p) not in scaled and exempt(p)]
-    norm = [p for p in params if id(p) in scaled]
+
+    def members(rule: int | None, exempted: bool) -> list[torch.Tensor]:
+        return [p for p in params if owner.get(id(p)) == rule and exempt(p) == exempted]
+
     groups = [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": plain, "weight_decay": 0.0},
-        {
-            "params": norm,
-            "lr": lr * norm_lr_scale,
-            "weight_decay": 0.0 if exempt_norm_bias else weight_decay / norm_lr_scale,
-        },
+        {"params": members(None, False), "weight_decay": weight_decay},
+        {"params": members(None, True), "weight_decay": 0.0},
     ]
+    for i, rule in enumerate(rules):
+        scaled = {"lr": lr * rule.lr_scale}
+        groups.append({"params": members(i, False), **scaled, "weight_decay": weight_decay * rule.wd_scale})
+        groups.append({"params": members(i, True), **scaled, "weight_decay": 0.0})
     return [g for g in groups if g["params"]]
 
 
@@ -86,14 +84,7 @@ def _fused(cls: type, cuda: bool) -> dict:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    groups = param_groups(
-        model,
-        cfg.weight_decay,
-        cfg.wd_exempt_norm_bias,
-        cfg.lr,
-        cfg.norm_lr_scale,
-        cfg.norm_lr_scale_on == "norm_and_bias",
-    )
+    groups = param_groups(model, cfg.weight_decay, cfg.wd_exempt_norm_bias, cfg.lr, cfg.param_groups)
     eps = {} if cfg.eps is None else {"eps": cfg.eps}
     cuda = next(model.parameters()).is_cuda
     if cfg.name == "muon":

@@ -31,7 +31,9 @@ def vs(monkeypatch):
 
 
 @pytest.mark.parametrize("bf16, dtype", [(True, "bfloat16"), (False, "float")])
-def test_cpu_copy_changes_only_device_precision_and_counts_and_leaves_the_checkout_alone(tmp_path, vs, bf16, dtype):
+def test_cpu_copy_changes_only_device_precision_and_counts_and_leaves_the_checkout_alone(
+    tmp_path, vs, bf16, dtype
+):
     src = tmp_path / "airbench94.py"
     original = "\n".join(AIRBENCH_LINES) + "\n"
     src.write_text(original)

@@ -292,7 +292,7 @@ def test_config_import_is_torch_free_and_validation_does_not_load_torchvision():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# solarize: added through the registry (its entry and class in augment.py, its fields in config.py)
+# solarize: added through the registry (its entry and class in augment.py, its fields in config/data.py)
 
 
 @pytest.mark.parametrize("threshold", [0, 77, 128, 255])

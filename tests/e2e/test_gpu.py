@@ -208,7 +208,13 @@ def deterministic():
 def test_cuda_graph_run_trains_like_the_eager_run(no_tf32, deterministic):
     """fp32, 3 epochs; the stem's bias freezes after epoch 1, so the step is captured twice. Per-epoch training
     loss and the final weights as the eager loop's (the same kernels; rtol for reduction order)."""
-    base = [*SYN, "train.epochs=3", "train.batch_size=256", "train.whiten_bias_epochs=1", "train.amp=off"]
+    base = [
+        *SYN,
+        "train.epochs=3",
+        "train.batch_size=256",
+        "train.freeze=[{match: whiten.bias, start_epoch: 1}]",
+        "train.amp=off",
+    ]
     runs = []
     for graph in (False, True):
         r = Run(load_config("fast-gpu-94", [*base, f"train.cuda_graph={graph}"]), CUDA)

@@ -92,7 +92,7 @@ def test_whiten_bias_trains_for_its_epochs_then_stays_put():
             "model.name=fastnet",
             "model.channels=[8,16,16]",
             "train.epochs=3",
-            "train.whiten_bias_epochs=1",
+            "train.freeze=[{match: whiten.bias, start_epoch: 1}]",
             "optim.weight_decay=0.01",
         ],
     )
@@ -108,5 +108,5 @@ def test_whiten_bias_trains_for_its_epochs_then_stays_put():
     assert not torch.equal(after_one, start)  # trained in epoch 1
     assert torch.equal(r.model.whiten.bias, after_one)  # frozen from epoch 2: no step, no momentum, no decay
     assert not torch.equal(r.model.head.weight, head)  # while the rest trains
-    with pytest.raises(UserError, match="whiten_bias_epochs applies to fastnet"):
+    with pytest.raises(UserError, match=r"train.freeze\[0\].match: 'whiten.bias' selects no trainable parameter"):
         Run(load_config(None, [*SYN, "model.name=resnet8_s2", "train.whiten_bias_epochs=1"]), torch.device("cpu"))

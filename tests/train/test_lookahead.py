@@ -59,10 +59,10 @@ def test_lookahead_run_resumes_bit_identical(resumes_bit_identical):
             "train.epochs=3",
             "optim.lookahead=true",
             "optim.lookahead_every=2",
-            "optim.norm_lr_scale=16",
+            "optim.param_groups=[{match: norm, lr_scale: 16, wd_scale: 0.0625}]",
             "train.tta=true",
-            "train.tta_translate=1",
-            "train.whiten_bias_epochs=2",
+            "train.tta_shifts=[[-1, -1], [1, 1]]",
+            "train.freeze=[{match: whiten.bias, start_epoch: 2}]",
         ]
     )  # the resumed third epoch must freeze the bias again
     assert math.isfinite(a.summary["test_acc"])

@@ -25,7 +25,7 @@ from reglab.train import device as device_mod
 from reglab.train import loop as loop_mod
 from reglab.train import saving as saving_mod
 from reglab.train.checkpoint import load_checkpoint
-from tests.helpers.configs import TINY
+from tests.helpers.configs import SYN, TINY
 
 TIMING = {"epoch_s", "images_per_s", "wall_time_s"}
 
@@ -352,3 +352,33 @@ def test_overwrite_replaces_every_file_of_the_old_run(tmp_path):
     assert not (d / "checkpoints" / "epoch_7.safetensors").exists()
     assert len((d / "metrics.jsonl").read_text().splitlines()) == 1
     assert "old run" not in (d / "metrics.csv").read_text() + (d / "summary.json").read_text()
+
+
+def test_freeze_schedule_freezes_and_unfreezes_at_its_epochs():
+    """train.freeze: frozen for start_epoch <= e < stop_epoch, trained before and after; any model, any kind."""
+    from reglab.train.loop import Run
+
+    cfg = load_config(
+        None,
+        [
+            *SYN,
+            "model.name=resnet8_s2",
+            "train.epochs=4",
+            "train.freeze=[{match: [norm, fc.*], start_epoch: 1, stop_epoch: 3}]",
+        ],
+    )
+    r = Run(cfg, torch.device("cpu"))
+    frozen = [p for _, params in r.freeze for p in params]
+    norms = [p for m in r.model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()]
+    assert {id(p) for p in frozen} == {id(p) for p in norms} | {id(r.model.fc.weight), id(r.model.fc.bias)}
+    seen = []
+    for epoch in range(4):
+        r.epoch = epoch
+        before = [p.detach().clone() for p in frozen]
+        r.train_epoch([])
+        seen.append([torch.equal(b, p) for b, p in zip(before, frozen)])
+    assert [all(s) for s in seen] == [False, True, True, False] and not any(seen[0]) and not any(seen[3])
+    with pytest.raises(UserError, match=r"train.freeze\[0\].stop_epoch=1 must be > start_epoch \(2\)"):
+        load_config(None, ["train.freeze=[{match: norm, start_epoch: 2, stop_epoch: 1}]"])
+    with pytest.raises(UserError, match=r"train.freeze\[0\].match is missing"):
+        load_config(None, ["train.freeze=[{start_epoch: 2}]"])

@@ -86,7 +86,9 @@ def test_muon_on_conv_filters_is_the_reshaped_update_with_normalization():
 
 def test_muon_groups_and_its_sgd_groups_step_as_torch_sgd():
     model = create("fastnet", 10, channels=[8, 16, 16])
-    cfg = load_config(None, [*MUON, "optim.weight_decay=1e-3", "optim.norm_lr_scale=64"]).optim
+    cfg = load_config(
+        None, [*MUON, "optim.weight_decay=1e-3", "optim.param_groups=[{match: norm, lr_scale: 64}]"]
+    ).optim
     opt = build_optimizer(model, cfg)
     *plain, muon = opt.param_groups
     filters = [p for p in model.parameters() if p.ndim == 4 and p.requires_grad]
@@ -119,9 +121,9 @@ def test_muon_run_learns_and_resumes_bit_identical(resumes_bit_identical):
             "model.name=fastnet",
             "model.channels=[8,16,16]",
             "train.epochs=3",
-            "optim.norm_lr_scale=16",
+            "optim.param_groups=[{match: norm, lr_scale: 16, wd_scale: 0.0625}]",
             "sched.name=linear",
-            "train.whiten_bias_epochs=2",
+            "train.freeze=[{match: whiten.bias, start_epoch: 2}]",
         ]
     )
     losses = [row["train_loss"] for row in a.metrics]

@@ -12,6 +12,7 @@ import torch.nn as nn
 from torch.optim import lr_scheduler as lrs
 
 from reglab.config import OptimConfig, SchedConfig, load_config
+from reglab.errors import UserError
 from reglab.models import create
 from reglab.train.optim import build_optimizer, build_scheduler, cosine_cycles_decay, param_groups
 
@@ -204,7 +205,14 @@ def test_onecycle_peaks_at_pct_start_and_refuses_warmup():
 
 def test_norm_lr_scale_keeps_the_decay_per_step():
     model = create("fastnet", 10, channels=[8, 16, 16])
-    cfg = load_config(None, ["optim.lr=0.5", "optim.weight_decay=1e-3", "optim.norm_lr_scale=64"]).optim
+    cfg = load_config(
+        None,
+        [
+            "optim.lr=0.5",
+            "optim.weight_decay=1e-3",
+            "optim.param_groups=[{match: norm, lr_scale: 64, wd_scale: 0.015625}]",
+        ],
+    ).optim
     opt = build_optimizer(model, cfg)
     conv, norm = opt.param_groups
     assert conv["lr"] == 0.5 and norm["lr"] == 32.0
@@ -214,9 +222,7 @@ def test_norm_lr_scale_keeps_the_decay_per_step():
     assert id(model.whiten.bias) in {id(p) for p in conv["params"]}  # like airbench: a bias, not a norm param
     both = build_optimizer(
         model,
-        load_config(
-            None, ["optim.lr=0.5", "optim.norm_lr_scale=64", "optim.norm_lr_scale_on=norm_and_bias"]
-        ).optim,
+        load_config(None, ["optim.lr=0.5", "optim.param_groups=[{match: [norm, bias], lr_scale: 64}]"]).optim,
     )
     weights, scaled = both.param_groups
     assert {id(p) for p in scaled["params"]} == bn_shifts | {id(model.whiten.bias)} and scaled["lr"] == 32.0
@@ -327,3 +333,33 @@ def test_schedules_at_known_steps():
     assert linear[30] == pytest.approx(0.055) and linear[60] == pytest.approx(0.01)
     step = lr_trace(SchedConfig(name="step", step_size=2, gamma=0.5))
     assert (step[19], step[20], step[59]) == pytest.approx((0.1, 0.05, 0.025))
+
+
+def test_param_groups_assign_lr_and_weight_decay_by_first_match():
+    """optim.param_groups on a ResNet: each parameter takes the first entry that selects it; the rest keep
+    optim.lr / optim.weight_decay; wd_exempt_norm_bias zeroes the decay of 1-D parameters in every group."""
+    model = create("resnet8_s2", 10)
+    rules = (
+        "[{match: fc.*, lr_scale: 0.5}, {match: [norm, bias], lr_scale: 4, wd_scale: 0.25}, "
+        "{match: conv, wd_scale: 0}]"
+    )
+    cfg = load_config(None, ["optim.lr=0.1", "optim.weight_decay=1e-3", f"optim.param_groups={rules}"]).optim
+    opt = build_optimizer(model, cfg)
+    got = {id(p): (g.get("lr", 0.1), g["weight_decay"]) for g in opt.param_groups for p in g["params"]}
+    norms = {id(p) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in m.parameters()}
+    for name, p in model.named_parameters():
+        if name.startswith("fc."):
+            assert got[id(p)] == (0.05, 1e-3), name
+        elif id(p) in norms or name.endswith("bias"):
+            assert got[id(p)] == (0.4, 1e-3 * 0.25), name
+        else:
+            assert p.ndim == 4 and got[id(p)] == (0.1, 0.0), name
+    assert len(got) == len(list(model.parameters()))
+    exempt = build_optimizer(
+        model, load_config(None, ["optim.wd_exempt_norm_bias=true", f"optim.param_groups={rules}"]).optim
+    )
+    assert all(g["weight_decay"] == 0 for g in exempt.param_groups for p in g["params"] if p.ndim <= 1)
+    with pytest.raises(
+        UserError, match=r"optim.param_groups\[0\].match: 'head.\*' selects no trainable parameter"
+    ):
+        build_optimizer(model, load_config(None, ["optim.param_groups=[{match: head.*, lr_scale: 2}]"]).optim)
