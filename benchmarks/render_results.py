@@ -138,6 +138,18 @@ TABLES: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
         {},
         {"system": _str, "precision?": _str, "timer": _str, "runs": _posint, "test_acc": _pct, "time_s": _pos},
     ),
+    "time-to-level-vs-airbench": (
+        {"levels": None},
+        {
+            "system": _str,
+            "config": _str,
+            "seed": _int,
+            "test_acc": _pct,
+            "time_s": _pos,
+            "train_loop_s?": _pos,
+            "process_wall_s?": _pos,
+        },
+    ),
     "analysis-rate": (
         {"model": _str, "batch": _posint, "threads": _posint},
         {
@@ -230,7 +242,7 @@ def load_record(path: Path) -> dict:
     if table is not None and (not isinstance(table, str) or table not in TABLES):
         raise RecordError(f"{where}: table: unknown table {table!r} (known: {', '.join(TABLES)}, or null)")
     head, entry = TABLES[table] if table else ({}, {})
-    entries = "runs" if table == "time-to-accuracy" else "rows"
+    entries = "runs" if table in ("time-to-accuracy", "time-to-level-vs-airbench") else "rows"
     spec: dict[str, Check | None] = {**COMMON, **head}
     if entry:
         spec[entries] = None
@@ -266,6 +278,12 @@ def load_record(path: Path) -> dict:
             _fields(item, entry, f"{where}: {entries}[{i}]")
     if table == "time-to-accuracy":
         _check_runs(rec, where)
+    if table == "time-to-level-vs-airbench":
+        levels = rec["levels"]
+        if not isinstance(levels, list) or not levels or not all(_pct(v) for v in levels):
+            raise RecordError(f"{where}: levels: must be a non-empty list of test accuracies (%)")
+        if {r["system"] for r in rec["runs"]} != {"reglab", "airbench94"}:
+            raise RecordError(f"{where}: runs: needs runs of both systems ('reglab' and 'airbench94')")
     for pair in (("img_s", "baseline_img_s"), ("reglab_img_s", "plain_img_s")):
         for i, row in enumerate(rec.get("rows", [])):
             if "ratio" in row and pair[0] in row and pair[1] in row:
@@ -566,7 +584,39 @@ def _seeds_cell(accs: list[float] | None) -> str:
     return f"{statistics.fmean(accs):.2f}{sd} ({', '.join(f'{a:.2f}' for a in accs)}; n = {len(accs)})"
 
 
+def _fastest_to(level: float, runs: list[dict]) -> tuple[str, int, float, float] | None:
+    """(config, n, mean acc, mean time) of the fastest configuration whose mean test accuracy reaches ``level``."""
+    configs: dict[str, list[dict]] = {}
+    for r in runs:
+        configs.setdefault(r["config"], []).append(r)
+    means = [
+        (c, len(rs), _mean([r["test_acc"] for r in rs]), _mean([r["time_s"] for r in rs]))
+        for c, rs in configs.items()
+    ]
+    reached = [m for m in means if m[2] >= level]
+    return min(reached, key=lambda m: m[3]) if reached else None
+
+
+def render_time_to_level(recs: list[dict], ln: Callable[[dict], str]) -> str:
+    """Per level: each system's fastest configuration reaching it (means over its runs) and reglab's time ratio."""
+    rows = []
+    for r in recs:
+        systems = {name: [x for x in r["runs"] if x["system"] == name] for name in ("reglab", "airbench94")}
+        for level in r["levels"]:
+            best = {name: _fastest_to(level, runs) for name, runs in systems.items()}
+            cells = []
+            for name in ("reglab", "airbench94"):
+                b = best[name]
+                cells += [f"{b[0]} (n = {b[1]})", f"{b[2]:.2f}", seconds(b[3])] if b else ["not reached", "—", "—"]
+            ratio = f"{best['reglab'][3] / best['airbench94'][3]:.2f}x" if all(best.values()) else "—"
+            rows.append([f"≥ {level:g}%", *cells, ratio, hardware(r), r["precision"], ln(r)])
+    header = ["test acc.", "reglab: fastest configuration", "acc. (%)", "whole command"]
+    header += ["airbench94 (CPU copy): epochs", "acc. (%)", "its own timer", "reglab / airbench94"]
+    return table([*header, "hardware", "precision", "record"], "lllrlrrrlll", rows)
+
+
 RENDER: dict[str, Callable[[list[dict], Callable[[dict], str]], str]] = {
+    "time-to-level-vs-airbench": render_time_to_level,
     "time-to-accuracy": render_time_to_accuracy,
     "speed-options": render_speed_options,
     "step-vs-plain": render_step_vs_plain,

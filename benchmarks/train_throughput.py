@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 from reglab.config import load_config  # noqa: E402
 from reglab.errors import UserError  # noqa: E402
-from reglab.models import build, count_params, create, forward_gflops  # noqa: E402
+from reglab.models import count_params, create, forward_gflops, model_from_config  # noqa: E402
 from reglab.train.device import autocast_for, cpu_name, precision_name  # noqa: E402
 from reglab.train.loop import Run  # noqa: E402
 
@@ -158,7 +158,11 @@ def make_model(preset: str, args) -> torch.nn.Module:
     """The preset, or with --recipe the recipe's model with the --set overrides (e.g. model.channels=[...]): the
     reglab side's model, for the plain loop and the GFLOPs column."""
     torch.manual_seed(0)
-    return build(load_config(args.recipe, list(args.set)).model, 10) if args.recipe else create(preset, 10)
+    return (
+        model_from_config(load_config(args.recipe, list(args.set)).model, 10)
+        if args.recipe
+        else create(preset, 10)
+    )
 
 
 def bench_preset(preset: str, args) -> dict:

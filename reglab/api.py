@@ -283,7 +283,7 @@ def write_report(
     >>> files = reglab.write_report("runs/studies/seed004_regularizers", "out/report")
     >>> files["html"]
     """
-    from .track.report import write_report as _write
+    from .track.report import write_study_report as _write
 
     paths = [Path(dirs)] if isinstance(dirs, (str, os.PathLike)) else [Path(d) for d in dirs]
     return _write(paths, Path(output), title=title, reference=reference)

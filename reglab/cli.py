@@ -35,10 +35,10 @@ def _data_overrides(args) -> list[str]:
 
 def cmd_data_check(args) -> int:
     from .api import load_config
-    from .data.check import check, format_summary
+    from .data.check import check_dataset, format_summary
 
     cfg = load_config(None, [f"data.dataset={args.dataset}"], data_dir=args.data_dir)
-    summary = check(cfg.data)
+    summary = check_dataset(cfg.data)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
 

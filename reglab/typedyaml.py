@@ -21,7 +21,7 @@ import yaml
 from .errors import UserError
 
 
-def check(ok: bool, key: str, value: Any, rule: str) -> None:
+def require(ok: bool, key: str, value: Any, rule: str) -> None:
     if not ok:
         raise UserError(f"{key}={short(value)} {rule}.")
 
@@ -175,7 +175,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if dataclasses.is_dataclass(tp):  # an entry of a list of mappings, e.g. optim.param_groups[0]
         if not isinstance(value, dict):
             raise bad
-        return build(tp, value, f"{key}.")
+        return dataclass_from_dict(tp, value, f"{key}.")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -209,7 +209,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug, not a user error
 
 
-def build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+def dataclass_from_dict(cls: type, values: dict[str, Any], prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     kwargs = {}
@@ -231,7 +231,7 @@ def build(cls: type, values: dict[str, Any], prefix: str) -> Any:
                 raise UserError(
                     f"{full}: expected a mapping of keys ({', '.join(f.name for f in dataclasses.fields(tp))}), got {short(value)}."
                 )
-            kwargs[key] = build(tp, value, f"{full}.")
+            kwargs[key] = dataclass_from_dict(tp, value, f"{full}.")
         else:
             kwargs[key] = _coerce(value, tp, full)
     return cls(**kwargs)

@@ -298,12 +298,12 @@ def real_splits(real_data_dir, real_arrays):
 
 @pytest.fixture(scope="session")
 def real_check(real_data_dir, real_arrays):
-    """reglab.data.check.check on the real data: SHA256SUMS verification + summary of all 50000/10000 images."""
-    from reglab.data.check import check
+    """reglab.data.check.check_dataset on the real data: SHA256SUMS verification + summary of all 50000/10000 images."""
+    from reglab.data.check import check_dataset
 
     cfg = real_config(real_data_dir)
     with _reuse_arrays(real_arrays, cfg):
-        return check(cfg)
+        return check_dataset(cfg)
 
 
 @pytest.fixture(scope="session")

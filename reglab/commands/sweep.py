@@ -119,9 +119,9 @@ def cmd_sweep(args) -> int:
 
 
 def _report(sweep_dir: Path, method: str) -> int:
-    from ..sweep.report import write_report
+    from ..sweep.report import write_sweep_report
 
-    s = write_report(sweep_dir, method)
+    s = write_sweep_report(sweep_dir, method)
     from ..sweep.report import _summary_lines
 
     print("\n".join(_summary_lines(s)))

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from ..typedyaml import build, parse_override, read_yaml, set_dotted
+from ..typedyaml import dataclass_from_dict, parse_override, read_yaml, set_dotted
 from ..typedyaml import suggest as _suggest
 from .data import AugConfig, DataConfig, MixConfig, ModelConfig
 from .legacy import migrate
@@ -130,7 +130,7 @@ def _budgets(raw: Any, where: str) -> dict[str, dict[str, Any]]:
         try:  # keys and types of every budget, used or not, so a typo shows on the first load
             for key, value in values.items():
                 set_dotted(sub, key, value)
-            build(Config, migrate(sub), "")
+            dataclass_from_dict(Config, migrate(sub), "")
         except UserError as exc:
             raise UserError(f"{where}: budgets.{name}: {exc}") from None
         out[str(name)] = values
@@ -188,7 +188,7 @@ def load_config(
                 set_dotted(tree, key, copy.deepcopy(value))
     for key, value in parsed:
         set_dotted(tree, key, value)
-    cfg = build(Config, migrate(tree), "")
+    cfg = dataclass_from_dict(Config, migrate(tree), "")
     if cfg.run.name is None and name is not None:
         cfg.run.name = name
     return cfg.validate()
@@ -196,4 +196,4 @@ def load_config(
 
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Rebuild a config saved with :meth:`Config.to_dict` (e.g. from a run directory)."""
-    return build(Config, migrate(copy.deepcopy(tree)), "").validate()
+    return dataclass_from_dict(Config, migrate(copy.deepcopy(tree)), "").validate()

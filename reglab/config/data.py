@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from ..errors import UserError
-from ..typedyaml import check as _check
+from ..typedyaml import require
 from ..typedyaml import suggest as _suggest
 
 
@@ -25,14 +25,14 @@ class DataConfig:
     synthetic_classes: int = 10
 
     def validate(self) -> None:
-        _check(
+        require(
             self.val_size >= 0, "data.val_size", self.val_size, "must be >= 0 (0 disables the validation split)"
         )
         if self.train_subset is not None:
-            _check(self.train_subset > 0, "data.train_subset", self.train_subset, "must be > 0 or null")
-        _check(self.synthetic_train > 0, "data.synthetic_train", self.synthetic_train, "must be > 0")
-        _check(self.synthetic_test > 0, "data.synthetic_test", self.synthetic_test, "must be > 0")
-        _check(self.synthetic_classes >= 2, "data.synthetic_classes", self.synthetic_classes, "must be >= 2")
+            require(self.train_subset > 0, "data.train_subset", self.train_subset, "must be > 0 or null")
+        require(self.synthetic_train > 0, "data.synthetic_train", self.synthetic_train, "must be > 0")
+        require(self.synthetic_test > 0, "data.synthetic_test", self.synthetic_test, "must be > 0")
+        require(self.synthetic_classes >= 2, "data.synthetic_classes", self.synthetic_classes, "must be >= 2")
 
 
 def _augmentations():
@@ -66,33 +66,33 @@ class AugConfig:
     order: list[str] = field(default_factory=lambda: [a.name for a in _augmentations()])
 
     def validate(self) -> None:
-        _check(0 <= self.crop_pad <= 16, "aug.crop_pad", self.crop_pad, "must be in [0, 16]")
-        _check(0 <= self.rotation <= 180, "aug.rotation", self.rotation, "must be in [0, 180] degrees")
-        _check(self.ra_num_ops >= 1, "aug.ra_num_ops", self.ra_num_ops, "must be >= 1")
-        _check(0 <= self.ra_magnitude <= 30, "aug.ra_magnitude", self.ra_magnitude, "must be in [0, 30]")
-        _check(
+        require(0 <= self.crop_pad <= 16, "aug.crop_pad", self.crop_pad, "must be in [0, 16]")
+        require(0 <= self.rotation <= 180, "aug.rotation", self.rotation, "must be in [0, 180] degrees")
+        require(self.ra_num_ops >= 1, "aug.ra_num_ops", self.ra_num_ops, "must be >= 1")
+        require(0 <= self.ra_magnitude <= 30, "aug.ra_magnitude", self.ra_magnitude, "must be in [0, 30]")
+        require(
             0 <= self.solarize_p <= 1,
             "aug.solarize_p",
             self.solarize_p,
             "must be a probability in [0, 1] (0 = off)",
         )
-        _check(
+        require(
             0 <= self.solarize_threshold <= 255,
             "aug.solarize_threshold",
             self.solarize_threshold,
             "must be a pixel value in [0, 255] (values >= it are inverted)",
         )
-        _check(self.cutout_holes >= 0, "aug.cutout_holes", self.cutout_holes, "must be >= 0")
-        _check(1 <= self.cutout_size <= 32, "aug.cutout_size", self.cutout_size, "must be in [1, 32]")
-        _check(0 <= self.erasing_p <= 1, "aug.erasing_p", self.erasing_p, "must be a probability in [0, 1]")
+        require(self.cutout_holes >= 0, "aug.cutout_holes", self.cutout_holes, "must be >= 0")
+        require(1 <= self.cutout_size <= 32, "aug.cutout_size", self.cutout_size, "must be in [1, 32]")
+        require(0 <= self.erasing_p <= 1, "aug.erasing_p", self.erasing_p, "must be a probability in [0, 1]")
         lo, hi = (self.erasing_scale + [0, 0])[:2]
-        _check(
+        require(
             len(self.erasing_scale) == 2 and 0 < lo <= hi < 1,
             "aug.erasing_scale",
             self.erasing_scale,
             "must be [lo, hi] with 0 < lo <= hi < 1",
         )
-        _check(
+        require(
             len(self.erasing_ratio) == 2 and 0 < self.erasing_ratio[0] <= self.erasing_ratio[1],
             "aug.erasing_ratio",
             self.erasing_ratio,
@@ -105,7 +105,7 @@ class AugConfig:
                     f"aug.order: unknown augmentation {name!r}{_suggest(name, known)}; "
                     f"use any of {', '.join(known)}."
                 )
-        _check(len(set(self.order)) == len(self.order), "aug.order", self.order, "must not repeat an entry")
+        require(len(set(self.order)) == len(self.order), "aug.order", self.order, "must not repeat an entry")
         left_out = [name for name in self.enabled() if name not in self.order]
         if left_out:
             raise UserError(
@@ -138,15 +138,15 @@ class MixConfig:
         return self.mixup_alpha > 0 or self.cutmix_alpha > 0 or self.lam_x != "beta"
 
     def validate(self) -> None:
-        _check(self.mixup_alpha >= 0, "mix.mixup_alpha", self.mixup_alpha, "must be >= 0 (0 = off)")
-        _check(self.cutmix_alpha >= 0, "mix.cutmix_alpha", self.cutmix_alpha, "must be >= 0 (0 = off)")
+        require(self.mixup_alpha >= 0, "mix.mixup_alpha", self.mixup_alpha, "must be >= 0 (0 = off)")
+        require(self.cutmix_alpha >= 0, "mix.cutmix_alpha", self.cutmix_alpha, "must be >= 0 (0 = off)")
         for key in ("switch_prob", "prob"):
-            _check(
+            require(
                 0 <= getattr(self, key) <= 1, f"mix.{key}", getattr(self, key), "must be a probability in [0, 1]"
             )
         for key in ("lam_x_range", "lam_y_range"):
             r = getattr(self, key)
-            _check(
+            require(
                 len(r) == 2 and 0 <= r[0] <= r[1] <= 1, f"mix.{key}", r, "must be [l1, l2] with 0 <= l1 <= l2 <= 1"
             )
         if self.lam_y == "beta" and self.mixup_alpha <= 0:
@@ -157,9 +157,9 @@ class MixConfig:
             raise UserError(
                 f"decoupled mixing (mix.lam_y={self.lam_y}) with mix.lam_x=beta needs mix.mixup_alpha > 0."
             )
-        _check(self.start_epoch >= 0, "mix.start_epoch", self.start_epoch, "must be >= 0")
+        require(self.start_epoch >= 0, "mix.start_epoch", self.start_epoch, "must be >= 0")
         if self.stop_epoch is not None:
-            _check(
+            require(
                 self.stop_epoch > self.start_epoch, "mix.stop_epoch", self.stop_epoch, "must be > mix.start_epoch"
             )
 
@@ -186,7 +186,7 @@ class ModelConfig:
     bn_dropout: Optional[list[float]] = None  # dropout rates in place of the blocks' batch norms, one per conv
 
     def validate(self) -> None:
-        # model.name is checked against the presets by reglab.models.build (config sits below models).
+        # model.name is checked against the presets by reglab.models.model_from_config (config sits below models).
         if self.blocks is not None and self.channels is not None and len(self.blocks) != len(self.channels):
             raise UserError(
                 f"model.blocks has {len(self.blocks)} stages but model.channels has "
@@ -195,7 +195,7 @@ class ModelConfig:
         for key in ("blocks", "channels"):
             val = getattr(self, key)
             if val is not None:
-                _check(
+                require(
                     len(val) >= 1 and all(v >= 1 for v in val),
                     f"model.{key}",
                     val,
@@ -204,14 +204,14 @@ class ModelConfig:
         for key in ("drop_path", "dropout", "se_ratio"):
             val = getattr(self, key)
             if val is not None:
-                _check(
+                require(
                     0 <= val < 1 if key != "se_ratio" else 0 < val <= 1,
                     f"model.{key}",
                     val,
                     "must be in [0, 1)" if key != "se_ratio" else "must be in (0, 1]",
                 )
         if self.bn_dropout is not None:
-            _check(
+            require(
                 all(0 <= p < 1 for p in self.bn_dropout),
                 "model.bn_dropout",
                 self.bn_dropout,
@@ -220,7 +220,7 @@ class ModelConfig:
         for key in ("kernel_size", "skip_kernel"):
             val = getattr(self, key)
             if val is not None:
-                _check(val >= 1 and val % 2 == 1, f"model.{key}", val, "must be a positive odd integer")
+                require(val >= 1 and val % 2 == 1, f"model.{key}", val, "must be a positive odd integer")
 
     def overrides(self) -> dict[str, Any]:
         """Builder keyword arguments set explicitly (everything but ``name`` that is not None)."""

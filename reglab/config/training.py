@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
 from ..errors import UserError
-from ..typedyaml import check as _check
+from ..typedyaml import require
 from ..typedyaml import suggest as _suggest
 
 # Kinds of parameter a selector (``match`` of optim.param_groups and train.freeze) names; reglab/train/params.py
@@ -45,8 +45,8 @@ class ParamGroup:
 
     def validate(self, key: str) -> None:
         check_match(self.match, f"{key}.match")
-        _check(self.lr_scale > 0, f"{key}.lr_scale", self.lr_scale, "must be > 0")
-        _check(self.wd_scale >= 0, f"{key}.wd_scale", self.wd_scale, "must be >= 0")
+        require(self.lr_scale > 0, f"{key}.lr_scale", self.lr_scale, "must be > 0")
+        require(self.wd_scale >= 0, f"{key}.wd_scale", self.wd_scale, "must be >= 0")
 
 
 @dataclass
@@ -65,9 +65,9 @@ class Freeze:
 
     def validate(self, key: str) -> None:
         check_match(self.match, f"{key}.match")
-        _check(self.start_epoch >= 0, f"{key}.start_epoch", self.start_epoch, "must be >= 0")
+        require(self.start_epoch >= 0, f"{key}.start_epoch", self.start_epoch, "must be >= 0")
         if self.stop_epoch is not None:
-            _check(
+            require(
                 self.stop_epoch > self.start_epoch,
                 f"{key}.stop_epoch",
                 self.stop_epoch,
@@ -104,22 +104,22 @@ class TrainConfig:
     sync_bn: bool = False  # multi-process (torchrun) only: batch-norm statistics over the global batch
 
     def validate(self) -> None:
-        _check(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
-        _check(self.batch_size >= 1, "train.batch_size", self.batch_size, "must be >= 1")
-        _check(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, "must be >= 1")
-        _check(
+        require(self.epochs >= 1, "train.epochs", self.epochs, "must be >= 1")
+        require(self.batch_size >= 1, "train.batch_size", self.batch_size, "must be >= 1")
+        require(self.eval_batch_size >= 1, "train.eval_batch_size", self.eval_batch_size, "must be >= 1")
+        require(
             0.0 <= self.label_smoothing < 1.0, "train.label_smoothing", self.label_smoothing, "must be in [0, 1)"
         )
         if self.grad_clip is not None:
-            _check(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "must be > 0 or null")
+            require(self.grad_clip > 0, "train.grad_clip", self.grad_clip, "must be > 0 or null")
         for i, shift in enumerate(self.tta_shifts):
-            _check(
+            require(
                 len(shift) == 2 and all(-4 <= d <= 4 for d in shift) and any(shift),
                 f"train.tta_shifts[{i}]",
                 shift,
                 "must be [dx, dy], pixels in [-4, 4], not [0, 0] (the unshifted view is always there)",
             )
-        _check(
+        require(
             len({tuple(s) for s in self.tta_shifts}) == len(self.tta_shifts),
             "train.tta_shifts",
             self.tta_shifts,
@@ -131,7 +131,7 @@ class TrainConfig:
                 "eager step, or train.cuda_graph=false (train.compile_mode=reduce-overhead is the "
                 "compiled way to CUDA graphs)."
             )
-        _check(self.init_images >= 1, "train.init_images", self.init_images, "must be >= 1")
+        require(self.init_images >= 1, "train.init_images", self.init_images, "must be >= 1")
         for i, rule in enumerate(self.freeze):
             rule.validate(f"train.freeze[{i}]")
 
@@ -165,10 +165,10 @@ class OptimConfig:
     muon_weight_decay: float = 0.0  # decoupled: W <- W (1 - muon_lr * this)
 
     def validate(self) -> None:
-        _check(self.lr > 0, "optim.lr", self.lr, "must be > 0")
-        _check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "must be in [0, 1)")
-        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
-        _check(
+        require(self.lr > 0, "optim.lr", self.lr, "must be > 0")
+        require(0 <= self.momentum < 1, "optim.momentum", self.momentum, "must be in [0, 1)")
+        require(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
+        require(
             len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
             "optim.betas",
             self.betas,
@@ -176,13 +176,13 @@ class OptimConfig:
         )
         for i, group in enumerate(self.param_groups):
             group.validate(f"optim.param_groups[{i}]")
-        _check(self.lookahead_every >= 1, "optim.lookahead_every", self.lookahead_every, "must be >= 1")
-        _check(0 <= self.lookahead_decay < 1, "optim.lookahead_decay", self.lookahead_decay, "must be in [0, 1)")
-        _check(self.lookahead_power >= 0, "optim.lookahead_power", self.lookahead_power, "must be >= 0")
-        _check(self.muon_lr > 0, "optim.muon_lr", self.muon_lr, "must be > 0")
-        _check(0 <= self.muon_momentum < 1, "optim.muon_momentum", self.muon_momentum, "must be in [0, 1)")
-        _check(1 <= self.muon_ns_steps <= 20, "optim.muon_ns_steps", self.muon_ns_steps, "must be in 1..20")
-        _check(self.muon_weight_decay >= 0, "optim.muon_weight_decay", self.muon_weight_decay, "must be >= 0")
+        require(self.lookahead_every >= 1, "optim.lookahead_every", self.lookahead_every, "must be >= 1")
+        require(0 <= self.lookahead_decay < 1, "optim.lookahead_decay", self.lookahead_decay, "must be in [0, 1)")
+        require(self.lookahead_power >= 0, "optim.lookahead_power", self.lookahead_power, "must be >= 0")
+        require(self.muon_lr > 0, "optim.muon_lr", self.muon_lr, "must be > 0")
+        require(0 <= self.muon_momentum < 1, "optim.muon_momentum", self.muon_momentum, "must be in [0, 1)")
+        require(1 <= self.muon_ns_steps <= 20, "optim.muon_ns_steps", self.muon_ns_steps, "must be in 1..20")
+        require(self.muon_weight_decay >= 0, "optim.muon_weight_decay", self.muon_weight_decay, "must be >= 0")
         if self.nesterov and (self.name not in ("sgd", "muon") or self.momentum == 0):
             raise UserError("optim.nesterov=true needs optim.name=sgd (or muon) and optim.momentum > 0.")
 
@@ -204,18 +204,18 @@ class SchedConfig:
     pct_start: float = 0.25  # onecycle
 
     def validate(self) -> None:
-        _check(self.warmup_epochs >= 0, "sched.warmup_epochs", self.warmup_epochs, "must be >= 0")
+        require(self.warmup_epochs >= 0, "sched.warmup_epochs", self.warmup_epochs, "must be >= 0")
         if self.warmup_start is not None:
-            _check(
+            require(
                 0 < self.warmup_start <= 1, "sched.warmup_start", self.warmup_start, "must be in (0, 1] or null"
             )
-        _check(self.step_size >= 1, "sched.step_size", self.step_size, "must be >= 1")
-        _check(0 < self.gamma <= 1, "sched.gamma", self.gamma, "must be in (0, 1]")
-        _check(self.t0 >= 1, "sched.t0", self.t0, "must be >= 1")
-        _check(self.t_mult >= 1, "sched.t_mult", self.t_mult, "must be >= 1")
-        _check(self.decay_every >= 1, "sched.decay_every", self.decay_every, "must be >= 1")
-        _check(self.min_lr >= 0, "sched.min_lr", self.min_lr, "must be >= 0")
-        _check(0 < self.pct_start < 1, "sched.pct_start", self.pct_start, "must be in (0, 1)")
+        require(self.step_size >= 1, "sched.step_size", self.step_size, "must be >= 1")
+        require(0 < self.gamma <= 1, "sched.gamma", self.gamma, "must be in (0, 1]")
+        require(self.t0 >= 1, "sched.t0", self.t0, "must be >= 1")
+        require(self.t_mult >= 1, "sched.t_mult", self.t_mult, "must be >= 1")
+        require(self.decay_every >= 1, "sched.decay_every", self.decay_every, "must be >= 1")
+        require(self.min_lr >= 0, "sched.min_lr", self.min_lr, "must be >= 0")
+        require(0 < self.pct_start < 1, "sched.pct_start", self.pct_start, "must be in (0, 1)")
 
 
 @dataclass
@@ -226,9 +226,9 @@ class EmaConfig:
     every: int = 1  # update every this many steps
 
     def validate(self) -> None:
-        _check(0 < self.decay < 1, "ema.decay", self.decay, "must be in (0, 1)")
-        _check(self.warmup_steps >= 0, "ema.warmup_steps", self.warmup_steps, "must be >= 0")
-        _check(self.every >= 1, "ema.every", self.every, "must be >= 1")
+        require(0 < self.decay < 1, "ema.decay", self.decay, "must be in (0, 1)")
+        require(self.warmup_steps >= 0, "ema.warmup_steps", self.warmup_steps, "must be >= 0")
+        require(self.every >= 1, "ema.every", self.every, "must be >= 1")
 
 
 @dataclass
@@ -246,17 +246,17 @@ class RunConfig:
     wandb_project: str = "reglab"  # W&B project; offline unless WANDB_MODE=online is set
 
     def validate(self) -> None:
-        _check(0 <= self.seed < 2**32, "run.seed", self.seed, "must be in 0 .. 4294967295 (2^32 - 1)")
+        require(0 <= self.seed < 2**32, "run.seed", self.seed, "must be in 0 .. 4294967295 (2^32 - 1)")
         if self.threads is not None:
-            _check(
+            require(
                 1 <= self.threads <= 1024,
                 "run.threads",
                 self.threads,
                 "must be in 1 .. 1024, or null for torch's default (all cores)",
             )
-        _check(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")
-        _check(self.save_every_s >= 0, "run.save_every_s", self.save_every_s, "must be >= 0 (0: every epoch)")
-        _check(self.eval_test_every >= 1, "run.eval_test_every", self.eval_test_every, "must be >= 1")
+        require(self.checkpoint_every >= 0, "run.checkpoint_every", self.checkpoint_every, "must be >= 0")
+        require(self.save_every_s >= 0, "run.save_every_s", self.save_every_s, "must be >= 0 (0: every epoch)")
+        require(self.eval_test_every >= 1, "run.eval_test_every", self.eval_test_every, "must be >= 1")
         dev = self.device
         if not (dev in ("auto", "cpu", "cuda", "mps") or (dev.startswith("cuda:") and dev[5:].isdigit())):
             raise UserError(f"run.device: {dev!r} is not a device; use auto, cpu, cuda or cuda:N.")

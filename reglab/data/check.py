@@ -34,7 +34,7 @@ def verify_sums(folder: Path) -> tuple[str, list[str]]:
     return "", []
 
 
-def check(cfg: DataConfig) -> dict:
+def check_dataset(cfg: DataConfig) -> dict:
     """Load every split of the dataset (raising UserError on any problem) and return a summary dict."""
     summary: dict = {"dataset": cfg.dataset}
     if cfg.dataset != "synthetic":

@@ -1,7 +1,7 @@
 """CIFAR ResNets: the builder and its named presets."""
 
 from .resnet import CifarResNet, cifar_resnet
-from .zoo import ALIASES, PRESETS, build, count_params, create, describe, forward_gflops, resolve_name
+from .zoo import ALIASES, PRESETS, count_params, create, describe, forward_gflops, model_from_config, resolve_name
 
 __all__ = [
     "CifarResNet",
@@ -9,7 +9,7 @@ __all__ = [
     "PRESETS",
     "ALIASES",
     "resolve_name",
-    "build",
+    "model_from_config",
     "create",
     "count_params",
     "describe",

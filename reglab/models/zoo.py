@@ -15,7 +15,7 @@ work (:data:`ALIASES`), so configs and saved runs that use them load unchanged.
 The comparison models that are not ResNets (reglab/models/others.py) are in :data:`OTHER_MODELS` and, so that
 ``reglab models`` lists them, in :data:`PRESETS` too. Their presets carry an ``arch`` key naming the
 constructor in :data:`ARCHS` (no ``arch``: the ResNet builder). The ResNet builder's config keys (model.blocks,
-model.channels, ...) do not apply to them: :func:`build` refuses them with a :class:`UserError`, except those
+model.channels, ...) do not apply to them: :func:`model_from_config` refuses them with a :class:`UserError`, except those
 in :data:`ARCH_CONFIG_KEYS` (``model.dropout``, dropout before the classifier). :func:`create` accepts any
 keyword of the constructor (e.g. ``growth_rate=4`` for a tiny DenseNet in tests).
 """
@@ -183,7 +183,7 @@ def create(name: str, num_classes: int = 10, **overrides) -> nn.Module:
     return cifar_resnet(blocks, channels, num_classes, **kwargs)
 
 
-def build(cfg: ModelConfig, num_classes: int) -> nn.Module:
+def model_from_config(cfg: ModelConfig, num_classes: int) -> nn.Module:
     """The model a config describes; builder errors, and ResNet-builder keys given to a model that is not a
     CIFAR ResNet, become :class:`UserError`."""
     overrides = cfg.overrides()

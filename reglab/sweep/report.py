@@ -210,7 +210,7 @@ def _fmt(v: Any) -> str:
     return _text(v)
 
 
-def write_report(sweep_dir: Path, method: str = "ped_anova") -> dict[str, Any]:
+def write_sweep_report(sweep_dir: Path, method: str = "ped_anova") -> dict[str, Any]:
     """Analyse the sweep in ``sweep_dir``; write report/; return the numbers (also in report/summary.json)."""
     from . import plots
 

@@ -16,7 +16,7 @@ from .._malloc import tune_malloc
 from ..config import load_config
 from ..data import DeviceLoader, load_splits
 from ..errors import UserError
-from ..models import build
+from ..models import model_from_config
 from ..train.checkpoint import atomic_write_text, load_checkpoint
 from ..train.ckschema import Inference, inference_fields
 from ..train.device import autocast_for, precision_name
@@ -80,7 +80,7 @@ def load_validated(target: Path, which: str = "best", device: str = "cpu") -> tu
     path, _ = resolve_checkpoint(target, which)
     state = load_checkpoint(path, device)
     info = inference_fields(state, path)
-    model = build(info.model, info.num_classes)
+    model = model_from_config(info.model, info.num_classes)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as exc:

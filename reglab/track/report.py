@@ -319,7 +319,7 @@ def config_differences(records: list[RunRecord]) -> list[str]:
     return [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
 
 
-def write_report(
+def write_study_report(
     paths: list[Path], out: Path, title: str | None = None, reference: str | None = None
 ) -> dict[str, Path]:
     """Write the tables, figures and HTML page for the runs under ``paths`` into ``out``. ``reference`` (a

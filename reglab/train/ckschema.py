@@ -22,7 +22,7 @@ import torch
 
 from ..config import ModelConfig
 from ..errors import UserError
-from ..typedyaml import build as build_typed
+from ..typedyaml import dataclass_from_dict
 
 MAX_CLASSES = 100_000
 MAX_NAME = 200  # characters of a class name, dataset or optimizer name
@@ -98,7 +98,7 @@ def _model_config(path: Path, raw: Any) -> ModelConfig:
     if not isinstance(raw, dict):
         raise _fail(path, "meta.model", f"must be a mapping of model options, not {_short(raw)}")
     try:
-        cfg = build_typed(ModelConfig, raw, "meta.model.")
+        cfg = dataclass_from_dict(ModelConfig, raw, "meta.model.")
         cfg.validate()
     except UserError as exc:
         raise _fail(path, "meta.model:", str(exc).rstrip(".")) from None
@@ -132,7 +132,7 @@ def _model_config(path: Path, raw: Any) -> ModelConfig:
 def check_model_tensors(path: Path, cfg: ModelConfig, num_classes: int, weights: Any) -> None:
     """The model ``cfg`` describes, built on the meta device (no memory), must have exactly the names and shapes
     of the checkpoint's model tensors."""
-    from ..models import build
+    from ..models import model_from_config
     from .checkpoint import state_mismatch
 
     if (
@@ -143,7 +143,7 @@ def check_model_tensors(path: Path, cfg: ModelConfig, num_classes: int, weights:
         raise _fail(path, "model", "must be a mapping of parameter names to tensors")
     try:
         with torch.device("meta"):
-            skeleton = build(cfg, num_classes)
+            skeleton = model_from_config(cfg, num_classes)
     except UserError as exc:
         raise _fail(path, "meta.model:", str(exc).rstrip(".")) from None
     except (ValueError, TypeError, RuntimeError, IndexError, ZeroDivisionError) as exc:

@@ -26,7 +26,7 @@ from ..data import DataSplits, DeviceLoader, load_splits
 from ..data.augment import build_transforms
 from ..data.mixing import Mixer, build_mixer
 from ..errors import UserError
-from ..models import build, count_params, forward_gflops
+from ..models import count_params, forward_gflops, model_from_config
 from . import distributed
 from .device import autocast_for, precision_name, seed_everything
 from .distributed import Dist, shard
@@ -70,7 +70,7 @@ def build_components(cfg: Config, device: torch.device, d: Dist) -> Components:
     seed_everything(cfg.run.seed)
     data = load_splits(cfg.data)
     _check_batch(cfg, len(data.train), d)
-    model = build(cfg.model, data.num_classes).to(device)
+    model = model_from_config(cfg.model, data.num_classes).to(device)
     params = count_params(model)
     _model_train_options(cfg, model, d)
     gflops = forward_gflops(model)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from reglab.config import load_config
-from reglab.models import build, count_params, forward_gflops
+from reglab.models import count_params, forward_gflops, model_from_config
 from tests.helpers.processes import run_python
 
 # The benchmark on fast-cpu-85, shortened to a couple of steps per measurement.
@@ -31,10 +31,10 @@ def test_throughput_benchmark_measures_the_model_set_on_the_command_line():
     proc = throughput(*SHORT, "--repeats", "1", "--set", "model.channels=[8,24,16]")
     assert proc.returncode == 0, proc.stderr
     row = next(line for line in proc.stdout.splitlines() if line.startswith("| fastnet ")).strip("| \n").split("|")
-    model = build(load_config("fast-cpu-85", ["model.channels=[8,24,16]"]).model, 10)
+    model = model_from_config(load_config("fast-cpu-85", ["model.channels=[8,24,16]"]).model, 10)
     assert int(row[1].replace(",", "")) == count_params(model)
     assert float(row[2]) == pytest.approx(forward_gflops(model), abs=5e-4)
-    assert forward_gflops(model) < 0.5 * forward_gflops(build(load_config("fast-cpu-85").model, 10))
+    assert forward_gflops(model) < 0.5 * forward_gflops(model_from_config(load_config("fast-cpu-85").model, 10))
 
 
 def test_throughput_benchmark_compares_two_configs_of_a_recipe():

@@ -19,7 +19,7 @@ import torch
 
 from reglab.config import DataConfig
 from reglab.data import channel_stats, cifar, load_splits, stratified_split
-from reglab.data.check import check, format_summary, verify_sums
+from reglab.data.check import check_dataset, format_summary, verify_sums
 from reglab.data.synthetic import make_synthetic
 from reglab.errors import UserError
 
@@ -603,7 +603,7 @@ def test_synthetic_through_load_splits():
     assert s.classes == ["class0", "class1", "class2", "class3"]
     assert (len(s.train), len(s.val), len(s.test)) == (360, 40, 50)
     assert np.bincount(s.val.labels.numpy()).tolist() == [10] * 4
-    summary = check(cfg)
+    summary = check_dataset(cfg)
     assert summary["train"]["images"] == 400 and summary["train"]["per_class"] == [100] * 4
     assert "folder" not in summary
 
@@ -619,7 +619,7 @@ def test_check_verifies_sha256sums(fake_cifar10):
         for n in sorted(os.listdir(folder))
     ]
     (fake_cifar10.root / "SHA256SUMS").write_text("\n".join(lines) + "\n")
-    summary = check(cfg10(fake_cifar10.root))
+    summary = check_dataset(cfg10(fake_cifar10.root))
     assert summary["checksums"].startswith("ok")
     assert summary["train"]["per_class"] == np.bincount(fake_cifar10.train_y, minlength=10).tolist()
     assert summary["test"]["images"] == 30
@@ -632,7 +632,7 @@ def test_check_verifies_sha256sums(fake_cifar10):
     path.write_bytes(bytes(raw))
     assert verify_sums(folder)[1] == ["data_batch_2"]
     with pytest.raises(UserError, match="checksum mismatch for data_batch_2"):
-        check(cfg10(fake_cifar10.root))
+        check_dataset(cfg10(fake_cifar10.root))
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def test_recipe_loads_and_its_model_builds(path):
     assert cfg.run.name == path.stem and cfg.run.budget is None
     assert "budgets" not in cfg.to_dict()
     with torch.device("meta"):
-        model = reglab.models.build(cfg.model, _classes(cfg))
+        model = reglab.models.model_from_config(cfg.model, _classes(cfg))
     assert sum(p.numel() for p in model.parameters()) > 0
 
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from reglab.config import load_config
 from reglab.errors import UserError
-from reglab.models import build, create, forward_gflops
+from reglab.models import create, forward_gflops, model_from_config
 from reglab.models.fastnet import dirac_conv, patch_whitening
 from tests.helpers.configs import SYN
 
@@ -55,10 +55,10 @@ def test_fastnet_presets_shapes_and_flops():
     assert forward_gflops(create("fastnet_half", 10)) == pytest.approx(0.066, abs=0.002)
     assert not m.whiten.weight.requires_grad and m.whiten.bias.requires_grad
     assert all(not bn.weight.requires_grad for bn in m.modules() if isinstance(bn, torch.nn.BatchNorm2d))
-    narrow = build(load_config(None, ["model.name=fastnet", "model.channels=[8,16,16]"]).model, 100)
+    narrow = model_from_config(load_config(None, ["model.name=fastnet", "model.channels=[8,16,16]"]).model, 100)
     assert narrow(torch.randn(1, 3, 32, 32)).shape == (1, 100)
     with pytest.raises(UserError, match="model.blocks"):
-        build(load_config(None, ["model.name=fastnet", "model.blocks=[1,1,1]"]).model, 10)
+        model_from_config(load_config(None, ["model.name=fastnet", "model.blocks=[1,1,1]"]).model, 10)
 
 
 def test_training_sets_the_whitening_stem_from_the_training_images_and_keeps_it_frozen(tmp_path):

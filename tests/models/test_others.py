@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from reglab.config import ModelConfig, load_config
 from reglab.errors import UserError
-from reglab.models import PRESETS, build, count_params, create, describe
+from reglab.models import PRESETS, count_params, create, describe, model_from_config
 from reglab.models.others import VGG, DenseNet, ResNeXt, ResNeXtBlock
 from reglab.models.resnet import Block, CifarResNet
 from reglab.models.zoo import OTHER_MODELS
@@ -176,7 +176,7 @@ def test_constructor_errors():
 )
 def test_resnet_override_on_non_resnet_is_a_user_error(name, key, value):
     with pytest.raises(UserError) as exc:
-        build(ModelConfig(name=name, **{key: value}), 10)
+        model_from_config(ModelConfig(name=name, **{key: value}), 10)
     msg = str(exc.value)
     assert f"model.{key}" in msg and name in msg and "not a CIFAR ResNet" in msg and "model.dropout" in msg
 
@@ -184,26 +184,26 @@ def test_resnet_override_on_non_resnet_is_a_user_error(name, key, value):
 def test_user_error_from_config_overrides():
     cfg = load_config(None, ["model.name=densenet_bc_190_40", "model.blocks=[1,1,1]", "model.act=gelu"])
     with pytest.raises(UserError, match="model.act, model.blocks: ResNet-builder options"):
-        build(cfg.model, 10)
+        model_from_config(cfg.model, 10)
 
 
 @pytest.mark.parametrize("name", sorted(OTHER_MODELS))
 def test_dropout_is_supported(name):
     with torch.device("meta"):
-        model = build(ModelConfig(name=name, dropout=0.3), 100)
+        model = model_from_config(ModelConfig(name=name, dropout=0.3), 100)
     drops = [m for m in model.modules() if isinstance(m, nn.Dropout)]
     assert [d.p for d in drops] == [0.3] and model.head.fc.out_features == 100
 
 
 def test_wrn28_10_takes_builder_overrides():
     with torch.device("meta"):
-        model = build(ModelConfig(name="wrn28_10", blocks=[1, 1, 1], dropout=0.3), 10)
+        model = model_from_config(ModelConfig(name="wrn28_10", blocks=[1, 1, 1], dropout=0.3), 10)
     assert len([m for m in model.modules() if isinstance(m, Block)]) == 3
 
 
 def test_unknown_name_suggests_new_presets():
     with pytest.raises(UserError, match="did you mean 'vgg11_bn'"):
-        build(ModelConfig(name="vgg11"), 10)
+        model_from_config(ModelConfig(name="vgg11"), 10)
 
 
 @pytest.mark.parametrize("name", NEW)

@@ -16,7 +16,7 @@ from torchvision.ops import SqueezeExcitation, StochasticDepth
 
 from reglab.config import ModelConfig, load_config
 from reglab.errors import UserError
-from reglab.models import build, count_params, create
+from reglab.models import count_params, create, model_from_config
 from reglab.models.resnet import Block, PadShortcut
 from tests.helpers.configs import SYNTHETIC_300, TINY_RESNET
 
@@ -243,14 +243,14 @@ def test_bn_dropout_forward_and_train_noise():
 @pytest.mark.parametrize("name, rates, n", [("resnet50", [0.2, 0.5], 3), ("resnet18", [0.1, 0.2, 0.3], 2)])
 def test_bn_dropout_wrong_length_is_a_user_error(name, rates, n):
     with pytest.raises(UserError, match=f"needs {n} rates"):
-        build(ModelConfig(name=name, bn_dropout=rates), 10)
+        model_from_config(ModelConfig(name=name, bn_dropout=rates), 10)
     with pytest.raises(UserError):
-        build(load_config(None, [f"model.name={name}", f"model.bn_dropout={rates}"]).model, 10)
+        model_from_config(load_config(None, [f"model.name={name}", f"model.bn_dropout={rates}"]).model, 10)
 
 
 def test_bn_dropout_with_zero_init_residual():
     try:
-        model = build(
+        model = model_from_config(
             ModelConfig(name="resnet20", channels=[8, 16, 32], bn_dropout=[0.2, 0.5], zero_init_residual=True), 10
         )
     except UserError:
@@ -360,8 +360,10 @@ def test_option_trains_one_epoch(overrides, counted, model_check, tmp_path, monk
 
         monkeypatch.setattr(cls, "__call__", counting)
     models = []
-    real_build = components.build
-    monkeypatch.setattr(components, "build", lambda cfg, k: models.append(real_build(cfg, k)) or models[-1])
+    real_build = components.model_from_config
+    monkeypatch.setattr(
+        components, "model_from_config", lambda cfg, k: models.append(real_build(cfg, k)) or models[-1]
+    )
 
     cfg = load_config(None, BASE + overrides + [f"run.dir={tmp_path / 'run'}"])
     result = loop.run(cfg)

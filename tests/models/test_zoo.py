@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from reglab.config import ModelConfig, load_config
 from reglab.errors import UserError
-from reglab.models import PRESETS, build, cifar_resnet, count_params, create, forward_gflops
+from reglab.models import PRESETS, cifar_resnet, count_params, create, forward_gflops, model_from_config
 from reglab.models.resnet import Block, PadShortcut
 from reglab.models.zoo import ALIASES, COMPACT_PUBLISHED_PARAMS, COMPACT_RESNETS, aliases_of, resolve_name
 
@@ -86,7 +86,7 @@ def test_alias_in_a_config_builds_and_keeps_its_name():
     config keeps the name it was given (run keys and saved configs do not change)."""
     cfg = load_config(None, ["model.name=s002_resnet24", "model.channels=[8,16,32]"])
     assert cfg.model.name == "s002_resnet24"
-    a = build(cfg.model, 10)
+    a = model_from_config(cfg.model, 10)
     b = create("resnet24_b3-5-3_w64", 10, channels=[8, 16, 32])
     assert str(a) == str(b) and count_params(a) == count_params(b)
 
@@ -182,7 +182,7 @@ def test_pool_size_that_does_not_divide_the_map():
     with pytest.raises(ValueError, match="does not divide"):
         cifar_resnet([1, 1, 1], [8, 16, 32], pool_size=3)
     with pytest.raises(UserError, match="does not divide"):
-        build(ModelConfig(name="resnet20", pool_size=3), 10)
+        model_from_config(ModelConfig(name="resnet20", pool_size=3), 10)
 
 
 def test_skip_kernel_3_projection():
@@ -207,7 +207,7 @@ def test_build_from_config_applies_overrides():
     cfg = load_config(
         None, ["model.name=resnet20", "model.channels=[4,8,16]", "model.blocks=[1,1,1]", "model.act=gelu"]
     )
-    model = build(cfg.model, 100)
+    model = model_from_config(cfg.model, 100)
     assert model.fc.out_features == 100 and model.num_features == 16
     assert any(isinstance(m, nn.GELU) for m in model.modules())
     assert any(isinstance(m, PadShortcut) for m in model.modules())  # preset's shortcut kept
@@ -220,14 +220,14 @@ def test_build_from_config_applies_overrides():
 )
 def test_unknown_model_name(name, suggestion):
     with pytest.raises(UserError) as exc:
-        build(ModelConfig(name=name), 10)
+        model_from_config(ModelConfig(name=name), 10)
     msg = str(exc.value)
     assert repr(name) in msg and f"did you mean {suggestion!r}" in msg and "reglab models" in msg
 
 
 def test_unknown_model_without_close_match():
     with pytest.raises(UserError) as exc:
-        build(ModelConfig(name="transformer"), 10)
+        model_from_config(ModelConfig(name="transformer"), 10)
     assert "did you mean" not in str(exc.value)
 
 
@@ -235,7 +235,7 @@ def test_mismatched_blocks_and_channels():
     with pytest.raises(ValueError, match="same length"):
         cifar_resnet([1, 1], [8, 16, 32])
     with pytest.raises(UserError, match="same length"):
-        build(ModelConfig(name="resnet20", blocks=[1, 1]), 10)  # preset has 3 channel entries
+        model_from_config(ModelConfig(name="resnet20", blocks=[1, 1]), 10)  # preset has 3 channel entries
     with pytest.raises(UserError, match="stages"):
         load_config(None, ["model.blocks=[1,1]", "model.channels=[8,16,32]"])
 

@@ -19,7 +19,7 @@ import yaml
 from reglab.cli import main
 from reglab.errors import UserError
 from reglab.study import load_study
-from reglab.track.report import find_run_dirs, load_records, write_report
+from reglab.track.report import find_run_dirs, load_records, write_study_report
 from tests.helpers.configs import STUDY_TINY, write_study
 from tests.helpers.events import EventServer
 
@@ -225,7 +225,7 @@ def finished_study(tmp_path_factory) -> Path:
 
 @pytest.mark.slow  # its fixture finished_study: 33 s on a quiet 2-core machine
 def test_report_tables_group_seeds_with_mean_and_std(finished_study, tmp_path):
-    files = write_report([finished_study], tmp_path / "rep")
+    files = write_study_report([finished_study], tmp_path / "rep")
     records = load_records([finished_study])
     assert len(records) == 4 and {r.group for r in records} == {"erm", "mixup"}
     groups = {g["group"]: g for g in csv.DictReader(files["groups_csv"].open())}
@@ -262,7 +262,7 @@ def test_report_compares_with_the_reference_and_judges_the_claims(finished_study
         },
     ]
     (finished_study / "study.yaml").write_text(yaml.safe_dump(study))
-    files = write_report([finished_study], tmp_path / "rep")
+    files = write_study_report([finished_study], tmp_path / "rep")
     records = load_records([finished_study])
     comparison = list(csv.DictReader(files["comparison_csv"].open()))
     assert [(r["group"], r["reference"], r["pairs"]) for r in comparison] == [("erm", "mixup", "2")]
@@ -312,7 +312,7 @@ def test_report_of_a_subset_study_skips_what_did_not_run(finished_study, tmp_pat
         },
     ]
     (subset / "study.yaml").write_text(yaml.safe_dump(study))
-    files = write_report([subset], tmp_path / "rep")
+    files = write_study_report([subset], tmp_path / "rep")
     assert [r["claim"] for r in csv.DictReader(files["claims_csv"].open())] == ["mixup above chance"]
     assert "mixup beats erm" not in files["markdown"].read_text()
     # `reglab findings` gives the command that reruns just the groups that ran
@@ -332,7 +332,7 @@ def test_report_of_a_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
 def test_html_report_renders_in_headless_chromium(finished_study, tmp_path, chromium):
     from playwright.sync_api import sync_playwright
 
-    files = write_report([finished_study], tmp_path / "rep", title="tiny study")
+    files = write_study_report([finished_study], tmp_path / "rep", title="tiny study")
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
         page = browser.new_page()
