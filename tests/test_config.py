@@ -408,6 +408,29 @@ def test_bad_fast_options_are_user_errors():
         load_config(None, ["train.whiten_bias_epochs=-1"])
 
 
+def test_old_keys_at_their_off_values_give_way_to_the_new_ones():
+    """A saved config.yaml of before the change holds every old key at its "off" value; overriding the new key on
+    it (resume, eval, a sweep's best config) must not count as setting both."""
+    off = [
+        "optim.norm_lr_scale=1",
+        "optim.norm_lr_scale_on=norm",
+        "train.whiten_bias_epochs=null",
+        "train.tta=true",
+    ]
+    cfg = load_config(
+        None,
+        [
+            *off,
+            "train.tta_translate=0",
+            "train.tta_shifts=[[1, 1]]",
+            "optim.param_groups=[{match: bias, lr_scale: 2}]",
+        ],
+    )
+    assert cfg.train.tta_shifts == [[1, 1]] and cfg.optim.param_groups[0].match == "bias"
+    with pytest.raises(UserError, match="train.tta_translate needs train.tta=true"):
+        load_config(None, ["train.tta_translate=1"])
+
+
 def test_old_keys_read_as_their_replacements():
     """Recipes, overrides and saved run configs that use the keys before issue 25 load as the new mechanisms."""
     old = load_config(

@@ -197,3 +197,19 @@ def load_config(
 def config_from_dict(tree: dict[str, Any]) -> Config:
     """Rebuild a config saved with :meth:`Config.to_dict` (e.g. from a run directory)."""
     return dataclass_from_dict(Config, migrate(copy.deepcopy(tree)), "").validate()
+
+
+def current_form(tree: dict[str, Any]) -> dict[str, Any]:
+    """A saved config tree (a run's config.yaml) as the current code reads it: old key spellings rewritten
+    (:mod:`.legacy`), keys added since filled with their defaults. A tree the current code cannot read (a key that
+    no longer exists) comes back merged over the defaults as it is, so comparing it still names the odd keys."""
+    try:
+        return config_from_dict(tree).to_dict()
+    except UserError:
+        return _merge(Config().to_dict(), copy.deepcopy(tree))
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    for k, v in over.items():
+        base[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return base

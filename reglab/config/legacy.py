@@ -18,16 +18,30 @@ from typing import Any
 
 from ..errors import UserError
 
+# The old keys' values that meant "off": a saved config.yaml holds every key, so these are not a setting.
+OFF = {
+    "norm_lr_scale": (None, 1, 1.0),
+    "norm_lr_scale_on": (None, "norm"),
+    "whiten_bias_epochs": (None,),
+    "tta_translate": (None, 0),
+}
+
 
 def _take(section: dict[str, Any], old: list[str], new: str, where: str) -> list[Any] | None:
-    """The old keys' values, removed from ``section``; None if none of them is there."""
+    """The old keys' values, removed from ``section``; None if none of them is there. Both spellings set is an
+    error only when both say something: an old key at its "off" value (every saved config.yaml of before the
+    change has them) or an empty new list (every newer one has it) gives way to the other."""
     if not any(k in section for k in old):
         return None
-    if new in section:
+    values = [section.pop(k, None) for k in old]
+    if all(v in OFF[k] for k, v in zip(old, values)):
+        return None
+    if section.get(new):
+        set_old = next(k for k, v in zip(old, values) if v not in OFF[k])
         raise UserError(
-            f"{where}.{old[0]} is the old spelling of {where}.{new}, and both are set; keep only {where}.{new}."
+            f"{where}.{set_old} is the old spelling of {where}.{new}, and both are set; keep only {where}.{new}."
         )
-    return [section.pop(k, None) for k in old]
+    return values
 
 
 def migrate(tree: dict[str, Any]) -> dict[str, Any]:
@@ -51,5 +65,9 @@ def migrate(tree: dict[str, Any]) -> dict[str, Any]:
         old = _take(train, ["tta_translate"], "tta_shifts", "train")
         if old is not None and old[0]:
             k = old[0]
+            if not train.get("tta"):
+                raise UserError(
+                    "train.tta_translate needs train.tta=true (the shifted views are flip-averaged too)."
+                )
             train["tta_shifts"] = [[-k, -k], [k, k]]
     return tree

@@ -7,7 +7,7 @@ reglab/models/resnet.py: convs without bias before batch norm (except VGG, see :
 (fan-out) conv init, ``forward_features`` -> ``forward_head`` with global average pooling, optional dropout
 before the classifier (``dropout``, the same meaning as ``model.dropout`` for the ResNets).
 
-Named presets (zoo.py) and their parameter counts (10 classes; tests/test_zoo_others.py, docs/models.md):
+Named presets (zoo.py) and their parameter counts (10 classes; tests/models/test_others.py, docs/models.md):
 ``vgg11_bn`` 9,231,114; ``resnext29_8x64d`` 34,426,698; ``densenet_bc_190_40`` 25,624,430.
 """
 

@@ -49,7 +49,7 @@ COMPACT_RESNETS: dict[str, dict] = {
     # The one whose stem (64) is wider than its first stage (32): only so does it have the published count.
     "resnet56_b16-4-4-3_w32": dict(blocks=[16, 4, 4, 3], channels=[32, 64, 128, 256], stem_width=64),
 }
-# Parameter counts (10 classes) the design study publishes for them, checked by tests/test_models.py. All
+# Parameter counts (10 classes) the design study publishes for them, checked by tests/models/test_zoo.py. All
 # match exactly except resnet90_b16-16-12_w32's, which is 928 more than the architecture it describes has
 # (docs/models.md).
 COMPACT_PUBLISHED_PARAMS: dict[str, int] = {

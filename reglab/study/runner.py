@@ -26,7 +26,7 @@ from typing import Callable
 
 import yaml
 
-from ..config import Config
+from ..config import current_form
 from ..errors import UserError
 from ..track.report import flatten_tree
 from ..train.checkpoint import atomic_write_text
@@ -46,8 +46,8 @@ class Outcome:
 def config_mismatch(run_dir: Path, run: StudyRun) -> list[str]:
     """Keys whose value in ``run_dir/config.yaml`` differs from the study's config for ``run``.
 
-    Compared as the current code reads the saved file: a key added to reglab after the run was trained counts as
-    its default (so a new option does not orphan finished studies), and ``aug.order`` is compared over the
+    Compared as the current code reads the saved file (:func:`reglab.config.current_form`): old key spellings
+    read as their replacements, a key added to reglab after the run was trained counts as its default (so a new option does not orphan finished studies), and ``aug.order`` is compared over the
     augmentations the config switches on (the place of one that is off changes nothing)."""
     try:
         saved_tree = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
@@ -55,7 +55,7 @@ def config_mismatch(run_dir: Path, run: StudyRun) -> list[str]:
         return ["config.yaml (unreadable)"]
     if not isinstance(saved_tree, dict):
         return ["config.yaml (not a mapping)"]
-    saved = {**flatten_tree(Config().to_dict()), **flatten_tree(saved_tree)}
+    saved = flatten_tree(current_form(saved_tree))
     wanted = flatten_tree(run.config.to_dict())
     on = set(run.config.aug.enabled())
     for flat in (saved, wanted):

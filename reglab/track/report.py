@@ -30,6 +30,7 @@ from typing import Any
 
 import yaml
 
+from ..config import current_form
 from ..errors import UserError
 from ..train.checkpoint import atomic_write_text
 from . import html as H
@@ -107,6 +108,8 @@ def load_record(path: Path) -> RunRecord:
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"{path / 'config.yaml'} cannot be read: {exc}.") from None
+    if isinstance(config, dict):  # old key spellings as their replacements, so old and new runs compare
+        config = current_form(config)
     metrics: list[dict[str, Any]] = []
     mpath = path / "metrics.jsonl"
     if mpath.is_file():

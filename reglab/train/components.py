@@ -105,7 +105,7 @@ def build_components(cfg: Config, device: torch.device, d: Dist) -> Components:
     autocast = autocast_for(cfg.train.amp, device, cache=not cfg.train.cuda_graph)
     if cfg.train.cuda_graph and d.main:
         print(
-            "warning: train.cuda_graph is experimental: it has never run on a GPU (tests/test_gpu.py waits for "
+            "warning: train.cuda_graph is experimental: it has never run on a GPU (tests/e2e/test_gpu.py waits for "
             "one); compare its results with train.cuda_graph=false."
             + (
                 ""

@@ -19,7 +19,7 @@ Conventions (see docs/reliability.md):
   multi-process run is *not* the same computation as one process with batch ``B``. ``train.sync_bn=true``
   computes the statistics over the global batch (Ioffe & Szegedy 2015 statistics, reduced across ranks):
   :class:`torch.nn.SyncBatchNorm` on CUDA, :class:`SyncBatchNormCPU` below on CPU (torch's needs a GPU).
-  With it the step equals the one-process step within float tolerance (tests/test_ddp.py).
+  With it the step equals the one-process step within float tolerance (tests/e2e/test_ddp.py).
 * Metrics: loss and accuracy sums are all-reduced once per epoch; validation and test sets are split over
   the ranks and their sums reduced, so every rank computes the same metrics row. After each epoch rank 0's
   batch-norm buffers (and EMA) are broadcast, so every rank holds exactly the model rank 0 saves.

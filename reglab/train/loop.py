@@ -18,7 +18,7 @@ after epoch k and resumed ends bit-identical to an uninterrupted one.
 Crash safety: every file is replaced atomically, metrics are written before the checkpoints and ``last`` is
 written last, so whatever moment a process is killed at, ``--resume`` continues from the newest complete
 ``last`` (rows of later epochs in metrics.csv are recomputed) and ends bit-identical to an uninterrupted run
-(tests/test_kill_resume.py). A run killed before its first checkpoint starts again from scratch on
+(tests/e2e/test_kill_resume.py). A run killed before its first checkpoint starts again from scratch on
 ``--resume``. Under ``torchrun`` the same function trains data-parallel (:mod:`reglab.train.distributed`).
 """
 

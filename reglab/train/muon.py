@@ -16,7 +16,7 @@ decay (``torch.optim.sgd.sgd``), so one optimizer, one lr scheduler and one stat
 
 ``torch.optim.Muon`` (torch >= 2.9) implements the same update for 2-D weights only, always in bf16; this one
 takes conv filters (as airbench94_muon does by reshaping) and runs the iteration in fp32 on the CPU, where bf16
-matmuls are 10-15x slower, and in bf16 on CUDA. ``tests/test_fast.py`` checks it against ``torch.optim.Muon``.
+matmuls are 10-15x slower, and in bf16 on CUDA. ``tests/train/test_muon.py`` checks it against ``torch.optim.Muon``.
 """
 
 from __future__ import annotations

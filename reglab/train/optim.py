@@ -16,6 +16,7 @@ import torch.nn as nn
 from torch.optim import lr_scheduler as lrs
 
 from ..config import OptimConfig, ParamGroup, SchedConfig
+from ..errors import UserError
 from .muon import Muon
 from .params import select
 
@@ -64,6 +65,15 @@ def muon_groups(groups: list[dict], cfg: OptimConfig) -> list[dict]:
     """``groups`` without their conv filters (4-D), which go to one Muon group appended last, so group 0 (the
     lr the logs show) stays an SGD group. The linear head, norm shifts and biases stay with SGD, as in
     airbench94_muon and Jordan's advice (Muon for hidden layers)."""
+    for g in groups:
+        if any(p.ndim == 4 for p in g["params"]) and (
+            g.get("lr", cfg.lr) != cfg.lr or g.get("weight_decay", cfg.weight_decay) != cfg.weight_decay
+        ):
+            raise UserError(
+                "optim.param_groups scales conv filters, but optim.name=muon trains every conv filter with Muon "
+                "(optim.muon_lr, optim.muon_weight_decay), so the scales would be ignored: match norm, bias or "
+                "linear parameters only, or set optim.name=sgd."
+            )
     filters = [p for g in groups for p in g["params"] if p.ndim == 4]
     rest = [{**g, "params": [p for p in g["params"] if p.ndim != 4]} for g in groups]
     muon = {

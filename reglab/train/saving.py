@@ -12,7 +12,7 @@ epoch without a validation split) and ``last`` -- ``last`` last, so a kill at an
 ``last`` to resume from. With ``run.save_every_s`` ``best`` and ``last`` are written only when that many seconds
 have passed since the previous write, at the end, and when a callback stops the run; an improvement in between
 is held in memory as a snapshot and written as ``best`` at the next write. The checkpoints are the same as
-every-epoch saving would leave (tests/test_train_engine.py).
+every-epoch saving would leave (tests/train/test_loop.py).
 """
 
 from __future__ import annotations

@@ -140,6 +140,33 @@ def test_runs_saved_before_a_new_option_existed_still_match(tmp_path):
     assert config_mismatch(run_dir, run) == ["aug.order", "optim.lr"]
 
 
+def test_runs_saved_with_the_old_key_spellings_still_match(tmp_path):
+    """A run saved before optim.param_groups / train.freeze / train.tta_shifts holds the old keys (at their "off"
+    values, or set); read as their replacements it is the same config, and its report compares with new runs."""
+    from reglab.study.runner import config_mismatch
+    from reglab.track.report import config_differences, load_record
+
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": []})
+    (run,) = load_study(spec).runs
+    old = run.config.to_dict()
+    for key in ("param_groups",):
+        del old["optim"][key]
+    del old["train"]["freeze"], old["train"]["tta_shifts"]
+    old["optim"].update(norm_lr_scale=1.0, norm_lr_scale_on="norm")
+    old["train"].update(whiten_bias_epochs=None, tta_translate=0)
+    run_dir = tmp_path / "old"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(old))
+    assert config_mismatch(run_dir, run) == []
+    new_dir = tmp_path / "new"
+    new_dir.mkdir()
+    (new_dir / "config.yaml").write_text(yaml.safe_dump(run.config.to_dict()))
+    assert config_differences([load_record(run_dir), load_record(new_dir)]) == []
+    old["optim"]["norm_lr_scale"] = 64.0  # a scale that was on is a real difference, named by its new key
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(old))
+    assert config_mismatch(run_dir, run) == ["optim.param_groups"]
+
+
 @pytest.mark.slow  # 22 s on a quiet 2-core machine
 def test_failing_run_is_reported_and_the_others_finish(tmp_path, capsys):
     spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"ok": [], "diverges": ["optim.lr=1e12"]})

@@ -363,3 +363,13 @@ def test_param_groups_assign_lr_and_weight_decay_by_first_match():
         UserError, match=r"optim.param_groups\[0\].match: 'head.\*' selects no trainable parameter"
     ):
         build_optimizer(model, load_config(None, ["optim.param_groups=[{match: head.*, lr_scale: 2}]"]).optim)
+
+
+def test_muon_refuses_param_group_scales_on_conv_filters():
+    """Muon trains every conv filter with its own lr and decay, so a param_groups rule that scales filters would
+    be ignored: refused, naming the fix; rules on norm/bias parameters stay (the Muon recipes use them)."""
+    model = create("fastnet", 10, channels=[8, 16, 16])
+    with pytest.raises(UserError, match="optim.param_groups scales conv filters, but optim.name=muon"):
+        build_optimizer(model, load_config("default", ["optim.param_groups=[{match: conv, lr_scale: 0.5}]"]).optim)
+    opt = build_optimizer(model, load_config("default").optim)
+    assert sum(p.ndim == 4 for g in opt.param_groups if g.get("muon") for p in g["params"]) > 0
