@@ -369,9 +369,7 @@ def test_sweep_slurm_flags_need_the_slurm_launcher(tmp_path, capsys):
 
 @CLUSTER
 def test_sweep_workers_on_slurm_share_one_storage(slurm_cluster, tmp_path, capsys):
-    from test_sweep import TINY as SWEEP_TINY
-
-    from tests.helpers.configs import write_sweep
+    from tests.helpers.configs import SWEEP_TINY, write_sweep
 
     spec = write_sweep(tmp_path / "sw.yaml", trials=3, overrides=[*SWEEP_TINY, "train.epochs=1"])
     out = tmp_path / "sweep"
