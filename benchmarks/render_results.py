@@ -411,13 +411,17 @@ def render_time_to_accuracy(recs: list[dict], ln: Callable[[dict], str]) -> str:
     return table([*header, "record"], "lllrllll", rows)
 
 
+def _ratios_cell(row: dict) -> str:
+    """A row's per-pair ratios as the tables show them ("0.79, 0.36, 0.60"), or its note, or a dash."""
+    ratios = row.get("pair_ratios", "—")
+    return ", ".join(f"{v:.2f}" for v in ratios) if isinstance(ratios, list) else ratios
+
+
 def render_speed_options(recs: list[dict], ln: Callable[[dict], str]) -> str:
     rows = []
     for r in recs:
         for x in r["rows"]:
-            ratios = x.get("pair_ratios", "—")
-            if isinstance(ratios, list):
-                ratios = ", ".join(f"{v:.2f}" for v in ratios)
+            ratios = _ratios_cell(x)
             rows.append(
                 [
                     f"`{r['option']}` vs `{r['baseline']}`",
@@ -533,9 +537,7 @@ def render_analysis_rate(recs: list[dict], ln: Callable[[dict], str]) -> str:
     rows = []
     for r in recs:
         for x in r["rows"]:
-            ratios = x.get("pair_ratios", "—")
-            if isinstance(ratios, list):
-                ratios = ", ".join(f"{v:.2f}" for v in ratios)
+            ratios = _ratios_cell(x)
             cpu = f"{x['cpu_time_ratio']:.2f}" if "cpu_time_ratio" in x else "—"
             rows.append(
                 [

@@ -97,16 +97,7 @@ BASE = 0.1
 
 def lr_trace(sched: SchedConfig, epochs: int = 6, spe: int = SPE, base: float = BASE) -> list[float]:
     """lr used at each optimizer step 0 .. epochs*spe-1, plus the lr after the last step."""
-    p = nn.Parameter(torch.zeros(1))
-    opt = torch.optim.SGD([p], lr=base, momentum=0.9)
-    s = build_scheduler(opt, sched, epochs, spe, base)
-    out = []
-    for _ in range(epochs * spe):
-        out.append(opt.param_groups[0]["lr"])
-        opt.step()
-        s.step()
-    out.append(opt.param_groups[0]["lr"])
-    return out
+    return torch_trace(lambda opt: build_scheduler(opt, sched, epochs, spe, base), epochs, spe, base)
 
 
 @pytest.mark.parametrize(
