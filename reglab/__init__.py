@@ -21,6 +21,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first access)
 _LAZY = {
     "load_config": "reglab.api",
+    "default_recipe": "reglab.api",
     "load_run_config": "reglab.api",
     "fit": "reglab.api",
     "read_metrics": "reglab.api",

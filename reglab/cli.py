@@ -59,9 +59,22 @@ def cmd_models(args) -> int:
     return 0
 
 
+def _recipe_or_default(recipe: str | None, overrides: list[str], data_dir: str | None, say: bool = False) -> str:
+    """The named recipe, or the default for this machine's precision (``reglab.default_recipe``)."""
+    if recipe is not None:
+        return recipe
+    from .api import default_recipe
+    from .config import DEFAULT_FP32_RECIPE
+
+    chosen = default_recipe(overrides, data_dir=data_dir)
+    if say and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 says it once
+        why = "train.amp gives fp32 here" if chosen == DEFAULT_FP32_RECIPE else "bf16 autocast here"
+        print(f"no recipe named: recipes/{chosen}.yaml ({why}; name a recipe to choose another)", file=sys.stderr)
+    return chosen
+
+
 def cmd_train(args) -> int:
     from .api import fit, load_config, load_run_config
-    from .config import DEFAULT_RECIPE
 
     recipe, overrides = _recipe_and_overrides(args.items)
     if args.resume:
@@ -72,7 +85,8 @@ def cmd_train(args) -> int:
             )
         cfg = load_run_config(args.resume, overrides, data_dir=args.data_dir)
     else:
-        cfg = load_config(recipe or DEFAULT_RECIPE, overrides, data_dir=args.data_dir)
+        recipe = _recipe_or_default(recipe, overrides, args.data_dir, say=True)
+        cfg = load_config(recipe, overrides, data_dir=args.data_dir)
     result = fit(
         cfg, resume=bool(args.resume), overwrite=args.overwrite, progress="lines" if args.quiet else "bar"
     )
@@ -125,20 +139,19 @@ def cmd_predict(args) -> int:
 
 def cmd_config(args) -> int:
     from .api import load_config
-    from .config import DEFAULT_RECIPE
 
     recipe, overrides = _recipe_and_overrides(args.items)
-    print(load_config(recipe or DEFAULT_RECIPE, overrides).to_yaml(), end="")
+    print(load_config(_recipe_or_default(recipe, overrides, None), overrides).to_yaml(), end="")
     return 0
 
 
 def cmd_augment_preview(args) -> int:
     from .api import load_config
-    from .config import DEFAULT_RECIPE
     from .track.preview import preview
 
     recipe, overrides = _recipe_and_overrides(args.items)
-    cfg = load_config(recipe or DEFAULT_RECIPE, overrides, data_dir=args.data_dir)
+    recipe = _recipe_or_default(recipe, overrides, args.data_dir)
+    cfg = load_config(recipe, overrides, data_dir=args.data_dir)
     if args.n < 1:
         raise UserError(f"-n must be >= 1, got {args.n}.")
     out = preview(cfg, Path(args.output), n=args.n, seed=args.seed)

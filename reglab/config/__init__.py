@@ -28,11 +28,14 @@ from .legacy import migrate
 from .training import PARAM_KINDS, EmaConfig, Freeze, OptimConfig, ParamGroup, RunConfig, SchedConfig, TrainConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "recipes"
-# What `reglab train` and `make train` run when no recipe is named (recipes/default.yaml: the most accurate recipe
-# whose whole `make train` fits 10 minutes on a 2-core CPU with bf16 instructions).
+# What `reglab train` and `make train` run when no recipe is named: the most accurate recipe whose whole `make train`
+# fits 10 minutes on a 2-core CPU, one per precision `train.amp=auto` gives there (reglab.api.default_recipe picks):
+# recipes/default.yaml where it is bf16 autocast (AVX512-BF16 / AMX CPUs, Ampere+ GPUs), default-fp32.yaml elsewhere.
 DEFAULT_RECIPE = "default"
+DEFAULT_FP32_RECIPE = "default-fp32"
 
 __all__ = [
+    "DEFAULT_FP32_RECIPE",
     "DEFAULT_RECIPE",
     "PARAM_KINDS",
     "RECIPES_DIR",

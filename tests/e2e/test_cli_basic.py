@@ -155,17 +155,38 @@ def test_every_help_page_renders():
         assert parser.format_help().startswith("usage:"), path
 
 
-def test_no_recipe_means_the_default_recipe(capsys):
-    """`reglab train` / `reglab config` without a recipe use recipes/default.yaml (what `make train` runs); studies,
-    sweeps and `load_config(None)` are unaffected."""
+@pytest.mark.parametrize(
+    "flags, overrides, expected",
+    [
+        ({"avx2", "avx512_bf16"}, [], "default"),  # AMD Zen 4/5, Intel Cooper Lake
+        ({"avx2", "amx_bf16"}, [], "default"),  # Intel Sapphire Rapids and later
+        ({"avx2", "avx512f"}, [], "default-fp32"),  # AVX-512 without bf16: train.amp=auto is fp32
+        ({"avx2"}, [], "default-fp32"),
+        ({"avx2", "avx512_bf16"}, ["train.amp=off"], "default-fp32"),  # an explicit precision decides too
+        ({"avx2"}, ["train.amp=bf16"], "default"),
+    ],
+)
+def test_no_recipe_means_the_default_for_this_machines_precision(monkeypatch, capsys, flags, overrides, expected):
+    """`reglab train` / `reglab config` without a recipe use recipes/default.yaml where train.amp gives bf16
+    autocast, recipes/default-fp32.yaml where it gives fp32 (what `make train` runs); `train` says which."""
+    import torch
     import yaml
 
-    from reglab.cli import main
-    from reglab.config import DEFAULT_RECIPE, resolve_recipe
+    import reglab
+    from reglab.cli import _recipe_or_default, main
+    from reglab.config import resolve_recipe
+    from reglab.train import device as device_mod
 
-    assert main(["config"]) == 0
+    monkeypatch.setattr(device_mod, "_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert reglab.default_recipe(overrides) == expected
+    assert main(["config", *overrides]) == 0
     shown = yaml.safe_load(capsys.readouterr().out)
-    assert main(["config", DEFAULT_RECIPE]) == 0
+    assert main(["config", expected, *overrides]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == shown
-    recipe = yaml.safe_load(resolve_recipe(DEFAULT_RECIPE).read_text())
-    assert shown["model"]["name"] == recipe["model"]["name"] and shown["run"]["name"] == DEFAULT_RECIPE
+    recipe = yaml.safe_load(resolve_recipe(expected).read_text())
+    assert shown["model"] == {**shown["model"], **recipe["model"]} and shown["run"]["name"] == expected
+    assert _recipe_or_default(None, overrides, None, say=True) == expected
+    assert f"no recipe named: recipes/{expected}.yaml" in capsys.readouterr().err
+    assert _recipe_or_default("quick", overrides, None, say=True) == "quick"  # a named recipe is kept, silently
+    assert capsys.readouterr().err == ""

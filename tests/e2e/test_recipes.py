@@ -18,6 +18,7 @@ BUDGETED = [p for p in RECIPES if "budgets" in (yaml.safe_load(p.read_text()) or
 WITHOUT_BUDGETS = {
     "quick",
     "default",
+    "default-fp32",
     "fast-cpu-85",
     "fast-cpu-93",
     "fast-cpu-93-muon",
