@@ -17,8 +17,8 @@ import time
 import torch
 
 from reglab.config import load_config
-from reglab.data import DeviceLoader, load_splits
-from reglab.data.augment import build_transforms
+from reglab.data import load_splits
+from reglab.data.augment import training_loader
 from reglab.data.mixing import build_mixer
 
 CONFIGS = {
@@ -41,18 +41,7 @@ CONFIGS = {
 
 def epoch_seconds(data, overrides: list[str], batch: int) -> float:
     cfg = load_config(None, overrides)
-    raw, normalized = build_transforms(cfg.aug)
-    loader = DeviceLoader(
-        data.train,
-        batch,
-        data.mean,
-        data.std,
-        shuffle=True,
-        drop_last=True,
-        uint8_transforms=raw,
-        float_transforms=normalized,
-        channels_last=True,
-    )
+    loader = training_loader(data, cfg.aug, batch, channels_last=True)
     mixer = build_mixer(cfg.mix, data.num_classes) if cfg.mix.enabled else None
     t0 = time.perf_counter()
     for x, y in loader:

@@ -28,7 +28,7 @@ configuration whose mean accuracy reaches it, and the ratio of reglab's whole-co
 timer (training + TTA, without its data loading, per-epoch evaluations and process start-up: the comparison
 favours airbench). Choosing the epoch count by test accuracy is what a time-to-accuracy benchmark does for both
 systems alike; no reglab setting is chosen here. ``--plot`` draws accuracy against time; ``--replot JSON``
-redraws a finished run::
+redraws a finished run (or, from its ``-o FILE.partial``, the runs of one cut short)::
 
     git clone https://github.com/KellerJordan/cifar10-airbench /tmp/airbench   # commit f1c599c
     .venv/bin/python benchmarks/vs_airbench.py --cpu --airbench /tmp/airbench --data-dir ../shared/data \
@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -149,6 +150,27 @@ CPU_REGLAB = (
     "default train.epochs=6",
     "default",
 )
+TIMERS = {
+    "airbench94": "its own timer: whitening init + training + final TTA evaluation (not its per-epoch "
+    "evaluations, data loading or process start-up)",
+    "reglab": "the whole `python -m reglab train` command, process start to exit",
+}
+
+
+def config_tokens(text: str) -> list[str]:
+    """A reglab configuration ``RECIPE KEY=VALUE ...`` as its arguments: split as a shell splits (quotes keep a
+    value whole), and an unquoted value's brackets too: ``model.channels=[24, 128, 128]`` is one argument."""
+    tokens: list[str] = []
+    depth = 0
+    for word in shlex.split(text):
+        if depth > 0:
+            tokens[-1] += " " + word
+        else:
+            tokens.append(word)
+        depth += sum(word.count(c) for c in "[{") - sum(word.count(c) for c in "]}")
+    if depth or not tokens:
+        raise ValueError("unbalanced brackets" if tokens else "empty")
+    return tokens
 
 
 def airbench_cpu_run(airbench: Path, work: Path, epochs: float, bf16: bool, timeout: int) -> dict:
@@ -163,13 +185,14 @@ def airbench_cpu_run(airbench: Path, work: Path, epochs: float, bf16: bool, time
     return {"config": f"{epochs:g} epochs", "test_acc": acc, "time_s": own, "process_wall_s": round(wall, 1)}
 
 
-def reglab_cpu_run(candidate: str, seed: int, root: Path, data_dir: str) -> dict:
+def reglab_cpu_run(candidate: list[str], seed: int, root: Path, data_dir: str) -> dict:
+    """One run of the configuration ``candidate`` (the recipe, then its overrides, each one argument)."""
     from time_to_accuracy import one_run
 
-    recipe, *overrides = candidate.split()
+    recipe, *overrides = candidate
     run = one_run(recipe, seed, root / f"{len(list(root.glob('*')))}-s{seed}", data_dir, overrides)
     return {
-        "config": candidate,
+        "config": " ".join(candidate),
         "seed": seed,
         "test_acc": run["test_acc"],
         "time_s": run["wall_s"],
@@ -202,9 +225,18 @@ def cpu_side_by_side(args: argparse.Namespace, airbench: Path, work: Path) -> di
     from reglab.train.device import bf16_is_native, cpu_name
 
     bf16 = {"auto": bf16_is_native(torch_device_cpu()), "bf16": True, "fp32": False}[args.precision]
-    reglab_set = [f"train.amp={'bf16' if bf16 else 'off'}"]
-    candidates = [c + " " + " ".join(reglab_set + args.set) for c in (args.reglab or CPU_REGLAB)]
+    reglab_set = [f"train.amp={'bf16' if bf16 else 'off'}", *args.set]
+    candidates = [[*c, *reglab_set] for c in (args.reglab or [config_tokens(c) for c in CPU_REGLAB])]
     epochs = args.airbench_epochs or CPU_AIRBENCH_EPOCHS
+    head = {  # what the table needs besides the runs: in the .partial file too, so --replot can draw it
+        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
+        "precision": "bf16" if bf16 else "fp32",
+        "airbench_commit": AIRBENCH_COMMIT,
+        "timers": TIMERS,
+        "levels_asked": list(args.levels),
+        "seeds": args.seeds,
+        "date": time.strftime("%Y-%m-%d"),
+    }
     ab_runs, rg_runs = [], []
     root = work / "reglab-runs"
     root.mkdir()
@@ -217,28 +249,56 @@ def cpu_side_by_side(args: argparse.Namespace, airbench: Path, work: Path) -> di
                 rg_runs.append(reglab_cpu_run(candidates[i], seed, root, args.data_dir))
                 print(f"reglab {rg_runs[-1]}", flush=True)
             if args.output:  # what has run so far, in case the rest is cut short
-                Path(args.output + ".partial").write_text(
-                    json.dumps({"airbench_runs": ab_runs, "reglab_runs": rg_runs})
-                )
-    levels = []
-    for level in args.levels:
-        ab, rg = fastest_to(level, ab_runs), fastest_to(level, rg_runs)
-        ratio = rg["time_s"] / ab["time_s"] if ab and rg else None
-        levels.append({"level": level, "airbench94": ab, "reglab": rg, "ratio": ratio})
+                partial = {**head, "unfinished": True, "airbench_runs": ab_runs, "reglab_runs": rg_runs}
+                Path(args.output + ".partial").write_text(json.dumps(partial))
     return {
-        "machine": f"{cpu_name()}, {os.cpu_count()} CPUs",
-        "precision": "bf16" if bf16 else "fp32",
-        "airbench_commit": AIRBENCH_COMMIT,
-        "timers": {
-            "airbench94": "its own timer: whitening init + training + final TTA evaluation (not its per-epoch "
-            "evaluations, data loading or process start-up)",
-            "reglab": "the whole `python -m reglab train` command, process start to exit",
-        },
+        **head,
         "airbench_runs": ab_runs,
         "reglab_runs": rg_runs,
-        "levels": levels,
-        "levels_asked": list(args.levels),
-        "date": time.strftime("%Y-%m-%d"),
+        "levels": cpu_levels(args.levels, ab_runs, rg_runs),
+    }
+
+
+def cpu_levels(levels, ab_runs: list[dict], rg_runs: list[dict]) -> list[dict]:
+    """Per level, each system's fastest configuration reaching it and reglab's time over airbench94's."""
+    rows = []
+    for level in levels:
+        ab, rg = fastest_to(level, ab_runs), fastest_to(level, rg_runs)
+        ratio = rg["time_s"] / ab["time_s"] if ab and rg else None
+        rows.append({"level": level, "airbench94": ab, "reglab": rg, "ratio": ratio})
+    return rows
+
+
+def replot_input(path: Path, levels, record: bool) -> dict:
+    """``--replot``'s JSON: a finished --cpu run's as it is; the ``.partial`` file of one cut short (its runs so
+    far; older ones hold nothing else) with its per-level table computed at ``levels``. One line, no traceback,
+    when the file cannot be drawn."""
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        sys.exit(f"--replot {path}: cannot read it as JSON ({e})")
+    if not (
+        isinstance(result, dict) and all(isinstance(result.get(k), list) for k in ("airbench_runs", "reglab_runs"))
+    ):
+        sys.exit(f"--replot {path}: not the JSON of a --cpu run (it has no airbench_runs and reglab_runs lists)")
+    if "levels" in result:
+        return result
+    ab, rg = result["airbench_runs"], result["reglab_runs"]
+    if not ab and not rg:
+        sys.exit(f"--replot {path}: an unfinished run with no finished run in it yet; nothing to draw")
+    if record:
+        sys.exit(f"--replot {path}: an unfinished run; --record takes a finished run's JSON only")
+    print(f"{path}: an unfinished run ({len(ab)} airbench94, {len(rg)} reglab runs so far); drawing those")
+    precisions = sorted({r["precision"] for r in rg if r.get("precision")})
+    counts = [sum(r["config"] == c for r in runs) for runs in (ab, rg) for c in {r["config"] for r in runs}]
+    return {
+        "machine": "machine not recorded",
+        "precision": ", ".join(precisions) or "precision not recorded",
+        "airbench_commit": AIRBENCH_COMMIT,
+        "timers": TIMERS,
+        **result,
+        "seeds": f"up to {max(counts)}",
+        "levels": cpu_levels(levels, ab, rg),
     }
 
 
@@ -307,6 +367,8 @@ def plot_cpu(result: dict, path: Path) -> None:
         ("airbench94", result["airbench_runs"], "tab:orange"),
         ("reglab", result["reglab_runs"], "tab:blue"),
     ):
+        if not runs:  # an unfinished run's file may hold one system's runs only
+            continue
         ax.scatter([r["time_s"] for r in runs], [r["test_acc"] for r in runs], s=12, alpha=0.5, color=colour)
         means = []
         for config in dict.fromkeys(r["config"] for r in runs):
@@ -340,6 +402,13 @@ def _floats(text: str) -> tuple[float, ...]:
         ) from None
 
 
+def _config(text: str) -> list[str]:
+    try:
+        return config_tokens(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}; expected 'RECIPE KEY=VALUE ...'") from None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--replot", default=None, metavar="JSON", help="--cpu: redraw a finished run's plot and table")
@@ -359,8 +428,10 @@ def main() -> None:
         "--reglab",
         action="append",
         default=None,
+        type=_config,
         metavar="'RECIPE KEY=VALUE ...'",
-        help="--cpu: a reglab configuration to run (repeatable; default: CPU_REGLAB)",
+        help="--cpu: a reglab configuration to run (repeatable; default: CPU_REGLAB); split as a shell splits, "
+        "a value in brackets kept whole",
     )
     p.add_argument(
         "--precision",
@@ -382,8 +453,8 @@ def main() -> None:
     p.add_argument("--record", default=None, help="--cpu: also write a benchmarks/results/records/ record here")
     p.add_argument("--command", default=None, help="--replot --record: the command the record says was run")
     args = p.parse_args()
-    if args.replot:  # draw the plot (and print the table) again from a finished --cpu run's JSON
-        result = json.loads(Path(args.replot).read_text())
+    if args.replot:  # draw the plot (and print the table) again from a --cpu run's JSON (or its .partial file)
+        result = replot_input(Path(args.replot), args.levels, bool(args.record))
         print_cpu_table(result)
         plot_cpu(result, Path(args.plot or Path(args.replot).with_suffix(".png")))
         if args.record:
@@ -396,7 +467,7 @@ def main() -> None:
     write_airbench_data(args.data_dir, work)
     if args.cpu:
         args.seeds = args.seeds or 2
-        result = {**cpu_side_by_side(args, airbench, work), "seeds": args.seeds}
+        result = cpu_side_by_side(args, airbench, work)
         print_cpu_table(result)
         if args.plot:
             plot_cpu(result, Path(args.plot))

@@ -18,6 +18,8 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .loader import DeviceLoader
+
 
 def _reflect_index(i: torch.Tensor, n: int) -> torch.Tensor:
     """Map indices in [-pad, n + pad) onto [0, n) by mirror reflection without repeating the edge."""
@@ -296,3 +298,21 @@ def build_transforms(aug) -> tuple[list, list]:
             stages[entry.stage].append(entry.build(aug))
     raw, normalized = (sorted(stages[s], key=lambda t: not getattr(t, "indexed", False)) for s in (UINT8, FLOAT))
     return raw, normalized  # sorted() is stable: the rest keep aug.order
+
+
+def training_loader(data, aug, batch_size: int, **kwargs) -> DeviceLoader:
+    """The training split of ``data`` (:class:`~reglab.data.DataSplits`) as training sees it: shuffled, the last
+    short batch dropped, ``aug``'s pipeline (:func:`build_transforms`). ``kwargs`` go to :class:`DeviceLoader`
+    (``seed``, ``device``, ``channels_last``, ``rank``, ``world_size``, ...)."""
+    raw, normalized = build_transforms(aug)
+    return DeviceLoader(
+        data.train,
+        batch_size,
+        data.mean,
+        data.std,
+        shuffle=True,
+        drop_last=True,
+        uint8_transforms=raw,
+        float_transforms=normalized,
+        **kwargs,
+    )

@@ -73,6 +73,21 @@ def run_state(run_dir: Path) -> str:
     return "stale" if (run_dir / "config.yaml").exists() else "new"
 
 
+def checked_state(run_dir: Path, run: StudyRun) -> str:
+    """:func:`run_state` of ``run_dir``; a finished or resumable run trained with another config than the
+    study's ``run`` now asks for is refused (:func:`config_mismatch`), naming the first differing keys."""
+    state = run_state(run_dir)
+    if state in ("done", "partial"):
+        diff = config_mismatch(run_dir, run)
+        if diff:
+            raise UserError(
+                f"{run_dir} was trained with a different config ({', '.join(diff[:6])}"
+                f"{' ...' if len(diff) > 6 else ''}) than the study now asks for; write this "
+                f"study elsewhere with -o DIR, or delete {run_dir} to redo that run."
+            )
+    return state
+
+
 def train_command(run: StudyRun, run_dir: Path, state: str, threads: int, data_dir: str | None) -> list[str]:
     cmd = [sys.executable, "-m", "reglab", "train"]
     extra = [
@@ -137,15 +152,7 @@ def run_study(
     outcomes: list[Outcome] = []
     for run in study.runs:
         run_dir = runs_dir / run.key
-        state = run_state(run_dir)
-        if state in ("done", "partial"):
-            diff = config_mismatch(run_dir, run)
-            if diff:
-                raise UserError(
-                    f"{run_dir} was trained with a different config ({', '.join(diff[:6])}"
-                    f"{' ...' if len(diff) > 6 else ''}) than the study now asks for; write this "
-                    f"study elsewhere with -o DIR, or delete {run_dir} to redo that run."
-                )
+        state = checked_state(run_dir, run)
         if state == "done":
             outcomes.append(Outcome(run.key, "skipped", message=_summary_line(run_dir)))
         else:

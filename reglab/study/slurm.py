@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from ..errors import UserError
 from ..train.checkpoint import atomic_write_text
-from .runner import _last_line, _summary_line, config_mismatch, run_state, train_command
+from .runner import _last_line, _summary_line, checked_state, run_state, train_command
 from .slurmstate import live_state, load_jobs, save_jobs, slurm_states
 from .spec import Study, StudyRun
 
@@ -186,15 +186,7 @@ def submit_study(
     finished = 0
     for run in study.runs:
         run_dir = runs_dir / run.key
-        state = run_state(run_dir)
-        if state in ("done", "partial"):
-            diff = config_mismatch(run_dir, run)
-            if diff:
-                raise UserError(
-                    f"{run_dir} was trained with a different config ({', '.join(diff[:6])}"
-                    f"{' ...' if len(diff) > 6 else ''}) than the study now asks for; write this "
-                    f"study elsewhere with -o DIR, or delete {run_dir} to redo that run."
-                )
+        state = checked_state(run_dir, run)
         live = live_state(jobs.get(run.key, {}).get("job"), states)
         if state == "done":
             finished += 1

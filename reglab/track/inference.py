@@ -156,9 +156,7 @@ def evaluate_command(
         cm.numpy(), data.classes, dest / f"confusion_{split}.png", title=f"{split}: {res.acc:.2f}% ({path.name})"
     )
     width = max(len(c) for c in data.classes)
-    n_views = (2 if tta else 1) * (1 + len(shifts))
-    views = f" ({'flip x ' if tta else ''}{1 + len(shifts)} shifts TTA, {n_views} views)" if shifts else ""
-    views = views or (" (flip TTA)" if tta else "")
+    views = tta_views(tta, shifts)
     lines = [
         f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images{views}"
         f", {precision_name(autocast)}",
@@ -169,6 +167,17 @@ def evaluate_command(
     atomic_write_text(dest / f"eval_{split}.json", json.dumps(out, indent=2) + "\n")
     out["_text"] = "\n".join(lines)
     return out
+
+
+def tta_views(tta: bool, shifts) -> str:
+    """The evaluation's views as the eval line names them: ``" (flip TTA)"``, or with ``shifts`` (``[[dx, dy],
+    ...]`` px) every offset, the unshifted view included: ``" (TTA: flip x {no shift, (-1,-1), (+1,+1)}, 6
+    views)"``; ``""`` for the plain network."""
+    if not shifts:
+        return " (flip TTA)" if tta else ""
+    offsets = ", ".join(["no shift", *(f"({dx:+g},{dy:+g})" for dx, dy in shifts)])
+    n_views = (2 if tta else 1) * (1 + len(shifts))
+    return f" (TTA: {'flip x ' if tta else ''}{{{offsets}}}, {n_views} views)"
 
 
 DIAG_TRAIN_IMAGES = 5000  # un-augmented training images evaluated for the final train-test gap

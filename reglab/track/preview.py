@@ -11,8 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from ..config import Config  # noqa: E402
-from ..data import DeviceLoader, load_splits  # noqa: E402
-from ..data.augment import AUGMENTATIONS, build_transforms  # noqa: E402
+from ..data import load_splits  # noqa: E402
+from ..data.augment import AUGMENTATIONS, training_loader  # noqa: E402
 from ..data.mixing import build_mixer  # noqa: E402
 
 
@@ -26,19 +26,8 @@ def _label(target: torch.Tensor, classes: list[str]) -> str:
 def preview(cfg: Config, out: Path, n: int = 32, columns: int = 8, seed: int = 0) -> Path:
     """Save a grid of ``n`` training images after the configured pipeline, labels (mixed) under each."""
     data = load_splits(cfg.data)
-    raw, normalized = build_transforms(cfg.aug)
     n = min(n, len(data.train))
-    loader = DeviceLoader(
-        data.train,
-        n,
-        data.mean,
-        data.std,
-        shuffle=True,
-        drop_last=True,
-        uint8_transforms=raw,
-        float_transforms=normalized,
-        seed=seed,
-    )
+    loader = training_loader(data, cfg.aug, n, seed=seed)
     x, y = next(iter(loader))
     targets = torch.nn.functional.one_hot(y, data.num_classes).float()
     if cfg.mix.enabled:

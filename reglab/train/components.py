@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from ..config import Config, Freeze
 from ..data import DataSplits, DeviceLoader, load_splits
-from ..data.augment import build_transforms
+from ..data.augment import training_loader
 from ..data.mixing import Mixer, build_mixer
 from ..errors import UserError
 from ..models import count_params, forward_gflops, model_from_config
@@ -192,20 +192,8 @@ def _loaders(
     """The training loader (shuffled, last short batch dropped, the configured augmentation; this rank's slice
     of every global batch) and the validation and test loaders (this rank's shard of each split)."""
     common = dict(device=device, channels_last=cfg.train.channels_last)
-    raw_augs, float_augs = build_transforms(cfg.aug)
-    train = DeviceLoader(
-        data.train,
-        cfg.train.batch_size,
-        data.mean,
-        data.std,
-        shuffle=True,
-        drop_last=True,
-        uint8_transforms=raw_augs,
-        float_transforms=float_augs,
-        seed=cfg.run.seed,
-        rank=d.rank,
-        world_size=d.world,
-        **common,
+    train = training_loader(
+        data, cfg.aug, cfg.train.batch_size, seed=cfg.run.seed, rank=d.rank, world_size=d.world, **common
     )
     eval_bs = cfg.train.eval_batch_size
     val, test = shard(data.val, d), shard(data.test, d)

@@ -109,6 +109,17 @@ def test_a_changed_record_makes_check_fail_and_a_render_fixes_it(render, copy, c
             lambda r: r["rows"][0].update(ratio=1.9),
             "speed-bf16-vs-fp32-zen5.json: rows[0].ratio: 1.9 does not agree with 1765 / 1089",
         ),
+        (  # analysis-rate's ratio is the median of its pair ratios (0.54), not 201 / 425
+            "analysis-rate-resnet20-zen5.json",
+            lambda r: r["rows"][3].update(ratio=0.47),
+            "analysis-rate-resnet20-zen5.json: rows[3].ratio: 0.47 does not agree with the median of its "
+            "pair_ratios, 0.540",
+        ),
+        (  # without pair ratios, the quotient of its two rates
+            "analysis-rate-resnet20-zen5.json",
+            lambda r: r["rows"][3].pop("pair_ratios"),
+            "analysis-rate-resnet20-zen5.json: rows[3].ratio: 0.54 does not agree with 201 / 425",
+        ),
         (
             "loader-avx2.json",
             lambda r: r.update(table="loaders"),

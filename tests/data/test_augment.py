@@ -23,6 +23,7 @@ from reglab.data.augment import (
     RandomRotation,
     box_masks,
     build_transforms,
+    training_loader,
 )
 from reglab.data.policies import BatchPolicy
 from reglab.errors import UserError
@@ -506,3 +507,18 @@ def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs():
     bits = [ld.uint8_transforms[0].bits for ld in (loader, again)]
     assert again.epoch == 3 and torch.equal(*bits)
     assert flip[0].bits is None  # each loader binds its own copy
+
+
+def test_training_loader_is_the_training_split_with_the_configured_pipeline():
+    """What the training loop, ``reglab augment preview`` and benchmarks/augment_cost.py all iterate."""
+    from reglab.data import load_splits
+    from tests.helpers.configs import SYNTHETIC_300
+
+    cfg = load_config(None, [*SYNTHETIC_300, "aug.cutout_holes=1", "aug.erasing_p=0.5"])
+    data = load_splits(cfg.data)
+    loader = training_loader(data, cfg.aug, 32, seed=3, channels_last=True)
+    raw, normalized = build_transforms(cfg.aug)
+    assert loader.shuffle and loader.drop_last and loader.seed == 3 and len(loader.images) == len(data.train)
+    assert loader.memory_format == torch.channels_last and loader.batch_size == 32
+    assert [type(t) for t in loader.uint8_transforms] == [type(t) for t in raw]
+    assert [type(t) for t in loader.float_transforms] == [type(t) for t in normalized] and normalized

@@ -53,7 +53,8 @@ def test_eval_of_a_translate_tta_run_reproduces_its_test_accuracy(tmp_path, amp)
     result = run(cfg)
     out = evaluate_command(tmp_path / "r", checkpoint="last")
     saved = json.loads((tmp_path / "r" / "eval_test.json").read_text())
-    assert saved["tta_shifts"] == [[-1, -1], [1, 1]] and "6 views" in out["_text"]
+    assert saved["tta_shifts"] == [[-1, -1], [1, 1]]
+    assert "images (TTA: flip x {no shift, (-1,-1), (+1,+1)}, 6 views)" in out["_text"]
     assert saved["precision"] == result.summary["precision"] == ("fp32" if amp == "off" else "bf16 autocast")
     assert saved["acc"] == pytest.approx(result.summary["test_acc"], abs=1e-3)
 
