@@ -5,11 +5,9 @@ best.yaml) and the retrain of the best config; the sweep file's validation is in
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -26,8 +24,9 @@ from reglab.sweep.runner import Worker, counts, recover_stale
 from reglab.sweep.storage import load_optuna_study, prepare
 from tests.helpers.configs import SWEEP_TINY, sweep_dict, write_sweep
 from tests.helpers.events import Event, EventServer
+from tests.helpers.processes import checkout_env
+from tests.helpers.sweeps import trials_of_another_host
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = SWEEP_TINY
 
 
@@ -35,18 +34,11 @@ def states(study) -> list[str]:
     return [t.state.name for t in study.get_trials(deepcopy=False)]
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGLAB_")}
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def cli_proc(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "reglab", "sweep", *args],
         cwd=cwd,
-        env=env or _env(),
+        env=env or checkout_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -201,11 +193,7 @@ def test_journal_file_storage(tmp_path):
 def test_stale_trials_of_other_hosts_fail_after_the_grace_period(tmp_path):
     spec = parse_sweep(sweep_dict(heartbeat_s=1, stale_after_s=60, max_retries=0), "tiny")
     study = prepare(spec, tmp_path)
-    old, fresh = study.ask(), study.ask()
-    for t, beat in ((old, time.time() - 120), (fresh, time.time())):
-        t.set_user_attr("host", "another-machine")
-        t.set_user_attr("pid", 1)
-        t.set_user_attr("heartbeat", beat)
+    old, fresh = trials_of_another_host(study, silent_for_s=120)
     assert recover_stale(study, spec, log=lambda m: None) == [old.number]
     t = study.trials[old.number]
     assert t.state == TrialState.FAIL and "no heartbeat for" in t.user_attrs["failure"]
@@ -292,7 +280,7 @@ def test_two_worker_processes_share_one_study(tmp_path):
             "--no-report",
         ],
         cwd=tmp_path,
-        env=_env(),
+        env=checkout_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -331,7 +319,7 @@ def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
     args = (str(f), "-o", str(out), "--no-report")
     with EventServer() as events:
         # Ctrl-C mid-trial: the trial is failed as interrupted, queued again, exit code 130
-        proc = cli_proc(*args, cwd=tmp_path, env=events.env(_env(), trial_epoch="ask"))
+        proc = cli_proc(*args, cwd=tmp_path, env=events.env(checkout_env(), trial_epoch="ask"))
         held = _trial_in_epoch_end(events, proc)
         first = int(held.args[0])
         proc.send_signal(signal.SIGINT)
@@ -346,7 +334,7 @@ def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
     assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == first
     # SIGKILL mid-trial (no chance to clean up): the next run fails it as "died" and retries it
     with EventServer() as events:
-        proc = cli_proc(*args, cwd=tmp_path, env=events.env(_env(), trial_epoch="ask"))
+        proc = cli_proc(*args, cwd=tmp_path, env=events.env(checkout_env(), trial_epoch="ask"))
         held = _trial_in_epoch_end(events, proc)
         killed = int(held.args[0])
         proc.kill()
