@@ -414,32 +414,48 @@ def test_build_transforms_default_and_all_on():
     assert norm[2].p == 0.5 and norm[2].value == "random"
 
 
-def test_build_transforms_respects_order_and_leaves_out_disabled():
-    aug = AugConfig(
-        policy="autoaugment",
-        rotation=5,
-        cutout_holes=1,
-        erasing_p=0.3,
-        order=["erasing", "policy", "cutout", "flip", "rotation", "crop"],
-    )
+@pytest.mark.parametrize(
+    "aug, raw_types, norm_types",
+    [
+        pytest.param(
+            AugConfig(
+                policy="autoaugment",
+                rotation=5,
+                cutout_holes=1,
+                erasing_p=0.3,
+                order=["erasing", "policy", "cutout", "flip", "rotation", "crop"],
+            ),
+            [BatchPolicy, RandomFlip, RandomCrop],
+            [RandomErasing, Cutout, RandomRotation],
+            id="order",
+        ),
+        # Switched off: crop_pad=0, flip=False, rotation=0 -> left out, the rest keep their order.
+        pytest.param(
+            AugConfig(
+                crop_pad=0,
+                flip=False,
+                policy="trivialaugment",
+                rotation=0,
+                cutout_holes=1,
+                erasing_p=0.3,
+                order=["cutout", "crop", "erasing", "flip", "policy", "rotation"],
+            ),
+            [BatchPolicy],
+            [Cutout, RandomErasing],
+            id="disabled-left-out",
+        ),
+        # Entries missing from the order are not built (a validated config refuses such an order, see below).
+        pytest.param(
+            AugConfig(rotation=10, cutout_holes=1, order=["flip", "cutout"]),
+            [RandomFlip],
+            [Cutout],
+            id="missing-from-order",
+        ),
+    ],
+)
+def test_build_transforms_respects_order_and_leaves_out_disabled(aug, raw_types, norm_types):
     raw, norm = build_transforms(aug)
-    assert types(raw) == [BatchPolicy, RandomFlip, RandomCrop]
-    assert types(norm) == [RandomErasing, Cutout, RandomRotation]
-    # Switched off: crop_pad=0, flip=False, rotation=0 -> left out, the rest keep their order.
-    aug = AugConfig(
-        crop_pad=0,
-        flip=False,
-        policy="trivialaugment",
-        rotation=0,
-        cutout_holes=1,
-        erasing_p=0.3,
-        order=["cutout", "crop", "erasing", "flip", "policy", "rotation"],
-    )
-    raw, norm = build_transforms(aug)
-    assert types(raw) == [BatchPolicy] and types(norm) == [Cutout, RandomErasing]
-    # Entries missing from the order are not built (a validated config refuses such an order, see below).
-    raw, norm = build_transforms(AugConfig(rotation=10, cutout_holes=1, order=["flip", "cutout"]))
-    assert types(raw) == [RandomFlip] and types(norm) == [Cutout]
+    assert types(raw) == raw_types and types(norm) == norm_types
 
 
 def test_an_order_that_leaves_out_an_enabled_augmentation_is_refused():

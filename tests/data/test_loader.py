@@ -76,11 +76,9 @@ def run_augmented_epochs(
     mode: str, epochs: int = 16, batch_size: int = 64, seed: int = 0, epoch_batched: bool = False
 ):
     split = coord_split()
-    loader = DeviceLoader(
+    loader = plain_loader(
         split,
         batch_size,
-        (0, 0, 0),
-        (1, 1, 1),
         shuffle=True,
         seed=seed,
         uint8_transforms=crop_flip(AugConfig(crop_pad=PAD, pad_mode=mode, flip=True)),
@@ -378,16 +376,7 @@ def test_epoch_batched_equals_batch_by_batch_when_no_random_numbers_differ():
     identical batches, epoch after epoch (incl. a short last batch)."""
     split = coord_split()
     a, b = (
-        DeviceLoader(
-            split,
-            64,
-            (0, 0, 0),
-            (1, 1, 1),
-            shuffle=True,
-            seed=3,
-            uint8_transforms=[AlternatingFlip()],
-            epoch_batched=eb,
-        )
+        plain_loader(split, 64, shuffle=True, seed=3, uint8_transforms=[AlternatingFlip()], epoch_batched=eb)
         for eb in (False, True)
     )
     for (xa, ya), (xb, yb) in zip(_epochs(a), _epochs(b), strict=True):
@@ -396,20 +385,9 @@ def test_epoch_batched_equals_batch_by_batch_when_no_random_numbers_differ():
 
 def test_epoch_batched_ranks_take_their_slice_of_each_global_batch():
     split = coord_split(254)
-    whole = DeviceLoader(split, 64, (0, 0, 0), (1, 1, 1), shuffle=True, drop_last=True, seed=5, epoch_batched=True)
+    whole = plain_loader(split, 64, shuffle=True, drop_last=True, seed=5, epoch_batched=True)
     ranks = [
-        DeviceLoader(
-            split,
-            64,
-            (0, 0, 0),
-            (1, 1, 1),
-            shuffle=True,
-            drop_last=True,
-            seed=5,
-            rank=r,
-            world_size=2,
-            epoch_batched=True,
-        )
+        plain_loader(split, 64, shuffle=True, drop_last=True, seed=5, rank=r, world_size=2, epoch_batched=True)
         for r in (0, 1)
     ]
     for (x, y), (x0, y0), (x1, y1) in zip(whole, *ranks, strict=True):
@@ -422,16 +400,8 @@ def test_epoch_batched_resumes_exactly_from_a_saved_state():
     aug = crop_flip(AugConfig(crop_pad=PAD, flip=True))
 
     def make():
-        return DeviceLoader(
-            split,
-            50,
-            (0, 0, 0),
-            (1, 1, 1),
-            shuffle=True,
-            drop_last=True,
-            seed=1,
-            uint8_transforms=aug,
-            epoch_batched=True,
+        return plain_loader(
+            split, 50, shuffle=True, drop_last=True, seed=1, uint8_transforms=aug, epoch_batched=True
         )
 
     a = make()

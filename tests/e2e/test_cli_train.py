@@ -7,7 +7,6 @@ gets OMP_NUM_THREADS=1.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,24 +17,16 @@ import pytest
 import yaml
 
 from tests.helpers.configs import BATCHES, SYNTHETIC_300, TINY_RESNET
-from tests.helpers.processes import run_python
+from tests.helpers.processes import checkout_env, run_python
 
-REPO = Path(__file__).resolve().parents[2]
 TRAIN = ["train", "quick", *SYNTHETIC_300, *TINY_RESNET, *BATCHES, "optim.lr=0.2", "run.device=cpu"]
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGLAB_")}
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
 
 
 def cli(*args: str, cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "reglab", *args],
         cwd=cwd,
-        env=_env(),
+        env=checkout_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -48,7 +39,7 @@ def cli_many(commands: list[list[str]], cwd: Path, timeout: float = 180) -> list
         subprocess.Popen(
             [sys.executable, "-m", "reglab", *c],
             cwd=cwd,
-            env=_env(),
+            env=checkout_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -12,7 +12,6 @@ the per-rank augmentation streams are exercised), only rank 0 writes the run dir
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,8 +26,8 @@ from reglab.data.datasets import Split
 from reglab.train import run
 from reglab.train.checkpoint import load_checkpoint
 from tests.helpers import configs
+from tests.helpers.processes import checkout_env
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = [
     *configs.TINY,
     "run.threads=1",
@@ -98,11 +97,8 @@ os._exit(0)  # the normal interpreter shutdown under torchrun is test_torchrun_c
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGLAB_")}
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["OMP_NUM_THREADS"] = "1"
-    env["PYTHONFAULTHANDLER"] = "1"  # a rank killed by a signal (e.g. an abort in C++) prints its Python stacks
-    return env
+    # PYTHONFAULTHANDLER: a rank killed by a signal (e.g. an abort in C++) prints its Python stacks
+    return checkout_env(PYTHONFAULTHANDLER="1")
 
 
 def _failure(stdout: str, stderr: str) -> str:

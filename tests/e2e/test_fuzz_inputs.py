@@ -20,20 +20,9 @@ from reglab.config import load_config
 from reglab.errors import UserError
 from reglab.train.checkpoint import load_checkpoint
 from reglab.train.ckschema import resume_fields
+from tests.helpers.configs import ONE_EPOCH_150
 
-SYN = [
-    "data.dataset=synthetic",
-    "data.synthetic_train=150",
-    "data.synthetic_test=50",
-    "data.val_size=50",
-    "model.name=resnet20",
-    "model.channels=[8,16,32]",
-    "model.blocks=[1,1,1]",
-    "train.batch_size=50",
-    "train.epochs=1",
-    "run.device=cpu",
-    "run.threads=1",
-]
+SYN = [*ONE_EPOCH_150, "run.threads=1"]
 FUZZ = settings(
     max_examples=150,
     deadline=5000,

@@ -40,11 +40,11 @@ from reglab.train.checkpoint import load_checkpoint
 from reglab.train.rundir import RunDir, load_run_config
 from tests.helpers.configs import BATCHES, SYNTHETIC_600, TINY_RESNET
 from tests.helpers.events import CHILDSITE, Event, EventServer
+from tests.helpers.processes import checkout_env
 
 # slow: the 13 runs are one fixture, 45 s on a quiet 2-core machine
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 5
 CFG = [
     *SYNTHETIC_600,
@@ -108,20 +108,13 @@ for line in sys.stdin:
 """
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGLAB_")}
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 class Zygote:
     """An interpreter with reglab imported that forks a child per command (see the module docstring)."""
 
     def __init__(self):
         self.proc = subprocess.Popen(
             [sys.executable, "-c", ZYGOTE, str(CHILDSITE)],
-            env=_env(),
+            env=checkout_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -269,7 +262,7 @@ def crashed(tmp_path_factory):
     ref = subprocess.Popen(
         [sys.executable, "-m", "reglab", "train", "quick", *CFG, f"run.dir={tmp / 'ref'}", "--quiet"],
         cwd=tmp,
-        env=_env(),
+        env=checkout_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -42,29 +42,19 @@ CLUSTER = pytest.mark.slow
 
 def test_launcher_section_is_read_and_times_become_minutes(tmp_path):
     spec = tmp_path / "s.yaml"
-    write_study(
-        spec,
-        launcher={
-            "type": "slurm",
-            "partition": "gpu",
-            "cpus_per_task": 4,
-            "mem_gb": 8,
-            "setup": ["module load cuda"],
-            "sbatch": {"mail-type": "END"},
-        },
-    )
-    # YAML 1.1 reads an unquoted 1:30:00 as the base-60 number 5400: it must still mean 90 minutes
-    spec.write_text(spec.read_text() + "  time: 1:30:00\n")
-    study = load_study(spec)
-    assert study.launcher == {
+    launcher = {
         "type": "slurm",
         "partition": "gpu",
         "cpus_per_task": 4,
         "mem_gb": 8,
         "setup": ["module load cuda"],
         "sbatch": {"mail-type": "END"},
-        "time": 90,
     }
+    write_study(spec, launcher=launcher)
+    # YAML 1.1 reads an unquoted 1:30:00 as the base-60 number 5400: it must still mean 90 minutes
+    spec.write_text(spec.read_text() + "  time: 1:30:00\n")
+    study = load_study(spec)
+    assert study.launcher == {**launcher, "time": 90}
     for written, minutes in (("45", 45), ("'30:00'", 30), ("'2-00:00:00'", 2880), ("'0:90'", 2), ("'1-2'", 1560)):
         write_study(spec, launcher={"time": 1})
         spec.write_text(spec.read_text().replace("time: 1", f"time: {written}"))

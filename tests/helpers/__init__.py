@@ -1,3 +1,5 @@
 """Test-only helpers: :mod:`tests.helpers.configs` (the tiny synthetic configs and study/sweep files),
-:mod:`tests.helpers.events` (the test side of the event hooks), ``childsite/`` (the hooks themselves, loaded by
-the reglab processes a test starts) and ``sweep_gate/`` (the killed-worker sweep test's hook)."""
+:mod:`tests.helpers.processes` (running reglab processes from the checkout, and their environment),
+:mod:`tests.helpers.sweeps` (sweep trials set up by hand), :mod:`tests.helpers.events` (the test side of the event
+hooks) and ``childsite/`` (the hooks themselves, loaded by the reglab processes a test starts; ``sweep_gate.py``
+there is the killed-worker sweep test's hook)."""

@@ -23,8 +23,16 @@ SYNTHETIC_300 = [
     "data.synthetic_test=100",
     "data.val_size=100",
 ]
+SYNTHETIC_150 = [
+    "data.dataset=synthetic",
+    "data.synthetic_train=150",
+    "data.synthetic_test=50",
+    "data.val_size=50",
+]
 # ResNet-20 shrunk to widths 8/16/32 and one block per stage.
 TINY_RESNET = ["model.name=resnet20", "model.channels=[8,16,32]", "model.blocks=[1,1,1]"]
+# fastnet (airbench's net) shrunk to widths 8/16/16.
+TINY_FASTNET = ["model.name=fastnet", "model.channels=[8,16,16]"]
 BATCHES = ["train.batch_size=50", "train.eval_batch_size=500"]
 
 # Synthetic data and batches on the CPU, the model left to the test (fastnet, Muon, CUDA-graph tests).
@@ -33,6 +41,8 @@ SYN = [*SYNTHETIC_600, *BATCHES, "run.device=cpu"]
 TINY = [*SYNTHETIC_600, *TINY_RESNET, *BATCHES, "optim.lr=0.2", "run.device=cpu"]
 # The same on 300 images with one torch thread (the CLI's bad-input and reliability cases).
 TINY_300 = [*SYNTHETIC_300, *TINY_RESNET, *BATCHES, "optim.lr=0.2", "run.device=cpu", "run.threads=1"]
+# One epoch of the tiny ResNet on 150 images: a trained run whose checkpoint the checkpoint tests rewrite or fuzz.
+ONE_EPOCH_150 = [*SYNTHETIC_150, *TINY_RESNET, "train.batch_size=50", "train.epochs=1", "run.device=cpu"]
 
 # Studies (reglab study): two tiny epochs per run.
 STUDY_TINY = [*SYNTHETIC_600, *TINY_RESNET, *BATCHES, "run.device=cpu", "train.tta=false", "train.epochs=2"]

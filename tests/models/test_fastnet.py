@@ -13,7 +13,7 @@ from reglab.config import load_config
 from reglab.errors import UserError
 from reglab.models import create, forward_gflops, model_from_config
 from reglab.models.fastnet import dirac_conv, patch_whitening
-from tests.helpers.configs import SYN
+from tests.helpers.configs import SYN, TINY_FASTNET
 
 
 def correlated_images(n=400, seed=0):
@@ -66,8 +66,7 @@ def test_training_sets_the_whitening_stem_from_the_training_images_and_keeps_it_
         None,
         [
             *SYN,
-            "model.name=fastnet",
-            "model.channels=[8,16,16]",
+            *TINY_FASTNET,
             "train.epochs=1",
             "train.init_images=300",
             f"run.dir={tmp_path / 'r'}",
@@ -89,8 +88,7 @@ def test_whiten_bias_trains_for_its_epochs_then_stays_put():
         None,
         [
             *SYN,
-            "model.name=fastnet",
-            "model.channels=[8,16,16]",
+            *TINY_FASTNET,
             "train.epochs=3",
             "train.freeze=[{match: whiten.bias, start_epoch: 1}]",
             "optim.weight_decay=0.01",

@@ -1,15 +1,13 @@
-"""Sweeps (reglab.sweep, `reglab sweep`) on synthetic data with a tiny model: validation of sweep files,
-pruning, failures, resume, two worker processes on one storage, Ctrl-C and SIGKILL of a worker mid-trial,
-the report (importance, figures, best.yaml) and the retrain of the best config."""
+"""Sweeps (reglab.sweep, `reglab sweep`) on synthetic data with a tiny model: pruning, failures, resume, two
+worker processes on one storage, Ctrl-C and SIGKILL of a worker mid-trial, the report (importance, figures,
+best.yaml) and the retrain of the best config; the sweep file's validation is in tests/sweep/test_spec.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -26,8 +24,9 @@ from reglab.sweep.runner import Worker, counts, recover_stale
 from reglab.sweep.storage import load_optuna_study, prepare
 from tests.helpers.configs import SWEEP_TINY, sweep_dict, write_sweep
 from tests.helpers.events import Event, EventServer
+from tests.helpers.processes import checkout_env
+from tests.helpers.sweeps import trials_of_another_host
 
-REPO = Path(__file__).resolve().parents[2]
 TINY = SWEEP_TINY
 
 
@@ -35,113 +34,15 @@ def states(study) -> list[str]:
     return [t.state.name for t in study.get_trials(deepcopy=False)]
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGLAB_")}
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["OMP_NUM_THREADS"] = "1"
-    return env
-
-
 def cli_proc(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "reglab", "sweep", *args],
         cwd=cwd,
-        env=env or _env(),
+        env=env or checkout_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The sweep file
-
-
-@pytest.mark.parametrize(
-    "change, words",
-    [
-        ({"sampler": "tpee"}, ["unknown sampler", "did you mean 'tpe'"]),
-        ({"pruner": "hyperbnd"}, ["unknown pruner", "did you mean 'hyperband'"]),
-        ({"pruner": {"name": "median", "n_startup": 2}}, ["unknown option", "n_startup_trials"]),
-        ({"space": {"optim.lr": {"type": "logfloat", "low": 0, "high": 0.3}}}, ["space.optim.lr", "low > 0"]),
-        ({"space": {"optim.lr": {"type": "float", "low": 0.3, "high": 0.1}}}, ["low=0.3", "smaller than high"]),
-        ({"space": {"optim.lrr": {"type": "float", "low": 0.1, "high": 0.3}}}, ["optim.lrr", "did you mean 'lr'"]),
-        ({"space": {"optim.lr": {"low": 0.1, "high": 0.3}}}, ["space.optim.lr", "type:"]),
-        (
-            {"space": {"optim.lr": {"type": "flaot", "low": 0.1, "high": 0.3}}},
-            ["unknown type", "did you mean 'float'"],
-        ),
-        (
-            {"space": {"optim.momentum": {"type": "float", "low": 0.5, "high": 1.5}}},
-            ["optim.momentum=1.5", "[0, 1)"],
-        ),
-        ({"space": {"train.batch_size": {"type": "int", "low": 16, "high": 64.5}}}, ["whole number"]),
-        ({"space": {"data.val_size": [100, 200]}}, ["cannot be searched", "validation set"]),
-        ({"sampler": "grid", "space": {"optim.lr": {"type": "float", "low": 0.1, "high": 0.3}}}, ["grid: [v1"]),
-        ({"objective": "test_acc"}, ["objective", "validation accuracy"]),
-        ({"trails": 5}, ["unknown key 'trails'", "did you mean 'trials'"]),
-        ({"overrides": [*TINY, "data.val_size=0"]}, ["data.val_size must be > 0"]),
-    ],
-)
-def test_bad_sweep_files_are_one_clear_user_error(change, words):
-    with pytest.raises(UserError) as exc:
-        parse_sweep(sweep_dict(**change), "tiny", "tiny.yaml")
-    text = str(exc.value)
-    assert text.startswith("tiny.yaml: ") and "\n" not in text
-    for w in words:
-        assert w in text, text
-
-
-def test_space_types_and_trial_configs():
-    base = [o for o in TINY if not o.startswith("model.channels")] + ["train.epochs=3"]
-    spec = parse_sweep(
-        sweep_dict(
-            overrides=base,
-            space={
-                "optim.lr": {"type": "logfloat", "low": "1e-3", "high": 0.3},  # YAML 1.1 reads 1e-3 as a string
-                "optim.weight_decay": {"type": "float", "low": 0.0, "high": 1e-3},
-                "model.stem_width": {"type": "int", "low": 8, "high": 32, "step": 8},
-                "model.channels": {"choices": [[8, 16, 32], [16, 32, 64]]},
-            },
-        ),
-        "tiny",
-    )
-    kinds = {p.key: (p.type, p.log) for p in spec.space}
-    assert kinds == {
-        "optim.lr": ("float", True),
-        "optim.weight_decay": ("float", False),
-        "model.stem_width": ("int", False),
-        "model.channels": ("categorical", False),
-    }
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=1))
-    trial = study.ask()
-    values = {p.key: p.suggest(trial) for p in spec.space}
-    assert values["model.channels"] in ([8, 16, 32], [16, 32, 64])  # decoded from its JSON text in Optuna
-    assert isinstance(trial.params["model.channels"], str)
-    assert values["model.stem_width"] in (8, 16, 24, 32) and 1e-3 <= values["optim.lr"] <= 0.3
-    cfg = spec.config(values)
-    assert cfg.model.channels == values["model.channels"] and cfg.optim.lr == pytest.approx(values["optim.lr"])
-    assert cfg.train.epochs == 3 and cfg.data.dataset == "synthetic"  # base overrides under the parameters
-
-
-def test_saved_sweep_reads_back_identically(tmp_path):
-    spec = parse_sweep(
-        sweep_dict(
-            space={"mix.mixup_alpha": {"type": "float", "low": 0.0, "high": 1.0}, "optim.name": ["sgd", "adam"]},
-            pruner={"name": "median", "n_startup_trials": 2},
-        ),
-        "tiny",
-    )
-    again = parse_sweep(yaml.safe_load(yaml.safe_dump(spec.to_dict())), "tiny")
-    assert again.to_dict() == spec.to_dict() and again.space[0].low == 0.0  # low: 0.0 is not dropped as falsy
-    assert again.make_pruner()._n_startup_trials == 2
-
-
-def test_pruner_resource_is_epochs():
-    spec = parse_sweep(sweep_dict(overrides=[*TINY, "train.epochs=9"]), "tiny")
-    hb = spec.make_pruner()
-    assert isinstance(hb, optuna.pruners.HyperbandPruner)
-    assert (hb._min_resource, hb._max_resource, hb._reduction_factor) == (1, 9, 3)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -292,11 +193,7 @@ def test_journal_file_storage(tmp_path):
 def test_stale_trials_of_other_hosts_fail_after_the_grace_period(tmp_path):
     spec = parse_sweep(sweep_dict(heartbeat_s=1, stale_after_s=60, max_retries=0), "tiny")
     study = prepare(spec, tmp_path)
-    old, fresh = study.ask(), study.ask()
-    for t, beat in ((old, time.time() - 120), (fresh, time.time())):
-        t.set_user_attr("host", "another-machine")
-        t.set_user_attr("pid", 1)
-        t.set_user_attr("heartbeat", beat)
+    old, fresh = trials_of_another_host(study, silent_for_s=120)
     assert recover_stale(study, spec, log=lambda m: None) == [old.number]
     t = study.trials[old.number]
     assert t.state == TrialState.FAIL and "no heartbeat for" in t.user_attrs["failure"]
@@ -383,7 +280,7 @@ def test_two_worker_processes_share_one_study(tmp_path):
             "--no-report",
         ],
         cwd=tmp_path,
-        env=_env(),
+        env=checkout_env(),
         capture_output=True,
         text=True,
         timeout=300,
@@ -422,7 +319,7 @@ def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
     args = (str(f), "-o", str(out), "--no-report")
     with EventServer() as events:
         # Ctrl-C mid-trial: the trial is failed as interrupted, queued again, exit code 130
-        proc = cli_proc(*args, cwd=tmp_path, env=events.env(_env(), trial_epoch="ask"))
+        proc = cli_proc(*args, cwd=tmp_path, env=events.env(checkout_env(), trial_epoch="ask"))
         held = _trial_in_epoch_end(events, proc)
         first = int(held.args[0])
         proc.send_signal(signal.SIGINT)
@@ -437,7 +334,7 @@ def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
     assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == first
     # SIGKILL mid-trial (no chance to clean up): the next run fails it as "died" and retries it
     with EventServer() as events:
-        proc = cli_proc(*args, cwd=tmp_path, env=events.env(_env(), trial_epoch="ask"))
+        proc = cli_proc(*args, cwd=tmp_path, env=events.env(checkout_env(), trial_epoch="ask"))
         held = _trial_in_epoch_end(events, proc)
         killed = int(held.args[0])
         proc.kill()
@@ -475,13 +372,3 @@ def test_spearman_matches_scipy_without_needing_it():
         assert spearman(ys, ys) == pytest.approx(1.0)
     assert np.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
     assert np.isnan(spearman([1.0, float("nan"), 3.0], [1.0, 2.0, 3.0]))
-
-
-def test_gp_sampler_without_scipy_says_how_to_install_it(monkeypatch):
-    import importlib.util
-
-    spec = parse_sweep(sweep_dict(sampler="gp"), "tiny", "tiny.yaml")
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a))
-    with pytest.raises(UserError, match=r"pip install 'reglab\[sweep\]'"):
-        spec.make_sampler(0)

@@ -10,7 +10,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -24,23 +23,15 @@ from reglab.sweep import parse_sweep
 from reglab.sweep.runner import counts, recover_stale
 from reglab.sweep.storage import engine_url, load_optuna_study, open_storage, prepare, shown_url
 from tests.helpers import configs
+from tests.helpers.events import CHILDSITE
+from tests.helpers.processes import checkout_env
+from tests.helpers.sweeps import trials_of_another_host
 
-REPO = Path(__file__).resolve().parents[2]
-GATE = (
-    Path(__file__).resolve().parents[1] / "helpers" / "sweep_gate"
-)  # sitecustomize.py: the killed-worker test's hook
+GATE = CHILDSITE  # its sitecustomize.py installs the killed-worker test's hook, childsite/sweep_gate.py
 
 
 def sweep_dict(**kw) -> dict:
     return configs.sweep_dict(**{"name": "pg", "epochs": 2, **kw})
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REGLAB_")}
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    env["OMP_NUM_THREADS"] = "1"
-    env.update(extra)
-    return env
 
 
 def _driver():
@@ -162,7 +153,7 @@ def test_two_worker_processes_on_postgres_reach_the_trial_count_exactly(tmp_path
     proc = subprocess.run(
         [sys.executable, "-m", "reglab", "sweep", str(f), "-o", str(out), "--workers", "2"],
         cwd=tmp_path,
-        env=_env(),
+        env=checkout_env(),
         capture_output=True,
         text=True,
         timeout=900,
@@ -210,7 +201,7 @@ def test_worker_killed_mid_trial_on_postgres_is_retried_and_the_count_is_exact(t
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         server.settimeout(600)
-        env = _env(REGLAB_TEST_SWEEP_GATE=f"{server.getsockname()[1]}:{lock_path}:0")
+        env = checkout_env(REGLAB_TEST_SWEEP_GATE=f"{server.getsockname()[1]}:{lock_path}:0")
         env["PYTHONPATH"] = f"{GATE}{os.pathsep}{env['PYTHONPATH']}"
         launcher = subprocess.Popen(
             [sys.executable, "-m", "reglab", "sweep", str(f), "-o", str(out), "--workers", "2", "--no-report"],
@@ -283,11 +274,7 @@ def test_stale_heartbeat_from_another_host_on_postgres(tmp_path, postgres_url):
     a live one elsewhere is left alone."""
     spec = parse_sweep(sweep_dict(storage=postgres_url, stale_after_s=60, max_retries=1), "pg")
     study = prepare(spec, tmp_path)
-    old, fresh = study.ask(), study.ask()
-    for t, beat in ((old, time.time() - 3600), (fresh, time.time())):
-        t.set_user_attr("host", "another-machine")
-        t.set_user_attr("pid", 1)
-        t.set_user_attr("heartbeat", beat)
+    old, fresh = trials_of_another_host(study, silent_for_s=3600)
     assert recover_stale(study, spec, log=lambda m: None) == [old.number]
     t = study.trials[old.number]
     assert (
@@ -334,7 +321,7 @@ def _start_dashboard(out: Path, *args: str) -> tuple[subprocess.Popen, str]:
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "reglab", "sweep", "dashboard", str(out), "--port", "0", *args],
-        env=_env(),
+        env=checkout_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

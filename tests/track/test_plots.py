@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reglab.config import load_config
 from reglab.train import run
-from tests.helpers.configs import SYN
+from tests.helpers.configs import SYN, TINY_FASTNET
 
 
 def test_curves_redraw_keeps_to_its_share_of_the_run_and_ends_current(tmp_path, monkeypatch):
@@ -48,8 +48,7 @@ def test_a_run_ends_with_current_curves(tmp_path):
             None,
             [
                 *SYN,
-                "model.name=fastnet",
-                "model.channels=[8,16,16]",
+                *TINY_FASTNET,
                 "train.epochs=3",
                 f"run.dir={tmp_path / 'r'}",
             ],

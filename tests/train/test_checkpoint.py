@@ -23,6 +23,7 @@ from reglab.errors import UserError
 from reglab.models import create
 from reglab.train.checkpoint import flatten, load_checkpoint, save_checkpoint, unflatten
 from reglab.train.optim import build_scheduler
+from tests.helpers.configs import ONE_EPOCH_150
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -357,22 +358,7 @@ def trained_dir(tmp_path_factory):
     from reglab.train import run
 
     d = tmp_path_factory.mktemp("ck") / "run"
-    cfg = load_config(
-        None,
-        [
-            "data.dataset=synthetic",
-            "data.synthetic_train=150",
-            "data.synthetic_test=50",
-            "data.val_size=50",
-            "model.name=resnet20",
-            "model.channels=[8,16,32]",
-            "model.blocks=[1,1,1]",
-            "train.batch_size=50",
-            "train.epochs=1",
-            "run.device=cpu",
-            f"run.dir={d}",
-        ],
-    )
+    cfg = load_config(None, [*ONE_EPOCH_150, f"run.dir={d}"])
     run(cfg)
     return d
 

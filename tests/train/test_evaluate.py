@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from reglab.config import load_config
 from reglab.train import run
 from reglab.train.evaluate import predict_logits
-from tests.helpers.configs import SYN
+from tests.helpers.configs import SYN, TINY_FASTNET
 
 
 def test_translate_tta_averages_six_views():
@@ -40,8 +40,7 @@ def test_eval_of_a_translate_tta_run_reproduces_its_test_accuracy(tmp_path, amp)
         None,
         [
             *SYN,
-            "model.name=fastnet",
-            "model.channels=[8,16,16]",
+            *TINY_FASTNET,
             "train.epochs=1",
             "train.tta=true",
             "train.tta_shifts=[[-1, -1], [1, 1]]",

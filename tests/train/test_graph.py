@@ -15,7 +15,7 @@ from reglab.config import load_config
 from reglab.errors import UserError
 from reglab.train.graph import StepGraph
 from reglab.train.loop import Run
-from tests.helpers.configs import SYN
+from tests.helpers.configs import SYN, TINY_FASTNET
 
 CPU = torch.device("cpu")
 
@@ -73,8 +73,7 @@ def test_graphed_loop_trains_exactly_like_the_eager_loop_and_recaptures_on_chang
         None,
         [
             *SYN,
-            "model.name=fastnet",
-            "model.channels=[8,16,16]",
+            *TINY_FASTNET,
             "train.epochs=3",
             "train.freeze=[{match: whiten.bias, start_epoch: 1}]",
             "optim.lookahead=true",

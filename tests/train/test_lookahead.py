@@ -8,7 +8,7 @@ import math
 import torch
 
 from reglab.train.lookahead import Lookahead
-from tests.helpers.configs import SYN
+from tests.helpers.configs import SYN, TINY_FASTNET
 
 
 def test_lookahead_follows_its_formula():
@@ -54,8 +54,7 @@ def test_lookahead_run_resumes_bit_identical(resumes_bit_identical):
     a = resumes_bit_identical(
         [
             *SYN,
-            "model.name=fastnet",
-            "model.channels=[8,16,16]",
+            *TINY_FASTNET,
             "train.epochs=3",
             "optim.lookahead=true",
             "optim.lookahead_every=2",

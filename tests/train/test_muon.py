@@ -13,7 +13,7 @@ from reglab.errors import UserError
 from reglab.models import create
 from reglab.train.muon import Muon, newton_schulz
 from reglab.train.optim import build_optimizer
-from tests.helpers.configs import SYN
+from tests.helpers.configs import SYN, TINY_FASTNET
 
 MUON = [
     "optim.name=muon",
@@ -118,8 +118,7 @@ def test_muon_run_learns_and_resumes_bit_identical(resumes_bit_identical):
         [
             *SYN,
             *MUON,
-            "model.name=fastnet",
-            "model.channels=[8,16,16]",
+            *TINY_FASTNET,
             "train.epochs=3",
             "optim.param_groups=[{match: norm, lr_scale: 16, wd_scale: 0.0625}]",
             "sched.name=linear",

@@ -1,5 +1,6 @@
 """Loaded at start-up by the reglab processes a test starts with this folder first on PYTHONPATH (see
-``reglab_test_hooks.py``); inert unless ``REGLAB_TEST_HOOKS`` is set. Test-only, never part of reglab."""
+``reglab_test_hooks.py`` and ``sweep_gate.py``); inert unless ``REGLAB_TEST_HOOKS`` or ``REGLAB_TEST_SWEEP_GATE``
+is set. Test-only, never part of reglab."""
 
 from __future__ import annotations
 
@@ -24,3 +25,7 @@ if os.environ.get("REGLAB_TEST_HOOKS"):
     import reglab_test_hooks
 
     reglab_test_hooks.install_from_env()
+if os.environ.get("REGLAB_TEST_SWEEP_GATE"):
+    import sweep_gate
+
+    sweep_gate.install(os.environ["REGLAB_TEST_SWEEP_GATE"])

@@ -1,5 +1,6 @@
-"""Test-only hook for the killed-worker sweep test (tests/sweep/test_storage_postgres.py), loaded by the sweep processes
-that test starts (this folder first on their PYTHONPATH) and inert unless $REGLAB_TEST_SWEEP_GATE is set.
+"""Test-only hook for the killed-worker sweep test (tests/sweep/test_storage_postgres.py), installed by this
+folder's ``sitecustomize.py`` in the sweep processes that test starts (this folder first on their PYTHONPATH)
+when $REGLAB_TEST_SWEEP_GATE is set.
 
 ``REGLAB_TEST_SWEEP_GATE=PORT:LOCKFILE:VICTIM``: after epoch 1 of trial VICTIM (its metrics are on disk and the
 epoch is reported to the storage) the worker connects to 127.0.0.1:PORT, sends ``PID NUMBER`` and blocks until
@@ -10,23 +11,10 @@ certainly mid-trial, and no other trial gets past its first epoch before the kil
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import os
-import sys
 
 
-def _chain() -> None:
-    """Run the sitecustomize this file shadows, if any (e.g. a distribution's)."""
-    here = os.path.dirname(os.path.abspath(__file__))
-    rest = [p for p in sys.path if os.path.abspath(p or ".") != here]
-    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
-    if spec is not None and spec.loader is not None:
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-
-
-def _install(setting: str) -> None:
+def install(setting: str) -> None:
     import fcntl
     import socket
     import threading
@@ -49,8 +37,3 @@ def _install(setting: str) -> None:
         return stop
 
     runner._Reporter.on_epoch_end = on_epoch_end
-
-
-_chain()
-if os.environ.get("REGLAB_TEST_SWEEP_GATE"):
-    _install(os.environ["REGLAB_TEST_SWEEP_GATE"])
