@@ -28,7 +28,7 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium is missing: sudo apt-get install chromium (the HTML report tests need it)"; fi; }
 
-train: setup  ## train the default recipe (recipes/default.yaml) on CIFAR-10
+train: setup  ## train the default recipe (default.yaml, or default-fp32.yaml without bf16) on CIFAR-10
 	$(BIN)/reglab train $(ARGS)
 
 # All tests, the ones marked slow included (each over ~20 s: real trainings, killed and resumed processes, DDP,

@@ -49,8 +49,9 @@ def _data_dir(data_dir: PathLike | None) -> list[str]:
 def load_config(
     recipe: PathLike | None = "default", overrides: Sequence[str] = (), *, data_dir: PathLike | None = None
 ) -> Config:
-    """A validated :class:`~reglab.config.Config`: a recipe (a name in ``recipes/`` or a YAML path; ``None``:
-    the built-in defaults, no recipe) plus ``section.key=value`` overrides, as ``reglab train RECIPE KEY=VALUE``.
+    """A validated :class:`~reglab.config.Config`: a recipe (a name in ``recipes/`` or a YAML path, by default
+    ``"default"``, the bf16 one: :func:`default_recipe` says which ``reglab train`` picks here; ``None``: the
+    built-in defaults, no recipe) plus ``section.key=value`` overrides, as ``reglab train RECIPE KEY=VALUE``.
 
     Override values are YAML (``"model.channels=[32,64,128]"``); ``"budget=cpu"`` picks one of the recipe's
     budgets; ``data_dir`` is the same as ``"data.dir=..."``. Unknown keys and bad values raise
@@ -66,10 +67,14 @@ def load_config(
 
 
 def default_recipe(overrides: Sequence[str] = (), *, data_dir: PathLike | None = None) -> str:
-    """The recipe ``reglab train`` runs when none is named: ``"default"`` where its ``train.amp`` (``auto``, unless
-    an override says otherwise) gives bf16 autocast on the run's device (a CPU with AVX512-BF16 or AMX, an Ampere or
-    later GPU), ``"default-fp32"`` where it gives fp32 (an AVX2-only CPU, an older GPU). Each is the most accurate
-    recipe measured to fit a 10-minute ``make train`` on a 2-core CPU of its kind (recipes' headers).
+    """The recipe ``reglab train`` runs when none is named: ``"default"`` where the run would train in bf16
+    autocast (``train.amp=auto`` on a CPU with AVX512-BF16 or AMX, an Ampere or later GPU), ``"default-fp32"``
+    where it would train in fp32 (an AVX2-only CPU, an older GPU, or ``train.amp=off``). Each is the most accurate
+    recipe measured to fit a 10-minute ``make train`` on a 2-core CPU of its kind (see their headers).
+    Only ``train.amp`` and ``run.device`` among ``overrides`` count; a device that is not there (``run.device=cuda``
+    on a CPU machine) gives ``"default"``, and training then says what is missing. Under torchrun across machines
+    of different kinds, name the recipe: each rank picks for its own machine. :func:`load_config` with no recipe
+    loads ``"default"`` whatever the machine.
 
     >>> reglab.default_recipe()   # on an AVX2-only laptop
     'default-fp32'
@@ -77,9 +82,13 @@ def default_recipe(overrides: Sequence[str] = (), *, data_dir: PathLike | None =
     from .config import DEFAULT_FP32_RECIPE, DEFAULT_RECIPE
     from .train.device import autocast_for, select_device
 
-    cfg = load_config(DEFAULT_RECIPE, overrides, data_dir=data_dir)
-    bf16 = autocast_for(cfg.train.amp, select_device(cfg.run.device)) is not None
-    return DEFAULT_RECIPE if bf16 else DEFAULT_FP32_RECIPE
+    deciding = [o for o in overrides if o.split("=", 1)[0].strip() in ("train.amp", "run.device")]
+    cfg = load_config(DEFAULT_RECIPE, deciding, data_dir=data_dir)
+    try:
+        device = select_device(cfg.run.device)
+    except UserError:
+        return DEFAULT_RECIPE
+    return DEFAULT_RECIPE if autocast_for(cfg.train.amp, device) is not None else DEFAULT_FP32_RECIPE
 
 
 def load_run_config(

@@ -189,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser(
         "train",
-        help="train a recipe (default: recipes/default.yaml)",
+        help="train a recipe (none named: default.yaml, or default-fp32.yaml where train.amp gives fp32)",
         description="Train a model. RECIPE is a YAML file or a name from recipes/; "
         "then any number of section.key=value overrides. `reglab config RECIPE` "
         "prints every key with its value.",

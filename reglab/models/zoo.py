@@ -96,7 +96,7 @@ PRESETS: dict[str, dict] = {
     "resnetrs50": dict(
         blocks=[3, 4, 6, 3], channels=_W4, block="bottleneck", se_ratio=0.25, resnet_d=True, stem_width=32
     ),
-    # A fast CPU preset (the default recipe's model): 8 layers -- a stride-2 stem and one basic block per stage,
+    # A fast CPU preset (the `quick` recipe's model): 8 layers -- a stride-2 stem and one basic block per stage,
     # 64/128/256 wide at 16/8/4 px. About 1/10 of resnet18's FLOPs per image at ~1/9 of its parameters.
     "resnet8_s2": dict(blocks=[1, 1, 1], channels=[64, 128, 256], stem_stride=2),
     # He et al. (2016) CIFAR ResNets: 16/32/64 widths, option-A (zero-pad) shortcuts, 6n+2 layers.

@@ -25,6 +25,7 @@ from reglab.data.augment import (
     build_transforms,
     training_loader,
 )
+from reglab.data.loader import DeviceLoader
 from reglab.data.policies import BatchPolicy
 from reglab.errors import UserError
 
@@ -538,3 +539,10 @@ def test_training_loader_is_the_training_split_with_the_configured_pipeline():
     assert loader.memory_format == torch.channels_last and loader.batch_size == 32
     assert [type(t) for t in loader.uint8_transforms] == [type(t) for t in raw]
     assert [type(t) for t in loader.float_transforms] == [type(t) for t in normalized] and normalized
+    by_hand = DeviceLoader(
+        data.train, 32, data.mean, data.std, shuffle=True, drop_last=True, uint8_transforms=raw,
+        float_transforms=normalized, seed=3, channels_last=True,
+    )  # fmt: skip
+    loader.set_epoch(1), by_hand.set_epoch(1)
+    for (x, y), (x2, y2) in zip(loader, by_hand):  # the same batches as the pipeline built by hand
+        assert torch.equal(y, y2) and torch.equal(x, x2)

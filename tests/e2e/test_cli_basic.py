@@ -190,3 +190,21 @@ def test_no_recipe_means_the_default_for_this_machines_precision(monkeypatch, ca
     assert f"no recipe named: recipes/{expected}.yaml" in capsys.readouterr().err
     assert _recipe_or_default("quick", overrides, None, say=True) == "quick"  # a named recipe is kept, silently
     assert capsys.readouterr().err == ""
+
+
+def test_default_recipe_choice_needs_no_device_and_leaves_errors_to_the_chosen_recipe(monkeypatch, capsys):
+    """Printing a GPU config on a CPU-only machine still works, and a mistake is reported against the recipe that
+    would run (default-fp32.yaml on an AVX2-only CPU), not against the one used to decide."""
+    import torch
+    import yaml
+
+    from reglab.cli import main
+    from reglab.train import device as device_mod
+
+    monkeypatch.setattr(device_mod, "_cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["config", "run.device=cuda"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["run"]["device"] == "cuda"
+    assert main(["config", "budget=cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "default-fp32.yaml has no budgets" in err and "recipes/default.yaml" not in err
