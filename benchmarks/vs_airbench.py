@@ -109,7 +109,8 @@ def _config(text: str) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--replot", default=None, metavar="JSON", help="--cpu: redraw a finished run's plot and table")
+    p.add_argument("--replot", default=None, metavar="JSON", help="--cpu: redraw a run's plot and table (a finished run's JSON or the .partial file of one cut short)",
+    )
     p.add_argument(
         "--airbench",
         required="--replot" not in sys.argv,
@@ -119,7 +120,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=None, help="runs per configuration (default: GPU 5, --cpu 2)")
     p.add_argument("--cpu", action="store_true", help="time to accuracy on this CPU against a device-patched copy")
     p.add_argument(
-        "--levels", type=_floats, default=CPU_LEVELS, help="--cpu: test accuracies (%%), comma-separated"
+        "--levels",
+        type=_floats,
+        default=None,
+        help="--cpu: test accuracies (%%), comma-separated (default: 80,85,88,90; --replot: the run's own)",
     )
     p.add_argument("--airbench-epochs", type=_floats, default=None, help="--cpu: airbench94 epoch counts to run")
     p.add_argument(
@@ -151,8 +155,9 @@ def main() -> None:
     p.add_argument("--record", default=None, help="--cpu: also write a benchmarks/results/records/ record here")
     p.add_argument("--command", default=None, help="--replot --record: the command the record says was run")
     args = p.parse_args()
+    replot_levels, args.levels = args.levels, args.levels or CPU_LEVELS
     if args.replot:  # draw the plot (and print the table) again from a --cpu run's JSON (or its .partial file)
-        result = replot_input(Path(args.replot), args.levels, bool(args.record))
+        result = replot_input(Path(args.replot), replot_levels, bool(args.record))
         print_cpu_table(result)
         plot_cpu(result, Path(args.plot or Path(args.replot).with_suffix(".png")))
         if args.record:

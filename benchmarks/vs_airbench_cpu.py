@@ -206,7 +206,7 @@ def cpu_levels(levels, ab_runs: list[dict], rg_runs: list[dict]) -> list[dict]:
 
 def replot_input(path: Path, levels, record: bool) -> dict:
     """``--replot``'s JSON: a finished --cpu run's as it is; the ``.partial`` file of one cut short (its runs so
-    far; older ones hold nothing else) with its per-level table computed at ``levels``. One line, no traceback,
+    far; older ones hold nothing else) with its per-level table computed at ``levels`` (None: the levels the run was asked for, else CPU_LEVELS). One line, no traceback,
     when the file cannot be drawn."""
     try:
         result = json.loads(path.read_text())
@@ -233,7 +233,7 @@ def replot_input(path: Path, levels, record: bool) -> dict:
         "timers": TIMERS,
         **result,
         "seeds": f"up to {max(counts)}",
-        "levels": cpu_levels(levels, ab, rg),
+        "levels": cpu_levels(levels or result.get("levels_asked") or CPU_LEVELS, ab, rg),
     }
 
 

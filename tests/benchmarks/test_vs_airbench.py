@@ -55,6 +55,14 @@ def test_replot_of_an_unfinished_run_draws_what_it_has(vs, monkeypatch, tmp_path
     assert "| 90% | not reached" in out and (tmp_path / "vs.png").stat().st_size > 0
 
 
+def test_replot_of_an_unfinished_run_uses_the_levels_it_was_asked_for(vs, monkeypatch, tmp_path, capsys):
+    path = tmp_path / "vs.json.partial"
+    path.write_text(json.dumps({"levels_asked": [85.0], **RUNS}))
+    replot(vs, monkeypatch, "--replot", path, "--plot", tmp_path / "vs.png")
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "%" in line[:8]]
+    assert [row.split(" | ")[0] for row in rows] == ["| 85%"]
+
+
 @pytest.mark.parametrize(
     "content, message",
     [
