@@ -335,6 +335,33 @@ def _one_thread():
 
 
 # ----------------------------------------------------------------------------------------------------------
+# A tiny trained study for the analyses (tests/analysis/test_interpolation.py, tests/commands/test_analyze.py)
+
+_ANALYSIS_FIXED = ["mix.lam_x=fixed", "mix.lam_x_range=[0.5,0.5]"]
+_ANALYSIS_RUNS = {
+    "erm": [],
+    "mixup": ["mix.lam_x=uniform", "mix.lam_x_range=[0.0,1.0]"],
+    "a_y": [*_ANALYSIS_FIXED, "mix.lam_y=uniform", "mix.lam_y_range=[0.5,1.0]"],
+}
+
+
+@pytest.fixture(scope="session")
+def study(tmp_path_factory):
+    """A tiny study directory: runs/<name>-s0 for ERM, tied U(0,1) mixup and a decoupled run (2 epochs each).
+    Trained once per session and only read by its tests (their outputs go to their own tmp_path)."""
+    from reglab.config import load_config
+    from reglab.train import run
+    from tests.helpers import configs
+
+    tiny = [*configs.TINY, "train.epochs=2"]
+    root = tmp_path_factory.mktemp("study")
+    for name, extra in _ANALYSIS_RUNS.items():
+        cfg = load_config(None, [*tiny, *extra, f"run.name={name}", f"run.dir={root / 'runs' / f'{name}-s0'}"])
+        run(cfg)
+    return root
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Headless chromium (Debian's, driven through playwright's Python API) for the HTML tests
 
 

@@ -1,4 +1,5 @@
-"""Studies (`reglab study`) and the optional loggers; the study reports are tested in tests/track/test_report.py.
+"""Studies (`reglab study`); the study reports are tested in tests/track/test_report.py, the optional loggers in
+tests/track/test_loggers.py.
 
 Runs are tiny synthetic trainings (a few seconds each) in real `reglab train` processes.
 """
@@ -235,49 +236,3 @@ def test_seeds_on_the_command_line_as_a_count_or_a_list(tmp_path, capsys):
     assert "neither a count" in capsys.readouterr().err
     assert main(["study", str(spec), "--dry-run", "--seeds", "3,3"]) == 2
     assert "duplicates" in capsys.readouterr().err
-
-
-# ----------------------------------------------------------------------------------------------------------
-# optional loggers
-
-
-def test_tensorboard_and_wandb_mirror_the_epoch_metrics(tmp_path):
-    pytest.importorskip("tensorboard")
-    pytest.importorskip("wandb")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    run_dir = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "reglab",
-            "train",
-            "quick",
-            *TINY,
-            "run.loggers=[tensorboard,wandb]",
-            f"run.dir={run_dir}",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
-    acc = EventAccumulator(str(run_dir / "tensorboard"))
-    acc.Reload()
-    metrics = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    vals = [(e.step, e.value) for e in acc.Scalars("val/acc")]
-    assert vals == [(m["epoch"], pytest.approx(m["val_acc"])) for m in metrics]
-    run_id = (run_dir / "wandb_id").read_text().strip()
-    files = list((run_dir / "wandb").glob(f"offline-run-*-{run_id}/run-{run_id}.wandb"))
-    assert len(files) == 1 and b"val_acc" in files[0].read_bytes()
-
-
-def test_missing_logger_package_is_a_clear_error(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "wandb", None)  # import wandb -> ImportError
-    assert main(["train", "quick", *TINY, "run.loggers=[wandb]", f"run.dir={tmp_path / 'r'}", "--quiet"]) == 2
-    assert "pip install 'reglab[loggers]'" in capsys.readouterr().err
-    assert main(["train", "quick", *TINY, "run.loggers=[neptune]", f"run.dir={tmp_path / 'r'}", "--quiet"]) == 2

@@ -1,6 +1,8 @@
 """Sweeps (reglab.sweep, `reglab sweep`) on synthetic data with a tiny model: pruning, failures, resume, two
 worker processes on one storage, Ctrl-C and SIGKILL of a worker mid-trial, the report (importance, figures,
-best.yaml) and the retrain of the best config; the sweep file's validation is in tests/sweep/test_spec.py."""
+best.yaml) and the retrain of the best config; the sweep file's validation is in tests/sweep/test_spec.py, the
+report's rank correlation in tests/sweep/test_report.py, the storage's schema-creation race in
+tests/sweep/test_storage.py."""
 
 from __future__ import annotations
 
@@ -11,7 +13,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
 from optuna.trial import TrialState
@@ -229,41 +230,6 @@ def test_cli_user_errors(tmp_path, capsys):
 # Processes: two workers on one storage; Ctrl-C and SIGKILL of a worker mid-trial
 
 
-def test_open_storage_retries_a_schema_creation_race_and_reports_other_errors(monkeypatch, tmp_path):
-    """Two processes creating one SQLite study at once: the loser's insert of the schema-version row fails with
-    an IntegrityError (seen in CI); opening again finds the schema made and succeeds."""
-    from sqlalchemy.exc import IntegrityError
-
-    from reglab.sweep import storage
-
-    real, calls = optuna.storages.RDBStorage, []
-
-    def racing(url, **kw):
-        calls.append(url)
-        if len(calls) == 1:
-            raise IntegrityError(
-                "INSERT INTO alembic_version",
-                {},
-                Exception("UNIQUE constraint failed: alembic_version.version_num"),
-            )
-        return real(url, **kw)
-
-    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
-    monkeypatch.setattr(storage.time, "sleep", lambda s: None)  # reglab's retry back-off: nothing to wait for
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    assert isinstance(storage.open_storage(url), real) and len(calls) == 2
-
-    def broken(url, **kw):
-        calls.append(url)
-        raise IntegrityError("INSERT INTO trials", {}, Exception("UNIQUE constraint failed: trials.number"))
-
-    monkeypatch.setattr(optuna.storages, "RDBStorage", broken)
-    calls.clear()
-    with pytest.raises(UserError, match="cannot open the Optuna storage"):
-        storage.open_storage(url)
-    assert len(calls) == 1  # not a creation race: reported at once
-
-
 def test_two_worker_processes_share_one_study(tmp_path):
     f = write_sweep(tmp_path / "two.yaml", trials=4, overrides=[*TINY, "train.epochs=1"])
     proc = subprocess.run(
@@ -355,20 +321,3 @@ def test_interrupt_and_sigkill_leave_the_study_consistent(tmp_path):
     for number, retry in retries.items():
         assert retry.params == study.trials[number].params
     assert retries[killed].state == TrialState.COMPLETE
-
-
-def test_spearman_matches_scipy_without_needing_it():
-    """The report's rank correlation is numpy-only (scipy is the optional sweep extra) and equals scipy's."""
-    import numpy as np
-    from scipy.stats import spearmanr
-
-    from reglab.sweep.report import spearman
-
-    rng = np.random.default_rng(0)
-    for n in (3, 5, 17, 40):
-        xs = rng.integers(0, 4, n).astype(float).tolist()  # many ties
-        ys = (rng.normal(size=n) + np.array(xs)).tolist()
-        assert spearman(xs, ys) == pytest.approx(float(spearmanr(xs, ys).statistic), abs=1e-12)
-        assert spearman(ys, ys) == pytest.approx(1.0)
-    assert np.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
-    assert np.isnan(spearman([1.0, float("nan"), 3.0], [1.0, 2.0, 3.0]))

@@ -95,6 +95,7 @@ def test_report_compares_with_the_reference_and_judges_the_claims(finished_study
     assert main(["findings", str(tmp_path)]) == 2
 
 
+@pytest.mark.slow  # its fixture finished_study: 33 s on a quiet 2-core machine
 def test_report_of_a_subset_study_skips_what_did_not_run(finished_study, tmp_path, capsys):
     """`reglab study --only mixup` of a study whose reference is erm: the report compares with the first group
     that ran and leaves out the claims about groups that did not run, instead of failing after the runs."""

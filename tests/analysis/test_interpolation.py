@@ -1,0 +1,83 @@
+"""Interpolation test (reglab/analysis/interpolation.py, seed 001): pairs of different classes fixed by the seed,
+the accuracy curves along x = (1 - lam) x2 + lam x1 against the plain accuracy at the endpoints, the S-curve's
+summary numbers, and the paired bootstrap over pairs. The `reglab analyze interpolation` command is tested in
+tests/commands/test_analyze.py; the tiny trained ``study`` fixture is in tests/conftest.py."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from reglab.analysis.common import load_run
+from reglab.analysis.interpolation import LAMBDAS, interpolation_curves, sample_pairs, summarize
+
+
+def test_sample_pairs_are_of_different_classes_and_fixed_by_seed():
+    labels = torch.arange(300) % 10
+    i1, i2 = sample_pairs(labels, 200, seed=3)
+    assert len(i1) == len(i2) == 200 and len(set(i1.tolist())) == 200
+    assert bool((labels[i1] != labels[i2]).all())
+    j1, j2 = sample_pairs(labels, 200, seed=3)
+    assert torch.equal(i1, j1) and torch.equal(i2, j2)
+    assert not torch.equal(i2, sample_pairs(labels, 200, seed=4)[1])
+    with pytest.raises(ValueError):
+        sample_pairs(torch.zeros(20, dtype=torch.long), 5)
+
+
+def test_interpolation_endpoints_equal_plain_accuracy(study):
+    r = load_run(study / "runs" / "erm-s0")
+    test = r.data.test
+    i1, i2 = sample_pairs(test.labels, 60, seed=0)
+    x1, x2 = r.normalize(test.images[i1]), r.normalize(test.images[i2])
+    y1, y2 = test.labels[i1], test.labels[i2]
+    res = interpolation_curves(r.model, x1, y1, x2, y2, batch_size=64)
+    assert LAMBDAS[0].item() == 0.0 and LAMBDAS[-1].item() == 1.0 and len(res["lambda"]) == 101
+    with torch.no_grad():
+        p1, p2 = r.model(x1).argmax(1), r.model(x2).argmax(1)
+        top2_x2 = r.model(x2).topk(2, dim=1).indices
+    assert res["acc_x1"][-1] == pytest.approx(100.0 * (p1 == y1).double().mean().item())
+    assert res["acc_x2"][0] == pytest.approx(100.0 * (p2 == y2).double().mean().item())
+    assert res["acc_x1"][0] == pytest.approx(100.0 * (p2 == y1).double().mean().item())  # x2 alone, as y1: rare
+    both = ((top2_x2[:, 0] == y1) & (top2_x2[:, 1] == y2)) | ((top2_x2[:, 0] == y2) & (top2_x2[:, 1] == y1))
+    assert res["top2_both"][0] == pytest.approx(100.0 * both.double().mean().item())
+    # the plain test accuracy of the run on the x1 images, through the run's own evaluation path
+    from reglab.data import DeviceLoader, Split
+    from reglab.train.evaluate import evaluate
+
+    plain = evaluate(r.model, DeviceLoader(Split(test.images[i1], y1), 1000, r.meta["mean"], r.meta["std"]))
+    assert res["acc_x1"][-1] == pytest.approx(plain.acc)
+
+
+def test_s_curve_summary_numbers():
+    lam = np.linspace(0, 1, 101)
+    steep = 100 / (1 + np.exp(-(lam - 0.5) * 40))
+    flat = 100 / (1 + np.exp(-(lam - 0.5) * 6))
+    s_steep, s_flat = (
+        summarize(lam, steep, steep[::-1], np.zeros(101)),
+        summarize(lam, flat, flat[::-1], np.zeros(101)),
+    )
+    assert s_steep["slope_mid"] > s_flat["slope_mid"] > 0
+    assert s_steep["transition_width"] < s_flat["transition_width"]
+    assert s_steep["crossover"] == pytest.approx(0.5, abs=0.01)
+    # logistic: 20% and 80% of the top at lam = 0.5 -+ ln(4)/k
+    assert s_steep["transition_width"] == pytest.approx(2 * math.log(4) / 40, abs=0.01)
+
+
+def test_paired_bootstrap_over_pairs():
+    from reglab.analysis.interpolation import bootstrap_summaries
+
+    g = torch.Generator().manual_seed(0)
+    lam = LAMBDAS.view(1, -1, 1)
+    u = torch.rand(1, 1, 400, generator=g)  # each pair's own switch point
+    steep = (lam > 0.5 + 0.1 * (u - 0.5)).expand(3, -1, -1).clone()  # top-1 = y1 once lam passes ~0.5
+    flat = (lam > 0.5 + 0.8 * (u - 0.5)).expand(3, -1, -1).clone()  # the switch points spread 8x wider
+    steep[1], flat[1] = ~steep[0], ~flat[0]
+    ci = bootstrap_summaries({"flat": flat, "steep": steep, "same": flat.clone()}, replicates=200)
+    mean, lo, hi = ci["steep"]["minus_flat"]["slope_mid"]
+    assert lo > 0 and lo <= mean <= hi  # steeper at lam = 0.5, and the interval says so
+    assert ci["same"]["minus_flat"]["slope_mid"] == [0.0, 0.0, 0.0]  # identical models: no difference
+    lo, hi = ci["flat"]["crossover"]
+    assert lo < 0.5 < hi
