@@ -109,7 +109,11 @@ def _config(text: str) -> list[str]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--replot", default=None, metavar="JSON", help="--cpu: redraw a run's plot and table (a finished run's JSON or the .partial file of one cut short)",
+    p.add_argument(
+        "--replot",
+        default=None,
+        metavar="JSON",
+        help="--cpu: redraw a run's plot and table (a finished run's JSON or the .partial file of one cut short)",
     )
     p.add_argument(
         "--airbench",
