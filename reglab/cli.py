@@ -69,7 +69,8 @@ def _recipe_or_default(recipe: str | None, overrides: list[str], data_dir: str |
     chosen = default_recipe(overrides, data_dir=data_dir)
     if say and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 says it once
         why = "train.amp gives fp32 here" if chosen == DEFAULT_FP32_RECIPE else "bf16 autocast here"
-        print(f"no recipe named: recipes/{chosen}.yaml ({why}; name a recipe to choose another)", file=sys.stderr)
+        # stdout: stderr holds only progress and, on a mistake, the one-line error
+        print(f"no recipe named: recipes/{chosen}.yaml ({why}; name a recipe to choose another)")
     return chosen
 
 
