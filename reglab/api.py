@@ -81,8 +81,9 @@ def default_recipe(overrides: Sequence[str] = (), *, data_dir: PathLike | None =
     """
     from .config import DEFAULT_FP32_RECIPE, DEFAULT_RECIPE
     from .train.device import autocast_for, select_device
+    from .typedyaml import parse_override
 
-    deciding = [o for o in overrides if o.split("=", 1)[0].strip() in ("train.amp", "run.device")]
+    deciding = [o for o in _budget_shorthand(overrides) if parse_override(o)[0] in ("train.amp", "run.device")]
     cfg = load_config(DEFAULT_RECIPE, deciding, data_dir=data_dir)
     try:
         device = select_device(cfg.run.device)

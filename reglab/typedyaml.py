@@ -248,6 +248,19 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def named_yaml(name: str | Path, folder: Path, what: str, give: str) -> Path:
+    """``folder/NAME.yaml`` (or ``folder/NAME``) for a name such as a recipe's or a study's; otherwise one
+    :class:`UserError` saying to ``give`` a file or one of the names in ``folder``, with the nearest one."""
+    for cand in (folder / f"{name}.yaml", folder / str(name)):
+        if cand.is_file():
+            return cand
+    known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    raise UserError(
+        f"{what} {str(name)!r} not found: give {give} or one of: "
+        f"{', '.join(known) or f'(no {what} files installed)'}{suggest(str(name), known)}."
+    )
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``"optim.lr=0.05"`` -> ``("optim.lr", 0.05)``; the value is read as YAML."""
     try:

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from ..errors import UserError
-from ..typedyaml import dataclass_from_dict, parse_override, read_yaml, set_dotted
+from ..typedyaml import dataclass_from_dict, named_yaml, parse_override, read_yaml, set_dotted
 from ..typedyaml import suggest as _suggest
 from .data import AugConfig, DataConfig, MixConfig, ModelConfig
 from .legacy import migrate
@@ -100,14 +100,7 @@ def resolve_recipe(recipe: str | Path) -> Path:
         )
     if path.exists():
         raise UserError(f"recipe {str(recipe)!r} is not a regular file (a FIFO or device); give a YAML file.")
-    for cand in (RECIPES_DIR / f"{recipe}.yaml", RECIPES_DIR / f"{recipe}"):
-        if cand.is_file():
-            return cand
-    known = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")) if RECIPES_DIR.is_dir() else []
-    raise UserError(
-        f"recipe {str(recipe)!r} not found: give a YAML file path or one of: "
-        f"{', '.join(known) or '(no recipes installed)'}{_suggest(str(recipe), known)}."
-    )
+    return named_yaml(recipe, RECIPES_DIR, "recipe", "a YAML file path")
 
 
 def _budgets(raw: Any, where: str) -> dict[str, dict[str, Any]]:

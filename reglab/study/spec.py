@@ -41,7 +41,7 @@ import yaml
 from ..config import Config, load_config, resolve_recipe
 from ..errors import UserError
 from ..track.claims import parse_claims
-from ..typedyaml import read_yaml, suggest
+from ..typedyaml import named_yaml, read_yaml, suggest
 
 STUDIES_DIR = Path(__file__).resolve().parents[2] / "studies"
 KEYS = (
@@ -112,14 +112,7 @@ def resolve_study(study: str | Path) -> Path:
     path = Path(study)
     if path.is_file():
         return path
-    for cand in (STUDIES_DIR / f"{study}.yaml", STUDIES_DIR / str(study)):
-        if cand.is_file():
-            return cand
-    known = sorted(p.stem for p in STUDIES_DIR.glob("*.yaml")) if STUDIES_DIR.is_dir() else []
-    raise UserError(
-        f"study {str(study)!r} not found: give a study YAML file or one of: "
-        f"{', '.join(known) or '(none)'}{suggest(str(study), known)}."
-    )
+    return named_yaml(study, STUDIES_DIR, "study", "a study YAML file")
 
 
 def _fmt(value: Any) -> str:
