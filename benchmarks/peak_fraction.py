@@ -5,7 +5,8 @@
    threads training uses, ``--peak-repeats`` times each before the recipes and again after them; the median of
    all of them per dtype is the peak.
 2. **Per recipe** (``--recipes``; each in bf16 autocast, what ``train.amp=auto`` picks on a CPU with bf16
-   instructions, and in fp32, ``train.amp=off``): a real :class:`reglab.train.loop.Run` of the recipe's whole
+   instructions, and in fp32, ``train.amp=off``; ``--precisions fp32`` alone on a CPU without bf16 instructions):
+   a real :class:`reglab.train.loop.Run` of the recipe's whole
    training configuration (model, batch size, optimizer, augmentation; synthetic images of CIFAR's shape, no
    validation split, built as ``train_throughput.py`` builds it). The FLOPs of one step are counted with
    ``torch.utils.flop_counter.FlopCounterMode`` around one real ``Run.train_step`` (forward, loss, backward,
@@ -13,7 +14,7 @@
    ``Run.train_epoch`` over ``--steps`` steps (loader, augmentation and bookkeeping included), after a warm-up
    epoch. bf16 and fp32 epochs of every recipe are interleaved, ``--repeats`` times; medians.
    Achieved GFLOP/s = counted FLOPs per step x steps / time, and its fraction of the matching peak.
-3. ``--profile``: one bf16 epoch of each recipe under ``torch.profiler``, self CPU time grouped into convolutions,
+3. ``--profile``: one epoch of each recipe in the first precision measured under ``torch.profiler``, self CPU time grouped into convolutions,
    matmuls, batch norm, elementwise/activations, pooling, the optimizer step and the rest.
 
 Run from the repository root::
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -66,11 +68,16 @@ def matmul_rates(n: int, dtype: torch.dtype, repeats: int) -> list[tuple[float, 
     return out
 
 
-def timed_epoch(r) -> tuple[float, float]:
-    """(wall, CPU) seconds of one training epoch of ``r``."""
-    c0 = time.process_time()
+def minor_faults() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def timed_epoch(r) -> tuple[float, float, int]:
+    """(wall, CPU) seconds and minor page faults of one training epoch of ``r`` (faults in a steady-state epoch
+    mean its activations are mapped afresh: reglab/_malloc.py)."""
+    c0, f0 = time.process_time(), minor_faults()
     wall = time_reglab(r)
-    return wall, time.process_time() - c0
+    return wall, time.process_time() - c0, minor_faults() - f0
 
 
 def step_flops(r) -> dict[str, float]:
@@ -109,11 +116,18 @@ def categorize(name: str) -> str:
 
 
 def profile_epoch(r) -> dict:
-    """Self CPU time of one training epoch by category and the top ops (torch.profiler)."""
+    """Self CPU time of one training epoch by category, the top ops, and the top ops by input shape
+    (torch.profiler). The profiler's own allocations make the epoch page-fault (``faults``), which inflates
+    first-touch ops such as a gradient's zero fill: check them against the unprofiled epochs' faults."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    f0 = minor_faults()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         time_reglab(r)
+    faults = minor_faults() - f0
+    by_shape = sorted(
+        prof.key_averages(group_by_input_shape=True), key=lambda e: e.self_cpu_time_total, reverse=True
+    )[:15]
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     by: dict[str, float] = {}
@@ -126,6 +140,11 @@ def profile_epoch(r) -> dict:
         "share": {k: v / total for k, v in sorted(by.items(), key=lambda kv: -kv[1])},
         "optimizer_step_inclusive_share": opt / total,
         "top": [{"op": e.key, "self_s": e.self_cpu_time_total / 1e6, "calls": e.count} for e in top],
+        "top_by_shape": [
+            {"op": e.key, "shapes": str(e.input_shapes), "self_s": e.self_cpu_time_total / 1e6, "calls": e.count}
+            for e in by_shape
+        ],
+        "faults": faults,
     }
 
 
@@ -142,21 +161,32 @@ def main() -> None:
     ap.add_argument("--peak-repeats", type=int, default=5)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every run")
-    ap.add_argument("--profile", action="store_true")
+    ap.add_argument(
+        "--precisions",
+        default="bf16,fp32",
+        help="which to measure, comma-separated (default: both); 'fp32' alone on a CPU without bf16 instructions, "
+        "where bf16 autocast is emulated and says nothing about the recipe",
+    )
+    ap.add_argument("--profile", action="store_true", help="profile one epoch per recipe, in the first precision")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     steps_of = {k: int(v) for k, v in (s.split("=") for s in args.steps.split(",") if s)}
+    short = {"bf16": "bf16 autocast", "fp32": "fp32"}
+    if unknown := [p for p in args.precisions.split(",") if p not in short]:
+        ap.error(f"--precisions: unknown {unknown}; choose from bf16, fp32")
+    precisions = [short[p] for p in args.precisions.split(",")]
     recipes = [s for s in args.recipes.split(",") if s]
     load0 = os.getloadavg()[0]
     t_start = time.perf_counter()
-    peaks = {p: matmul_rates(args.matmul, PEAK_DTYPE[p], args.peak_repeats) for p in AMPS}
+    peaks = {p: matmul_rates(args.matmul, PEAK_DTYPE[p], args.peak_repeats) for p in precisions}
 
     runs, flops = {}, {}
     for rec in recipes:
         cfg = load_config(rec)
-        for prec, amp in AMPS.items():
+        for prec in precisions:
+            amp = AMPS[prec]
             steps = steps_of.get(rec, 4)
             r = build_run(
                 cfg.model.name, cfg.train.batch_size, steps, cfg.train.channels_last, rec, "cpu", (amp, *args.set)
@@ -166,17 +196,19 @@ def main() -> None:
             runs[(rec, prec)] = (r, steps * cfg.train.batch_size, steps)
     times: dict[tuple, list[float]] = {k: [] for k in runs}
     cpus: dict[tuple, list[float]] = {k: [] for k in runs}
+    faults_of: dict[tuple, list[int]] = {k: [] for k in runs}
     for rep in range(args.repeats):
         keys = list(runs) if rep % 2 == 0 else list(runs)[::-1]
         for k in keys:
-            wall, cpu = timed_epoch(runs[k][0])
+            wall, cpu, faults = timed_epoch(runs[k][0])
             times[k].append(wall)
             cpus[k].append(cpu)
+            faults_of[k].append(faults)
         print(
             f"repeat {rep}: " + ", ".join(f"{k[0]} {k[1]} {runs[k][1] / times[k][-1]:.0f} img/s" for k in runs),
             flush=True,
         )
-    for p in AMPS:
+    for p in precisions:
         peaks[p] += matmul_rates(args.matmul, PEAK_DTYPE[p], args.peak_repeats)
     load1 = os.getloadavg()[0]
     peak = {p: statistics.median(w for w, _ in v) for p, v in peaks.items()}
@@ -188,7 +220,7 @@ def main() -> None:
         f"{args.repeats} interleaved repeats, malloc {MALLOC}, load average {load0:.2f} -> {load1:.2f}, "
         f"{time.perf_counter() - t_start:.0f} s"
     )
-    for p in AMPS:
+    for p in precisions:
         print(
             f"{p} matmul peak ({args.matmul}^2): median {peak[p]:.1f} GFLOP/s wall, {peak_cpu[p]:.1f} by CPU time "
             f"(all wall: {', '.join(f'{w:.0f}' for w, _ in peaks[p])}; CPU time: "
@@ -196,9 +228,9 @@ def main() -> None:
         )
     print(
         "\n| recipe | precision | batch | GFLOP/step (fwd+bwd / rest) | img/s | achieved GFLOP/s | % of peak "
-        "| by CPU time: GFLOP/s, % of peak | all repeats img/s |"
+        "| by CPU time: GFLOP/s, % of peak | all repeats img/s | minor faults per epoch |"
     )
-    print("|---|---|---:|---|---:|---:|---:|---|---|")
+    print("|---|---|---:|---|---:|---:|---:|---|---|---|")
     rows = []
     for (rec, prec), (r, images, steps) in runs.items():
         ts = times[(rec, prec)]
@@ -221,6 +253,7 @@ def main() -> None:
             "peak_gflop_s": peak[prec],
             "fraction_of_peak": achieved / peak[prec],
             "cpu_s_all": cpus[(rec, prec)],
+            "minor_faults_all": faults_of[(rec, prec)],
             "achieved_gflop_s_cpu_time": achieved_cpu,
             "peak_gflop_s_cpu_time": peak_cpu[prec],
             "fraction_of_peak_cpu_time": achieved_cpu / peak_cpu[prec],
@@ -230,20 +263,24 @@ def main() -> None:
             f"| {rec} ({row['model']}) | {prec} | {row['batch']} | {row['gflop_per_step']:.1f} "
             f"({row['gflop_forward_backward']:.1f} / {row['gflop_rest']:.2f}) | {row['img_s']:.0f} | {achieved:.1f} "
             f"| {100 * row['fraction_of_peak']:.0f}% | {achieved_cpu:.1f}, "
-            f"{100 * row['fraction_of_peak_cpu_time']:.0f}% | {', '.join(f'{v:.0f}' for v in row['img_s_all'])} |"
+            f"{100 * row['fraction_of_peak_cpu_time']:.0f}% | {', '.join(f'{v:.0f}' for v in row['img_s_all'])} "
+            f"| {', '.join(str(v) for v in row['minor_faults_all'])} |"
         )
     profiles = {}
     if args.profile:
         for rec in recipes:
-            r = runs[(rec, "bf16 autocast")][0]
+            r = runs[(rec, precisions[0])][0]
             profiles[rec] = prof = profile_epoch(r)
             print(
-                f"\nprofile, {rec}, bf16 autocast, one epoch ({prof['self_cpu_s']:.2f} s self CPU): "
+                f"\nprofile, {rec}, {precisions[0]}, one epoch ({prof['self_cpu_s']:.2f} s self CPU): "
                 + ", ".join(f"{k} {100 * v:.1f}%" for k, v in prof["share"].items())
                 + f"; Optimizer.step inclusive {100 * prof['optimizer_step_inclusive_share']:.1f}%"
             )
             for e in prof["top"]:
                 print(f"  {e['self_s']:8.3f} s  {e['calls']:6d}  {e['op']}")
+            print(f"  by input shape ({prof['faults']} minor page faults in the profiled epoch):")
+            for e in prof["top_by_shape"]:
+                print(f"  {e['self_s']:8.3f} s  {e['calls']:6d}  {e['op']} {e['shapes']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(

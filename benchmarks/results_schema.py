@@ -133,7 +133,7 @@ TABLES: dict[str, tuple[dict[str, Check], dict[str, Check]]] = {
         },
     ),
     "peak-fraction": (
-        {"matmul": _posint, "threads": _posint, "bf16_peak_gflop_s": _pos, "fp32_peak_gflop_s": _pos},
+        {"matmul": _posint, "threads": _posint, "bf16_peak_gflop_s?": _pos, "fp32_peak_gflop_s": _pos},
         {
             "recipe": _str,
             "model": _str,
