@@ -31,7 +31,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run as a script (`python tests/e2e/test_bad_input.py`), not only under pytest
-from tests.conftest import write_cifar10, write_pickle  # noqa: E402
+from tests.helpers.cifar_files import write_cifar10, write_pickle  # noqa: E402
 from tests.helpers.configs import TINY_300  # noqa: E402
 
 USERNS = (

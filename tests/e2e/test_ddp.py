@@ -25,19 +25,7 @@ from reglab.data import DeviceLoader
 from reglab.data.datasets import Split
 from reglab.train import run
 from reglab.train.checkpoint import load_checkpoint
-from tests.helpers import configs
-from tests.helpers.processes import checkout_env
-
-TINY = [
-    *configs.TINY,
-    "run.threads=1",
-    "train.epochs=1",
-    "aug.crop_pad=0",
-    "aug.flip=false",
-    "train.channels_last=false",
-    "train.amp=off",
-]  # fp32: exact claims
-AUG = ["aug.crop_pad=4", "aug.flip=true", "mix.mixup_alpha=0.4", "train.epochs=2", "ema.enabled=true"]
+from tests.helpers.ddp import AUG, TINY, ddp_env
 
 SCRIPT = r"""
 import gc, json, os, sys
@@ -96,11 +84,6 @@ os._exit(0)  # the normal interpreter shutdown under torchrun is test_torchrun_c
 """
 
 
-def _env() -> dict[str, str]:
-    # PYTHONFAULTHANDLER: a rank killed by a signal (e.g. an abort in C++) prints its Python stacks
-    return checkout_env(PYTHONFAULTHANDLER="1")
-
-
 def _failure(stdout: str, stderr: str) -> str:
     """What a failed torchrun printed: the ranks' progress lines, then the start of stderr (a crashed rank's own
     message and stacks come first; torchrun's summary of the failure follows them)."""
@@ -111,7 +94,7 @@ def torchrun(*args: str, cwd: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *args],
         cwd=cwd,
-        env=_env(),
+        env=ddp_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

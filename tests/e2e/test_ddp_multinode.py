@@ -1,7 +1,7 @@
 """Multi-node DDP on one machine: 2 "nodes" x 1 process against 1 node x 2 processes (torchrun, gloo, CPU).
 
 Two separate torchrun agents, ``--nnodes 2 --nproc-per-node 1 --node-rank 0`` / ``1``, meet through a c10d
-rendezvous on a free localhost port and train the tiny config of tests/e2e/test_ddp.py (crop, flip, mixup, EMA,
+rendezvous on a free localhost port and train the tiny config of tests/helpers/ddp.py (crop, flip, mixup, EMA,
 sync BN, 2 epochs) through ``-m reglab train``; one ``torchrun --standalone --nproc-per-node 2`` trains the same
 config. Same world size, same backend, same rank -> data and augmentation mapping: the claim is bit equality of
 every metrics row (wall-clock fields aside), of summary.json (timings aside) and of every tensor in the final
@@ -34,7 +34,7 @@ import pytest
 import torch
 
 from reglab.train.checkpoint import load_checkpoint
-from tests.e2e.test_ddp import AUG, TINY, _env
+from tests.helpers.ddp import AUG, TINY, ddp_env
 
 # slow: three torchrun agents, 74-93 s on a shared 2-core machine
 pytestmark = pytest.mark.slow
@@ -75,7 +75,7 @@ class Agent:
     def __init__(self, name: str, torchrun: list[str], run_dir: Path, out: Path):
         self.name = name
         self.stdout_path, self.stderr_path = out / f"{name}.out", out / f"{name}.err"
-        env = _env()
+        env = ddp_env()
         env["LOGLEVEL"] = "INFO"  # torchrun's rendezvous result (group_rank=...) goes to stderr
         with open(self.stdout_path, "w") as o, open(self.stderr_path, "w") as e:
             self.proc = subprocess.Popen(
