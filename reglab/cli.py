@@ -8,6 +8,7 @@ with 141, as a shell reports a process killed by SIGPIPE.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -270,6 +271,18 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):
             pass
         return 141
+    except OSError as exc:  # after BrokenPipeError, one of its kinds
+        if exc.errno not in USER_FS_ERRORS or exc.filename is None:
+            raise  # not a path the user can fix: a bug, keep its traceback
+        # A folder that is read-only, full, missing or not a folder: the user's to fix, not a crash. Writers go
+        # through temporary files and renames, so what was already written is intact.
+        _say(f"reglab: error: cannot write or read {exc.filename}: {exc.strerror}. {USER_FS_HINT}")
+        return 2
+
+
+USER_FS_ERRORS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.ENOENT, errno.ENOTDIR}
+USER_FS_ERRORS |= {errno.EISDIR, errno.EEXIST}
+USER_FS_HINT = "Check that path and its folder's permissions and free space, or choose another (-o/--out)."
 
 
 def _say(line: str) -> None:

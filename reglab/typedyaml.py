@@ -248,6 +248,18 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as dotted keys (``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}``); the inverse of
+    :func:`set_dotted` over every leaf."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flatten_tree(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def named_yaml(name: str | Path, folder: Path, what: str, give: str) -> Path:
     """``folder/NAME.yaml`` (or ``folder/NAME``) for a name such as a recipe's or a study's; otherwise one
     :class:`UserError` saying to ``give`` a file or one of the names in ``folder``, with the nearest one."""

@@ -28,8 +28,8 @@ import yaml
 
 from ..config import current_form
 from ..errors import UserError
-from ..track.report import flatten_tree
 from ..train.checkpoint import atomic_write_text
+from ..typedyaml import flatten_tree
 from .spec import Study, StudyRun
 
 IGNORED_KEYS = {"run.dir", "run.threads", "data.dir", "run.device"}

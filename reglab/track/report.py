@@ -33,6 +33,7 @@ import yaml
 from ..config import current_form
 from ..errors import UserError
 from ..train.checkpoint import atomic_write_text
+from ..typedyaml import flatten_tree
 from . import html as H
 from .claims import DERIVED, derived_metrics
 from .comparison import COMPARED, claim_rows, reference_rows, study_settings
@@ -301,16 +302,6 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     for row in rows:
         writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
     return buf.getvalue()
-
-
-def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            out.update(flatten_tree(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 BOOKKEEPING = {"run.dir", "run.name", "run.threads", "data.dir", "run.device"}

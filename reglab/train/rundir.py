@@ -34,6 +34,7 @@ import torch
 
 from ..config import Config, load_config
 from ..errors import UserError
+from ..typedyaml import flatten_tree
 from .checkpoint import atomic_write_text, remove_temporaries
 from .fsguard import LOCK_NAME, RunLock, refuse_links
 
@@ -228,6 +229,44 @@ def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     return load_config(None, list(overrides), base=tree)
 
 
+# What a resume may change: how long it trains (train.epochs: reglab.train.resume.schedule_change), where the data
+# is and the run goes, the device and threads, and what is written. Anything else would train another run than
+# the checkpoint's (its optimizer, schedule and data stream come back from the checkpoint) under a config.yaml
+# that claims the new value.
+RESUMABLE_KEYS = frozenset(
+    {
+        "train.epochs",
+        "data.dir",
+        "run.dir",
+        "run.name",
+        "run.device",
+        "run.threads",
+        "run.checkpoint_every",
+        "run.save_every_s",
+        "run.eval_test_every",
+        "run.loggers",
+        "run.wandb_project",
+    }
+)
+
+
+def refuse_training_changes(saved: Config, cfg: Config, path: Path) -> None:
+    """Raise if ``cfg`` (the saved config with the resume's overrides) differs from the run's ``saved`` config in
+    a key a resume cannot honour (outside :data:`RESUMABLE_KEYS`)."""
+    before, after = flatten_tree(saved.to_dict()), flatten_tree(cfg.to_dict())
+    changed = sorted(
+        k for k in before.keys() | after.keys() if k not in RESUMABLE_KEYS and before.get(k) != after.get(k)
+    )
+    if changed:
+        shown = ", ".join(f"{k}={after.get(k)!r} (saved: {before.get(k)!r})" for k in changed[:3])
+        more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
+        raise UserError(
+            f"--resume continues {path} as it was trained; it cannot change {shown}{more}: the checkpoint's "
+            "optimizer, schedule and data stream would carry on unchanged. Resume without it (a resume may change "
+            "train.epochs, data.dir, run.device, run.threads and what is written), or start a new run with it."
+        )
+
+
 def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path, RunLock | None]:
     """How to start: ("fresh" | "resume" | "restart", run dir, this process's lock on it: taken here for a
     resume or restart, by :meth:`RunDir.create` for a fresh run). Raises the user's mistakes."""
@@ -237,6 +276,7 @@ def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path, R
         try:
             run_dir.check_links()
             if run_dir.checkpoint("last").is_file():
+                refuse_training_changes(load_run_config(run_dir.path), cfg, run_dir.path)
                 return "resume", run_dir.path, lock
             done = run_dir.read_metrics()
             if len(done) > 1:

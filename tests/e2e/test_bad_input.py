@@ -290,6 +290,12 @@ def cases(p: dict[str, Path]) -> list[Case]:
             what="override with a non-UTF-8 byte",
         ),
         Case(
+            "out-uncreatable",
+            ["augment", "preview", "quick", "data.dataset=synthetic", "data.val_size=100", "-o", "/proc/rl/g.png"],
+            ["cannot write or read /proc/rl", "No such file or directory", "-o/--out"],
+            what="output in a folder that cannot be created",
+        ),
+        Case(
             "yaml-latin1",
             ["train", str(p["latin1_yaml"])],
             ["is not UTF-8 text (byte 0xe9 on line 2)"],
@@ -367,19 +373,19 @@ def cases(p: dict[str, Path]) -> list[Case]:
         Case(
             "resume-arch",
             ["train", "--resume", r, "train.epochs=2", "model.channels=[16,32,64]"],
-            ["does not fit this run", "model.channels [8, 16, 32] vs [16, 32, 64]"],
+            ["--resume continues", "it cannot change model.channels=[16, 32, 64] (saved: [8, 16, 32])"],
             what="resume with another architecture",
         ),
         Case(
             "resume-classes",
             ["train", "--resume", r, "train.epochs=2", "data.synthetic_classes=5"],
-            ["does not fit this run", "10 vs 5 classes"],
+            ["it cannot change data.synthetic_classes=5 (saved: 10)"],
             what="resume with another class count",
         ),
         Case(
             "resume-optim",
             ["train", "--resume", r, "train.epochs=2", "optim.name=adam"],
-            ["does not fit this run", "optim.name 'sgd' vs 'adam'"],
+            ["it cannot change optim.name='adam' (saved: 'sgd')"],
             what="resume with another optimizer",
         ),
         Case(

@@ -144,3 +144,27 @@ def test_resume_finished_run_with_more_epochs_continues(runs, tmp_path):
     assert _strip(c.metrics[:3]) == _strip(b.metrics)
     assert load_checkpoint(d / "checkpoints" / "last.safetensors")["step"] == 40
     assert load_run_config(d).train.epochs == 4
+
+
+def test_resume_refuses_a_change_it_cannot_honour_and_writes_nothing(runs, tmp_path):
+    """A resume restores the checkpoint's optimizer, schedule and data stream, so ``optim.lr=...`` (or any key
+    outside RESUMABLE_KEYS) would train on as before under a config.yaml claiming the new value: refused, with
+    every file of the run left as it was; train.epochs, run.threads and run.eval_test_every stay allowed."""
+    _, b, _ = runs
+    import shutil
+
+    d = tmp_path / "D"
+    shutil.copytree(b.run_dir, d)
+    before = {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+    for overrides in (["optim.lr=0.1"], ["train.epochs=4", "aug.flip=false"], ["run.seed=3"]):
+        cfg = load_run_config(d, overrides)
+        cfg.run.dir = str(d)
+        with pytest.raises(UserError, match="--resume continues .* it cannot change") as err:
+            run(cfg, resume=True)
+        changed = overrides[-1].split("=")[0]
+        assert f"{changed}=" in str(err.value) and "(saved: " in str(err.value)
+    after = {p.relative_to(d): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file()}
+    assert after == before
+    cfg = load_run_config(d, ["train.epochs=4", "run.threads=1", "run.eval_test_every=2"])
+    cfg.run.dir = str(d)
+    assert [r["epoch"] for r in run(cfg, resume=True).metrics] == [1, 2, 3, 4]
