@@ -109,8 +109,12 @@ def load_record(path: Path) -> RunRecord:
         config = yaml.safe_load((path / "config.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise UserError(f"{path / 'config.yaml'} cannot be read: {exc}.") from None
-    if isinstance(config, dict):  # old key spellings as their replacements, so old and new runs compare
-        config = current_form(config)
+    if not isinstance(config, dict):
+        raise UserError(
+            f"{path / 'config.yaml'} does not hold a config mapping (it holds a {type(config).__name__}); "
+            "restore it, or leave that run out of the report."
+        )
+    config = current_form(config)  # old key spellings as their replacements, so old and new runs compare
     metrics: list[dict[str, Any]] = []
     mpath = path / "metrics.jsonl"
     if mpath.is_file():

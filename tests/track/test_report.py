@@ -132,6 +132,11 @@ def test_report_of_a_missing_or_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "empty"), "-o", str(tmp_path / "r")]) == 2
     assert "holds no reglab run directories" in capsys.readouterr().err
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "config.yaml").write_text("garbage\n")  # YAML, but a string, not a config
+    assert main(["report", str(tmp_path / "garbled"), "-o", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "config.yaml does not hold a config mapping (it holds a str)" in err and "Traceback" not in err
 
 
 @pytest.mark.slow  # its fixture finished_study: 33 s on a quiet 2-core machine
