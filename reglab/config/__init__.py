@@ -33,11 +33,15 @@ RECIPES_DIR = Path(__file__).resolve().parent.parent.parent / "recipes"
 # recipes/default.yaml where it is bf16 autocast (AVX512-BF16 / AMX CPUs, Ampere+ GPUs), default-fp32.yaml elsewhere.
 DEFAULT_RECIPE = "default"
 DEFAULT_FP32_RECIPE = "default-fp32"
+# Keys that say where and how a run runs, not what it trains: two configs that differ only here train the same run
+# (a study's saved runs match, reports don't list them as differences, a resume may change them).
+PLACEMENT_KEYS = frozenset({"run.dir", "run.threads", "data.dir", "run.device"})
 
 __all__ = [
     "DEFAULT_FP32_RECIPE",
     "DEFAULT_RECIPE",
     "PARAM_KINDS",
+    "PLACEMENT_KEYS",
     "RECIPES_DIR",
     "AugConfig",
     "Config",

@@ -26,13 +26,11 @@ from typing import Callable
 
 import yaml
 
-from ..config import current_form
+from ..config import PLACEMENT_KEYS, current_form
 from ..errors import UserError
 from ..train.checkpoint import atomic_write_text
 from ..typedyaml import flatten_tree
 from .spec import Study, StudyRun
-
-IGNORED_KEYS = {"run.dir", "run.threads", "data.dir", "run.device"}
 
 
 @dataclass
@@ -61,7 +59,7 @@ def config_mismatch(run_dir: Path, run: StudyRun) -> list[str]:
     for flat in (saved, wanted):
         if isinstance(flat.get("aug.order"), list):
             flat["aug.order"] = [name for name in flat["aug.order"] if name in on]
-    return sorted(k for k in set(saved) | set(wanted) if k not in IGNORED_KEYS and saved.get(k) != wanted.get(k))
+    return sorted(k for k in set(saved) | set(wanted) if k not in PLACEMENT_KEYS and saved.get(k) != wanted.get(k))
 
 
 def run_state(run_dir: Path) -> str:

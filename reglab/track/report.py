@@ -30,7 +30,7 @@ from typing import Any
 
 import yaml
 
-from ..config import current_form
+from ..config import PLACEMENT_KEYS, current_form
 from ..errors import UserError
 from ..train.checkpoint import atomic_write_text
 from ..typedyaml import flatten_tree
@@ -308,7 +308,7 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-BOOKKEEPING = {"run.dir", "run.name", "run.threads", "data.dir", "run.device"}
+BOOKKEEPING = PLACEMENT_KEYS | {"run.name"}
 
 
 def config_differences(records: list[RunRecord]) -> list[str]:

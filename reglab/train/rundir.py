@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import Config, load_config
+from ..config import PLACEMENT_KEYS, Config, load_config
 from ..errors import UserError
 from ..typedyaml import flatten_tree
 from .checkpoint import atomic_write_text, remove_temporaries
@@ -229,25 +229,19 @@ def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> 
     return load_config(None, list(overrides), base=tree)
 
 
-# What a resume may change: how long it trains (train.epochs: reglab.train.resume.schedule_change), where the data
-# is and the run goes, the device and threads, and what is written. Anything else would train another run than
-# the checkpoint's (its optimizer, schedule and data stream come back from the checkpoint) under a config.yaml
-# that claims the new value.
-RESUMABLE_KEYS = frozenset(
-    {
-        "train.epochs",
-        "data.dir",
-        "run.dir",
-        "run.name",
-        "run.device",
-        "run.threads",
-        "run.checkpoint_every",
-        "run.save_every_s",
-        "run.eval_test_every",
-        "run.loggers",
-        "run.wandb_project",
-    }
-)
+# What a resume may change: where and how it runs (PLACEMENT_KEYS), how long it trains (train.epochs:
+# reglab.train.resume.schedule_change), and what is written. Anything else would train another run than the
+# checkpoint's (its optimizer, schedule and data stream come back from the checkpoint) under a config.yaml that
+# claims the new value.
+RESUMABLE_KEYS = PLACEMENT_KEYS | {
+    "train.epochs",
+    "run.name",
+    "run.checkpoint_every",
+    "run.save_every_s",
+    "run.eval_test_every",
+    "run.loggers",
+    "run.wandb_project",
+}
 
 
 def refuse_training_changes(saved: Config, cfg: Config, path: Path) -> None:
