@@ -19,7 +19,7 @@ OWN = {"test_layout.py"}  # this file
 
 def mirrored(folder: Path) -> Path:
     rel = folder.relative_to(TESTS)
-    if rel.parts[:1] == ("benchmarks",):
+    if rel.parts[:1] in {("benchmarks",), ("tools",)}:  # scripts beside the package, tested where they live
         return REPO / rel
     return REPO / "reglab" / rel
 
