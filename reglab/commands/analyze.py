@@ -98,7 +98,8 @@ def cmd_interpolation(args) -> int:
     boot = (
         (
             f" Brackets: 95% percentile-bootstrap intervals over the pairs ({args.bootstrap} replicates); "
-            "differences are paired (the same resampled pairs for every model)."
+            "differences are paired (the same resampled pairs for every model); each Δ is the difference of the "
+            "numbers in the summary table, its interval the bootstrap's."
         )
         if args.bootstrap
         else ""
