@@ -155,3 +155,17 @@ def test_eval_reports_calibration_and_gap(study, tmp_path, capsys):
     assert res["gap"]["train_images"] == 500 and "acc_gap" in res["gap"]
     for f in ("reliability_test.png", "gap.png", "confusion_test.png"):
         assert (out / f).is_file(), f
+
+
+def test_cli_landscape_one_direction_has_no_interval_and_no_verdict(study, tmp_path, capsys):
+    """With one direction there is no spread: each width and the paired difference say n=1, no CI, and the
+    difference gets no wider/narrower verdict (a zero-width interval would look certain)."""
+    runs = [str(study / "runs" / "erm-s0"), str(study / "runs" / "mixup-s0")]
+    args = ["analyze", "landscape", *runs, "-o", str(tmp_path / "one"), "--subset", "60", "--directions", "1"]
+    assert main([*args, "--levels", "+0.5", "--no-2d", "--amp", "off"]) == 0
+    text = capsys.readouterr().out
+    diff_row = next(line for line in text.splitlines() if line.startswith("| mixup − erm |"))
+    assert "(n=1, no CI)" in diff_row and "wider" not in diff_row and "narrower" not in diff_row
+    assert "[" not in diff_row  # no interval at all
+    erm_row = next(line for line in text.splitlines() if line.startswith("| erm |"))
+    assert "(n=1, no CI)" in erm_row
