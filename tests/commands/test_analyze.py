@@ -141,6 +141,14 @@ def test_cli_ratio(study, tmp_path, capsys):
     assert [p["label"] for p in panels["d"]] == ["ERM", "[0, 1]"]
     assert main(["analyze", "ratio", str(tmp_path / "nothing"), "-o", str(out)]) == 2
     assert "study directory" in capsys.readouterr().err
+    # a study without ratio runs (only ERM here): exit 2 and one line saying what was expected
+    import shutil
+
+    shutil.copytree(study / "runs" / "erm-s0", tmp_path / "erm_only" / "runs" / "erm-s0")
+    assert main(["analyze", "ratio", str(tmp_path / "erm_only"), "-o", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a mixing-ratio study" in err
+    assert not (tmp_path / "r2").exists()
 
 
 def test_eval_reports_calibration_and_gap(study, tmp_path, capsys):
