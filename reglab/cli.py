@@ -108,6 +108,9 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .track.inference import evaluate_command
 
+    def show(numbers: dict, text: str) -> None:  # before any file is written: a failed write still shows them
+        print(json.dumps(numbers, indent=2) if args.json else text, flush=True)
+
     out = evaluate_command(
         Path(args.target),
         split=args.split,
@@ -115,9 +118,10 @@ def cmd_eval(args) -> int:
         checkpoint=args.checkpoint,
         out_dir=Path(args.out) if args.out else None,
         tta=args.tta,
+        on_numbers=show,
     )
-    text = out.pop("_text")
-    print(json.dumps(out, indent=2) if args.json else text)
+    if not args.json:
+        print(out["_files"])
     return 0
 
 
