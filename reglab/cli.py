@@ -153,8 +153,9 @@ def cmd_config(args) -> int:
 
 def cmd_augment_preview(args) -> int:
     from .api import load_config
-    from .track.preview import preview
+    from .track.preview import output_path, preview
 
+    output_path(Path(args.output))  # a name it cannot write is refused before the data loads
     recipe, overrides = _recipe_and_overrides(args.items)
     recipe = _recipe_or_default(recipe, overrides, args.data_dir)
     cfg = load_config(recipe, overrides, data_dir=args.data_dir)
@@ -183,7 +184,12 @@ def build_parser() -> argparse.ArgumentParser:
         "preview", help="save a grid of training images as the recipe's pipeline transforms them"
     )
     prev.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]", help=OVERRIDES_HELP)
-    prev.add_argument("-o", "--output", default="preview.png", help="PNG file to write (default preview.png)")
+    prev.add_argument(
+        "-o",
+        "--output",
+        default="preview.png",
+        help="PNG file to write (default preview.png; .png is added to a name without one)",
+    )
     prev.add_argument("-n", type=int, default=32, help="number of images (default 32)")
     prev.add_argument("--seed", type=int, default=0)
     prev.add_argument("--data-dir")

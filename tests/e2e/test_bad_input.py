@@ -296,6 +296,21 @@ def cases(p: dict[str, Path]) -> list[Case]:
             what="output in a folder that cannot be created",
         ),
         Case(
+            "out-format",
+            [
+                "augment",
+                "preview",
+                "quick",
+                "data.dataset=synthetic",
+                "data.val_size=100",
+                "-o",
+                str(out / "g.txt"),
+            ],
+            ["-o", "g.txt", "cannot write a .txt image", "name a .png file"],
+            absent=[str(out / "g.txt")],
+            what="preview output with an extension no image format has",
+        ),
+        Case(
             "yaml-latin1",
             ["train", str(p["latin1_yaml"])],
             ["is not UTF-8 text (byte 0xe9 on line 2)"],
