@@ -224,7 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=["test", "val"], default="test")
     ev.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run dir")
     ev.add_argument("--data-dir")
-    ev.add_argument("--out", help="folder for confusion.png and eval.json (default: the run dir)")
+    ev.add_argument(
+        "--out",
+        help="folder for eval_SPLIT.json, confusion_SPLIT.png, reliability_SPLIT.png and, for a run dir, gap.png "
+        "(SPLIT: test or val; default: the run dir, or the checkpoint's folder)",
+    )
     ev.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,

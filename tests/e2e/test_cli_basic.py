@@ -155,6 +155,19 @@ def test_every_help_page_renders():
         assert parser.format_help().startswith("usage:"), path
 
 
+def test_eval_out_help_names_the_files_eval_writes():
+    """`reglab eval --out` names the files written there (reglab.track.inference.OUTPUTS), not older names."""
+    import argparse
+
+    from reglab.cli import build_parser
+    from reglab.track.inference import OUTPUTS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    (out,) = [a for a in sub.choices["eval"]._actions if "--out" in a.option_strings]
+    for name in OUTPUTS:
+        assert name.format(split="SPLIT") in out.help, (name, out.help)
+
+
 @pytest.mark.parametrize(
     "flags, overrides, expected",
     [
