@@ -135,12 +135,12 @@ def cmd_predict(args) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            if "error" in r:
-                print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
+            if "error" in r:  # one line per file it could not read; the others are still predicted
+                _say(f"reglab: error: {r['file']}: {r['error']}")
             else:
                 preds = ", ".join(f"{p['class']} {p['prob'] * 100:.1f}%" for p in r["top"])
                 print(f"{r['file']}: {preds}")
-    return 0 if ok else 1
+    return 0 if ok else 2  # an image that cannot be read is a mistake to fix, as everywhere (exit 2)
 
 
 def cmd_config(args) -> int:

@@ -272,7 +272,7 @@ def load_image(path: Path, size: int = 32) -> np.ndarray:
             img = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
             return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
     except FileNotFoundError:
-        raise ValueError("file not found") from None
+        raise ValueError("file not found; check the path") from None
     except IsADirectoryError:
         raise ValueError("is a directory, not an image") from None
     except UnidentifiedImageError:

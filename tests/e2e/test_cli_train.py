@@ -223,7 +223,7 @@ def test_eval_json(used):
 
 def test_predict_text(used):
     _, good, bad, _, pr, _ = used
-    assert pr.returncode == 1, (pr.stdout, pr.stderr)
+    assert pr.returncode == 2, (pr.stdout, pr.stderr)  # README: every mistake exits 2
     assert "Traceback" not in pr.stderr
     out_lines = [ln for ln in pr.stdout.splitlines() if ln.strip()]
     assert len(out_lines) == len(good)
@@ -235,7 +235,7 @@ def test_predict_text(used):
     err_lines = [ln for ln in pr.stderr.splitlines() if ln.strip()]
     assert len(err_lines) == len(bad), pr.stderr
     for path, line in zip(bad, err_lines):
-        assert line.startswith(f"{path}: error: "), line
+        assert line.startswith(f"reglab: error: {path}: "), line
     assert "truncat" in err_lines[0] or "decode" in err_lines[0], err_lines[0]
     assert "not an image" in err_lines[1] and "not an image" in err_lines[2], err_lines  # empty, text
     assert "not found" in err_lines[-1]
@@ -243,7 +243,7 @@ def test_predict_text(used):
 
 def test_predict_json(used):
     _, good, bad, _, _, pj = used
-    assert pj.returncode == 1, pj.stderr
+    assert pj.returncode == 2, pj.stderr
     results = json.loads(pj.stdout)
     by_file = {r["file"]: r for r in results}
     assert len(results) == len(good) + len(bad)
