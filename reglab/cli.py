@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from . import __version__
 from .errors import UserError
 
 OVERRIDES_HELP = (
@@ -168,6 +169,10 @@ def cmd_augment_preview(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reglab", description="Train, regularize, tune and study ResNets on CIFAR.")
+    # the code that runs (a checkout on PYTHONPATH may differ from what pip installed); pyproject.toml holds the same
+    p.add_argument(
+        "--version", action="version", version=f"reglab {__version__}", help="print the version and exit"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     data = sub.add_parser("data", help="dataset utilities").add_subparsers(dest="data_command", metavar="ACTION")

@@ -155,6 +155,19 @@ def test_every_help_page_renders():
         assert parser.format_help().startswith("usage:"), path
 
 
+def test_version(capsys):
+    """`reglab --version` prints `reglab X.Y.Z`, the version pyproject.toml declares, and exits 0."""
+    import re
+
+    from reglab.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    declared = re.search(r'(?m)^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text()).group(1)
+    assert capsys.readouterr().out == f"reglab {declared}\n"
+
+
 def test_eval_out_help_names_the_files_eval_writes():
     """`reglab eval --out` names the files written there (reglab.track.inference.OUTPUTS), not older names."""
     import argparse
