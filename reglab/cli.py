@@ -1,7 +1,7 @@
 """The ``reglab`` command line: argument parsing and error presentation only.
 
 Every user mistake arrives here as a :class:`~reglab.errors.UserError` and leaves as one line on stderr
-with exit code 2; Ctrl-C exits with 130; a closed pipe on stdout (``reglab ... | head -1``) ends quietly
+with exit code 2; Ctrl-C exits with 130 (``reglab train``: naming the command that resumes the run); a closed pipe on stdout (``reglab ... | head -1``) ends quietly
 with 141, as a shell reports a process killed by SIGPIPE.
 """
 
@@ -11,7 +11,9 @@ import argparse
 import errno
 import json
 import os
+import shlex
 import sys
+import time
 from pathlib import Path
 
 from . import __version__
@@ -90,9 +92,20 @@ def cmd_train(args) -> int:
     else:
         recipe = _recipe_or_default(recipe, overrides, args.data_dir, say=True)
         cfg = load_config(recipe, overrides, data_dir=args.data_dir)
-    result = fit(
-        cfg, resume=bool(args.resume), overwrite=args.overwrite, progress="lines" if args.quiet else "bar"
-    )
+    started = time.time()
+    try:
+        result = fit(
+            cfg, resume=bool(args.resume), overwrite=args.overwrite, progress="lines" if args.quiet else "bar"
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C: nothing more is saved (every file is written atomically, so what is there is whole); say how to
+        # go on where this run left a checkpoint (its own, or the one a --resume started from).
+        last = Path(cfg.run.dir) / "checkpoints" / "last.safetensors" if cfg.run.dir else None
+        if os.environ.get("RANK", "0") == "0" and last is not None and last.is_file():
+            if args.resume or last.stat().st_mtime >= started:  # not a replaced run's (--overwrite)
+                _say(f"reglab: interrupted; resume with: reglab train --resume {shlex.quote(str(cfg.run.dir))}")
+                return 130
+        raise
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     print(f"run dir: {result.run_dir}")

@@ -279,3 +279,33 @@ def test_train_without_a_validation_split_reports_the_test_accuracy(tmp_path):
     )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "test accuracy" in proc.stdout and "no validation split" in proc.stdout
+
+
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch, checkpointed):
+    """Ctrl-C during `reglab train`: exit 130, no traceback, and one line with the command that resumes, where
+    the run has a checkpoint to resume from (after its first epoch; a --resume always has one); before the first
+    checkpoint just 'interrupted'."""
+    from reglab.cli import main
+    from reglab.train import saving
+
+    real = saving.SavePolicy.epoch_end
+
+    def ctrl_c(self, improved, final):  # Ctrl-C arrives after the epoch's checkpoint, or before it is written
+        if checkpointed:
+            real(self, improved, final)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(saving.SavePolicy, "epoch_end", ctrl_c)
+    run_dir = tmp_path / "my run"
+    assert main([*TRAIN, "train.epochs=3", "run.threads=1", f"run.dir={run_dir}", "--quiet"]) == 130
+    err = capsys.readouterr().err  # the run's header and progress lines, then the last word
+    assert "Traceback" not in err
+    if not checkpointed:
+        assert err.splitlines()[-1] == "reglab: interrupted" and "resume with" not in err
+        return
+    hint = f"reglab: interrupted; resume with: reglab train --resume '{run_dir}'"
+    assert err.splitlines()[-1] == hint
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 130  # interrupted again while resuming
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == hint and "Traceback" not in err
