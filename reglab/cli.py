@@ -1,8 +1,8 @@
 """The ``reglab`` command line: argument parsing and error presentation only.
 
 Every user mistake arrives here as a :class:`~reglab.errors.UserError` and leaves as one line on stderr
-with exit code 2; Ctrl-C exits with 130 (``reglab train``: naming the command that resumes the run); a closed pipe on stdout (``reglab ... | head -1``) ends quietly
-with 141, as a shell reports a process killed by SIGPIPE.
+with exit code 2; Ctrl-C exits with 130 (``reglab train``: naming the command that resumes the run); a closed
+pipe on stdout (``reglab ... | head -1``) ends quietly with 141, as a shell reports a process killed by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -61,6 +61,35 @@ def cmd_models(args) -> int:
     print("GFLOPs: forward pass of one 32x32 image (2 x multiply-adds). Build options: `reglab train --help`.")
     print("Also accepted as: former names, still valid in configs (model.name=...) and saved runs.")
     return 0
+
+
+def cmd_recipes(args) -> int:
+    from .config import RECIPES_DIR
+
+    files = sorted(RECIPES_DIR.glob("*.yaml"), key=lambda p: p.stem)
+    if args.json:
+        print(json.dumps([{"name": f.stem, "about": _about(f)} for f in files], indent=2))
+        return 0
+    width = max((len(f.stem) for f in files), default=0)
+    for f in files:
+        print(f"{f.stem:<{width}}  {_about(f)}".rstrip())
+    print(
+        f"{len(files)} recipes in {RECIPES_DIR}; `reglab config NAME` prints one's every key, `reglab train NAME` "
+        "trains it."
+    )
+    return 0
+
+
+def _about(recipe: Path, width: int = 100) -> str:
+    """A recipe's header comment (its first lines starting with ``#``) as one line cut to ``width``, without the
+    ``NAME:`` it may start with."""
+    head = []
+    for line in recipe.read_text(errors="replace").splitlines():
+        if not line.startswith("#"):
+            break
+        head.append(line.lstrip("#").strip())
+    text = " ".join(head).removeprefix(f"{recipe.stem}:").strip()
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 def _recipe_or_default(recipe: str | None, overrides: list[str], data_dir: str | None, say: bool = False) -> str:
@@ -230,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="plain log lines instead of a progress bar")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     train.set_defaults(func=cmd_train)
+
+    rec = sub.add_parser("recipes", help="list the recipes in recipes/ (the names train and config accept)")
+    rec.add_argument("--json", action="store_true", help="print a JSON list of {name, about}")
+    rec.set_defaults(func=cmd_recipes)
 
     conf = sub.add_parser("config", help="print the fully resolved config of a recipe plus overrides (all keys)")
     conf.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]", help=OVERRIDES_HELP)

@@ -323,6 +323,12 @@ def cases(p: dict[str, Path]) -> list[Case]:
             what="recipe with a key given twice",
         ),
         Case(
+            "recipe-unknown",
+            ["train", "quik"],
+            ["recipe 'quik' not found (did you mean 'quick'?)", "`reglab recipes` lists all"],
+            what="recipe name with a typo (the nearest names, not all 50)",
+        ),
+        Case(
             "recipe-dir",
             ["train", str(p["img"])],
             ["is a directory, not a YAML file"],

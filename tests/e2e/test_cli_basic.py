@@ -168,6 +168,23 @@ def test_version(capsys):
     assert capsys.readouterr().out == f"reglab {declared}\n"
 
 
+def test_recipes_lists_every_recipe(capsys):
+    """`reglab recipes` (named by the "recipe not found" message) lists every name `reglab train` accepts."""
+    import json
+
+    from reglab.cli import main
+    from reglab.config import RECIPES_DIR
+
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines[:-1]] == names
+    assert lines[-1].startswith(f"{len(names)} recipes in ")
+    assert next(ln for ln in lines if ln.startswith("quick ")).split(None, 1)[1].startswith("the ResNet baseline")
+    assert main(["recipes", "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == names
+
+
 def test_eval_out_help_names_the_files_eval_writes():
     """`reglab eval --out` names the files written there (reglab.track.inference.OUTPUTS), not older names."""
     import argparse
