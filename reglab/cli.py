@@ -1,8 +1,8 @@
 """The ``reglab`` command line: argument parsing and error presentation only.
 
 Every user mistake arrives here as a :class:`~reglab.errors.UserError` and leaves as one line on stderr
-with exit code 2; Ctrl-C exits with 130; a closed pipe on stdout (``reglab ... | head -1``) ends quietly
-with 141, as a shell reports a process killed by SIGPIPE.
+with exit code 2; Ctrl-C exits with 130 (``reglab train``: naming the command that resumes the run); a closed
+pipe on stdout (``reglab ... | head -1``) ends quietly with 141, as a shell reports a process killed by SIGPIPE.
 """
 
 from __future__ import annotations
@@ -11,9 +11,12 @@ import argparse
 import errno
 import json
 import os
+import shlex
 import sys
+import time
 from pathlib import Path
 
+from . import __version__
 from .errors import UserError
 
 OVERRIDES_HELP = (
@@ -60,6 +63,35 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_recipes(args) -> int:
+    from .config import RECIPES_DIR
+
+    files = sorted(RECIPES_DIR.glob("*.yaml"), key=lambda p: p.stem)
+    if args.json:
+        print(json.dumps([{"name": f.stem, "about": _about(f)} for f in files], indent=2))
+        return 0
+    width = max((len(f.stem) for f in files), default=0)
+    for f in files:
+        print(f"{f.stem:<{width}}  {_about(f)}".rstrip())
+    print(
+        f"{len(files)} recipes in {RECIPES_DIR}; `reglab config NAME` prints one's every key, `reglab train NAME` "
+        "trains it."
+    )
+    return 0
+
+
+def _about(recipe: Path, width: int = 100) -> str:
+    """A recipe's header comment (its first lines starting with ``#``) as one line cut to ``width``, without the
+    ``NAME:`` it may start with."""
+    head = []
+    for line in recipe.read_text(errors="replace").splitlines():
+        if not line.startswith("#"):
+            break
+        head.append(line.lstrip("#").strip())
+    text = " ".join(head).removeprefix(f"{recipe.stem}:").strip()
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+
+
 def _recipe_or_default(recipe: str | None, overrides: list[str], data_dir: str | None, say: bool = False) -> str:
     """The named recipe, or the default for this machine's precision (``reglab.default_recipe``)."""
     if recipe is not None:
@@ -89,9 +121,20 @@ def cmd_train(args) -> int:
     else:
         recipe = _recipe_or_default(recipe, overrides, args.data_dir, say=True)
         cfg = load_config(recipe, overrides, data_dir=args.data_dir)
-    result = fit(
-        cfg, resume=bool(args.resume), overwrite=args.overwrite, progress="lines" if args.quiet else "bar"
-    )
+    started = time.time()
+    try:
+        result = fit(
+            cfg, resume=bool(args.resume), overwrite=args.overwrite, progress="lines" if args.quiet else "bar"
+        )
+    except KeyboardInterrupt:
+        # Ctrl-C: nothing more is saved (every file is written atomically, so what is there is whole); say how to
+        # go on where this run left a checkpoint (its own, or the one a --resume started from).
+        last = Path(cfg.run.dir) / "checkpoints" / "last.safetensors" if cfg.run.dir else None
+        if os.environ.get("RANK", "0") == "0" and last is not None and last.is_file():
+            if args.resume or last.stat().st_mtime >= started:  # not a replaced run's (--overwrite)
+                _say(f"reglab: interrupted; resume with: reglab train --resume {shlex.quote(str(cfg.run.dir))}")
+                return 130
+        raise
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
     print(f"run dir: {result.run_dir}")
@@ -108,6 +151,9 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .track.inference import evaluate_command
 
+    def show(numbers: dict, text: str) -> None:  # before any file is written: a failed write still shows them
+        print(json.dumps(numbers, indent=2) if args.json else text, flush=True)
+
     out = evaluate_command(
         Path(args.target),
         split=args.split,
@@ -115,9 +161,10 @@ def cmd_eval(args) -> int:
         checkpoint=args.checkpoint,
         out_dir=Path(args.out) if args.out else None,
         tta=args.tta,
+        on_numbers=show,
     )
-    text = out.pop("_text")
-    print(json.dumps(out, indent=2) if args.json else text)
+    if not args.json:
+        print(out["_files"])
     return 0
 
 
@@ -131,12 +178,12 @@ def cmd_predict(args) -> int:
         print(json.dumps(results, indent=2))
     else:
         for r in results:
-            if "error" in r:
-                print(f"{r['file']}: error: {r['error']}", file=sys.stderr)
+            if "error" in r:  # one line per file it could not read; the others are still predicted
+                _say(f"reglab: error: {r['file']}: {r['error']}")
             else:
                 preds = ", ".join(f"{p['class']} {p['prob'] * 100:.1f}%" for p in r["top"])
                 print(f"{r['file']}: {preds}")
-    return 0 if ok else 1
+    return 0 if ok else 2  # an image that cannot be read is a mistake to fix, as everywhere (exit 2)
 
 
 def cmd_config(args) -> int:
@@ -149,8 +196,9 @@ def cmd_config(args) -> int:
 
 def cmd_augment_preview(args) -> int:
     from .api import load_config
-    from .track.preview import preview
+    from .track.preview import output_path, preview
 
+    output_path(Path(args.output))  # a name it cannot write is refused before the data loads
     recipe, overrides = _recipe_and_overrides(args.items)
     recipe = _recipe_or_default(recipe, overrides, args.data_dir)
     cfg = load_config(recipe, overrides, data_dir=args.data_dir)
@@ -163,6 +211,10 @@ def cmd_augment_preview(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="reglab", description="Train, regularize, tune and study ResNets on CIFAR.")
+    # the code that runs (a checkout on PYTHONPATH may differ from what pip installed); pyproject.toml holds the same
+    p.add_argument(
+        "--version", action="version", version=f"reglab {__version__}", help="print the version and exit"
+    )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     data = sub.add_parser("data", help="dataset utilities").add_subparsers(dest="data_command", metavar="ACTION")
@@ -179,7 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
         "preview", help="save a grid of training images as the recipe's pipeline transforms them"
     )
     prev.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]", help=OVERRIDES_HELP)
-    prev.add_argument("-o", "--output", default="preview.png", help="PNG file to write (default preview.png)")
+    prev.add_argument(
+        "-o",
+        "--output",
+        default="preview.png",
+        help="PNG file to write (default preview.png; .png is added to a name without one)",
+    )
     prev.add_argument("-n", type=int, default=32, help="number of images (default 32)")
     prev.add_argument("--seed", type=int, default=0)
     prev.add_argument("--data-dir")
@@ -203,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
     train.set_defaults(func=cmd_train)
 
+    rec = sub.add_parser("recipes", help="list the recipes in recipes/ (the names train and config accept)")
+    rec.add_argument("--json", action="store_true", help="print a JSON list of {name, about}")
+    rec.set_defaults(func=cmd_recipes)
+
     conf = sub.add_parser("config", help="print the fully resolved config of a recipe plus overrides (all keys)")
     conf.add_argument("items", nargs="*", metavar="[RECIPE] [KEY=VALUE ...]", help=OVERRIDES_HELP)
     conf.set_defaults(func=cmd_config)
@@ -214,7 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", choices=["test", "val"], default="test")
     ev.add_argument("--checkpoint", choices=["best", "last"], default="best", help="which checkpoint of a run dir")
     ev.add_argument("--data-dir")
-    ev.add_argument("--out", help="folder for confusion.png and eval.json (default: the run dir)")
+    ev.add_argument(
+        "--out",
+        help="folder for eval_SPLIT.json, confusion_SPLIT.png, reliability_SPLIT.png and, for a run dir, gap.png "
+        "(SPLIT: test or val; default: the run dir, or the checkpoint's folder)",
+    )
     ev.add_argument(
         "--tta",
         action=argparse.BooleanOptionalAction,

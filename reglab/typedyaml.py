@@ -260,16 +260,35 @@ def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def named_yaml(name: str | Path, folder: Path, what: str, give: str) -> Path:
+LIST_ALL_UP_TO = 10  # a "not found" message lists every name up to this many; beyond, the nearest ones
+
+
+def named_yaml(name: str | Path, folder: Path, what: str, give: str, lister: str | None = None) -> Path:
     """``folder/NAME.yaml`` (or ``folder/NAME``) for a name such as a recipe's or a study's; otherwise one
-    :class:`UserError` saying to ``give`` a file or one of the names in ``folder``, with the nearest one."""
+    :class:`UserError` saying to ``give`` a file or one of the names in ``folder``, with the nearest one. With
+    more than :data:`LIST_ALL_UP_TO` names and a ``lister`` (the command that lists them all), the message
+    names only the closest few and that command, so it stays readable."""
     for cand in (folder / f"{name}.yaml", folder / str(name)):
         if cand.is_file():
             return cand
     known = sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
+    if lister is None or len(known) <= LIST_ALL_UP_TO:
+        raise UserError(
+            f"{what} {str(name)!r} not found: give {give} or one of: "
+            f"{', '.join(known) or f'(no {what} files installed)'}{suggest(str(name), known)}."
+        )
+    word = str(name).lower()
+    near = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+    near += [k for k in known if word and word in k.lower() and k not in near]
+    if len(near) == 1:
+        hint = f" (did you mean {near[0]!r}?)"
+    elif near:
+        shown = ", ".join(repr(k) for k in near[:5])
+        hint = f" (closest: {shown}{f' and {len(near) - 5} more' if len(near) > 5 else ''})"
+    else:
+        hint = ""
     raise UserError(
-        f"{what} {str(name)!r} not found: give {give} or one of: "
-        f"{', '.join(known) or f'(no {what} files installed)'}{suggest(str(name), known)}."
+        f"{what} {str(name)!r} not found{hint}: give {give} or a {what} name; `{lister}` lists all {len(known)}."
     )
 
 

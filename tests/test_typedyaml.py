@@ -19,3 +19,22 @@ def test_named_yaml_finds_the_file_or_lists_the_names_with_a_suggestion(tmp_path
     assert str(err.value).endswith("(did you mean 'quick'?).")
     with pytest.raises(UserError, match=r"\(no study files installed\)"):
         named_yaml("x", tmp_path / "absent", "study", "a study YAML file")
+
+
+def test_many_names_give_the_closest_and_the_command_that_lists_them(tmp_path):
+    """With dozens of recipes the message names the nearest few and `reglab recipes`, not every name."""
+    names = ["quick", "default", *(f"seed004_variant_{i:02d}" for i in range(12))]
+    for n in names:
+        (tmp_path / f"{n}.yaml").write_text("model: {}\n")
+    with pytest.raises(UserError) as err:
+        named_yaml("quik", tmp_path, "recipe", "a YAML file path", lister="reglab recipes")
+    msg = str(err.value)
+    assert msg == (
+        "recipe 'quik' not found (did you mean 'quick'?): give a YAML file path or a recipe name; "
+        "`reglab recipes` lists all 14."
+    )
+    with pytest.raises(UserError) as err:
+        named_yaml("seed004", tmp_path, "recipe", "a YAML file path", lister="reglab recipes")
+    msg = str(err.value)
+    assert "(closest: 'seed004_variant_00'" in msg and "and 7 more)" in msg and "lists all 14" in msg
+    assert msg.count("seed004_variant") == 5

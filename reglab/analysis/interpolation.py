@@ -143,8 +143,10 @@ def bootstrap_summaries(
     """95% percentile-bootstrap intervals over the image pairs (Efron & Tibshirani, 1993) of the summary
     numbers in :data:`BOOTSTRAPPED`, per model, and of each model's difference to the first model. All models
     were tested on the same pairs, so each replicate resamples the pairs once for all of them (a paired
-    bootstrap). Returns ``{model: {metric: [lo, hi], "minus_<first>": {metric: [mean, lo, hi]}}}``; a replicate
-    where a number is undefined (e.g. no crossover) is left out of that number's interval."""
+    bootstrap). Returns ``{model: {metric: [lo, hi], "minus_<first>": {metric: [diff, lo, hi]}}}``: ``diff`` is
+    the point estimate, the difference of the two models' numbers on all the pairs (what the summary table
+    shows, None where either is undefined), ``[lo, hi]`` its interval; a replicate where a number is undefined
+    (e.g. no crossover) is left out of that number's interval."""
     names = list(hits)
     n = hits[names[0]].shape[-1]
     g = torch.Generator().manual_seed(seed)
@@ -153,6 +155,7 @@ def bootstrap_summaries(
         1, idx, torch.ones(replicates, n, dtype=torch.float64)
     )
     lam = lambdas.double().numpy()
+    point = {name: curves_from_hits(hits[name], lambdas) for name in names}  # on all the pairs, unresampled
     draws: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         curves = 100.0 * torch.einsum("bn,kln->bkl", weights, hits[name].double()).numpy() / n
@@ -177,15 +180,14 @@ def bootstrap_summaries(
                 for m in BOOTSTRAPPED
             }
             out[name][f"minus_{first}"] = {
-                m: [
-                    round(float(np.mean([v for v in vals if v is not None])), 4)
-                    if any(v is not None for v in vals)
-                    else None,
-                    *interval(vals),
-                ]
-                for m, vals in diffs.items()
+                m: [_difference(point[name][m], point[first][m]), *interval(vals)] for m, vals in diffs.items()
             }
     return out
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    """``a - b`` of two summary numbers (rounded as they are), None where either is undefined."""
+    return None if a is None or b is None else round(a - b, 4)
 
 
 def _first_crossing(lam: np.ndarray, curve: np.ndarray, level: float) -> float | None:
@@ -278,7 +280,8 @@ def summary_table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[l
 
 def difference_table(results: dict[str, dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     """Each model against the first, paired over the same pairs: the difference of every bootstrapped number
-    with its 95% interval and whether the interval excludes zero."""
+    (of the values the summary table shows, so the columns agree) with its 95% interval and whether the
+    interval excludes zero."""
     names = list(results)
     cols = ["model", *(c for m in BOOTSTRAPPED for c in (f"{m} Δ [95% CI]", "excludes 0"))]
     rows = []
@@ -288,9 +291,13 @@ def difference_table(results: dict[str, dict[str, Any]]) -> tuple[list[str], lis
             continue
         row: list[Any] = [f"{name} − {names[0]}"]
         for m in BOOTSTRAPPED:
-            mean, lo, hi = diff[m]
+            _, lo, hi = diff[m]
+            delta = _difference(results[name].get(m), results[names[0]].get(m))
+            if delta is None:  # undefined on the pairs themselves (e.g. no crossover): nothing to compare
+                row += ["-", "-"]
+                continue
             row += [
-                "-" if mean is None else f"{mean:+.4g} [{lo:+.4g}, {hi:+.4g}]",
+                f"{delta:+.4g}" + ("" if lo is None else f" [{lo:+.4g}, {hi:+.4g}]"),
                 "-" if lo is None else ("yes: higher" if lo > 0 else "yes: lower" if hi < 0 else "no"),
             ]
         rows.append(row)

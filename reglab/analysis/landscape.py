@@ -245,7 +245,7 @@ def basin_width(ev: Evaluator, dirs: Sequence[Direction], levels: Sequence[str |
             "mean": float(got.mean()) if len(got) else None,
             "std": float(got.std()) if len(got) else None,
             "min": float(got.min()) if len(got) else None,
-            "ci95": [ci[1], ci[2]] if ci and len(per_dir) > 1 else None,
+            "ci95": [ci[1], ci[2]] if ci and ci[1] is not None else None,  # >= 2 directions reached it
             "per_direction": per_dir,
             "not_reached": int(sum(v is None for v in vals)),
             "below_minimum": level <= loss0,
@@ -268,7 +268,8 @@ def paired_width_difference(
     a: Sequence[float | None], b: Sequence[float | None], replicates: int = 1000, seed: int = 0
 ) -> tuple[float, float, float] | None:
     """Mean of a - b over directions (the same seed draws the same Gaussian directions for two models of one
-    architecture, so direction k pairs with direction k) with its 95% bootstrap interval over directions."""
+    architecture, so direction k pairs with direction k) with its 95% bootstrap interval over directions
+    (``lo``, ``hi`` None with a single pair: no interval)."""
     return bootstrap_mean_interval(
         [x - y for x, y in zip(a, b) if x is not None and y is not None], replicates, seed
     )

@@ -85,11 +85,12 @@ def collect(study_dir: Path | str, metric: str = "final_val_acc") -> list[dict[s
         raise UserError(
             f"{study_dir} is not a study directory (no runs/ folder); run `reglab study FILE -o DIR` first."
         )
-    records = []
+    records, finished, skipped = [], 0, 0
     for run_dir in sorted(p for p in root.iterdir() if (p / "config.yaml").is_file()):
         summary_path = run_dir / "summary.json"
         if not summary_path.is_file():
             continue
+        finished += 1
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
         summary = json.loads(summary_path.read_text())
         if summary.get(metric) is None:
@@ -99,6 +100,7 @@ def collect(study_dir: Path | str, metric: str = "final_val_acc") -> list[dict[s
             )
         spec = ratio_spec(cfg.get("mix", {}))
         if spec is None:
+            skipped += 1
             continue
         records.append(
             {
@@ -113,9 +115,16 @@ def collect(study_dir: Path | str, metric: str = "final_val_acc") -> list[dict[s
                 "test_acc": summary.get("test_acc"),
             }
         )
-    if not records:
+    if not finished:
         raise UserError(
-            f"{root} holds no finished runs with decoupled mixing or ERM (summary.json + mix settings)."
+            f"{root} holds no finished runs (run folders with summary.json); let the study finish first."
+        )
+    if not any(r["kind"] != "erm" for r in records):
+        erm = len(records)
+        raise UserError(
+            f"{study_dir} is not a mixing-ratio study: expected runs with fixed or uniform mixing ratios "
+            f"(mix.lam_x=fixed|uniform, as in studies/seed001_mixing_ratio.yaml), but its {finished} finished "
+            f"run(s) are {erm} without mixing and {skipped} with Beta-ratio mixup or cutmix."
         )
     return records
 

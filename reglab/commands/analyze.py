@@ -98,7 +98,8 @@ def cmd_interpolation(args) -> int:
     boot = (
         (
             f" Brackets: 95% percentile-bootstrap intervals over the pairs ({args.bootstrap} replicates); "
-            "differences are paired (the same resampled pairs for every model)."
+            "differences are paired (the same resampled pairs for every model); each Δ is the difference of the "
+            "numbers in the summary table, its interval the bootstrap's."
         )
         if args.bootstrap
         else ""
@@ -213,11 +214,18 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
                 row.append("0 (minimum is above L)")
             else:
                 ci = lv.get("ci95")
+                n_dirs = sum(v is not None for v in lv.get("per_direction") or [])
                 row.append(
                     "not reached"
                     if lv["mean"] is None
                     else f"{lv['mean']:.3f}"
-                    + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else f" ± {lv['std']:.3f}")
+                    + (
+                        f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+                        if ci
+                        else f" (n={n_dirs}, no CI)"
+                        if n_dirs == 1
+                        else f" ± {lv['std']:.3f}"  # a landscape.json written before per_direction was kept
+                    )
                     + (f" ({lv['not_reached']} rays not reached)" if lv["not_reached"] else "")
                 )
         rows.append(row)
@@ -234,6 +242,8 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
             row.append(
                 "-"
                 if d is None
+                else f"{d[0]:+.3f} (n=1, no CI)"  # one pair of directions: no spread, so no verdict
+                if d[1] is None
                 else f"{d[0]:+.3f} [{d[1]:+.3f}, {d[2]:+.3f}]"
                 + (" wider" if d[1] > 0 else " narrower" if d[2] < 0 else "")
             )
@@ -293,7 +303,8 @@ def render_landscape(results: dict, run_paths: dict, out: Path, args) -> None:
         f"Basin width: distance a (filter-normalized units; a = 0.1 moves every filter by 10% of its norm) "
         f"at which the loss on {args.subset} {args.split} images (fixed stratified subset, seed {args.seed}, "
         f"eval-mode BN, no augmentation; {_precisions(results)}) first reaches L; mean over {args.directions} random "
-        f"directions x 2 signs, with a 95% bootstrap interval over the directions in brackets. The test "
+        f"directions x 2 signs, with a 95% bootstrap interval over the directions in brackets (from one "
+        f"direction: n=1, no CI and no verdict). The test "
         f"accuracy is the analysed checkpoint's, in the run's own precision.\n\n"
     )
     dcols = ["models (paired by direction)"] + cols[4:]

@@ -2,7 +2,7 @@
 
     reglab sweep SWEEP.yaml [--workers N] [--storage URL] [--trials N] [-o DIR] [KEY=VALUE ...]
     reglab sweep SWEEP.yaml --launcher slurm --workers N [--slurm KEY=VALUE ...] [--wait]
-    reglab sweep report DIR [--importance ped_anova|fanova]
+    reglab sweep report DIR [-o OUT] [--importance ped_anova|fanova]
     reglab sweep best DIR [--overwrite] [KEY=VALUE ...]
     reglab sweep dashboard DIR [--host 127.0.0.1] [--port 8080]
 
@@ -40,7 +40,12 @@ def register(sub) -> None:
         "postgresql://... (default: study.db in the sweep directory)",
     )
     p.add_argument("--trials", type=int, help="finished trials to reach (default: the sweep file's trials)")
-    p.add_argument("-o", "--out", help="sweep directory (default runs/sweeps/<name>)")
+    p.add_argument(
+        "-o",
+        "--out",
+        help="sweep directory (default runs/sweeps/<name>); with `report DIR`: the report's folder (default "
+        "DIR/report)",
+    )
     p.add_argument("--no-report", action="store_true", help="do not write the report when the sweep ends")
     p.add_argument(
         "--importance",
@@ -104,7 +109,10 @@ def cmd_sweep(args) -> int:
             _overrides(rest, "sweep report")
             if rest:
                 raise UserError("sweep report takes no KEY=VALUE overrides.")
-            return _report(sweep_dir, args.importance)
+            return _report(sweep_dir, args.importance, Path(args.out) if args.out else None)
+        if args.out:  # the sweep directory is DIR itself: an -o here would be ignored
+            does = "retrains into DIR/best/" if items[0] == "best" else "only serves DIR's study"
+            raise UserError(f"sweep {items[0]} DIR takes no -o/--out: it {does}; drop -o.")
         if items[0] == "dashboard":
             if rest:
                 raise UserError("sweep dashboard takes no KEY=VALUE overrides; options: --host, --port.")
@@ -118,10 +126,10 @@ def cmd_sweep(args) -> int:
     return _run(args, Path(items[0]), _overrides(items[1:], "sweep"))
 
 
-def _report(sweep_dir: Path, method: str) -> int:
+def _report(sweep_dir: Path, method: str, out: Path | None = None) -> int:
     from ..sweep.report import write_sweep_report
 
-    s = write_sweep_report(sweep_dir, method)
+    s = write_sweep_report(sweep_dir, method, out)
     from ..sweep.report import _summary_lines
 
     print("\n".join(_summary_lines(s)))

@@ -104,7 +104,7 @@ def resolve_recipe(recipe: str | Path) -> Path:
         )
     if path.exists():
         raise UserError(f"recipe {str(recipe)!r} is not a regular file (a FIFO or device); give a YAML file.")
-    return named_yaml(recipe, RECIPES_DIR, "recipe", "a YAML file path")
+    return named_yaml(recipe, RECIPES_DIR, "recipe", "a YAML file path", lister="reglab recipes")
 
 
 def _budgets(raw: Any, where: str) -> dict[str, dict[str, Any]]:

@@ -1,6 +1,6 @@
 """``reglab sweep report DIR``: what a sweep found and what it cost.
 
-Writes into ``<sweep_dir>/report/``: ``report.md`` and ``report.html`` (summary, best trial, importance and
+Writes into ``<sweep_dir>/report/`` (``-o OUT``: into OUT): ``report.md`` and ``report.html`` (summary, best trial, importance and
 correlation, pruning savings, figures, the trial table), ``trials.csv``, ``best.yaml`` (the best trial's full
 config as a recipe: ``reglab train <dir>/report/best.yaml``) and the PNGs of :mod:`reglab.sweep.plots`.
 
@@ -210,15 +210,16 @@ def _fmt(v: Any) -> str:
     return _text(v)
 
 
-def write_sweep_report(sweep_dir: Path, method: str = "ped_anova") -> dict[str, Any]:
-    """Analyse the sweep in ``sweep_dir``; write report/; return the numbers (also in report/summary.json)."""
+def write_sweep_report(sweep_dir: Path, method: str = "ped_anova", out_dir: Path | None = None) -> dict[str, Any]:
+    """Analyse the sweep in ``sweep_dir``; write the report into ``out_dir`` (default ``sweep_dir/report/``);
+    return the numbers (also in its summary.json)."""
     from . import plots
 
     sweep_dir = Path(sweep_dir)
     spec = read_sweep_dir(sweep_dir)
     study = load_optuna_study(spec, sweep_dir)
-    out = sweep_dir / REPORT_DIR
-    out.mkdir(exist_ok=True)
+    out = Path(out_dir) if out_dir is not None else sweep_dir / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
     rows = collect(study, spec)
     c = counts(study)
     imp, imp_method = importance(study, method)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -101,12 +101,16 @@ def evaluate_command(
     checkpoint: str = "best",
     out_dir: Path | None = None,
     tta: bool | None = None,
+    on_numbers: Callable[[dict[str, Any], str], None] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run's checkpoint; ``tta=None`` follows the run's own ``train.tta`` setting.
 
     Writes ``eval_<split>.json`` (loss, accuracy, per-class accuracy, confusion matrix, ECE/NLL/calibration
     bins, train-test gap), ``confusion_<split>.png``, ``reliability_<split>.png`` and, for a run directory,
-    ``gap.png`` (gap over epochs)."""
+    ``gap.png`` (gap over epochs). Every number is computed before the first file is written, and
+    ``on_numbers(result, text)`` is called with them then, so a caller shows them even when the writing fails
+    (a read-only run folder, a full disk). The returned dict holds the numbers, ``_text`` (the numbers' lines)
+    and ``_files`` (the lines naming the files written)."""
     model, meta, path = load_trained(target, checkpoint)
     run_dir = (
         path.parent.parent
@@ -148,24 +152,27 @@ def evaluate_command(
         "per_class_acc": {c: round(a, 2) for c, a in zip(data.classes, per_class)},
         "confusion_matrix": cm.tolist(),
     }
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create {dest}: {exc.strerror or exc}.") from None
-    plot_confusion(
-        cm.numpy(), data.classes, dest / f"confusion_{split}.png", title=f"{split}: {res.acc:.2f}% ({path.name})"
-    )
     width = max(len(c) for c in data.classes)
     views = tta_views(tta, shifts)
     lines = [
         f"{path}: {split} loss {res.loss:.4f}, accuracy {res.acc:.2f}% on {len(chosen)} images{views}"
         f", {precision_name(autocast)}",
         *(f"  {c:<{width}} {a:6.2f}%" for c, a in zip(data.classes, per_class)),
-        f"confusion matrix: {dest / f'confusion_{split}.png'}",
     ]
-    lines += _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir, path, autocast)
+    lines += _diagnostics(out, res, chosen, data, model, meta, tta, split, autocast)
+    text = "\n".join(lines)
+    if on_numbers is not None:
+        on_numbers(dict(out), text)
+    # the files, now that every number is out
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {dest}: {exc.strerror or exc}.") from None
+    conf = dest / f"confusion_{split}.png"
+    plot_confusion(cm.numpy(), data.classes, conf, title=f"{split}: {res.acc:.2f}% ({path.name})")
+    files = [f"confusion matrix: {conf}"] + _diagnostic_plots(out, split, dest, run_dir, path)
     atomic_write_text(dest / f"eval_{split}.json", json.dumps(out, indent=2) + "\n")
-    out["_text"] = "\n".join(lines)
+    out["_text"], out["_files"] = text, "\n".join(files)
     return out
 
 
@@ -183,19 +190,17 @@ def tta_views(tta: bool, shifts) -> str:
 DIAG_TRAIN_IMAGES = 5000  # un-augmented training images evaluated for the final train-test gap
 
 
-def _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir, path, autocast) -> list[str]:
-    """Calibration (ECE over 15 equal-width bins, NLL, reliability diagram) and the train-test gap (clean
-    training images for this checkpoint; per epoch from the run's metrics), added to ``out``; text lines."""
+def _diagnostics(out, res, chosen, data, model, meta, tta, split, autocast) -> list[str]:
+    """Calibration (ECE over 15 equal-width bins, NLL) and the train-test gap (clean training images for this
+    checkpoint), added to ``out``; their text lines. Nothing is written here (:func:`_diagnostic_plots`)."""
     from ..data import Split
-    from .calibration import calibration, plot_reliability, summary_line
-    from .diagnostics import clean_train_gap, plot_gap
+    from .calibration import calibration, summary_line
+    from .diagnostics import clean_train_gap
 
     cal = calibration(res.probs, chosen.labels, n_bins=15)
     out["ece"], out["nll"] = round(cal["ece"], 5), round(cal["nll"], 5)
     out["calibration"] = cal
-    who = f"{run_dir.name}/{path.name}" if run_dir is not None else path.name
-    rel = plot_reliability(cal, dest / f"reliability_{split}.png", title=f"{split}: {who}")
-    lines = [f"calibration: {summary_line(cal)}", f"reliability diagram: {rel}"]
+    lines = [f"calibration: {summary_line(cal)}"]
     n = min(DIAG_TRAIN_IMAGES, len(data.train))
     idx = torch.linspace(0, len(data.train) - 1, n).round().long()  # evenly spaced, fixed
     sub = Split(data.train.images[idx], data.train.labels[idx])
@@ -205,6 +210,18 @@ def _diagnostics(out, res, chosen, data, model, meta, tta, split, dest, run_dir,
         f"train-{split} gap: {out['gap']['acc_gap']:+.2f} points ({tr.acc:.2f}% on {n} un-augmented "
         f"training images vs {res.acc:.2f}%), loss gap {out['gap']['loss_gap']:+.4f}"
     )
+    return lines
+
+
+def _diagnostic_plots(out, split, dest, run_dir, path) -> list[str]:
+    """The reliability diagram and, for a run directory, the gap over epochs (from the run's metrics), written
+    to ``dest``; the lines naming them."""
+    from .calibration import plot_reliability
+    from .diagnostics import plot_gap
+
+    who = f"{run_dir.name}/{path.name}" if run_dir is not None else path.name
+    rel = plot_reliability(out["calibration"], dest / f"reliability_{split}.png", title=f"{split}: {who}")
+    lines = [f"reliability diagram: {rel}"]
     rows = RunDir(run_dir).read_metrics() if run_dir is not None else []
     if rows:
         cfg = load_run_config(run_dir)
@@ -255,7 +272,7 @@ def load_image(path: Path, size: int = 32) -> np.ndarray:
             img = img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
             return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1).copy()
     except FileNotFoundError:
-        raise ValueError("file not found") from None
+        raise ValueError("file not found; check the path") from None
     except IsADirectoryError:
         raise ValueError("is a directory, not an image") from None
     except UnidentifiedImageError:

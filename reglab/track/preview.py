@@ -14,6 +14,7 @@ from ..config import Config  # noqa: E402
 from ..data import load_splits  # noqa: E402
 from ..data.augment import AUGMENTATIONS, training_loader  # noqa: E402
 from ..data.mixing import build_mixer  # noqa: E402
+from ..errors import UserError  # noqa: E402
 
 
 def _label(target: torch.Tensor, classes: list[str]) -> str:
@@ -23,8 +24,27 @@ def _label(target: torch.Tensor, classes: list[str]) -> str:
     return "\n".join(parts)
 
 
+def output_path(out: Path) -> Path:
+    """The file ``-o`` names, as it will be written: without an extension matplotlib adds ``.png``, so the name
+    gets it here (and the path printed is the real one); an extension matplotlib cannot write, or a folder, is
+    refused before any work."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    out = Path(out)
+    if out.is_dir():
+        raise UserError(f"-o {out} is a folder; name the image file, e.g. -o {out / 'preview.png'}.")
+    if not out.suffix:
+        return out.with_name(out.name + ".png")
+    kind = out.suffix[1:].lower()
+    if kind not in FigureCanvasBase.get_supported_filetypes():
+        raise UserError(f"-o {out}: cannot write a .{kind} image; name a .png file (or .jpg, .svg, .pdf).")
+    return out
+
+
 def preview(cfg: Config, out: Path, n: int = 32, columns: int = 8, seed: int = 0) -> Path:
-    """Save a grid of ``n`` training images after the configured pipeline, labels (mixed) under each."""
+    """Save a grid of ``n`` training images after the configured pipeline, labels (mixed) under each, to
+    :func:`output_path` of ``out``; return the file written."""
+    out = output_path(out)
     data = load_splits(cfg.data)
     n = min(n, len(data.train))
     loader = training_loader(data, cfg.aug, n, seed=seed)

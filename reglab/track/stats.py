@@ -123,12 +123,16 @@ def bootstrap_mean_interval(
     values: Iterable[float | None], replicates: int = 1000, seed: int = 0
 ) -> tuple[float, float, float] | None:
     """(mean, lo, hi): the mean of ``values`` and its 95% percentile-bootstrap interval (Efron & Tibshirani,
-    1993), for numbers that are not seeds (directions, image pairs); None and NaN dropped, None if empty."""
+    1993), for numbers that are not seeds (directions, image pairs); None and NaN dropped, None if empty. With
+    one value there is no spread to resample: ``lo`` and ``hi`` are None (no interval, so no verdict), as for
+    :func:`mean_interval`."""
     import numpy as np
 
     xs = np.array(_clean(values), dtype=float)
     if len(xs) == 0:
         return None
+    if len(xs) < 2:
+        return float(xs[0]), None, None
     rng = np.random.default_rng(seed)
     means = xs[rng.integers(0, len(xs), (replicates, len(xs)))].mean(axis=1)
     return float(xs.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))

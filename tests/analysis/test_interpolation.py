@@ -81,3 +81,34 @@ def test_paired_bootstrap_over_pairs():
     assert ci["same"]["minus_flat"]["slope_mid"] == [0.0, 0.0, 0.0]  # identical models: no difference
     lo, hi = ci["flat"]["crossover"]
     assert lo < 0.5 < hi
+
+
+def test_difference_shown_is_the_difference_of_the_shown_numbers():
+    """The Δ of the difference table is the summary table's numbers subtracted (the point estimate on all the
+    pairs), not the mean of the bootstrap replicates; the bracket beside it is the bootstrap interval."""
+    from reglab.analysis.interpolation import (
+        BOOTSTRAPPED,
+        bootstrap_summaries,
+        curves_from_hits,
+        difference_table,
+    )
+
+    g = torch.Generator().manual_seed(1)
+    lam = LAMBDAS.view(1, -1, 1)
+    u = torch.rand(1, 1, 60, generator=g)  # few pairs: a skewed bootstrap whose mean is off the point
+    steep = (lam > 0.5 + 0.2 * (u - 0.5)).expand(3, -1, -1).clone()
+    flat = (lam > 0.45 + 0.9 * (u - 0.5)).expand(3, -1, -1).clone()
+    steep[1], flat[1] = ~steep[0], ~flat[0]
+    steep[2], flat[2] = steep[0] & (lam < 0.6), flat[0] & (lam < 0.7)
+    hits = {"flat": flat, "steep": steep}
+    results = {name: curves_from_hits(h) for name, h in hits.items()}
+    for name, ci in bootstrap_summaries(hits, replicates=200).items():
+        results[name]["ci95"] = ci
+    cols, rows = difference_table(results)
+    (row,) = rows
+    for m in BOOTSTRAPPED:
+        shown = round(results["steep"][m] - results["flat"][m], 4)
+        diff, lo, hi = results["steep"]["ci95"]["minus_flat"][m]
+        assert diff == pytest.approx(shown)
+        cell = row[cols.index(f"{m} Δ [95% CI]")]
+        assert cell == f"{shown:+.4g} [{lo:+.4g}, {hi:+.4g}]", (m, cell)

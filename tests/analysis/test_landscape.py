@@ -18,6 +18,7 @@ from reglab.analysis.landscape import (
     filter_normalize,
     first_crossings,
     fixed_subset,
+    paired_width_difference,
     random_direction,
     resolve_levels,
 )
@@ -134,6 +135,16 @@ def test_first_crossings_and_basin_width_on_a_known_curve():
     assert res["levels"]["5"]["mean"] == pytest.approx(1.0, rel=1e-2)
     assert res["levels"]["0.5"]["below_minimum"] and res["levels"]["0.5"]["mean"] == 0.0
     assert resolve_levels(["+0.5", 3], 1.25) == [("+0.5", 1.75), ("3", 3.0)]
+    # one direction: a mean but no interval (a zero-width one would read as certainty)
+    assert res["levels"]["+1"]["per_direction"] == [pytest.approx(0.5, rel=1e-2)]
+    assert res["levels"]["+1"]["ci95"] is None
+    flat = {"w": torch.tensor(0.0)}  # the loss never changes along it: the level is never reached
+    three = basin_width(ev, [d, flat, flat], ["+1"])["levels"]["+1"]
+    assert three["per_direction"][1:] == [None, None] and three["ci95"] is None  # one direction reached it
+    diff = paired_width_difference([0.5], [0.4])
+    assert diff[0] == pytest.approx(0.1) and diff[1:] == (None, None)
+    mean, lo, hi = paired_width_difference([0.5, 0.7, 0.6], [0.4, 0.4, 0.5])
+    assert lo <= mean <= hi and lo < hi
 
 
 def test_fixed_subset_is_stratified_and_deterministic():

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from reglab.analysis.ratio import collect, panel_points, panels_of, ratio_spec
+from reglab.errors import UserError
 
 
 def mix(**kw):
@@ -52,12 +53,16 @@ def test_beta_and_cutmix_runs_are_not_part_of_the_study():
     assert ratio_spec(mix(cutmix_alpha=1.0, lam_x="uniform")) is None
 
 
+def fake_run(root, name, seed, m, acc):
+    d = root / "runs" / f"{name}-s{seed}"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(yaml.safe_dump({"mix": m, "run": {"name": name, "seed": seed}}))
+    (d / "summary.json").write_text(json.dumps({"final_val_acc": acc, "best_val_acc": acc + 1, "test_acc": 0}))
+
+
 def test_collect_and_panel_points_average_seeds(tmp_path):
     def fake(name, seed, m, acc):
-        d = tmp_path / "runs" / f"{name}-s{seed}"
-        d.mkdir(parents=True)
-        (d / "config.yaml").write_text(yaml.safe_dump({"mix": m, "run": {"name": name, "seed": seed}}))
-        (d / "summary.json").write_text(json.dumps({"final_val_acc": acc, "best_val_acc": acc + 1, "test_acc": 0}))
+        fake_run(tmp_path, name, seed, m, acc)
 
     tied = mix(lam_x="uniform", lam_x_range=[0.5, 1.0])
     fake("c", 0, tied, 60.0)
@@ -73,3 +78,19 @@ def test_collect_and_panel_points_average_seeds(tmp_path):
     assert [p["label"] for p in pts["d"]] == ["ERM", "[0.5, 1]"]
     assert pts["a"] == [] and pts["b"] == []
     assert panel_points(collect(tmp_path, "best_val_acc"))["d"][0]["mean"] == 56.0
+
+
+def test_a_study_without_ratio_runs_is_refused(tmp_path):
+    """A study of ERM and Beta-mixup / cutmix runs (e.g. seed001_erm_vs_mixup) has no ratio to plot: one error
+    naming what was expected, not a figure of ERM alone."""
+    fake_run(tmp_path, "erm", 0, mix(), 55.0)
+    fake_run(tmp_path, "mixup", 0, mix(mixup_alpha=1.0), 58.0)
+    fake_run(tmp_path, "cutmix", 0, mix(cutmix_alpha=1.0), 57.0)
+    with pytest.raises(UserError) as err:
+        collect(tmp_path)
+    msg = str(err.value)
+    assert "is not a mixing-ratio study" in msg and "mix.lam_x=fixed|uniform" in msg
+    assert "3 finished run(s) are 1 without mixing and 2 with Beta-ratio mixup or cutmix" in msg
+    (tmp_path / "empty" / "runs").mkdir(parents=True)
+    with pytest.raises(UserError, match="holds no finished runs"):
+        collect(tmp_path / "empty")

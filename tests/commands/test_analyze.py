@@ -141,6 +141,14 @@ def test_cli_ratio(study, tmp_path, capsys):
     assert [p["label"] for p in panels["d"]] == ["ERM", "[0, 1]"]
     assert main(["analyze", "ratio", str(tmp_path / "nothing"), "-o", str(out)]) == 2
     assert "study directory" in capsys.readouterr().err
+    # a study without ratio runs (only ERM here): exit 2 and one line saying what was expected
+    import shutil
+
+    shutil.copytree(study / "runs" / "erm-s0", tmp_path / "erm_only" / "runs" / "erm-s0")
+    assert main(["analyze", "ratio", str(tmp_path / "erm_only"), "-o", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a mixing-ratio study" in err
+    assert not (tmp_path / "r2").exists()
 
 
 def test_eval_reports_calibration_and_gap(study, tmp_path, capsys):
@@ -155,3 +163,17 @@ def test_eval_reports_calibration_and_gap(study, tmp_path, capsys):
     assert res["gap"]["train_images"] == 500 and "acc_gap" in res["gap"]
     for f in ("reliability_test.png", "gap.png", "confusion_test.png"):
         assert (out / f).is_file(), f
+
+
+def test_cli_landscape_one_direction_has_no_interval_and_no_verdict(study, tmp_path, capsys):
+    """With one direction there is no spread: each width and the paired difference say n=1, no CI, and the
+    difference gets no wider/narrower verdict (a zero-width interval would look certain)."""
+    runs = [str(study / "runs" / "erm-s0"), str(study / "runs" / "mixup-s0")]
+    args = ["analyze", "landscape", *runs, "-o", str(tmp_path / "one"), "--subset", "60", "--directions", "1"]
+    assert main([*args, "--levels", "+0.5", "--no-2d", "--amp", "off"]) == 0
+    text = capsys.readouterr().out
+    diff_row = next(line for line in text.splitlines() if line.startswith("| mixup − erm |"))
+    assert "(n=1, no CI)" in diff_row and "wider" not in diff_row and "narrower" not in diff_row
+    assert "[" not in diff_row  # no interval at all
+    erm_row = next(line for line in text.splitlines() if line.startswith("| erm |"))
+    assert "(n=1, no CI)" in erm_row

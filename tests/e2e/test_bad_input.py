@@ -47,7 +47,7 @@ class Case:
     id: str
     argv: list[str]
     words: list[str]  # must appear in the error line
-    code: int = 2  # expected exit status (predict: 1, one error line per unreadable file)
+    code: int = 2  # expected exit status (predict too: one error line per unreadable file)
     special: str = ""  # "enospc": run with a nearly full disk under the run dir
     trains: bool = False  # training starts before the failure: its progress lines may precede the error
     absent: list[str] = field(default_factory=list)  # paths that must not exist afterwards
@@ -196,7 +196,7 @@ def cases(p: dict[str, Path]) -> list[Case]:
         **kw,
     )
     pr = lambda name, file, words, what: Case(  # noqa: E731
-        name, ["predict", r, str(img / file)], [str(img / file), *words], code=1, what=what
+        name, ["predict", r, str(img / file)], [str(img / file), *words], what=what
     )
     # A file without read permission is readable to root (and inside `unshare -r`): tested only where it counts.
     locked_words = ["permission denied"] if os.geteuid() != 0 and not USERNS else []
@@ -296,6 +296,21 @@ def cases(p: dict[str, Path]) -> list[Case]:
             what="output in a folder that cannot be created",
         ),
         Case(
+            "out-format",
+            [
+                "augment",
+                "preview",
+                "quick",
+                "data.dataset=synthetic",
+                "data.val_size=100",
+                "-o",
+                str(out / "g.txt"),
+            ],
+            ["-o", "g.txt", "cannot write a .txt image", "name a .png file"],
+            absent=[str(out / "g.txt")],
+            what="preview output with an extension no image format has",
+        ),
+        Case(
             "yaml-latin1",
             ["train", str(p["latin1_yaml"])],
             ["is not UTF-8 text (byte 0xe9 on line 2)"],
@@ -306,6 +321,12 @@ def cases(p: dict[str, Path]) -> list[Case]:
             ["train", str(p["dup_yaml"])],
             ["duplicate key 'optim' (first at line 1)"],
             what="recipe with a key given twice",
+        ),
+        Case(
+            "recipe-unknown",
+            ["train", "quik"],
+            ["recipe 'quik' not found (did you mean 'quick'?)", "`reglab recipes` lists all"],
+            what="recipe name with a typo (the nearest names, not all 50)",
         ),
         Case(
             "recipe-dir",
@@ -461,7 +482,7 @@ def cases(p: dict[str, Path]) -> list[Case]:
             ["--top-k must be >= 1"],
             what="predict --top-k 0",
         ),
-        pr("img-missing", "missing.png", ["file not found"], "image file missing"),
+        pr("img-missing", "missing.png", ["file not found; check the path"], "image file missing"),
         pr("img-truncated", "truncated.png", ["truncated"], "truncated image"),
         pr("img-empty", "empty.jpg", ["not an image file", "empty"], "empty image file"),
         pr("img-text", "notes.png", ["not an image file"], "text file named .png"),

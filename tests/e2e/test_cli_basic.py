@@ -155,6 +155,49 @@ def test_every_help_page_renders():
         assert parser.format_help().startswith("usage:"), path
 
 
+def test_version(capsys):
+    """`reglab --version` prints `reglab X.Y.Z`, the version pyproject.toml declares, and exits 0."""
+    import re
+
+    from reglab.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    declared = re.search(r'(?m)^version = "([^"]+)"$', (REPO / "pyproject.toml").read_text()).group(1)
+    assert capsys.readouterr().out == f"reglab {declared}\n"
+
+
+def test_recipes_lists_every_recipe(capsys):
+    """`reglab recipes` (named by the "recipe not found" message) lists every name `reglab train` accepts."""
+    import json
+
+    from reglab.cli import main
+    from reglab.config import RECIPES_DIR
+
+    names = sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+    assert main(["recipes"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines[:-1]] == names
+    assert lines[-1].startswith(f"{len(names)} recipes in ")
+    assert next(ln for ln in lines if ln.startswith("quick ")).split(None, 1)[1].startswith("the ResNet baseline")
+    assert main(["recipes", "--json"]) == 0
+    assert [r["name"] for r in json.loads(capsys.readouterr().out)] == names
+
+
+def test_eval_out_help_names_the_files_eval_writes():
+    """`reglab eval --out` names the files written there (reglab.track.inference.OUTPUTS), not older names."""
+    import argparse
+
+    from reglab.cli import build_parser
+    from reglab.track.inference import OUTPUTS
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    (out,) = [a for a in sub.choices["eval"]._actions if "--out" in a.option_strings]
+    for name in OUTPUTS:
+        assert name.format(split="SPLIT") in out.help, (name, out.help)
+
+
 @pytest.mark.parametrize(
     "flags, overrides, expected",
     [

@@ -223,7 +223,7 @@ def test_eval_json(used):
 
 def test_predict_text(used):
     _, good, bad, _, pr, _ = used
-    assert pr.returncode == 1, (pr.stdout, pr.stderr)
+    assert pr.returncode == 2, (pr.stdout, pr.stderr)  # README: every mistake exits 2
     assert "Traceback" not in pr.stderr
     out_lines = [ln for ln in pr.stdout.splitlines() if ln.strip()]
     assert len(out_lines) == len(good)
@@ -235,7 +235,7 @@ def test_predict_text(used):
     err_lines = [ln for ln in pr.stderr.splitlines() if ln.strip()]
     assert len(err_lines) == len(bad), pr.stderr
     for path, line in zip(bad, err_lines):
-        assert line.startswith(f"{path}: error: "), line
+        assert line.startswith(f"reglab: error: {path}: "), line
     assert "truncat" in err_lines[0] or "decode" in err_lines[0], err_lines[0]
     assert "not an image" in err_lines[1] and "not an image" in err_lines[2], err_lines  # empty, text
     assert "not found" in err_lines[-1]
@@ -243,7 +243,7 @@ def test_predict_text(used):
 
 def test_predict_json(used):
     _, good, bad, _, _, pj = used
-    assert pj.returncode == 1, pj.stderr
+    assert pj.returncode == 2, pj.stderr
     results = json.loads(pj.stdout)
     by_file = {r["file"]: r for r in results}
     assert len(results) == len(good) + len(bad)
@@ -279,3 +279,33 @@ def test_train_without_a_validation_split_reports_the_test_accuracy(tmp_path):
     )
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "test accuracy" in proc.stdout and "no validation split" in proc.stdout
+
+
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch, checkpointed):
+    """Ctrl-C during `reglab train`: exit 130, no traceback, and one line with the command that resumes, where
+    the run has a checkpoint to resume from (after its first epoch; a --resume always has one); before the first
+    checkpoint just 'interrupted'."""
+    from reglab.cli import main
+    from reglab.train import saving
+
+    real = saving.SavePolicy.epoch_end
+
+    def ctrl_c(self, improved, final):  # Ctrl-C arrives after the epoch's checkpoint, or before it is written
+        if checkpointed:
+            real(self, improved, final)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(saving.SavePolicy, "epoch_end", ctrl_c)
+    run_dir = tmp_path / "my run"
+    assert main([*TRAIN, "train.epochs=3", "run.threads=1", f"run.dir={run_dir}", "--quiet"]) == 130
+    err = capsys.readouterr().err  # the run's header and progress lines, then the last word
+    assert "Traceback" not in err
+    if not checkpointed:
+        assert err.splitlines()[-1] == "reglab: interrupted" and "resume with" not in err
+        return
+    hint = f"reglab: interrupted; resume with: reglab train --resume '{run_dir}'"
+    assert err.splitlines()[-1] == hint
+    assert main(["train", "--resume", str(run_dir), "--quiet"]) == 130  # interrupted again while resuming
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == hint and "Traceback" not in err

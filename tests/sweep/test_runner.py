@@ -133,6 +133,21 @@ def test_report_importance_figures_and_best_recipe(swept, capsys):
     assert best.run.dir is None and best.optim.name == bt.params["optim.name"]
 
 
+def test_report_goes_where_o_says(swept, tmp_path, capsys):
+    """`reglab sweep report DIR -o OUT` writes the report into OUT (it went to DIR/report/ whatever -o said)."""
+    tmp, *_ = swept
+    before = (
+        {p.name: p.stat().st_mtime_ns for p in (tmp / "report").iterdir()} if (tmp / "report").is_dir() else {}
+    )
+    out = tmp_path / "elsewhere" / "sweep-report"
+    assert main(["sweep", "report", str(tmp), "-o", str(out)]) == 0
+    assert f"report: {out}/report.md" in capsys.readouterr().out
+    for name in ("report.md", "report.html", "summary.json", "trials.csv", "best.yaml", "importance.png"):
+        assert (out / name).is_file(), name
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp / "report").iterdir()} if (tmp / "report").is_dir() else {}
+    assert after == before  # the default report folder is left as it was
+
+
 def test_best_retrains_on_train_plus_val_and_reports_test_once(swept, capsys):
     tmp, spec, *_ = swept
     assert main(["sweep", "best", str(tmp), "--quiet"]) == 0
@@ -221,6 +236,9 @@ def test_cli_user_errors(tmp_path, capsys):
     assert err.count("\n") == 1 and "did you mean 'tpe'" in err
     assert main(["sweep", "report", str(tmp_path)]) == 2
     assert "not a sweep directory" in capsys.readouterr().err
+    for form in ("best", "dashboard"):  # their -o would mean nothing: refused rather than ignored
+        assert main(["sweep", form, str(tmp_path), "-o", str(tmp_path / "x")]) == 2
+        assert f"sweep {form} DIR takes no -o/--out" in capsys.readouterr().err
     assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
     assert main(["sweep", str(write_sweep(tmp_path / "ok.yaml")), "optim.lrr=1"]) == 2
     assert "did you mean 'lr'" in capsys.readouterr().err

@@ -35,3 +35,13 @@ def test_pairing_by_seed_removes_the_shared_seed_spread():
     assert paired_difference({0: 1.0, 5: 3.0}, {0: 0.5, 6: 0.0}).n == 1
     assert verdict(paired_difference({0: 1.0}, {0: 0.5})) == "n = 1: no interval"
     assert verdict(paired_difference({0: 1.0, 1: 2.0}, {0: 1.5, 1: 1.4})) == "no detectable difference"
+
+
+def test_bootstrap_interval_needs_two_values():
+    """One direction (or image pair) has no spread to resample: the mean, but no interval, so no verdict."""
+    from reglab.track.stats import bootstrap_mean_interval
+
+    assert bootstrap_mean_interval([0.25, None]) == (0.25, None, None)
+    assert bootstrap_mean_interval([None]) is None
+    mean, lo, hi = bootstrap_mean_interval([0.1, 0.2, 0.4])
+    assert lo < mean < hi
