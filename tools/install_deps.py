@@ -1,8 +1,8 @@
 """Install requirements into a venv with uv when it can, else pip: the set-up step of `make train` / `make test`.
 
 Why: torch's Linux wheel with its CUDA libraries is ~5.5 GB unpacked; pip unpacks and byte-compiles it one file at
-a time (~100 s on a 2-core machine), uv in parallel (~40 s, same packages, same versions; docs/performance.md,
-"Set-up"). uv does not read pip's configuration, so the package sources pip is configured with (index-url,
+a time (105-111 s on a 2-core Ice Lake), uv in parallel (55-79 s there, same packages, same versions; record
+setup-uv-icelake in benchmarks/results/records). uv does not read pip's configuration, so the package sources pip is configured with (index-url,
 extra-index-url, find-links, constraint, cert; from pip.conf or PIP_* variables, as ``pip config list`` shows them)
 are passed on as uv's flags, with pip's "best version from any index" rule (``--index-strategy
 unsafe-best-match``). Anything failing on the uv path (uv not installable, a source uv can't read) falls back to
