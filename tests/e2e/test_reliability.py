@@ -500,7 +500,7 @@ def test_predict_a_fifo_does_not_hang(work, tmp_path):
         )  # the start alone takes ~5-10 s here
     except subprocess.TimeoutExpired:
         pytest.fail("reglab predict blocked on a FIFO (killed after 120 s)")
-    one_error(proc.returncode, proc.stderr, "is a FIFO, not an image file", exit_code=1)
+    one_error(proc.returncode, proc.stderr, "is a FIFO, not an image file", exit_code=2)
 
 
 def test_best_that_is_not_a_file_is_an_error_and_a_missing_best_says_last(work, image, capfd):
