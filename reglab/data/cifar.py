@@ -147,15 +147,35 @@ def file_digest(path: Path, algorithm: str = "md5") -> str:
     return h.hexdigest()
 
 
+def _missing_dirs(root: Path) -> list[Path]:
+    """``root`` and those of its parents that do not exist yet, deepest first: what ``root.mkdir(parents=True)``
+    will create, and all that a failed download may remove again."""
+    missing = []
+    path = root.absolute()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the folders of :func:`_missing_dirs` (deepest first) that are still empty; never any other."""
+    for path in created:
+        try:
+            path.rmdir()  # fails on a folder something was put in meanwhile, which then stays
+        except OSError:
+            return
+
+
 def download_archive(url: str, md5: str, root: Path, timeout: float = 60.0) -> None:
-    """Download ``url`` into ``root``, check its MD5, unpack it; leaves nothing half-written behind."""
-    created = not root.exists()
+    """Download ``url`` into ``root``, check its MD5, unpack it; leaves nothing half-written behind, and on a
+    failure removes only the folders it created itself (a folder that existed before stays, empty or not)."""
+    created = _missing_dirs(root)
     root.mkdir(parents=True, exist_ok=True)
     try:
         _download_into(url, md5, root, timeout)
     except BaseException:
-        if created and not any(root.iterdir()):
-            root.rmdir()  # leave no empty folder behind a failed download
+        _remove_empty(created)
         raise
 
 
@@ -193,12 +213,14 @@ def download_lock(root: Path):
     """Hold an exclusive lock on ``root`` while its files are checked and downloaded, so processes that start
     together on a fresh machine (``reglab study -j 2``, torchrun ranks, sweep workers; on a shared file system
     several nodes) download once and never unpack over each other. A ``flock`` on ``root/.download.lock``,
-    removed on the way out, as is ``root`` itself when nothing else is in it; no lock off POSIX."""
+    removed on the way out, as is ``root`` itself when this call created it and nothing else is in it (a folder
+    that existed before, even an empty one, is the user's and stays); no lock off POSIX."""
     try:
         import fcntl
     except ImportError:  # Windows: no flock; one process at a time is then the user's to ensure
         yield
         return
+    created = _missing_dirs(root)
     root.mkdir(parents=True, exist_ok=True)
     lock = root / ".download.lock"
     with open(lock, "a") as fh:
@@ -208,8 +230,7 @@ def download_lock(root: Path):
         finally:
             with contextlib.suppress(OSError):
                 lock.unlink()
-                if not any(root.iterdir()):
-                    root.rmdir()  # leave no empty folder behind a failed download
+                _remove_empty(created)  # leave no empty folder of ours behind a failed download
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 

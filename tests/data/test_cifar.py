@@ -399,6 +399,43 @@ def test_unreachable_url_is_a_user_error(tmp_path):
     assert not any(n.startswith(".download-") for n in _leftovers(root))
 
 
+@pytest.mark.parametrize("bad", ["unreachable", "bad_md5"])
+def test_failed_download_keeps_the_users_empty_folder(tmp_path, archive100, bad):
+    """A failed download removes only what it created: the user's existing (empty) --data-dir stays."""
+    archive, md5, _ = archive100
+    root = tmp_path / "d1"
+    root.mkdir()
+    url, md5 = (
+        ((tmp_path / "missing.tar.gz").as_uri(), md5) if bad == "unreachable" else (archive.as_uri(), "0" * 32)
+    )
+    with pytest.raises(UserError):
+        cifar.ensure_files(cifar.CIFAR100, root, url=url, md5=md5)
+    assert root.is_dir() and _leftovers(root) == []
+
+
+def test_failed_download_removes_only_the_folders_it_made(tmp_path):
+    """--data-dir a/b/c where only tmp_path exists: a failure leaves tmp_path as it was, and a parent that existed
+    before stays even though the download created folders inside it."""
+    (tmp_path / "mine").mkdir()
+    for root in (tmp_path / "a" / "b" / "c", tmp_path / "mine" / "new"):
+        with pytest.raises(UserError):
+            cifar.ensure_files(cifar.CIFAR10, root, url=(tmp_path / "missing.tar.gz").as_uri(), md5="0" * 32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"] and _leftovers(tmp_path / "mine") == []
+
+
+def test_data_check_keeps_an_existing_empty_data_dir(tmp_path, monkeypatch, capsys):
+    """`reglab data check --data-dir d1` on the user's empty d1 without network: exit 2, one line, d1 kept."""
+    from reglab.cli import main
+
+    monkeypatch.setenv("REGLAB_CIFAR10_URL", (tmp_path / "no-network.tar.gz").as_uri())
+    root = tmp_path / "d1"
+    root.mkdir()
+    assert main(["data", "check", "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reglab: error: cifar10 not found") and len(err.strip().splitlines()) == 1
+    assert root.is_dir() and _leftovers(root) == []
+
+
 def test_download_replaces_a_partial_folder(tmp_path, archive100):
     archive, md5, fake = archive100
     root = tmp_path / "root"
