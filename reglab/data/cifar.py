@@ -38,6 +38,10 @@ class Layout:
     url: str
     md5: str
     num_classes: int
+    # Images in each training / test file of the official release; every file is checked against them, so a
+    # truncated or short batch is refused. None skips the count (only the tests' small fake files need that).
+    train_rows: int | None
+    test_rows: int | None
 
 
 CIFAR10 = Layout(
@@ -49,6 +53,8 @@ CIFAR10 = Layout(
     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     "c58f30108f718f92721af3b95e74349a",
     10,
+    10_000,
+    10_000,
 )
 CIFAR100 = Layout(
     "cifar100",
@@ -59,6 +65,8 @@ CIFAR100 = Layout(
     "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
     "eb9058c3a382ffc7106e4002c42a8d85",
     100,
+    50_000,
+    10_000,
 )
 LAYOUTS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
@@ -274,7 +282,10 @@ def _download_missing(layout: Layout, root: Path, download: bool, url: str | Non
     return root / layout.folder
 
 
-def _images(batch: dict, path: Path) -> np.ndarray:
+AGAIN = "Delete it and download the dataset again, or point data.dir at a good copy."
+
+
+def _images(batch: dict, path: Path, rows: int | None) -> np.ndarray:
     data = batch.get("data")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
@@ -282,26 +293,49 @@ def _images(batch: dict, path: Path) -> np.ndarray:
             f"{path}: 'data' should be a uint8 array of shape (N, 3072), found {shape}; the file is "
             "corrupt or truncated. Download the dataset again."
         )
+    if rows is not None and len(data) != rows:
+        raise UserError(
+            f"{path}: 'data' holds {len(data)} images, expected {rows} (shape ({rows}, 3072)); the file is "
+            f"truncated or not the official one. {AGAIN}"
+        )
     return data.reshape(-1, 3, 32, 32)
 
 
 def _labels(batch: dict, key: str, path: Path, n: int, num_classes: int) -> np.ndarray:
     if key not in batch:
         raise UserError(f"{path}: no {key!r} entry; the file is not a {num_classes}-class CIFAR batch.")
-    labels = np.asarray(batch[key], dtype=np.int64)
-    if labels.shape != (n,) or labels.min(initial=0) < 0 or labels.max(initial=0) >= num_classes:
-        raise UserError(f"{path}: {key!r} should be {n} labels in [0, {num_classes}); the file is corrupt.")
-    return labels
+    want = f"{path}: {key!r} should be {n} integer labels in [0, {num_classes}), one per image"
+    try:
+        labels = np.asarray(batch[key])
+    except (ValueError, TypeError):  # ragged or otherwise not an array of numbers
+        raise UserError(f"{want}; found a ragged or non-numeric list; the file is corrupt. {AGAIN}") from None
+    if labels.ndim != 1 or labels.shape != (n,):
+        raise UserError(f"{want}; found shape {labels.shape}; the file is truncated or corrupt. {AGAIN}")
+    if labels.dtype.kind not in "iu":
+        raise UserError(f"{want}; found values of type {labels.dtype}; the file is corrupt. {AGAIN}")
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(
+            f"{want}; found values from {labels.min()} to {labels.max()}; the file is corrupt. {AGAIN}"
+        )
+    return labels.astype(np.int64)
 
 
 def read_split(
-    layout: Layout, folder: Path, files: tuple[str, ...], label_key: str, num_classes: int
+    layout: Layout,
+    folder: Path,
+    files: tuple[str, ...],
+    label_key: str,
+    num_classes: int,
+    rows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The files' images (N x 3 x 32 x 32 uint8) and labels, each file checked: it decodes with the restricted
+    unpickler, its ``data`` is uint8 of shape (``rows``, 3072) (any row count when ``rows`` is None), and it has
+    one integer label in [0, ``num_classes``) per image. Any problem is a UserError naming the file."""
     xs, ys = [], []
     for name in files:
         path = folder / name
         batch = restricted_load(path)
-        x = _images(batch, path)
+        x = _images(batch, path, rows)
         xs.append(x)
         ys.append(_labels(batch, label_key, path, len(x), num_classes))
     return np.concatenate(xs), np.concatenate(ys)
