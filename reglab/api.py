@@ -125,7 +125,9 @@ def fit(
     ``on_start(run)``, ``on_step(run, step, loss, acc)``, ``on_epoch_end(run, row)`` (return True to stop),
     ``on_end(run, summary)``. ``progress``: None (silent), ``"bar"`` (a live bar on a terminal, else one line
     per epoch) or ``"lines"`` (one line per epoch), on stderr. ``resume``: continue ``config.run.dir`` (see
-    :func:`load_run_config`); ``overwrite``: replace an existing run directory.
+    :func:`load_run_config`); ``overwrite``: replace an existing run directory. ``config`` is validated again
+    first, as ``reglab train`` validates its recipe and overrides, so changes made to it in Python
+    (``cfg.optim.lr = -1``) raise :class:`reglab.UserError` before anything is read or written.
 
     >>> result = reglab.fit(reglab.load_config("quick", ["train.epochs=1"]), progress="lines")
     >>> result.summary["test_acc"], result.run_dir
@@ -136,6 +138,7 @@ def fit(
 
     if progress not in PROGRESS:
         raise ValueError(f"progress must be one of {PROGRESS}, got {progress!r}")
+    config = _revalidate(config)
     shown = [Progress(quiet=progress == "lines")] if progress else []
     return run(
         config,
@@ -143,6 +146,20 @@ def fit(
         overwrite=overwrite,
         callbacks=[*shown, CurvesCallback(), *build_loggers(config), *callbacks],
     )
+
+
+def _revalidate(config: Config) -> Config:
+    """``config`` checked again as :func:`load_config` checks a recipe and overrides (key types, each section's
+    ``validate``, the same messages as the CLI), since a Config is a plain mutable dataclass that may have been
+    changed in Python since it was loaded (``cfg.optim.lr = -1``); returns the checked copy, values coerced as a
+    recipe's would be (``cfg.optim.lr = 1`` -> 1.0). A mistake raises :class:`UserError` before anything runs."""
+    from .config import config_from_dict
+
+    if not isinstance(config, Config):
+        raise UserError(
+            f"fit() takes a Config (from reglab.load_config or reglab.load_run_config), got {type(config).__name__}."
+        )
+    return config_from_dict(config.to_dict())
 
 
 def read_metrics(run_dir: PathLike) -> list[dict[str, Any]]:

@@ -59,6 +59,36 @@ def resumes_bit_identical(tmp_path):
     return check
 
 
+def _cifar_layouts(unchecked: bool) -> dict:
+    from dataclasses import replace
+
+    from reglab.data import cifar
+
+    official = {name: getattr(cifar, name.upper()) for name in ("cifar10", "cifar100")}
+    return {k: replace(v, train_rows=None, test_rows=None) if unchecked else v for k, v in official.items()}
+
+
+@pytest.fixture(autouse=True)
+def small_cifar_files(monkeypatch):
+    """The fake CIFAR files (tests/helpers/cifar_files.py) hold a few dozen images per file, not the official
+    10000 (50000 in CIFAR-100's train): in-process, every test reads them with the per-file image count
+    unchecked (Layout.train_rows / test_rows None). reglab processes a test starts check the official counts,
+    as do tests that ask for ``official_cifar_rows`` or set their own counts."""
+    from reglab.data import cifar
+
+    for name, layout in _cifar_layouts(unchecked=True).items():
+        monkeypatch.setitem(cifar.LAYOUTS, name, layout)
+
+
+@pytest.fixture
+def official_cifar_rows(small_cifar_files, monkeypatch):
+    """Undo ``small_cifar_files``: the official per-file image counts are checked, as outside the tests."""
+    from reglab.data import cifar
+
+    for name, layout in _cifar_layouts(unchecked=False).items():
+        monkeypatch.setitem(cifar.LAYOUTS, name, layout)
+
+
 @pytest.fixture
 def fake_cifar10(tmp_path) -> FakeCifar10:
     return write_cifar10(tmp_path / "data")

@@ -134,3 +134,53 @@ def test_cli_goes_through_the_api(monkeypatch, tmp_path, capsys):
         main(["report", str(tmp_path), "-o", str(tmp_path / "rep")])
     with pytest.raises(Called):
         main(["models"])
+
+
+@pytest.mark.parametrize(
+    "key, value, override",
+    [
+        ("optim.lr", -1, "optim.lr=-1"),
+        ("train.epochs", 0, "train.epochs=0"),
+        ("optim.lr", "fast", "optim.lr=fast"),
+        ("train.epochs", "3", "train.epochs='3'"),
+        ("sched.min_lr", 5.0, "sched.min_lr=5"),
+    ],
+)
+def test_fit_validates_a_config_changed_in_python(tmp_path, monkeypatch, key, value, override):
+    """A Config from load_config changed in Python is checked again by fit, with the message the CLI gives the
+    same mistake as an override, before anything runs: no data read, no run directory."""
+    import reglab.train
+    from tests.helpers.configs import SYN
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("fit started the run with an invalid config")
+
+    monkeypatch.setattr(reglab.train, "run", must_not_run)
+    run_dir = tmp_path / "run"
+    cfg = reglab.load_config("quick", [*SYN, "train.epochs=1", f"run.dir={run_dir}"])
+    section, name = key.split(".")
+    setattr(getattr(cfg, section), name, value)
+    with pytest.raises(reglab.UserError) as raised:
+        reglab.fit(cfg)
+    with pytest.raises(reglab.UserError) as from_cli:
+        reglab.load_config("quick", [*SYN, "train.epochs=1", f"run.dir={run_dir}", override])
+    assert str(raised.value) == str(from_cli.value)
+    assert not run_dir.exists()
+
+
+def test_fit_refuses_what_is_not_a_config(tmp_path):
+    with pytest.raises(reglab.UserError, match=r"fit\(\) takes a Config .* got dict"):
+        reglab.fit({"optim": {"lr": 0.1}})
+
+
+def test_fit_runs_the_checked_config(tmp_path, monkeypatch):
+    """A valid change made in Python reaches the run, coerced as the same override would be (an int lr: 1.0)."""
+    import reglab.train
+
+    seen = {}
+    monkeypatch.setattr(reglab.train, "run", lambda cfg, **kw: seen.setdefault("cfg", cfg))
+    cfg = reglab.load_config("quick", ["train.epochs=1"])
+    cfg.optim.lr, cfg.train.epochs = 1, 3
+    reglab.fit(cfg)
+    assert (seen["cfg"].optim.lr, seen["cfg"].train.epochs) == (1.0, 3) and type(seen["cfg"].optim.lr) is float
+    assert seen["cfg"].to_dict() == reglab.load_config("quick", ["optim.lr=1", "train.epochs=3"]).to_dict()

@@ -38,6 +38,10 @@ class Layout:
     url: str
     md5: str
     num_classes: int
+    # Images in each training / test file of the official release; every file is checked against them, so a
+    # truncated or short batch is refused. None skips the count (only the tests' small fake files need that).
+    train_rows: int | None
+    test_rows: int | None
 
 
 CIFAR10 = Layout(
@@ -49,6 +53,8 @@ CIFAR10 = Layout(
     "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     "c58f30108f718f92721af3b95e74349a",
     10,
+    10_000,
+    10_000,
 )
 CIFAR100 = Layout(
     "cifar100",
@@ -59,6 +65,8 @@ CIFAR100 = Layout(
     "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
     "eb9058c3a382ffc7106e4002c42a8d85",
     100,
+    50_000,
+    10_000,
 )
 LAYOUTS = {"cifar10": CIFAR10, "cifar100": CIFAR100}
 
@@ -147,15 +155,35 @@ def file_digest(path: Path, algorithm: str = "md5") -> str:
     return h.hexdigest()
 
 
+def _missing_dirs(root: Path) -> list[Path]:
+    """``root`` and those of its parents that do not exist yet, deepest first: what ``root.mkdir(parents=True)``
+    will create, and all that a failed download may remove again."""
+    missing = []
+    path = root.absolute()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _remove_empty(created: list[Path]) -> None:
+    """Remove the folders of :func:`_missing_dirs` (deepest first) that are still empty; never any other."""
+    for path in created:
+        try:
+            path.rmdir()  # fails on a folder something was put in meanwhile, which then stays
+        except OSError:
+            return
+
+
 def download_archive(url: str, md5: str, root: Path, timeout: float = 60.0) -> None:
-    """Download ``url`` into ``root``, check its MD5, unpack it; leaves nothing half-written behind."""
-    created = not root.exists()
+    """Download ``url`` into ``root``, check its MD5, unpack it; leaves nothing half-written behind, and on a
+    failure removes only the folders it created itself (a folder that existed before stays, empty or not)."""
+    created = _missing_dirs(root)
     root.mkdir(parents=True, exist_ok=True)
     try:
         _download_into(url, md5, root, timeout)
     except BaseException:
-        if created and not any(root.iterdir()):
-            root.rmdir()  # leave no empty folder behind a failed download
+        _remove_empty(created)
         raise
 
 
@@ -193,12 +221,14 @@ def download_lock(root: Path):
     """Hold an exclusive lock on ``root`` while its files are checked and downloaded, so processes that start
     together on a fresh machine (``reglab study -j 2``, torchrun ranks, sweep workers; on a shared file system
     several nodes) download once and never unpack over each other. A ``flock`` on ``root/.download.lock``,
-    removed on the way out, as is ``root`` itself when nothing else is in it; no lock off POSIX."""
+    removed on the way out, as is ``root`` itself when this call created it and nothing else is in it (a folder
+    that existed before, even an empty one, is the user's and stays); no lock off POSIX."""
     try:
         import fcntl
     except ImportError:  # Windows: no flock; one process at a time is then the user's to ensure
         yield
         return
+    created = _missing_dirs(root)
     root.mkdir(parents=True, exist_ok=True)
     lock = root / ".download.lock"
     with open(lock, "a") as fh:
@@ -208,8 +238,7 @@ def download_lock(root: Path):
         finally:
             with contextlib.suppress(OSError):
                 lock.unlink()
-                if not any(root.iterdir()):
-                    root.rmdir()  # leave no empty folder behind a failed download
+                _remove_empty(created)  # leave no empty folder of ours behind a failed download
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
@@ -253,7 +282,10 @@ def _download_missing(layout: Layout, root: Path, download: bool, url: str | Non
     return root / layout.folder
 
 
-def _images(batch: dict, path: Path) -> np.ndarray:
+AGAIN = "Delete it and download the dataset again, or point data.dir at a good copy."
+
+
+def _images(batch: dict, path: Path, rows: int | None) -> np.ndarray:
     data = batch.get("data")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         shape = getattr(data, "shape", None)
@@ -261,26 +293,49 @@ def _images(batch: dict, path: Path) -> np.ndarray:
             f"{path}: 'data' should be a uint8 array of shape (N, 3072), found {shape}; the file is "
             "corrupt or truncated. Download the dataset again."
         )
+    if rows is not None and len(data) != rows:
+        raise UserError(
+            f"{path}: 'data' holds {len(data)} images, expected {rows} (shape ({rows}, 3072)); the file is "
+            f"truncated or not the official one. {AGAIN}"
+        )
     return data.reshape(-1, 3, 32, 32)
 
 
 def _labels(batch: dict, key: str, path: Path, n: int, num_classes: int) -> np.ndarray:
     if key not in batch:
         raise UserError(f"{path}: no {key!r} entry; the file is not a {num_classes}-class CIFAR batch.")
-    labels = np.asarray(batch[key], dtype=np.int64)
-    if labels.shape != (n,) or labels.min(initial=0) < 0 or labels.max(initial=0) >= num_classes:
-        raise UserError(f"{path}: {key!r} should be {n} labels in [0, {num_classes}); the file is corrupt.")
-    return labels
+    want = f"{path}: {key!r} should be {n} integer labels in [0, {num_classes}), one per image"
+    try:
+        labels = np.asarray(batch[key])
+    except (ValueError, TypeError):  # ragged or otherwise not an array of numbers
+        raise UserError(f"{want}; found a ragged or non-numeric list; the file is corrupt. {AGAIN}") from None
+    if labels.ndim != 1 or labels.shape != (n,):
+        raise UserError(f"{want}; found shape {labels.shape}; the file is truncated or corrupt. {AGAIN}")
+    if labels.dtype.kind not in "iu":
+        raise UserError(f"{want}; found values of type {labels.dtype}; the file is corrupt. {AGAIN}")
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise UserError(
+            f"{want}; found values from {labels.min()} to {labels.max()}; the file is corrupt. {AGAIN}"
+        )
+    return labels.astype(np.int64)
 
 
 def read_split(
-    layout: Layout, folder: Path, files: tuple[str, ...], label_key: str, num_classes: int
+    layout: Layout,
+    folder: Path,
+    files: tuple[str, ...],
+    label_key: str,
+    num_classes: int,
+    rows: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
+    """The files' images (N x 3 x 32 x 32 uint8) and labels, each file checked: it decodes with the restricted
+    unpickler, its ``data`` is uint8 of shape (``rows``, 3072) (any row count when ``rows`` is None), and it has
+    one integer label in [0, ``num_classes``) per image. Any problem is a UserError naming the file."""
     xs, ys = [], []
     for name in files:
         path = folder / name
         batch = restricted_load(path)
-        x = _images(batch, path)
+        x = _images(batch, path, rows)
         xs.append(x)
         ys.append(_labels(batch, label_key, path, len(x), num_classes))
     return np.concatenate(xs), np.concatenate(ys)

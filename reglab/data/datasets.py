@@ -94,8 +94,8 @@ def load_arrays(cfg: DataConfig):
         raise UserError(
             f"{folder / layout.meta_file} names {len(classes)} classes, expected {k}; the file is corrupt."
         )
-    train_x, train_y = cifar.read_split(layout, folder, layout.train_files, key, k)
-    test_x, test_y = cifar.read_split(layout, folder, layout.test_files, key, k)
+    train_x, train_y = cifar.read_split(layout, folder, layout.train_files, key, k, layout.train_rows)
+    test_x, test_y = cifar.read_split(layout, folder, layout.test_files, key, k, layout.test_rows)
     return classes, train_x, train_y, test_x, test_y
 
 

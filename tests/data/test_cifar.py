@@ -20,6 +20,7 @@ import torch
 from reglab.config import DataConfig
 from reglab.data import channel_stats, cifar, load_splits, stratified_split
 from reglab.data.check import check_dataset, format_summary, verify_sums
+from reglab.data.datasets import load_arrays
 from reglab.data.synthetic import make_synthetic
 from reglab.errors import UserError
 
@@ -265,6 +266,79 @@ def test_meta_with_wrong_class_count(fake_cifar10, cifar_tools):
         load_splits(cfg10(fake_cifar10.root))
 
 
+def test_official_layouts_check_the_official_image_counts(official_cifar_rows):
+    assert (cifar.LAYOUTS["cifar10"].train_rows, cifar.LAYOUTS["cifar10"].test_rows) == (10_000, 10_000)
+    assert (cifar.LAYOUTS["cifar100"].train_rows, cifar.LAYOUTS["cifar100"].test_rows) == (50_000, 10_000)
+
+
+@pytest.fixture
+def counted_cifar10(fake_cifar10, monkeypatch):
+    """The fake CIFAR-10 with its own per-file image counts checked (40 per training file, 30 in test_batch), as
+    the official counts are checked on real files."""
+    import dataclasses
+
+    monkeypatch.setitem(cifar.LAYOUTS, "cifar10", dataclasses.replace(cifar.CIFAR10, train_rows=40, test_rows=30))
+    return fake_cifar10
+
+
+def _rewrite(cifar_tools, path: Path, keep: int, **changes) -> None:
+    """Rewrite a fake batch keeping its first ``keep`` images (and labels), then apply ``changes``."""
+    batch = cifar.restricted_load(path)
+    out = {b"batch_label": b"x", b"labels": batch["labels"][:keep], b"data": batch["data"][:keep]}
+    out.update({k.encode(): v for k, v in changes.items()})
+    cifar_tools.write_pickle(path, out)
+
+
+def test_files_with_the_expected_counts_load(counted_cifar10):
+    classes, train_x, train_y, test_x, test_y = load_arrays(cfg10(counted_cifar10.root))
+    assert (len(train_x), len(train_y), len(test_x), len(test_y)) == (200, 200, 30, 30)
+
+
+@pytest.mark.parametrize("name, keep", [("data_batch_5", 20), ("data_batch_1", 39), ("test_batch", 29)])
+def test_a_batch_with_too_few_images_is_refused(counted_cifar10, cifar_tools, name, keep):
+    """A short batch that still unpickles (consistent data and labels, just fewer rows) is refused, naming it."""
+    path = counted_cifar10.root / "cifar-10-batches-py" / name
+    _rewrite(cifar_tools, path, keep)
+    expected = 30 if name == "test_batch" else 40
+    with pytest.raises(UserError, match=rf"{name}: 'data' holds {keep} images, expected {expected}"):
+        load_splits(cfg10(counted_cifar10.root))
+    with pytest.raises(UserError, match=rf"{name}: 'data' holds {keep} images"):
+        check_dataset(cfg10(counted_cifar10.root))
+
+
+@pytest.mark.parametrize(
+    "labels, found",
+    [
+        (["cat"] * 40, "of type"),
+        ([0.5] * 40, "of type float64"),
+        ([[0, 1]] * 20 + [0] * 20, "ragged"),
+        ([0] * 39, r"shape \(39,\)"),
+        ([0] * 39 + [10], "from 0 to 10"),
+    ],
+)
+def test_labels_must_be_one_integer_in_range_per_image(counted_cifar10, cifar_tools, labels, found):
+    path = counted_cifar10.root / "cifar-10-batches-py" / "data_batch_5"
+    _rewrite(cifar_tools, path, 40, labels=labels)
+    with pytest.raises(
+        UserError, match=rf"data_batch_5: 'labels' should be 40 integer labels in \[0, 10\).*{found}"
+    ):
+        load_splits(cfg10(counted_cifar10.root))
+
+
+def test_data_check_refuses_a_short_batch_in_one_line(counted_cifar10, cifar_tools, capsys):
+    """`reglab data check` without a SHA256SUMS file: the short data_batch_5 is exit 2, one line, no traceback."""
+    from reglab.cli import main
+
+    _rewrite(cifar_tools, counted_cifar10.root / "cifar-10-batches-py" / "data_batch_5", 20)
+    assert main(["data", "check", "--data-dir", str(counted_cifar10.root)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert (
+        captured.err.startswith("reglab: error: ")
+        and "data_batch_5: 'data' holds 20 images, expected 40" in captured.err
+    )
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Locating and downloading
 
@@ -397,6 +471,43 @@ def test_unreachable_url_is_a_user_error(tmp_path):
     msg = str(exc.value)
     assert "cannot download" in msg and "--data-dir" in msg and "REGLAB_DATA" in msg
     assert not any(n.startswith(".download-") for n in _leftovers(root))
+
+
+@pytest.mark.parametrize("bad", ["unreachable", "bad_md5"])
+def test_failed_download_keeps_the_users_empty_folder(tmp_path, archive100, bad):
+    """A failed download removes only what it created: the user's existing (empty) --data-dir stays."""
+    archive, md5, _ = archive100
+    root = tmp_path / "d1"
+    root.mkdir()
+    url, md5 = (
+        ((tmp_path / "missing.tar.gz").as_uri(), md5) if bad == "unreachable" else (archive.as_uri(), "0" * 32)
+    )
+    with pytest.raises(UserError):
+        cifar.ensure_files(cifar.CIFAR100, root, url=url, md5=md5)
+    assert root.is_dir() and _leftovers(root) == []
+
+
+def test_failed_download_removes_only_the_folders_it_made(tmp_path):
+    """--data-dir a/b/c where only tmp_path exists: a failure leaves tmp_path as it was, and a parent that existed
+    before stays even though the download created folders inside it."""
+    (tmp_path / "mine").mkdir()
+    for root in (tmp_path / "a" / "b" / "c", tmp_path / "mine" / "new"):
+        with pytest.raises(UserError):
+            cifar.ensure_files(cifar.CIFAR10, root, url=(tmp_path / "missing.tar.gz").as_uri(), md5="0" * 32)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"] and _leftovers(tmp_path / "mine") == []
+
+
+def test_data_check_keeps_an_existing_empty_data_dir(tmp_path, monkeypatch, capsys):
+    """`reglab data check --data-dir d1` on the user's empty d1 without network: exit 2, one line, d1 kept."""
+    from reglab.cli import main
+
+    monkeypatch.setenv("REGLAB_CIFAR10_URL", (tmp_path / "no-network.tar.gz").as_uri())
+    root = tmp_path / "d1"
+    root.mkdir()
+    assert main(["data", "check", "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reglab: error: cifar10 not found") and len(err.strip().splitlines()) == 1
+    assert root.is_dir() and _leftovers(root) == []
 
 
 def test_download_replaces_a_partial_folder(tmp_path, archive100):
@@ -676,3 +787,36 @@ def test_real_cifar10_check(real_check):
     assert s["train"]["per_class"] == [5000] * 10 and s["test"]["per_class"] == [1000] * 10
     assert np.allclose(s["train"]["mean"], (0.4913, 0.4821, 0.4465), atol=1e-4)
     assert np.allclose(s["train"]["std"], (0.2452, 0.2428, 0.2606), atol=1e-4)
+
+
+def _real_copy_with(tmp_path: Path, real_dir: Path, name: str, data: bytes) -> Path:
+    """A folder holding links to the real CIFAR-10 files, with ``name`` replaced by ``data``."""
+    folder = tmp_path / "copy" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for f in sorted((real_dir / "cifar-10-batches-py").iterdir()):
+        (folder / f.name).symlink_to(f)
+    (folder / name).unlink()
+    (folder / name).write_bytes(data)
+    return folder.parent
+
+
+@pytest.mark.parametrize("how", ["half_the_bytes", "5000_rows"])
+def test_real_cifar10_short_data_batch_5_fails_check(
+    tmp_path, real_data_dir, official_cifar_rows, cifar_tools, capsys, how
+):
+    """The real copy with data_batch_5 cut to half its bytes, or rewritten with its first 5000 images, and no
+    SHA256SUMS beside it: `reglab data check` refuses it (the real files pass the same check: test_real_cifar10_check)."""
+    from reglab.cli import main
+
+    real = real_data_dir / "cifar-10-batches-py" / "data_batch_5"
+    if how == "half_the_bytes":
+        data = real.read_bytes()[: real.stat().st_size // 2]
+        expected = "data_batch_5 is not a readable CIFAR batch"
+    else:
+        batch = cifar.restricted_load(real)
+        data = cifar_tools.py2_dumps({b"labels": batch["labels"][:5000], b"data": batch["data"][:5000]})
+        expected = "data_batch_5: 'data' holds 5000 images, expected 10000"
+    root = _real_copy_with(tmp_path, real_data_dir, "data_batch_5", data)
+    assert main(["data", "check", "--data-dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reglab: error: ") and expected in err and len(err.strip().splitlines()) == 1

@@ -211,3 +211,80 @@ def test_smoke_budget_trains(tmp_path):
     assert len(result.metrics) == 1 and 0 <= result.summary["test_acc"] <= 100
     saved = yaml.safe_load((result.run_dir / "config.yaml").read_text())
     assert saved["run"]["budget"] == "smoke"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# README.md's commands that name a recipe or a study, and its study file example
+
+README = RECIPES_DIR.parent / "README.md"
+TAKES_VALUE = {"-o", "--seeds", "-j", "--launcher", "--slurm", "--data-dir", "--only"}
+
+
+def _readme_commands(sub: str) -> list[list[str]]:
+    """The arguments after ``reglab SUB`` in README.md's bash blocks and inline code (``--resume`` ones left out)."""
+    import re
+
+    text = README.read_text()
+    found = [
+        line.split("#")[0] for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()
+    ]
+    found += [
+        " ".join(span.split()) for span in re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+    ]
+    out = []
+    for line in found:
+        if f"reglab {sub} " in line + " " and "--resume" not in line:
+            out.append(line.split(f"reglab {sub}", 1)[1].split())
+    return out
+
+
+def _split(args: list[str]) -> tuple[str | None, list[str]]:
+    """(recipe or study name, overrides); placeholders (RECIPE, [KEY=VALUE], aug.KEY=VALUE, ...) are dropped."""
+    name, overrides, skip = None, [], False
+    for arg in args:
+        arg = arg.strip("[]")
+        if skip or arg in TAKES_VALUE:
+            skip = not skip and arg in TAKES_VALUE
+            continue
+        if arg.startswith("-") or arg == "..." or any(c.isupper() for c in arg.split("=")[0]):
+            continue
+        if "=" in arg:
+            overrides.append(f"run.{arg}" if arg.startswith("budget=") else arg)
+        elif name is None:
+            name = arg
+    return name, overrides
+
+
+def test_readme_recipe_commands_resolve():
+    """Every `reglab train|config|augment preview RECIPE KEY=VALUE` example in README.md loads as written
+    (`reglab config` resolves the same way without training)."""
+    seen = []
+    for sub in ("train", "config", "augment preview"):
+        for args in _readme_commands(sub):
+            recipe, overrides = _split(args)
+            load_config(recipe or "default", overrides)
+            seen.append(recipe)
+    assert {"quick", "recipes/seed002_aug_cutout.yaml", None} <= set(seen), seen
+
+
+def test_readme_study_commands_and_study_file_load(tmp_path):
+    """README.md's `reglab study NAME ...` examples name studies that load, and its study file example loads
+    (its reference and claims name groups the grid really gives)."""
+    import re
+
+    from reglab.study import load_study
+
+    names = []
+    for args in _readme_commands("study"):
+        name, overrides = _split(args)
+        if name in (None, "my_study.yaml"):
+            continue
+        budget = next((o.split("=", 1)[1] for o in overrides if o.startswith("run.budget=")), None)
+        load_study(name, [o for o in overrides if not o.startswith("run.budget=")], budget=budget)
+        names.append(name)
+    assert "seed004_regularizers" in names, names
+    section = README.read_text().split("A study file (see", 1)[1]
+    (tmp_path / "my_study.yaml").write_text(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    for budget in (None, "cpu"):
+        study = load_study(tmp_path / "my_study.yaml", budget=budget, seeds=3)
+        assert len(study.runs) == 12 and study.raw["reference"] == "erm_lr=0.1"
