@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,37 @@ def test_interrupted_study_resumes_where_it_stopped(tmp_path):
     assert "start long-s0 (resuming)" in again.stdout
     epochs = [json.loads(ln)["epoch"] for ln in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_second_study_in_the_same_folder_is_refused_while_the_first_runs(tmp_path, capsys):
+    """The study directory is locked for the whole study: a second `reglab study` there is one line naming the
+    first process and its lock (it used to resume the first one's run and fail with "already holds a run")."""
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": []})
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "reglab", "study", str(spec), "-o", str(out), "--no-report"]
+    with EventServer() as events:  # the first study's run waits after its first checkpoint until answered
+        proc = subprocess.Popen(
+            cmd, env=events.env(dict(os.environ), saved="ask"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            held = events.wait_for("saved", lambda ev: ev.args == ["last.safetensors"], what="a checkpoint")
+        except AssertionError:
+            proc.kill()
+            pytest.fail("no checkpoint: " + proc.communicate()[0].decode())
+        assert main(["study", str(spec), "-o", str(out), "--no-report"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "in use by another reglab study" in err
+        assert f"pid {proc.pid}" in err and str(out / ".reglab.lock") in err and "-o DIR" in err
+        held.answer()
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:  # let its later checkpoints through
+            if events.pending():
+                events.next(60).answer()
+            else:
+                time.sleep(0.1)
+        text = proc.communicate(timeout=10)[0].decode()
+    assert proc.returncode == 0, text
+    assert (out / "runs" / "erm-s0" / "summary.json").is_file()
 
 
 def test_dry_run_lists_states_and_commands(tmp_path, capsys):
