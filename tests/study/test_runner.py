@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -119,6 +120,13 @@ def test_changed_study_config_is_an_error_not_a_silent_mix(tmp_path, capsys):
     assert main(["study", str(spec), "-o", str(out), "optim.lr=0.05"]) == 2
     err = capsys.readouterr().err
     assert "different config (optim.lr)" in err and "-o DIR" in err and len(err.strip().splitlines()) == 1
+    # --dry-run reports what the real run would find: the finished run refused, not "done"
+    assert main(["study", str(spec), "-o", str(out), "--dry-run", "optim.lr=0.05"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.split()[:2] == ["erm-s0", "refused"] and "different config (optim.lr)" in captured.out
+    assert len(captured.err.strip().splitlines()) == 1 and "1 run(s) would be refused" in captured.err
+    assert main(["study", str(spec), "-o", str(out), "--dry-run"]) == 0
+    assert capsys.readouterr().out.split()[:2] == ["erm-s0", "done"]
 
 
 def test_runs_saved_before_a_new_option_existed_still_match(tmp_path):
@@ -248,11 +256,13 @@ def test_a_second_study_in_the_same_folder_is_refused_while_the_first_runs(tmp_p
 
 
 def test_dry_run_lists_states_and_commands(tmp_path, capsys):
-    spec = write_study(tmp_path / "s.yaml", seeds=1)
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": [], "mixup": {"model.channels": [8, 16, 32]}})
     assert main(["study", str(spec), "-o", str(tmp_path / "o"), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[1].startswith("mixup-s0") and "new" in lines[1]
-    assert "mix.mixup_alpha=1.0" in lines[1]
+    # the command is quoted for a shell: a value with a space stays one argument
+    args = shlex.split(lines[1].split(None, 2)[2])
+    assert "model.channels=[8, 16, 32]" in args and args[0] == "train"
     assert not (tmp_path / "o").exists()
 
 
