@@ -42,12 +42,9 @@ def cmd_study(args) -> int:
         print_status(study, out)
         return 0
     if args.dry_run:
-        from ..study.runner import run_state, train_command
-
-        for run in study.runs:
-            run_dir = out / "runs" / run.key
-            state = run_state(run_dir)
-            print(f"{run.key:<32} {state:<8} {' '.join(train_command(run, run_dir, state, 1, args.data_dir)[3:])}")
+        refused = _dry_run(study, out, args.data_dir)
+        if refused:  # the real run would stop here: the same one-line error, after the whole list
+            raise UserError(f"{len(refused)} run(s) would be refused: {refused[0]}")
         if launcher == "slurm":
             from ..study.slurm import describe, settings_for
 
@@ -66,6 +63,27 @@ def cmd_study(args) -> int:
     if result.report:
         print(f"report: {result.report['markdown']}  {result.report['html']}")
     return _failed(result.failed, len(result.outcomes), out)
+
+
+def _dry_run(study, out: Path, data_dir: str | None) -> list[str]:
+    """List every run with the state the real run would find (:func:`checked_state`: a run trained with another
+    config is ``refused``, as the real run refuses it) and its command, quoted for a shell; return the
+    refusals."""
+    import shlex
+
+    from ..study.runner import checked_state, train_command
+
+    refused = []
+    for run in study.runs:
+        run_dir = out / "runs" / run.key
+        try:
+            state = checked_state(run_dir, run)
+        except UserError as exc:
+            refused.append(str(exc))
+            print(f"{run.key:<32} {'refused':<8} {exc}")
+            continue
+        print(f"{run.key:<32} {state:<8} {shlex.join(train_command(run, run_dir, state, 1, data_dir)[3:])}")
+    return refused
 
 
 def _failed(failed: list, total: int, out: Path) -> int:

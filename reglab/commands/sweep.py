@@ -7,8 +7,9 @@
     reglab sweep dashboard DIR [--host 127.0.0.1] [--port 8080]
 
 The first positional word is ``report``, ``best`` or ``dashboard`` (sub-forms) or the sweep file. KEY=VALUE
-overrides with a sweep file apply to every trial this command runs (e.g. ``data.dir=...``, ``run.device=cuda``);
-they are not part of the study's identity, so change the experiment itself in the sweep file.
+overrides with a sweep file apply to every trial. Those that change what a trial trains are recorded in the
+sweep directory's sweep.yaml, and a resume with other ones is refused (one study must not mix trials of two
+experiments); placement keys (``data.dir``, ``run.device``, ``run.threads``) may differ from run to run.
 """
 
 from __future__ import annotations
@@ -155,7 +156,7 @@ def _default_dir(path: Path, name: str) -> Path:
 
 def _run(args, path: Path, extra: list[str]) -> int:
     from ..sweep.runner import Worker, counts, recover_stale
-    from ..sweep.spec import load_sweep, resolve_sweep
+    from ..sweep.spec import load_sweep, recorded_overrides, resolve_sweep
     from ..sweep.storage import ask_lock, prepare, shown_url, storage_url
 
     path = resolve_sweep(path)
@@ -173,6 +174,7 @@ def _run(args, path: Path, extra: list[str]) -> int:
     sweep_dir = Path(args.out) if args.out else _default_dir(path, spec.name)
     if args.launcher != "slurm" and (args.slurm or args.wait):
         raise UserError(f"{'--slurm' if args.slurm else '--wait'} is for Slurm workers: add --launcher slurm.")
+    spec.cli_overrides = recorded_overrides(extra)  # checked against the saved ones by prepare()
     try:
         spec.config({}, extra)
     except UserError as exc:

@@ -6,6 +6,7 @@ runs/studies/<name>/   (-o DIR to choose)
   runs/<group>-s<seed>/   one ordinary run directory per run (config.yaml, metrics, summary.json, checkpoints)
   logs/<group>-s<seed>.log   the run's console output
   report/             written by ``reglab report`` at the end (table, curves, HTML)
+  .reglab.lock        held (flock) by the ``reglab study`` process running the study
 ```
 Rerunning the same command skips finished runs (``summary.json`` present), resumes interrupted ones from
 ``checkpoints/last.safetensors`` and starts the rest; a run whose saved config differs from what the study
@@ -29,6 +30,7 @@ import yaml
 from ..config import PLACEMENT_KEYS, current_form
 from ..errors import UserError
 from ..train.checkpoint import atomic_write_text
+from ..train.fsguard import LOCK_NAME, RunLock
 from ..typedyaml import flatten_tree
 from .spec import Study, StudyRun
 
@@ -141,8 +143,29 @@ def run_study(
     data_dir: str | None = None,
     echo: Callable[[str], None] = _echo,
 ) -> list[Outcome]:
-    """Run every run of ``study`` not yet finished under ``out_dir``; return one outcome per run."""
+    """Run every run of ``study`` not yet finished under ``out_dir``; return one outcome per run. The study
+    directory is locked for the whole study (``out_dir/.reglab.lock``): a second study there would find the first
+    one's runs half-done and start or resume them a second time."""
     out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot write the study directory {out_dir}: {exc.strerror}.") from None
+    lock = RunLock.acquire(
+        out_dir,
+        busy=f"study directory {out_dir} is in use by another reglab study ({{who}}, lock {out_dir / LOCK_NAME}); "
+        "two studies in one folder would start the same runs twice. Wait for it to finish (or stop it) and run "
+        "the command again, or write this study elsewhere with -o DIR.",
+    )
+    try:
+        return _run_locked(study, out_dir, parallel, data_dir, echo)
+    finally:
+        lock.release()
+
+
+def _run_locked(
+    study: Study, out_dir: Path, parallel: int | None, data_dir: str | None, echo: Callable[[str], None]
+) -> list[Outcome]:
     parallel = parallel or study.parallel
     threads = max(1, (os.cpu_count() or 1) // parallel)
     runs_dir, logs_dir = out_dir / "runs", out_dir / "logs"

@@ -234,6 +234,7 @@ def write_sweep_report(sweep_dir: Path, method: str = "ped_anova", out_dir: Path
         "sampler": spec.sampler.name,
         "pruner": spec.pruner.name,
         "max_epochs": max_epochs,
+        "cli_overrides": list(spec.cli_overrides or []),
         "savings": save,
         "importance": imp,
         "importance_method": imp_method,
@@ -346,6 +347,7 @@ def _summary_lines(s: dict[str, Any]) -> list[str]:
         + (f" (+{c['retried']} interrupted/killed and retried)" if c["retried"] else "")
         + (f"; {c['running']} running" if c["running"] else ""),
         f"- sampler {s['sampler']}, pruner {s['pruner']} (resource: epochs, at most {s['max_epochs']})",
+        *([f"- command-line overrides: {' '.join(s['cli_overrides'])}"] if s.get("cli_overrides") else []),
         f"- pruning: {v['pruned']} trials stopped early (after epoch: count {v['pruned_at_epoch']}); "
         f"{v['epochs_run']} epochs trained instead of {v['epochs_if_unpruned']} "
         f"({v['epochs_saved_frac']:.0%} saved); {v['seconds_run']:.0f} s instead of an estimated "

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, load_config
+from ..config import PLACEMENT_KEYS, Config, load_config
 from ..errors import UserError
-from ..typedyaml import read_yaml, suggest
+from ..typedyaml import flatten_tree, read_yaml, suggest
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 SAMPLERS = ("tpe", "gp", "random", "grid")
@@ -59,6 +59,7 @@ TOP_KEYS = (
     "max_failures_in_a_row",
     "heartbeat_s",
     "stale_after_s",
+    "cli_overrides",
 )
 # Keys a space may not search: they move the validation set trials are compared on, or where a trial runs.
 FIXED_KEYS = {
@@ -250,6 +251,10 @@ class Sweep:
     max_failures_in_a_row: int = 5  # a worker stops when this many of its trials fail one after another
     heartbeat_s: float = 30.0  # a running trial records a heartbeat this often
     stale_after_s: float = 600.0  # a RUNNING trial without a heartbeat for this long is failed (other machines)
+    # The KEY=VALUE arguments the sweep was started with (placement keys left out), recorded in the sweep
+    # directory's sweep.yaml so a resume can refuse other ones; None: a sweep file, or a directory from before
+    # they were recorded.
+    cli_overrides: list[str] | None = None
     source: str = ""  # where the sweep was read from
 
     # -- configs ----------------------------------------------------------------------------------------
@@ -257,12 +262,23 @@ class Sweep:
         return ([f"run.budget={self.budget}"] if self.budget else []) + list(self.overrides)
 
     def config(self, params: dict[str, Any], extra: list[str] | tuple[str, ...] = ()) -> Config:
-        """The config of a trial: recipe -> budget -> overrides -> parameters -> extra."""
+        """The config of a trial: recipe -> budget -> overrides -> parameters -> command line -> extra."""
         sets = [f"{k}={json.dumps(v)}" for k, v in params.items()]
-        return load_config(self.recipe, [*self.base_overrides(), *sets, *extra])
+        return load_config(self.recipe, [*self.base_overrides(), *sets, *(self.cli_overrides or []), *extra])
 
     def base_config(self, extra: list[str] | tuple[str, ...] = ()) -> Config:
-        return load_config(self.recipe, [*self.base_overrides(), *extra])
+        return load_config(self.recipe, [*self.base_overrides(), *(self.cli_overrides or []), *extra])
+
+    def override_changes(self, saved: list[str], given: list[str]) -> list[str]:
+        """``key=new (saved: old)`` for every config key where the command-line overrides ``given`` build another
+        base config than ``saved`` did (compared as configs, so ``train.epochs=2`` and ``train.epochs=2.0``
+        agree); placement keys (data.dir, run.device, run.threads) may change."""
+        before = flatten_tree(load_config(self.recipe, [*self.base_overrides(), *saved]).to_dict())
+        after = flatten_tree(load_config(self.recipe, [*self.base_overrides(), *given]).to_dict())
+        keys = sorted(
+            k for k in before.keys() | after.keys() if k not in PLACEMENT_KEYS and before.get(k) != after.get(k)
+        )
+        return [f"{k}={json.dumps(after.get(k))} (saved: {json.dumps(before.get(k))})" for k in keys]
 
     def epochs(self) -> int:
         """Most epochs a trial can train (the pruners' resource unit)."""
@@ -410,6 +426,7 @@ def _parse(raw: dict[str, Any], name: str) -> Sweep:
         storage=str(raw["storage"]) if raw.get("storage") else None,
         max_retries=_int(raw, "max_retries", 1, 0),
         max_failures_in_a_row=_int(raw, "max_failures_in_a_row", 5, 1),
+        cli_overrides=_cli_overrides(raw.get("cli_overrides", None)),
     )
     for key in ("heartbeat_s", "stale_after_s"):
         if key in raw:
@@ -430,6 +447,21 @@ def _parse(raw: dict[str, Any], name: str) -> Sweep:
     sweep.make_sampler(0)  # options checked now rather than in the first trial
     sweep.make_pruner()
     return sweep
+
+
+def recorded_overrides(items: list[str] | tuple[str, ...]) -> list[str]:
+    """The command-line KEY=VALUE overrides that change what trials train: all but the placement keys."""
+    return [o for o in items if o.split("=", 1)[0].strip() not in PLACEMENT_KEYS]
+
+
+def _cli_overrides(raw: Any) -> list[str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(o, str) and "=" in o for o in raw):
+        raise UserError(
+            f"cli_overrides: expected a list of key=value strings (written by reglab sweep), got {raw!r}."
+        )
+    return list(raw)
 
 
 def _check_configs(sweep: Sweep) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
+import shlex
 import time
 from pathlib import Path
 
@@ -222,6 +223,8 @@ def prepare(spec: Sweep, sweep_dir: Path):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     saved = sweep_dir / SWEEP_FILE
+    if spec.cli_overrides is None:
+        spec.cli_overrides = []
     if saved.is_file():
         old = read_sweep_dir(sweep_dir)
         diff = [k for k, v in spec.identity().items() if old.identity()[k] != v]
@@ -230,6 +233,8 @@ def prepare(spec: Sweep, sweep_dir: Path):
                 f"{sweep_dir} holds a sweep with different {', '.join(diff)}; a resumed study must "
                 "search the same space on the same base. Use another -o DIR (or name:) for the new sweep."
             )
+        if old.cli_overrides is not None:  # None: a directory from before the overrides were recorded
+            _refuse_other_overrides(spec, old.cli_overrides, str(sweep_dir), saved)
         if spec.storage is None:
             spec.storage = old.storage  # resuming: the storage the sweep started with
         elif old.storage != spec.storage:
@@ -245,8 +250,8 @@ def prepare(spec: Sweep, sweep_dir: Path):
 
     atomic_write_text(
         saved,
-        "# Written by `reglab sweep`; rerun it to resume: reglab sweep "
-        + str(saved)
+        "# Written by `reglab sweep`; rerun it to resume: "
+        + shlex.join(["reglab", "sweep", str(saved), *spec.cli_overrides])
         + "\n"
         + yaml.safe_dump(spec.to_dict(), sort_keys=False),
     )
@@ -264,7 +269,28 @@ def prepare(spec: Sweep, sweep_dir: Path):
             f"study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))} was started with another "
             "space or base; give the sweep another name: or a new storage."
         )
+    # The same check on the study itself: another machine joining it has its own sweep directory.
+    joined = study.user_attrs.get("cli_overrides")
+    if joined is None:
+        study.set_user_attr("cli_overrides", spec.cli_overrides)
+    else:
+        _refuse_other_overrides(
+            spec, joined, f"study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))}", saved
+        )
     return study
+
+
+def _refuse_other_overrides(spec: Sweep, recorded: list[str], where: str, saved: Path) -> None:
+    """Refuse command-line overrides that train trials differently from those ``where`` was started with: one
+    study would hold trials of two experiments (and Hyperband would count another ``train.epochs``)."""
+    changes = spec.override_changes(recorded, spec.cli_overrides or [])
+    if changes:
+        again = shlex.join(["reglab", "sweep", str(saved), *recorded])
+        raise UserError(
+            f"{where} was started with other command-line overrides: {'; '.join(changes[:4])}"
+            f"{' ...' if len(changes) > 4 else ''}. A resumed sweep trains every trial alike: rerun with the "
+            f"overrides it was started with ({again}), or start a new sweep with -o DIR."
+        )
 
 
 def load_optuna_study(spec: Sweep, sweep_dir: Path, sampler=None, pruner=None):

@@ -5,7 +5,8 @@
   link (the user chose it, e.g. ``runs -> /scratch/runs``); nothing *inside* it is followed.
 * :func:`open_new` creates a temporary file with ``O_CREAT | O_EXCL | O_NOFOLLOW``: a link planted at the
   temporary name is removed (the link, never its target) and the file is created afresh.
-* :class:`RunLock` is an advisory ``flock`` on ``RUN/.reglab.lock`` held for a whole run. The kernel drops it
+* :class:`RunLock` is an advisory ``flock`` on ``RUN/.reglab.lock`` held for a whole run (and by ``reglab
+  study`` on its study directory for the whole study). The kernel drops it
   when the process ends, killed or not, so a lock is never stale; the file keeps the holder's pid and host
   for the message a second process gets. The descriptor is close-on-exec, so child processes (git, ...) do
   not inherit the lock, and :meth:`RunLock.release` unlocks before it closes (a forked child holding a copy
@@ -116,7 +117,9 @@ class RunLock:
         self.fd, self.path = fd, path
 
     @classmethod
-    def acquire(cls, run_dir: Path) -> "RunLock":
+    def acquire(cls, run_dir: Path, busy: str | None = None) -> "RunLock":
+        """Lock ``run_dir``. ``busy``: the refusal when another process holds the lock, with ``{who}`` for that
+        process (default: the message for a run directory)."""
         path = Path(run_dir) / LOCK_NAME
         import fcntl
 
@@ -142,7 +145,9 @@ class RunLock:
                     else "another process"
                 )
                 raise UserError(
-                    f"run directory {run_dir} is in use by another reglab process ({who}); two "
+                    busy.format(who=who)
+                    if busy
+                    else f"run directory {run_dir} is in use by another reglab process ({who}); two "
                     "processes would overwrite each other's checkpoints. Wait for it to finish or stop "
                     "it, then run the command again."
                 ) from None

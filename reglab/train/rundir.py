@@ -1,7 +1,7 @@
 """The run directory: what a training run leaves behind, written so that a crash loses nothing.
 
 ```
-runs/<name>-<timestamp>/
+runs/<name>-<timestamp>[-N]/   (without run.dir: a new folder, -2, -3, ... when the name is taken)
   config.yaml        the fully resolved config
   metrics.csv        one row per epoch (also metrics.jsonl)
   summary.json       final numbers, hardware, versions, git commit
@@ -46,6 +46,28 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.run.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def claim_run_dir(cfg: Config) -> Path:
+    """Make a new, empty run directory for a run without ``run.dir``: ``runs/<name>-<timestamp>``, or with a
+    ``-2``, ``-3``, ... suffix when that name is taken. Claimed with ``mkdir`` (atomic), not a check before
+    creating: two runs started in the same second never share a folder, and neither needs --overwrite (which
+    would destroy the other's run)."""
+    base = default_run_dir(cfg)
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the runs folder {base.parent}: {exc.strerror}; set run.dir.") from None
+    for n in range(1, 1000):
+        path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise UserError(f"cannot create run directory {path}: {exc.strerror}; set run.dir.") from None
+    raise UserError(f"{base}-2 ... {base}-999 are all taken; set run.dir to choose the run directory.")
+
+
 class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -53,9 +75,12 @@ class RunDir:
         self.lock: RunLock | None = None
 
     @classmethod
-    def create(cls, path: Path, cfg: Config, overwrite: bool = False, lock: RunLock | None = None) -> "RunDir":
+    def create(
+        cls, path: Path, cfg: Config, overwrite: bool = False, lock: RunLock | None = None, claimed: bool = False
+    ) -> "RunDir":
         """Make (or, with ``overwrite``, empty) the run directory and write config.yaml. ``lock``: this process's
-        lock on it, if taken already; else it is taken here and kept in ``self.lock`` until released."""
+        lock on it, if taken already; else it is taken here and kept in ``self.lock`` until released.
+        ``claimed``: this process made the (empty) folder already (:func:`claim_run_dir`)."""
         path = Path(path)
         rd = cls(path)
         if not overwrite:
@@ -65,7 +90,7 @@ class RunDir:
             path.mkdir()  # atomic: of several processes racing here, exactly one creates the folder
             created = True
         except FileExistsError:
-            created = False
+            created = claimed
             if not path.is_dir():
                 raise UserError(
                     f"cannot create run directory {path}: a file (or a dangling link) is there."
@@ -262,8 +287,9 @@ def refuse_training_changes(saved: Config, cfg: Config, path: Path) -> None:
 
 
 def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path, RunLock | None]:
-    """How to start: ("fresh" | "resume" | "restart", run dir, this process's lock on it: taken here for a
-    resume or restart, by :meth:`RunDir.create` for a fresh run). Raises the user's mistakes."""
+    """How to start: ("fresh" | "new" | "resume" | "restart", run dir, this process's lock on it: taken here for a
+    resume or restart, by :meth:`RunDir.create` for a fresh run). "new": no run.dir was given, and this process
+    made a free ``runs/<name>-<timestamp>[-N]`` folder (:func:`claim_run_dir`). Raises the user's mistakes."""
     if resume:
         run_dir = RunDir.open(Path(cfg.run.dir))
         lock = RunLock.acquire(run_dir.path)
@@ -289,7 +315,9 @@ def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path, R
             flush=True,
         )
         return "restart", run_dir.path, lock
-    path = Path(cfg.run.dir) if cfg.run.dir else default_run_dir(cfg)
+    if not cfg.run.dir:
+        return "new", claim_run_dir(cfg), None
+    path = Path(cfg.run.dir)
     if not overwrite:
         RunDir(path).refuse_if_taken()  # before any work
     return "fresh", path, None

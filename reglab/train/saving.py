@@ -46,6 +46,8 @@ def plan_run_dir(
             mode, path, lock = plan_start(cfg, resume, overwrite)
             if lock is not None:
                 held.callback(lock.release)
+            if mode == "new":  # a folder made for this run: gone again if the run stops before writing to it
+                held.callback(_remove_if_empty, path)
             plan = f"{mode}\n{path}"
         except UserError as exc:
             error = exc
@@ -67,13 +69,22 @@ def open_run_dir(
             if mode == "resume":
                 run_dir.remove_temporaries()
             else:
-                run_dir = RunDir.create(path, cfg, overwrite=overwrite or mode == "restart", lock=lock)
+                run_dir = RunDir.create(
+                    path, cfg, overwrite=overwrite or mode == "restart", lock=lock, claimed=mode == "new"
+                )
                 if lock is None:
                     held.callback(run_dir.lock.release)
         except UserError as exc:
             error = exc
     distributed.agree(error, d)
     return run_dir
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()  # only an empty folder: never a run's files
+    except OSError:
+        pass
 
 
 class SavePolicy:

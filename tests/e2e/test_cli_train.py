@@ -7,6 +7,7 @@ gets OMP_NUM_THREADS=1.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -309,3 +310,44 @@ def test_ctrl_c_says_how_to_resume(tmp_path, capsys, monkeypatch, checkpointed):
     assert main(["train", "--resume", str(run_dir), "--quiet"]) == 130  # interrupted again while resuming
     err = capsys.readouterr().err
     assert err.splitlines()[-1] == hint and "Traceback" not in err
+
+
+# Starts `reglab train` with the clock's seconds frozen: every run started by it is "started in the same second".
+SAME_SECOND = (
+    "import sys, time; time.strftime = lambda fmt, *a: '20260101-000000'; from reglab.cli import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
+def test_auto_named_runs_started_in_the_same_second_get_their_own_folders(tmp_path):
+    """Two concurrent auto-named runs (no run.dir) in the same second, next to an older run of that name: each
+    claims a free folder (-2, -3), --overwrite included, and the older run is left untouched."""
+    first = tmp_path / "runs" / "quick-20260101-000000"
+    first.mkdir(parents=True)
+    (first / "config.yaml").write_text("an older run's config\n")
+    args = [*TRAIN, "train.epochs=1", "data.synthetic_train=150", "run.threads=1", "--quiet"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", SAME_SECOND, *args, *extra],
+            cwd=tmp_path,
+            env=checkout_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for extra in ([], ["--overwrite"])
+    ]
+    outs = [p.communicate(timeout=240) for p in procs]
+    for p, (_out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+    dirs = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert dirs == ["quick-20260101-000000", "quick-20260101-000000-2", "quick-20260101-000000-3"]
+    assert (
+        os.listdir(first) == ["config.yaml"] and (first / "config.yaml").read_text() == "an older run's config\n"
+    )
+    shown = sorted(
+        ln.split("run dir: ")[1].strip() for out, _ in outs for ln in out.splitlines() if "run dir: " in ln
+    )
+    assert shown == ["runs/quick-20260101-000000-2", "runs/quick-20260101-000000-3"]
+    for d in dirs[1:]:
+        assert (tmp_path / "runs" / d / "summary.json").is_file()

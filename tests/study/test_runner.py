@@ -9,9 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -118,6 +120,13 @@ def test_changed_study_config_is_an_error_not_a_silent_mix(tmp_path, capsys):
     assert main(["study", str(spec), "-o", str(out), "optim.lr=0.05"]) == 2
     err = capsys.readouterr().err
     assert "different config (optim.lr)" in err and "-o DIR" in err and len(err.strip().splitlines()) == 1
+    # --dry-run reports what the real run would find: the finished run refused, not "done"
+    assert main(["study", str(spec), "-o", str(out), "--dry-run", "optim.lr=0.05"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out.split()[:2] == ["erm-s0", "refused"] and "different config (optim.lr)" in captured.out
+    assert len(captured.err.strip().splitlines()) == 1 and "1 run(s) would be refused" in captured.err
+    assert main(["study", str(spec), "-o", str(out), "--dry-run"]) == 0
+    assert capsys.readouterr().out.split()[:2] == ["erm-s0", "done"]
 
 
 def test_runs_saved_before_a_new_option_existed_still_match(tmp_path):
@@ -215,12 +224,45 @@ def test_interrupted_study_resumes_where_it_stopped(tmp_path):
     assert epochs == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_second_study_in_the_same_folder_is_refused_while_the_first_runs(tmp_path, capsys):
+    """The study directory is locked for the whole study: a second `reglab study` there is one line naming the
+    first process and its lock (it used to resume the first one's run and fail with "already holds a run")."""
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": []})
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "reglab", "study", str(spec), "-o", str(out), "--no-report"]
+    with EventServer() as events:  # the first study's run waits after its first checkpoint until answered
+        proc = subprocess.Popen(
+            cmd, env=events.env(dict(os.environ), saved="ask"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        try:
+            held = events.wait_for("saved", lambda ev: ev.args == ["last.safetensors"], what="a checkpoint")
+        except AssertionError:
+            proc.kill()
+            pytest.fail("no checkpoint: " + proc.communicate()[0].decode())
+        assert main(["study", str(spec), "-o", str(out), "--no-report"]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "in use by another reglab study" in err
+        assert f"pid {proc.pid}" in err and str(out / ".reglab.lock") in err and "-o DIR" in err
+        held.answer()
+        deadline = time.monotonic() + 240
+        while proc.poll() is None and time.monotonic() < deadline:  # let its later checkpoints through
+            if events.pending():
+                events.next(60).answer()
+            else:
+                time.sleep(0.1)
+        text = proc.communicate(timeout=10)[0].decode()
+    assert proc.returncode == 0, text
+    assert (out / "runs" / "erm-s0" / "summary.json").is_file()
+
+
 def test_dry_run_lists_states_and_commands(tmp_path, capsys):
-    spec = write_study(tmp_path / "s.yaml", seeds=1)
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": [], "mixup": {"model.channels": [8, 16, 32]}})
     assert main(["study", str(spec), "-o", str(tmp_path / "o"), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 2 and lines[1].startswith("mixup-s0") and "new" in lines[1]
-    assert "mix.mixup_alpha=1.0" in lines[1]
+    # the command is quoted for a shell: a value with a space stays one argument
+    args = shlex.split(lines[1].split(None, 2)[2])
+    assert "model.channels=[8, 16, 32]" in args and args[0] == "train"
     assert not (tmp_path / "o").exists()
 
 

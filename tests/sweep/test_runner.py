@@ -22,7 +22,7 @@ from reglab.config import load_config
 from reglab.errors import UserError
 from reglab.sweep import parse_sweep
 from reglab.sweep.runner import Worker, counts, recover_stale
-from reglab.sweep.storage import load_optuna_study, prepare
+from reglab.sweep.storage import load_optuna_study, prepare, read_sweep_dir
 from tests.helpers.configs import SWEEP_TINY, sweep_dict, write_sweep
 from tests.helpers.events import Event, EventServer
 from tests.helpers.processes import checkout_env
@@ -242,6 +242,38 @@ def test_cli_user_errors(tmp_path, capsys):
     assert main(["sweep", str(tmp_path / "missing.yaml")]) == 2
     assert main(["sweep", str(write_sweep(tmp_path / "ok.yaml")), "optim.lrr=1"]) == 2
     assert "did you mean 'lr'" in capsys.readouterr().err
+
+
+def test_resume_with_other_command_line_overrides_is_refused(tmp_path, capsys):
+    """Command-line overrides that change what trials train are recorded (sweep.yaml, the study, the report,
+    Hyperband's bound) and a resume with others is refused, naming the key, before anything is written."""
+    f = write_sweep(tmp_path / "s.yaml", epochs=1, trials=1)
+    out = tmp_path / "out"
+    assert main(["sweep", str(f), "-o", str(out), "--no-report", "train.epochs=2", "run.threads=1"]) == 0
+    saved = (out / "sweep.yaml").read_text()
+    assert yaml.safe_load(saved)["cli_overrides"] == ["train.epochs=2"]  # placement keys are not recorded
+    assert f"reglab sweep {out / 'sweep.yaml'} train.epochs=2\n" in saved
+    study = load_optuna_study(parse_sweep(yaml.safe_load(saved), "tiny"), out)
+    assert len(study.trials[0].intermediate_values) == 2  # the trial trained the command line's epochs
+    assert main(["sweep", "report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "resource: epochs, at most 2" in text and "command-line overrides: train.epochs=2" in text
+    for argv, shown in (
+        (["train.epochs=3"], "train.epochs=3 (saved: 2)"),
+        ([], "train.epochs=1 (saved: 2)"),  # dropped: the file's value would train other trials
+        (["optim.lr=0.1", "train.epochs=2"], "optim.lr=0.1 (saved: "),
+    ):
+        assert main(["sweep", str(f), "-o", str(out), "--trials", "2", *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and shown in err and "-o DIR" in err, err
+        assert f"reglab sweep {out / 'sweep.yaml'} train.epochs=2)" in err
+    assert (out / "sweep.yaml").read_text() == saved  # nothing written by the refused runs
+    assert len(load_optuna_study(read_sweep_dir(out), out).trials) == 1
+    assert main(["sweep", str(out / "sweep.yaml"), "--no-report", "train.epochs=2", "run.threads=1"]) == 0
+    # another sweep directory joining the same study is checked against the study's record
+    other = ["-o", str(tmp_path / "out2"), "--storage", f"sqlite:///{out / 'study.db'}", "train.epochs=3"]
+    assert main(["sweep", str(f), *other]) == 2
+    assert "study 'tiny' in sqlite:///" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------------------------------------
