@@ -175,6 +175,12 @@ def _run(args, path: Path, extra: list[str]) -> int:
     if args.launcher != "slurm" and (args.slurm or args.wait):
         raise UserError(f"{'--slurm' if args.slurm else '--wait'} is for Slurm workers: add --launcher slurm.")
     spec.cli_overrides = recorded_overrides(extra)  # checked against the saved ones by prepare()
+    searched = sorted({o.split("=", 1)[0].strip() for o in extra} & {p.key for p in spec.space})
+    if searched:  # the override would replace every trial's sampled value: a search that searches nothing
+        raise UserError(
+            f"{', '.join(searched)}: searched by {path} (its space), so a command-line value would replace every "
+            "trial's sampled one; drop it from the command line, or from the sweep's space to fix it."
+        )
     try:
         spec.config({}, extra)
     except UserError as exc:

@@ -261,12 +261,16 @@ def test_resume_with_other_command_line_overrides_is_refused(tmp_path, capsys):
     for argv, shown in (
         (["train.epochs=3"], "train.epochs=3 (saved: 2)"),
         ([], "train.epochs=1 (saved: 2)"),  # dropped: the file's value would train other trials
-        (["optim.lr=0.1", "train.epochs=2"], "optim.lr=0.1 (saved: "),
+        (["optim.momentum=0.5", "train.epochs=2"], "optim.momentum=0.5 (saved: "),
     ):
         assert main(["sweep", str(f), "-o", str(out), "--trials", "2", *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and shown in err and "-o DIR" in err, err
         assert f"reglab sweep {out / 'sweep.yaml'} train.epochs=2)" in err
+    # a key the space searches: the override would replace every trial's sampled value
+    assert main(["sweep", str(f), "-o", str(out), "train.epochs=2", "optim.lr=0.1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optim.lr: searched by" in err and "drop it from the command line" in err
     assert (out / "sweep.yaml").read_text() == saved  # nothing written by the refused runs
     assert len(load_optuna_study(read_sweep_dir(out), out).trials) == 1
     assert main(["sweep", str(out / "sweep.yaml"), "--no-report", "train.epochs=2", "run.threads=1"]) == 0
