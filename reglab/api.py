@@ -138,14 +138,18 @@ def fit(
 
     if progress not in PROGRESS:
         raise ValueError(f"progress must be one of {PROGRESS}, got {progress!r}")
-    config = _revalidate(config)
+    checked = _revalidate(config)
     shown = [Progress(quiet=progress == "lines")] if progress else []
-    return run(
-        config,
-        resume=resume,
-        overwrite=overwrite,
-        callbacks=[*shown, CurvesCallback(), *build_loggers(config), *callbacks],
-    )
+    try:
+        return run(
+            checked,
+            resume=resume,
+            overwrite=overwrite,
+            callbacks=[*shown, CurvesCallback(), *build_loggers(checked), *callbacks],
+        )
+    finally:  # the run directory chosen for it, so `fit(cfg, resume=True)` continues it, also after Ctrl-C
+        if config.run.dir is None:
+            config.run.dir = checked.run.dir
 
 
 def _revalidate(config: Config) -> Config:
@@ -159,7 +163,21 @@ def _revalidate(config: Config) -> Config:
         raise UserError(
             f"fit() takes a Config (from reglab.load_config or reglab.load_run_config), got {type(config).__name__}."
         )
-    return config_from_dict(config.to_dict())
+    return config_from_dict(_plain(config.to_dict()))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with what Python code naturally assigns made into what a recipe would hold: a path
+    (``cfg.run.dir = tmp / "run"``) into its string, a NumPy scalar (``np.int64(3)``) into its Python number."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if type(value).__module__ == "numpy" and hasattr(value, "item"):
+        return value.item()
+    return value
 
 
 def read_metrics(run_dir: PathLike) -> list[dict[str, Any]]:

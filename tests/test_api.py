@@ -184,3 +184,33 @@ def test_fit_runs_the_checked_config(tmp_path, monkeypatch):
     reglab.fit(cfg)
     assert (seen["cfg"].optim.lr, seen["cfg"].train.epochs) == (1.0, 3) and type(seen["cfg"].optim.lr) is float
     assert seen["cfg"].to_dict() == reglab.load_config("quick", ["optim.lr=1", "train.epochs=3"]).to_dict()
+
+
+def test_fit_takes_paths_and_numpy_numbers_and_hands_back_its_run_dir(tmp_path, monkeypatch):
+    """What Python code naturally assigns (a Path, a NumPy integer) is taken as the recipe's string and int; the
+    run directory chosen for a config without run.dir is set on the caller's config, so fit(cfg, resume=True)
+    continues that run (also after an interrupted run); resume without any run.dir is one clear error."""
+    import numpy as np
+
+    import reglab.train
+
+    seen, real_run = [], reglab.train.run
+
+    def fake_run(cfg, **kw):
+        seen.append(cfg)
+        cfg.run.dir = cfg.run.dir or str(tmp_path / "auto")  # as reglab.train.saving does
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(reglab.train, "run", fake_run)
+    cfg = reglab.load_config("quick", ["train.epochs=1"])
+    cfg.run.dir, cfg.train.epochs = tmp_path / "run", np.int64(3)
+    with pytest.raises(KeyboardInterrupt):
+        reglab.fit(cfg)
+    assert seen[0].run.dir == str(tmp_path / "run") and type(seen[0].train.epochs) is int
+    fresh = reglab.load_config("quick", ["train.epochs=1"])
+    with pytest.raises(KeyboardInterrupt):
+        reglab.fit(fresh)
+    assert fresh.run.dir == str(tmp_path / "auto")
+    monkeypatch.setattr(reglab.train, "run", real_run)
+    with pytest.raises(reglab.UserError, match="resume needs run.dir"):
+        reglab.fit(reglab.load_config("quick", ["train.epochs=1"]), resume=True)

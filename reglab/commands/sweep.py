@@ -156,7 +156,7 @@ def _default_dir(path: Path, name: str) -> Path:
 
 def _run(args, path: Path, extra: list[str]) -> int:
     from ..sweep.runner import Worker, counts, recover_stale
-    from ..sweep.spec import load_sweep, recorded_overrides, resolve_sweep
+    from ..sweep.spec import load_sweep, override_key, recorded_overrides, resolve_sweep
     from ..sweep.storage import ask_lock, prepare, shown_url, storage_url
 
     path = resolve_sweep(path)
@@ -175,7 +175,7 @@ def _run(args, path: Path, extra: list[str]) -> int:
     if args.launcher != "slurm" and (args.slurm or args.wait):
         raise UserError(f"{'--slurm' if args.slurm else '--wait'} is for Slurm workers: add --launcher slurm.")
     spec.cli_overrides = recorded_overrides(extra)  # checked against the saved ones by prepare()
-    searched = sorted({o.split("=", 1)[0].strip() for o in extra} & {p.key for p in spec.space})
+    searched = sorted({override_key(o) for o in extra} & {p.key for p in spec.space})
     if searched:  # the override would replace every trial's sampled value: a search that searches nothing
         raise UserError(
             f"{', '.join(searched)}: searched by {path} (its space), so a command-line value would replace every "

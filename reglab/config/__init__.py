@@ -36,11 +36,25 @@ DEFAULT_FP32_RECIPE = "default-fp32"
 # Keys that say where and how a run runs, not what it trains: two configs that differ only here train the same run
 # (a study's saved runs match, reports don't list them as differences, a resume may change them).
 PLACEMENT_KEYS = frozenset({"run.dir", "run.threads", "data.dir", "run.device"})
+# Keys that say what a run writes, logs and evaluates on the side, not what it trains: a resume may change them, and
+# a sweep neither records nor compares them (adding a logger or turning downloads off on an offline node is routine).
+OUTPUT_KEYS = frozenset(
+    {
+        "run.name",
+        "run.checkpoint_every",
+        "run.save_every_s",
+        "run.eval_test_every",
+        "run.loggers",
+        "run.wandb_project",
+        "data.download",
+    }
+)
 
 __all__ = [
     "DEFAULT_FP32_RECIPE",
     "DEFAULT_RECIPE",
     "PARAM_KINDS",
+    "OUTPUT_KEYS",
     "PLACEMENT_KEYS",
     "RECIPES_DIR",
     "AugConfig",

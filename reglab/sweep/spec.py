@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import PLACEMENT_KEYS, Config, load_config
+from ..config import OUTPUT_KEYS, PLACEMENT_KEYS, Config, load_config
 from ..errors import UserError
 from ..typedyaml import flatten_tree, read_yaml, suggest
 
@@ -272,11 +272,11 @@ class Sweep:
     def override_changes(self, saved: list[str], given: list[str]) -> list[str]:
         """``key=new (saved: old)`` for every config key where the command-line overrides ``given`` build another
         base config than ``saved`` did (compared as configs, so ``train.epochs=2`` and ``train.epochs=2.0``
-        agree); placement keys (data.dir, run.device, run.threads) may change."""
+        agree); placement and output keys (data.dir, run.device, run.loggers, data.download, ...) may change."""
         before = flatten_tree(load_config(self.recipe, [*self.base_overrides(), *saved]).to_dict())
         after = flatten_tree(load_config(self.recipe, [*self.base_overrides(), *given]).to_dict())
         keys = sorted(
-            k for k in before.keys() | after.keys() if k not in PLACEMENT_KEYS and before.get(k) != after.get(k)
+            k for k in before.keys() | after.keys() if k not in UNRECORDED_KEYS and before.get(k) != after.get(k)
         )
         return [f"{k}={json.dumps(after.get(k))} (saved: {json.dumps(before.get(k))})" for k in keys]
 
@@ -400,10 +400,10 @@ def _parse(raw: dict[str, Any], name: str) -> Sweep:
     if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
         raise UserError(f"overrides: expected a list of key=value strings, got {overrides!r}.")
     for o in overrides:
-        if o.split("=", 1)[0].strip() in ("run.dir", "run.name"):
+        if override_key(o) in ("run.dir", "run.name"):
             raise UserError(f"overrides: {o!r}: trials get their own run.dir and run.name; drop it.")
     searched = {p.key for p in space}
-    clash = [o for o in overrides if o.split("=", 1)[0].strip() in searched]
+    clash = [o for o in overrides if override_key(o) in searched]
     if clash:
         raise UserError(f"overrides {clash} set keys the space searches; drop them from overrides.")
     objective = str(raw.get("objective", "final_val_acc"))
@@ -449,9 +449,18 @@ def _parse(raw: dict[str, Any], name: str) -> Sweep:
     return sweep
 
 
+# Command-line keys a sweep neither records nor compares on resume: where trials run and what they write.
+UNRECORDED_KEYS = PLACEMENT_KEYS | OUTPUT_KEYS
+
+
+def override_key(item: str) -> str:
+    """``KEY`` of a ``KEY=VALUE`` override."""
+    return item.split("=", 1)[0].strip()
+
+
 def recorded_overrides(items: list[str] | tuple[str, ...]) -> list[str]:
-    """The command-line KEY=VALUE overrides that change what trials train: all but the placement keys."""
-    return [o for o in items if o.split("=", 1)[0].strip() not in PLACEMENT_KEYS]
+    """The command-line KEY=VALUE overrides that change what trials train: all but placement and output keys."""
+    return [o for o in items if override_key(o) not in UNRECORDED_KEYS]
 
 
 def _cli_overrides(raw: Any) -> list[str] | None:

@@ -246,17 +246,6 @@ def prepare(spec: Sweep, sweep_dir: Path):
     # Opened before sweep.yaml is written: a new directory must not remember a storage that cannot be opened (a
     # typo in the URL, a server that is down), or the rerun with the fix would be refused as another storage.
     storage = open_storage(storage_url(spec, sweep_dir))
-    from ..train.checkpoint import atomic_write_text
-
-    atomic_write_text(
-        saved,
-        "# Written by `reglab sweep`; rerun it to resume: "
-        + shlex.join(["reglab", "sweep", str(saved), *spec.cli_overrides])
-        + "\n"
-        + yaml.safe_dump(spec.to_dict(), sort_keys=False),
-    )
-    if read_sweep_dir(sweep_dir).to_dict() != spec.to_dict():  # the copy workers and `report` read back
-        raise RuntimeError(f"{saved} does not read back as the sweep it was written from")
     with ask_lock(sweep_dir):
         study = optuna.create_study(
             storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True
@@ -277,7 +266,26 @@ def prepare(spec: Sweep, sweep_dir: Path):
         _refuse_other_overrides(
             spec, joined, f"study {spec.name!r} in {shown_url(storage_url(spec, sweep_dir))}", saved
         )
+    # Written only once every check passed: a directory refused here must not remember the refused overrides (its
+    # rerun with the study's own ones would then be refused by the directory).
+    from ..train.checkpoint import atomic_write_text
+
+    atomic_write_text(
+        saved,
+        "# Written by `reglab sweep`; rerun it to resume: "
+        + resume_command(saved, spec.cli_overrides)
+        + "\n"
+        + yaml.safe_dump(spec.to_dict(), sort_keys=False),
+    )
+    if read_sweep_dir(sweep_dir).to_dict() != spec.to_dict():  # the copy workers and `report` read back
+        raise RuntimeError(f"{saved} does not read back as the sweep it was written from")
     return study
+
+
+def resume_command(saved: Path, overrides: list[str]) -> str:
+    """The command that resumes the sweep whose copy is ``saved`` in place, with the recorded ``overrides``
+    (``-o``: without it, a directory whose study lives in another storage would resume under runs/sweeps/)."""
+    return shlex.join(["reglab", "sweep", str(saved), "-o", str(saved.parent), *overrides])
 
 
 def _refuse_other_overrides(spec: Sweep, recorded: list[str], where: str, saved: Path) -> None:
@@ -285,7 +293,7 @@ def _refuse_other_overrides(spec: Sweep, recorded: list[str], where: str, saved:
     study would hold trials of two experiments (and Hyperband would count another ``train.epochs``)."""
     changes = spec.override_changes(recorded, spec.cli_overrides or [])
     if changes:
-        again = shlex.join(["reglab", "sweep", str(saved), *recorded])
+        again = resume_command(saved, recorded)
         raise UserError(
             f"{where} was started with other command-line overrides: {'; '.join(changes[:4])}"
             f"{' ...' if len(changes) > 4 else ''}. A resumed sweep trains every trial alike: rerun with the "

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import PLACEMENT_KEYS, Config, load_config
+from ..config import OUTPUT_KEYS, PLACEMENT_KEYS, Config, load_config
 from ..errors import UserError
 from ..typedyaml import flatten_tree
 from .checkpoint import atomic_write_text, remove_temporaries
@@ -258,15 +258,7 @@ def load_run_config(path: Path, overrides: list[str] | tuple[str, ...] = ()) -> 
 # reglab.train.resume.schedule_change), and what is written. Anything else would train another run than the
 # checkpoint's (its optimizer, schedule and data stream come back from the checkpoint) under a config.yaml that
 # claims the new value.
-RESUMABLE_KEYS = PLACEMENT_KEYS | {
-    "train.epochs",
-    "run.name",
-    "run.checkpoint_every",
-    "run.save_every_s",
-    "run.eval_test_every",
-    "run.loggers",
-    "run.wandb_project",
-}
+RESUMABLE_KEYS = PLACEMENT_KEYS | OUTPUT_KEYS | {"train.epochs"}
 
 
 def refuse_training_changes(saved: Config, cfg: Config, path: Path) -> None:
@@ -291,6 +283,8 @@ def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path, R
     resume or restart, by :meth:`RunDir.create` for a fresh run). "new": no run.dir was given, and this process
     made a free ``runs/<name>-<timestamp>[-N]`` folder (:func:`claim_run_dir`). Raises the user's mistakes."""
     if resume:
+        if not cfg.run.dir:
+            raise UserError("resume needs run.dir: set it to the run directory to continue.")
         run_dir = RunDir.open(Path(cfg.run.dir))
         lock = RunLock.acquire(run_dir.path)
         try:

@@ -92,7 +92,7 @@ def make_world(root: Path) -> dict[str, Path]:
     p["run"] = root / "run"
     run(load_config(None, [*SYN, "train.epochs=1", f"run.dir={p['run']}"]))
 
-    for name in ("data_trunc", "data_shape", "data_sums", "data_evil"):
+    for name in ("data_trunc", "data_shape", "data_sums", "data_evil", "data_short"):  # data_short: 20 per file
         write_cifar10(root / name, per_batch=20, n_test=10)
     batch = root / "data_trunc" / "cifar-10-batches-py" / "data_batch_1"
     batch.write_bytes(batch.read_bytes()[: batch.stat().st_size // 2])
@@ -355,6 +355,12 @@ def cases(p: dict[str, Path]) -> list[Case]:
             ["data_batch_1", "(N, 3072)", "(20, 3000)"],
             absent=[str(out / "ds")],
             what="data file of the wrong size (shape)",
+        ),
+        Case(
+            "data-short",
+            ["data", "check", "--data-dir", str(p["root"] / "data_short")],
+            ["data_batch_1", "holds 20 images, expected 10000"],
+            what="data file with fewer images than the official one (no SHA256SUMS)",
         ),
         Case(
             "data-checksum",

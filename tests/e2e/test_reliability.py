@@ -550,10 +550,10 @@ real_create, real_acquire = rundir.RunDir.create.__func__, fsguard.RunLock.acqui
 def step(name):  # tell the test this process reached step `name`; wait until the test lets it go on
     reglab_test_hooks.send(address, "race", role, name, ask=True)
 
-def create(cls, path, cfg, overwrite=False, lock=None):
+def create(cls, path, cfg, overwrite=False, lock=None, **kw):
     if role == "winner":  # the test lets it go on once the loser has made the folder and is about to lock it
         step("create")
-    return real_create(cls, path, cfg, overwrite=overwrite, lock=lock)
+    return real_create(cls, path, cfg, overwrite=overwrite, lock=lock, **kw)
 
 def acquire(cls, run_dir):
     if role == "loser":

@@ -252,7 +252,7 @@ def test_resume_with_other_command_line_overrides_is_refused(tmp_path, capsys):
     assert main(["sweep", str(f), "-o", str(out), "--no-report", "train.epochs=2", "run.threads=1"]) == 0
     saved = (out / "sweep.yaml").read_text()
     assert yaml.safe_load(saved)["cli_overrides"] == ["train.epochs=2"]  # placement keys are not recorded
-    assert f"reglab sweep {out / 'sweep.yaml'} train.epochs=2\n" in saved
+    assert f"reglab sweep {out / 'sweep.yaml'} -o {out} train.epochs=2\n" in saved
     study = load_optuna_study(parse_sweep(yaml.safe_load(saved), "tiny"), out)
     assert len(study.trials[0].intermediate_values) == 2  # the trial trained the command line's epochs
     assert main(["sweep", "report", str(out)]) == 0
@@ -266,18 +266,24 @@ def test_resume_with_other_command_line_overrides_is_refused(tmp_path, capsys):
         assert main(["sweep", str(f), "-o", str(out), "--trials", "2", *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and shown in err and "-o DIR" in err, err
-        assert f"reglab sweep {out / 'sweep.yaml'} train.epochs=2)" in err
+        assert f"reglab sweep {out / 'sweep.yaml'} -o {out} train.epochs=2)" in err
     # a key the space searches: the override would replace every trial's sampled value
     assert main(["sweep", str(f), "-o", str(out), "train.epochs=2", "optim.lr=0.1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "optim.lr: searched by" in err and "drop it from the command line" in err
     assert (out / "sweep.yaml").read_text() == saved  # nothing written by the refused runs
     assert len(load_optuna_study(read_sweep_dir(out), out).trials) == 1
-    assert main(["sweep", str(out / "sweep.yaml"), "--no-report", "train.epochs=2", "run.threads=1"]) == 0
-    # another sweep directory joining the same study is checked against the study's record
-    other = ["-o", str(tmp_path / "out2"), "--storage", f"sqlite:///{out / 'study.db'}", "train.epochs=3"]
-    assert main(["sweep", str(f), *other]) == 2
+    # what a trial writes (loggers, checkpoints, downloads) is not what it trains: a resume may change it
+    resumed = ["train.epochs=2", "run.threads=1", "run.checkpoint_every=1", "data.download=false"]
+    assert main(["sweep", str(out / "sweep.yaml"), "--no-report", *resumed]) == 0
+    # another sweep directory joining the same study is checked against the study's record, and a refused one
+    # remembers nothing, so its rerun with the study's overrides joins
+    out2, db = tmp_path / "out2", f"sqlite:///{out / 'study.db'}"
+    assert main(["sweep", str(f), "-o", str(out2), "--storage", db, "train.epochs=3"]) == 2
     assert "study 'tiny' in sqlite:///" in capsys.readouterr().err
+    assert not (out2 / "sweep.yaml").exists()
+    assert main(["sweep", str(f), "-o", str(out2), "--storage", db, "--no-report", "train.epochs=2"]) == 0
+    assert yaml.safe_load((out2 / "sweep.yaml").read_text())["cli_overrides"] == ["train.epochs=2"]
 
 
 # ----------------------------------------------------------------------------------------------------------
