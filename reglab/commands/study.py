@@ -42,7 +42,7 @@ def cmd_study(args) -> int:
         print_status(study, out)
         return 0
     if args.dry_run:
-        refused = _dry_run(study, out, args.data_dir)
+        refused = _dry_run(study, out, args.data_dir, args.parallel or study.parallel)
         if refused:  # the real run would stop here: the same one-line error, after the whole list
             raise UserError(f"{len(refused)} run(s) would be refused: {refused[0]}")
         if launcher == "slurm":
@@ -65,13 +65,13 @@ def cmd_study(args) -> int:
     return _failed(result.failed, len(result.outcomes), out)
 
 
-def _dry_run(study, out: Path, data_dir: str | None) -> list[str]:
+def _dry_run(study, out: Path, data_dir: str | None, parallel: int) -> list[str]:
     """List every run with the state the real run would find (:func:`checked_state`: a run trained with another
     config is ``refused``, as the real run refuses it) and its command, quoted for a shell; return the
     refusals."""
     import shlex
 
-    from ..study.runner import checked_state, train_command
+    from ..study.runner import checked_state, threads_per_run, train_command
 
     refused = []
     for run in study.runs:
@@ -82,7 +82,8 @@ def _dry_run(study, out: Path, data_dir: str | None) -> list[str]:
             refused.append(str(exc))
             print(f"{run.key:<32} {'refused':<8} {exc}")
             continue
-        print(f"{run.key:<32} {state:<8} {shlex.join(train_command(run, run_dir, state, 1, data_dir)[3:])}")
+        command = train_command(run, run_dir, state, threads_per_run(parallel), data_dir)[3:]
+        print(f"{run.key:<32} {state:<8} {shlex.join(command)}")
     return refused
 
 

@@ -163,11 +163,16 @@ def run_study(
         lock.release()
 
 
+def threads_per_run(parallel: int) -> int:
+    """torch threads of each of ``parallel`` runs at a time: the cores shared out, at least one."""
+    return max(1, (os.cpu_count() or 1) // parallel)
+
+
 def _run_locked(
     study: Study, out_dir: Path, parallel: int | None, data_dir: str | None, echo: Callable[[str], None]
 ) -> list[Outcome]:
     parallel = parallel or study.parallel
-    threads = max(1, (os.cpu_count() or 1) // parallel)
+    threads = threads_per_run(parallel)
     runs_dir, logs_dir = out_dir / "runs", out_dir / "logs"
     todo: list[tuple[StudyRun, Path, str]] = []
     outcomes: list[Outcome] = []

@@ -255,7 +255,8 @@ def test_a_second_study_in_the_same_folder_is_refused_while_the_first_runs(tmp_p
     assert (out / "runs" / "erm-s0" / "summary.json").is_file()
 
 
-def test_dry_run_lists_states_and_commands(tmp_path, capsys):
+def test_dry_run_lists_states_and_commands(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
     spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": [], "mixup": {"model.channels": [8, 16, 32]}})
     assert main(["study", str(spec), "-o", str(tmp_path / "o"), "--dry-run"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -263,6 +264,9 @@ def test_dry_run_lists_states_and_commands(tmp_path, capsys):
     # the command is quoted for a shell: a value with a space stays one argument
     args = shlex.split(lines[1].split(None, 2)[2])
     assert "model.channels=[8, 16, 32]" in args and args[0] == "train"
+    assert "run.threads=8" in args  # the threads the real run gives each run: the cores / runs at a time
+    assert main(["study", str(spec), "-o", str(tmp_path / "o"), "--dry-run", "--parallel", "2"]) == 0
+    assert "run.threads=4" in shlex.split(capsys.readouterr().out.splitlines()[1].split(None, 2)[2])
     assert not (tmp_path / "o").exists()
 
 
