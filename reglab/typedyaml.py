@@ -260,6 +260,12 @@ def flatten_tree(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def changed_keys(before: dict[str, Any], after: dict[str, Any], ignore: frozenset[str] = frozenset()) -> list[str]:
+    """The dotted keys (sorted) whose values differ between two flat trees (:func:`flatten_tree`), a key missing
+    on one side counting as None; keys in ``ignore`` are left out."""
+    return sorted(k for k in before.keys() | after.keys() if k not in ignore and before.get(k) != after.get(k))
+
+
 LIST_ALL_UP_TO = 10  # a "not found" message lists every name up to this many; beyond, the nearest ones
 
 

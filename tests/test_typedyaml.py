@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from reglab.errors import UserError
-from reglab.typedyaml import named_yaml
+from reglab.typedyaml import changed_keys, named_yaml
 
 
 def test_named_yaml_finds_the_file_or_lists_the_names_with_a_suggestion(tmp_path):
@@ -38,3 +38,10 @@ def test_many_names_give_the_closest_and_the_command_that_lists_them(tmp_path):
     msg = str(err.value)
     assert "(closest: 'seed004_variant_00'" in msg and "and 7 more)" in msg and "lists all 14" in msg
     assert msg.count("seed004_variant") == 5
+
+
+def test_changed_keys_compares_flat_trees_with_missing_as_none_and_ignores():
+    before = {"optim.lr": 0.1, "run.dir": "a", "aug.flip": True, "gone": None}
+    after = {"optim.lr": 0.2, "run.dir": "b", "aug.flip": True, "new": 1}
+    assert changed_keys(before, after) == ["new", "optim.lr", "run.dir"]  # gone: None on both sides
+    assert changed_keys(before, after, frozenset({"run.dir", "new"})) == ["optim.lr"]

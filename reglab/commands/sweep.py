@@ -9,7 +9,8 @@
 The first positional word is ``report``, ``best`` or ``dashboard`` (sub-forms) or the sweep file. KEY=VALUE
 overrides with a sweep file apply to every trial. Those that change what a trial trains are recorded in the
 sweep directory's sweep.yaml, and a resume with other ones is refused (one study must not mix trials of two
-experiments); placement keys (``data.dir``, ``run.device``, ``run.threads``) may differ from run to run.
+experiments); where trials run and what they write (``data.dir``, ``run.device``, ``run.threads``, loggers,
+``data.download``, ...: ``reglab.config.PLACEMENT_KEYS`` and ``OUTPUT_KEYS``) may differ from run to run.
 """
 
 from __future__ import annotations

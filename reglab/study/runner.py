@@ -31,7 +31,7 @@ from ..config import PLACEMENT_KEYS, current_form
 from ..errors import UserError
 from ..train.checkpoint import atomic_write_text
 from ..train.fsguard import LOCK_NAME, RunLock
-from ..typedyaml import flatten_tree
+from ..typedyaml import changed_keys, flatten_tree
 from .spec import Study, StudyRun
 
 
@@ -61,7 +61,7 @@ def config_mismatch(run_dir: Path, run: StudyRun) -> list[str]:
     for flat in (saved, wanted):
         if isinstance(flat.get("aug.order"), list):
             flat["aug.order"] = [name for name in flat["aug.order"] if name in on]
-    return sorted(k for k in set(saved) | set(wanted) if k not in PLACEMENT_KEYS and saved.get(k) != wanted.get(k))
+    return changed_keys(saved, wanted, PLACEMENT_KEYS)
 
 
 def run_state(run_dir: Path) -> str:

@@ -36,7 +36,7 @@ from typing import Any
 
 from ..config import OUTPUT_KEYS, PLACEMENT_KEYS, Config, load_config
 from ..errors import UserError
-from ..typedyaml import flatten_tree, read_yaml, suggest
+from ..typedyaml import changed_keys, flatten_tree, read_yaml, suggest
 
 SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 SAMPLERS = ("tpe", "gp", "random", "grid")
@@ -251,7 +251,7 @@ class Sweep:
     max_failures_in_a_row: int = 5  # a worker stops when this many of its trials fail one after another
     heartbeat_s: float = 30.0  # a running trial records a heartbeat this often
     stale_after_s: float = 600.0  # a RUNNING trial without a heartbeat for this long is failed (other machines)
-    # The KEY=VALUE arguments the sweep was started with (placement keys left out), recorded in the sweep
+    # The KEY=VALUE arguments the sweep was started with (placement and output keys left out), recorded in the sweep
     # directory's sweep.yaml so a resume can refuse other ones; None: a sweep file, or a directory from before
     # they were recorded.
     cli_overrides: list[str] | None = None
@@ -275,9 +275,7 @@ class Sweep:
         agree); placement and output keys (data.dir, run.device, run.loggers, data.download, ...) may change."""
         before = flatten_tree(load_config(self.recipe, [*self.base_overrides(), *saved]).to_dict())
         after = flatten_tree(load_config(self.recipe, [*self.base_overrides(), *given]).to_dict())
-        keys = sorted(
-            k for k in before.keys() | after.keys() if k not in UNRECORDED_KEYS and before.get(k) != after.get(k)
-        )
+        keys = changed_keys(before, after, UNRECORDED_KEYS)
         return [f"{k}={json.dumps(after.get(k))} (saved: {json.dumps(before.get(k))})" for k in keys]
 
     def epochs(self) -> int:

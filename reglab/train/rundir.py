@@ -34,7 +34,7 @@ import torch
 
 from ..config import OUTPUT_KEYS, PLACEMENT_KEYS, Config, load_config
 from ..errors import UserError
-from ..typedyaml import flatten_tree
+from ..typedyaml import changed_keys, flatten_tree
 from .checkpoint import atomic_write_text, remove_temporaries
 from .fsguard import LOCK_NAME, RunLock, refuse_links
 
@@ -265,9 +265,7 @@ def refuse_training_changes(saved: Config, cfg: Config, path: Path) -> None:
     """Raise if ``cfg`` (the saved config with the resume's overrides) differs from the run's ``saved`` config in
     a key a resume cannot honour (outside :data:`RESUMABLE_KEYS`)."""
     before, after = flatten_tree(saved.to_dict()), flatten_tree(cfg.to_dict())
-    changed = sorted(
-        k for k in before.keys() | after.keys() if k not in RESUMABLE_KEYS and before.get(k) != after.get(k)
-    )
+    changed = changed_keys(before, after, RESUMABLE_KEYS)
     if changed:
         shown = ", ".join(f"{k}={after.get(k)!r} (saved: {before.get(k)!r})" for k in changed[:3])
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""
