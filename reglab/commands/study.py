@@ -99,7 +99,16 @@ def _failed(failed: list, total: int, out: Path) -> int:
 
 def _study_on_slurm(args, study, out: Path, cli_slurm: dict) -> int:
     """``--launcher slurm``: submit what is left as one job array; with ``--wait`` (or nothing left to wait
-    for) wait, then report as a local study does."""
+    for) wait, then report as a local study does. The study directory is locked meanwhile, as for a local study
+    (:func:`reglab.study.runner.study_lock`): two submissions at once would submit the same runs twice."""
+    from ..study.runner import study_lock
+
+    with study_lock(out):
+        return _submit_and_wait(args, study, out, cli_slurm)
+
+
+def _submit_and_wait(args, study, out: Path, cli_slurm: dict) -> int:
+    """:func:`_study_on_slurm` under the study directory's lock."""
     from ..api import write_report
     from ..study.slurm import settings_for, submit_study
     from ..study.slurmstate import wait_for

@@ -11,6 +11,7 @@ from ..config import DataConfig
 from ..errors import UserError
 from . import cifar
 from .datasets import channel_stats, load_arrays
+from .download import file_digest
 
 
 def verify_sums(folder: Path) -> tuple[str, list[str]]:
@@ -27,7 +28,7 @@ def verify_sums(folder: Path) -> tuple[str, list[str]]:
                 if (
                     path.is_file()
                     and path.resolve().parent == folder.resolve()
-                    and cifar.file_digest(path, "sha256") != digest
+                    and file_digest(path, "sha256") != digest
                 ):
                     bad.append(path.name)
             return str(sums), bad

@@ -6,26 +6,21 @@ dict with ``data`` (uint8, N x 3072, R then G then B planes, row-major 32x32) an
 admits only the three numpy globals such a file contains, so a crafted file cannot execute code.
 
 Where the files are missing, :func:`ensure_files` downloads the official archive, checks its MD5 (the sums
-the dataset's page publishes) and unpacks it with tar's ``data`` filter.
+the dataset's page publishes) and unpacks it with tar's ``data`` filter (:mod:`reglab.data.download`): the
+archive's files replace those of the same name, other files in the dataset folder stay.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
 import pickle
-import shutil
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from .download import download_archive, download_lock
 
 
 @dataclass(frozen=True)
@@ -144,102 +139,6 @@ def resolve_root(data_dir: str | os.PathLike | None) -> Path:
 def missing_files(layout: Layout, root: Path) -> list[str]:
     folder = root / layout.folder
     return [f for f in (*layout.train_files, *layout.test_files, layout.meta_file) if not (folder / f).is_file()]
-
-
-def file_digest(path: Path, algorithm: str = "md5") -> str:
-    """Hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _missing_dirs(root: Path) -> list[Path]:
-    """``root`` and those of its parents that do not exist yet, deepest first: what ``root.mkdir(parents=True)``
-    will create, and all that a failed download may remove again."""
-    missing = []
-    path = root.absolute()
-    while not path.exists() and path != path.parent:
-        missing.append(path)
-        path = path.parent
-    return missing
-
-
-def _remove_empty(created: list[Path]) -> None:
-    """Remove the folders of :func:`_missing_dirs` (deepest first) that are still empty; never any other."""
-    for path in created:
-        try:
-            path.rmdir()  # fails on a folder something was put in meanwhile, which then stays
-        except OSError:
-            return
-
-
-def download_archive(url: str, md5: str, root: Path, timeout: float = 60.0) -> None:
-    """Download ``url`` into ``root``, check its MD5, unpack it; leaves nothing half-written behind, and on a
-    failure removes only the folders it created itself (a folder that existed before stays, empty or not)."""
-    created = _missing_dirs(root)
-    root.mkdir(parents=True, exist_ok=True)
-    try:
-        _download_into(url, md5, root, timeout)
-    except BaseException:
-        _remove_empty(created)
-        raise
-
-
-def _download_into(url: str, md5: str, root: Path, timeout: float) -> None:
-    with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp:
-        archive = Path(tmp) / "archive.tar.gz"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(archive, "wb") as out:
-                shutil.copyfileobj(resp, out, 1 << 20)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise ConnectionError(f"cannot download {url}: {getattr(exc, 'reason', exc)}") from None
-        got = file_digest(archive, "md5")
-        if got != md5:
-            raise UserError(
-                f"the archive downloaded from {url} has MD5 {got}, expected {md5}: it is corrupt or not "
-                "the official file. Nothing was unpacked; try again or download it by hand."
-            )
-        try:
-            with tarfile.open(archive, "r:gz") as tar:
-                tar.extractall(Path(tmp) / "x", filter="data")
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise UserError(
-                f"cannot unpack the archive from {url} ({exc}); it is damaged or not a CIFAR archive. "
-                "Nothing was unpacked."
-            ) from None
-        for item in (Path(tmp) / "x").iterdir():
-            dest = root / item.name
-            if dest.exists():
-                shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-            item.rename(dest)
-
-
-@contextlib.contextmanager
-def download_lock(root: Path):
-    """Hold an exclusive lock on ``root`` while its files are checked and downloaded, so processes that start
-    together on a fresh machine (``reglab study -j 2``, torchrun ranks, sweep workers; on a shared file system
-    several nodes) download once and never unpack over each other. A ``flock`` on ``root/.download.lock``,
-    removed on the way out, as is ``root`` itself when this call created it and nothing else is in it (a folder
-    that existed before, even an empty one, is the user's and stays); no lock off POSIX."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no flock; one process at a time is then the user's to ensure
-        yield
-        return
-    created = _missing_dirs(root)
-    root.mkdir(parents=True, exist_ok=True)
-    lock = root / ".download.lock"
-    with open(lock, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(OSError):
-                lock.unlink()
-                _remove_empty(created)  # leave no empty folder of ours behind a failed download
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def ensure_files(

@@ -6,7 +6,7 @@ runs/studies/<name>/   (-o DIR to choose)
   runs/<group>-s<seed>/   one ordinary run directory per run (config.yaml, metrics, summary.json, checkpoints)
   logs/<group>-s<seed>.log   the run's console output
   report/             written by ``reglab report`` at the end (table, curves, HTML)
-  .reglab.lock        held (flock) by the ``reglab study`` process running the study
+  .reglab.lock        held (flock) by the ``reglab study`` process running the study (or submitting it to Slurm)
 ```
 Rerunning the same command skips finished runs (``summary.json`` present), resumes interrupted ones from
 ``checkpoints/last.safetensors`` and starts the rest; a run whose saved config differs from what the study
@@ -16,6 +16,7 @@ reported and the others go on. With ``parallel`` N, each process gets ``cores //
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -144,9 +145,21 @@ def run_study(
     echo: Callable[[str], None] = _echo,
 ) -> list[Outcome]:
     """Run every run of ``study`` not yet finished under ``out_dir``; return one outcome per run. The study
-    directory is locked for the whole study (``out_dir/.reglab.lock``): a second study there would find the first
-    one's runs half-done and start or resume them a second time."""
+    directory is locked for the whole study (:func:`study_lock`)."""
     out_dir = Path(out_dir)
+    with study_lock(out_dir):
+        return _run_locked(study, out_dir, parallel, data_dir, echo)
+
+
+@contextlib.contextmanager
+def study_lock(out_dir: Path):
+    """Create the study directory and hold its lock (``out_dir/.reglab.lock``) inside the ``with``: a second
+    study there, run here or submitted to Slurm, would find the first one's runs half-done and start, resume or
+    submit them a second time. Refused, naming the holder (pid and host), while another process holds it. A
+    study directory made here that holds nothing but the lock at the end (a Slurm submission refused before
+    writing anything) is removed again, with the parents made for it."""
+    out_dir = Path(out_dir)
+    made = _missing_dirs(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -158,9 +171,42 @@ def run_study(
         "the command again, or write this study elsewhere with -o DIR.",
     )
     try:
-        return _run_locked(study, out_dir, parallel, data_dir, echo)
+        yield
     finally:
+        lone = bool(made) and _unlink_lone_lock(out_dir)  # while still locked, as RunDir.create does
         lock.release()
+        if lone:
+            _remove_empty(made)
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its parents that do not exist yet, deepest first: what ``mkdir(parents=True)`` makes."""
+    missing = []
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    return missing
+
+
+def _unlink_lone_lock(out_dir: Path) -> bool:
+    """Delete ``out_dir``'s lock file if nothing else is in the folder; whether it did."""
+    try:
+        if [entry.name for entry in os.scandir(out_dir)] != [LOCK_NAME]:
+            return False
+        (out_dir / LOCK_NAME).unlink()
+    except OSError:
+        return False
+    return True
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty; the first that is not, and its parents, stay."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def threads_per_run(parallel: int) -> int:

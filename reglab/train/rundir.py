@@ -46,26 +46,61 @@ def default_run_dir(cfg: Config) -> Path:
     return Path("runs") / f"{cfg.run.name or 'run'}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def claim_run_dir(cfg: Config) -> Path:
+def claim_run_dir(cfg: Config) -> tuple[Path, list[Path]]:
     """Make a new, empty run directory for a run without ``run.dir``: ``runs/<name>-<timestamp>``, or with a
     ``-2``, ``-3``, ... suffix when that name is taken. Claimed with ``mkdir`` (atomic), not a check before
     creating: two runs started in the same second never share a folder, and neither needs --overwrite (which
-    would destroy the other's run)."""
+    would destroy the other's run). Returns it and the folders made for it, deepest first (it, and ``runs/``
+    if made here too), which a run that fails before writing anything removes (:func:`remove_empty_dirs`)."""
     base = default_run_dir(cfg)
-    try:
-        base.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the runs folder {base.parent}: {exc.strerror}; set run.dir.") from None
+    made_runs = _make_runs_folder(base.parent)
     for n in range(1, 1000):
         path = base if n == 1 else base.with_name(f"{base.name}-{n}")
+        made = _claim(path, made_runs)
+        if made is not None:
+            return path, made
+    raise UserError(f"{base}-2 ... {base}-999 are all taken; set run.dir to choose the run directory.")
+
+
+def _make_runs_folder(folder: Path) -> list[Path]:
+    """Create ``folder`` (and missing parents); the folders this call made, deepest first."""
+    made, path = [], folder.absolute()
+    while not path.exists() and path != path.parent:
+        made.append(path)
+        path = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the runs folder {folder}: {exc.strerror}; set run.dir.") from None
+    return made
+
+
+def _claim(path: Path, made_runs: list[Path]) -> list[Path] | None:
+    """``mkdir path``: the folders made for it (it, then ``made_runs``), or None when the name is taken. A runs
+    folder that a failed run removed meanwhile (:func:`remove_empty_dirs`) is made again, and counts as ours."""
+    for _ in range(10):
         try:
             path.mkdir()
-            return path
+            return [path, *made_runs]
         except FileExistsError:
-            continue
+            return None
+        except FileNotFoundError:
+            made_runs = _make_runs_folder(path.parent)
         except OSError as exc:
             raise UserError(f"cannot create run directory {path}: {exc.strerror}; set run.dir.") from None
-    raise UserError(f"{base}-2 ... {base}-999 are all taken; set run.dir to choose the run directory.")
+    raise UserError(f"cannot create run directory {path}: {path.parent} keeps disappearing; set run.dir.")
+
+
+def remove_empty_dirs(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first, from :func:`claim_run_dir`) while they are empty; one already gone is
+    passed over, one with anything in it stays, and so do its parents."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return
 
 
 class RunDir:
@@ -276,10 +311,11 @@ def refuse_training_changes(saved: Config, cfg: Config, path: Path) -> None:
         )
 
 
-def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path, RunLock | None]:
+def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path, RunLock | None, list[Path]]:
     """How to start: ("fresh" | "new" | "resume" | "restart", run dir, this process's lock on it: taken here for a
-    resume or restart, by :meth:`RunDir.create` for a fresh run). "new": no run.dir was given, and this process
-    made a free ``runs/<name>-<timestamp>[-N]`` folder (:func:`claim_run_dir`). Raises the user's mistakes."""
+    resume or restart, by :meth:`RunDir.create` for a fresh run; the folders made here). "new": no run.dir was
+    given, and this process made a free ``runs/<name>-<timestamp>[-N]`` folder (:func:`claim_run_dir`), the only
+    case that makes any. Raises the user's mistakes."""
     if resume:
         if not cfg.run.dir:
             raise UserError("resume needs run.dir: set it to the run directory to continue.")
@@ -289,7 +325,7 @@ def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path, R
             run_dir.check_links()
             if run_dir.checkpoint("last").is_file():
                 refuse_training_changes(load_run_config(run_dir.path), cfg, run_dir.path)
-                return "resume", run_dir.path, lock
+                return "resume", run_dir.path, lock, []
             done = run_dir.read_metrics()
             if len(done) > 1:
                 raise UserError(
@@ -306,13 +342,14 @@ def plan_start(cfg: Config, resume: bool, overwrite: bool) -> tuple[str, Path, R
             file=sys.stderr,
             flush=True,
         )
-        return "restart", run_dir.path, lock
+        return "restart", run_dir.path, lock, []
     if not cfg.run.dir:
-        return "new", claim_run_dir(cfg), None
+        path, made = claim_run_dir(cfg)
+        return "new", path, None, made
     path = Path(cfg.run.dir)
     if not overwrite:
         RunDir(path).refuse_if_taken()  # before any work
-    return "fresh", path, None
+    return "fresh", path, None, []
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from . import distributed
 from .checkpoint import save_checkpoint
 from .distributed import Dist
 from .fsguard import RunLock
-from .rundir import RunDir, plan_start
+from .rundir import RunDir, plan_start, remove_empty_dirs
 
 if TYPE_CHECKING:
     from .loop import Run
@@ -43,11 +43,11 @@ def plan_run_dir(
     error, plan, lock = None, "", None
     if d.main:  # only rank 0 locks and writes the run directory
         try:
-            mode, path, lock = plan_start(cfg, resume, overwrite)
+            mode, path, lock, made = plan_start(cfg, resume, overwrite)
             if lock is not None:
                 held.callback(lock.release)
-            if mode == "new":  # a folder made for this run: gone again if the run stops before writing to it
-                held.callback(_remove_if_empty, path)
+            if made:  # folders made for this run (it, runs/): gone again if the run stops before writing to them
+                held.callback(remove_empty_dirs, made)
             plan = f"{mode}\n{path}"
         except UserError as exc:
             error = exc
@@ -78,13 +78,6 @@ def open_run_dir(
             error = exc
     distributed.agree(error, d)
     return run_dir
-
-
-def _remove_if_empty(path: Path) -> None:
-    try:
-        path.rmdir()  # only an empty folder: never a run's files
-    except OSError:
-        pass
 
 
 class SavePolicy:

@@ -11,6 +11,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import yaml
 from reglab.cli import main
 from reglab.errors import UserError
 from reglab.study import load_study
+from reglab.train.fsguard import RunLock
 from tests.helpers.configs import STUDY_TINY, write_study
 from tests.helpers.events import EventServer
 
@@ -253,6 +255,84 @@ def test_a_second_study_in_the_same_folder_is_refused_while_the_first_runs(tmp_p
         text = proc.communicate(timeout=10)[0].decode()
     assert proc.returncode == 0, text
     assert (out / "runs" / "erm-s0" / "summary.json").is_file()
+
+
+def _one_line_refusal(err: str, out: Path, pid: int) -> None:
+    """``err`` is the study lock's one-line refusal, naming the holder's pid and host and the lock file."""
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "in use by another reglab study" in err
+    assert f"pid {pid} on {socket.gethostname()}" in err and str(out / ".reglab.lock") in err and "-o DIR" in err
+
+
+def test_a_slurm_submission_is_refused_while_another_study_holds_the_folder(tmp_path, capsys, monkeypatch):
+    """`--launcher slurm` takes the study lock as a local study does: while another study holds the folder
+    (here this process, as a running `reglab study` holds it) the submission is the same one-line refusal, and
+    nothing is submitted (it used to submit the runs a second time)."""
+    import reglab.study.slurm
+
+    def must_not_submit(*args, **kwargs):
+        raise AssertionError("submitted while another study held the study directory")
+
+    monkeypatch.setattr(reglab.study.slurm, "submit_study", must_not_submit)
+    spec = write_study(tmp_path / "s.yaml", seeds=1)
+    out = tmp_path / "study"
+    out.mkdir()
+    first = RunLock.acquire(out)  # flock: per open file, so this process's second attempt below counts
+    try:
+        assert main(["study", str(spec), "-o", str(out), "--launcher", "slurm", "--wait"]) == 2
+    finally:
+        first.release()
+    _one_line_refusal(capsys.readouterr().err, out, os.getpid())
+
+
+def test_a_slurm_study_holds_the_lock_while_it_submits_and_waits(tmp_path, capsys, monkeypatch):
+    """A second study started while the first submits its job array, or waits for it (--wait), is refused; the
+    lock is released when the first is done."""
+    import reglab.study.runner
+    import reglab.study.slurm
+    import reglab.study.slurmstate
+    from reglab.study.runner import Outcome
+
+    spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": []})
+    out = tmp_path / "study"
+    refusals = []
+
+    def second_study(*args, **kwargs):
+        assert main(["study", str(spec), "-o", str(out), "--no-report"]) == 2
+        refusals.append(capsys.readouterr().err)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a second study ran in the study directory while the Slurm study held it")
+
+    def submit(study, out_dir, settings, **kwargs):
+        second_study()
+        (out_dir / "study.yaml").write_text(study.to_yaml())  # as the real submission writes it
+        return ["erm-s0"]
+
+    def wait(study, out_dir, keys, **kwargs):
+        second_study()
+        return [Outcome("erm-s0", "done")]
+
+    monkeypatch.setattr(reglab.study.runner, "_run_locked", must_not_run)
+    monkeypatch.setattr(reglab.study.slurm, "submit_study", submit)
+    monkeypatch.setattr(reglab.study.slurmstate, "wait_for", wait)
+    assert main(["study", str(spec), "-o", str(out), "--launcher", "slurm", "--wait", "--no-report"]) == 0
+    assert len(refusals) == 2
+    for err in refusals:
+        _one_line_refusal(err, out, os.getpid())
+    RunLock.acquire(out).release()  # free again
+
+
+def test_a_refused_slurm_submission_leaves_no_study_folder(tmp_path, capsys, monkeypatch):
+    """Without Slurm here the submission fails before writing anything: the study folder the lock made (and
+    the parent made for it) is removed again, not left holding only its lock file."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))  # no squeue, sbatch, srun
+    spec = write_study(tmp_path / "s.yaml", seeds=1)
+    out = tmp_path / "studies" / "tiny"
+    assert main(["study", str(spec), "-o", str(out), "--launcher", "slurm"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and ("srun/sbatch not found" in err or "submitit" in err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
 
 
 def test_dry_run_lists_states_and_commands(tmp_path, capsys, monkeypatch):
