@@ -157,8 +157,8 @@ def _default_dir(path: Path, name: str) -> Path:
 
 def _run(args, path: Path, extra: list[str]) -> int:
     from ..sweep.runner import Worker, counts, recover_stale
-    from ..sweep.spec import load_sweep, override_key, recorded_overrides, resolve_sweep
-    from ..sweep.storage import ask_lock, prepare, shown_url, storage_url
+    from ..sweep.spec import load_sweep, recorded_overrides, resolve_sweep, searched_override_error
+    from ..sweep.storage import SWEEP_FILE, ask_lock, prepare, shown_url, storage_url
 
     path = resolve_sweep(path)
     spec = load_sweep(path)
@@ -175,13 +175,12 @@ def _run(args, path: Path, extra: list[str]) -> int:
     sweep_dir = Path(args.out) if args.out else _default_dir(path, spec.name)
     if args.launcher != "slurm" and (args.slurm or args.wait):
         raise UserError(f"{'--slurm' if args.slurm else '--wait'} is for Slurm workers: add --launcher slurm.")
+    if spec.cli_overrides is not None and path.resolve() != (sweep_dir / SWEEP_FILE).resolve():
+        raise UserError(_foreign_cli_overrides(path, sweep_dir))
     spec.cli_overrides = recorded_overrides(extra)  # checked against the saved ones by prepare()
-    searched = sorted({override_key(o) for o in extra} & {p.key for p in spec.space})
-    if searched:  # the override would replace every trial's sampled value: a search that searches nothing
-        raise UserError(
-            f"{', '.join(searched)}: searched by {path} (its space), so a command-line value would replace every "
-            "trial's sampled one; drop it from the command line, or from the sweep's space to fix it."
-        )
+    searched = searched_override_error(extra, spec.space, str(path))
+    if searched:
+        raise UserError(searched)
     try:
         spec.config({}, extra)
     except UserError as exc:
@@ -224,6 +223,26 @@ def _run(args, path: Path, extra: list[str]) -> int:
     if code:
         print("reglab: some workers failed; rerun the same command to resume the sweep", file=sys.stderr)
     return code
+
+
+def _foreign_cli_overrides(path: Path, sweep_dir: Path) -> str:
+    """The refusal of a sweep file with ``cli_overrides`` run into ``sweep_dir``, of which it is not the own
+    ``sweep.yaml``. ``reglab sweep`` records there the command-line overrides a sweep started with, and a resume of
+    that directory checks the command line against them; anywhere else the command line would silently replace
+    them."""
+    from ..sweep.storage import SWEEP_FILE
+
+    if path.name == SWEEP_FILE:  # another sweep directory's saved copy
+        return (
+            f"{path} records the command-line overrides (cli_overrides) of the sweep in {path.parent}, not of one "
+            f"in {sweep_dir}: resume that sweep with -o {path.parent}, or start a new one from a copy of the file "
+            "without its cli_overrides: entry, giving those KEY=VALUE overrides on the command line."
+        )
+    return (
+        f"{path}: cli_overrides is written by reglab sweep into a sweep directory's {SWEEP_FILE} (the command-line "
+        "overrides that sweep started with), not set by hand; delete it and give those KEY=VALUE overrides after "
+        "the file on the command line, or put them in overrides:."
+    )
 
 
 def _slurm_workers(args, spec, sweep_dir: Path, extra: list[str]) -> bool:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import load_config
-from .report import best_config
+from .analysis import best_config
 from .storage import load_optuna_study, read_sweep_dir
 
 FULL_TRAIN = 50_000  # CIFAR-10/100 training images

@@ -2,7 +2,7 @@
 every trial with pruned ones marked, parameter importance with each parameter's correlation with the
 objective, and parallel coordinates.
 
-``rows`` are the trial dictionaries of :func:`reglab.sweep.report.collect`: ``number``, ``state``
+``rows`` are the trial dictionaries of :func:`reglab.sweep.analysis.collect`: ``number``, ``state``
 (COMPLETE / PRUNED / FAIL / ...), ``value`` (the objective; for a pruned trial its last reported accuracy),
 ``params`` (decoded values), ``curve`` ([(epoch, val_acc), ...]).
 """
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..track.plots import save_figure as _save  # noqa: E402
-from .spec import Param  # noqa: E402
+from .space import Param  # noqa: E402
 
 GREY = "#9a9a9a"
 

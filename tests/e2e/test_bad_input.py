@@ -1,6 +1,6 @@
 """Bad input, one table: every case runs the real CLI (``reglab.cli.main``, what ``python -m reglab`` calls)
 and must exit non-zero with exactly one line on stderr saying what is wrong, no traceback, and every file
-that existed before (a trained run, the datasets) byte-for-byte intact.
+that existed before (a trained run, the datasets, a sweep directory) byte-for-byte intact.
 
 The cases run in one driver interpreter (a fresh ``python`` with warnings shown every time, stdout and stderr
 redirected per case at the file-descriptor level), so a warning or a C-level message would show up as an
@@ -32,7 +32,7 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # run as a script (`python tests/e2e/test_bad_input.py`), not only under pytest
 from tests.helpers.cifar_files import write_cifar10, write_pickle  # noqa: E402
-from tests.helpers.configs import TINY_300  # noqa: E402
+from tests.helpers.configs import SWEEP_TINY, TINY_300  # noqa: E402
 
 USERNS = (
     bool(shutil.which("unshare"))
@@ -182,6 +182,29 @@ def make_world(root: Path) -> dict[str, Path]:
     p["typo_yaml"].write_text("trian:\n  epochs: 3\n")
     p["list_yaml"] = root / "list.yaml"
     p["list_yaml"].write_text("- optim.lr=0.1\n")
+
+    # Sweeps: a sweep file searching lr and the widths, one that sets cli_overrides by hand, and a sweep directory
+    # started with train.epochs=2 on the command line (set up, no trial run: the refusals come before any)
+    import yaml
+
+    from reglab.sweep import parse_sweep
+    from reglab.sweep.storage import prepare
+
+    sweep = {
+        "name": "tiny",
+        "recipe": "quick",
+        "overrides": [o for o in SWEEP_TINY if not o.startswith("model.channels")] + ["train.epochs=1"],
+        "trials": 2,
+        "space": {"optim.lr": {"type": "logfloat", "low": 1e-3, "high": 0.5}, "model.channels": [[8, 16, 32]]},
+    }
+    p["sweep_yaml"] = root / "sweep-lr.yaml"
+    p["sweep_yaml"].write_text(yaml.safe_dump(sweep))
+    p["sweep_cli_yaml"] = root / "sweep-cli.yaml"
+    p["sweep_cli_yaml"].write_text(yaml.safe_dump({**sweep, "cli_overrides": ["train.epochs=2"]}))
+    spec = parse_sweep(sweep, "tiny")
+    spec.cli_overrides = ["train.epochs=2"]
+    p["sweep_dir"] = root / "sweep_dir"
+    prepare(spec, p["sweep_dir"])
     return p
 
 
@@ -481,6 +504,41 @@ def cases(p: dict[str, Path]) -> list[Case]:
             absent=[str(out / "m.onnx")],
             what="export --opset 0",
         ),
+        # -- sweeps -------------------------------------------------------------------------------------
+        Case(
+            "sweep-resume-overrides",
+            ["sweep", str(p["sweep_dir"] / "sweep.yaml"), "train.epochs=3"],
+            ["was started with other command-line overrides: train.epochs=3 (saved: 2)", "-o DIR"],
+            what="sweep resumed with other command-line overrides",
+        ),
+        Case(
+            "sweep-searched-key",
+            ["sweep", str(p["sweep_yaml"]), "-o", str(out / "sw1"), "optim.lr=0.1"],
+            ["optim.lr: searched by", "drop it from the command line"],
+            absent=[str(out / "sw1")],
+            what="sweep: command-line value for a searched key",
+        ),
+        Case(
+            "sweep-searched-under",
+            ["sweep", str(p["sweep_yaml"]), "-o", str(out / "sw2"), "model.channels.0=16"],
+            ["model.channels.0 (overlaps the searched model.channels)", "drop it from the command line"],
+            absent=[str(out / "sw2")],
+            what="sweep: command-line value for a key under a searched one",
+        ),
+        Case(
+            "sweep-cli-overrides",
+            ["sweep", str(p["sweep_cli_yaml"]), "-o", str(out / "sw3"), "train.epochs=2"],
+            ["cli_overrides is written by reglab sweep", "not set by hand"],
+            absent=[str(out / "sw3")],
+            what="sweep file that sets cli_overrides (reglab's record)",
+        ),
+        Case(
+            "sweep-saved-elsewhere",
+            ["sweep", str(p["sweep_dir"] / "sweep.yaml"), "-o", str(out / "sw4"), "train.epochs=2"],
+            ["records the command-line overrides (cli_overrides) of the sweep in", "resume that sweep with -o"],
+            absent=[str(out / "sw4")],
+            what="a sweep directory's sweep.yaml run into another directory",
+        ),
         # -- predict ------------------------------------------------------------------------------------
         Case(
             "top-k",
@@ -612,6 +670,7 @@ def run_driver(world: dict[str, Path], all_cases: list[Case], extra_argvs: list[
                     "ckpt_two_classes",
                     "ckpt_huge_model",
                     "ckpt_nested",
+                    "sweep_dir",
                 )
             ),
         ],
@@ -661,6 +720,9 @@ def _case_ids():
             "ckpt_two_classes",
             "ckpt_huge_model",
             "ckpt_nested",
+            "sweep_yaml",
+            "sweep_cli_yaml",
+            "sweep_dir",
         )
     }
     return [c.id for c in cases(probe)]

@@ -1,7 +1,7 @@
 """Sweeps (reglab.sweep, `reglab sweep`) on synthetic data with a tiny model: pruning, failures, resume, two
 worker processes on one storage, Ctrl-C and SIGKILL of a worker mid-trial, the report (importance, figures,
 best.yaml) and the retrain of the best config; the sweep file's validation is in tests/sweep/test_spec.py, the
-report's rank correlation in tests/sweep/test_report.py, the storage's schema-creation race in
+report's rank correlation in tests/sweep/test_analysis.py, the storage's schema-creation race in
 tests/sweep/test_storage.py."""
 
 from __future__ import annotations
@@ -284,6 +284,58 @@ def test_resume_with_other_command_line_overrides_is_refused(tmp_path, capsys):
     assert not (out2 / "sweep.yaml").exists()
     assert main(["sweep", str(f), "-o", str(out2), "--storage", db, "--no-report", "train.epochs=2"]) == 0
     assert yaml.safe_load((out2 / "sweep.yaml").read_text())["cli_overrides"] == ["train.epochs=2"]
+
+
+def test_command_line_override_above_or_under_a_searched_key_is_refused(tmp_path, capsys):
+    """Not only the searched key itself: a key under it (clobbering part of each trial's value) or above it
+    (replacing it) is refused the same way, before the sweep directory is made."""
+    base = [o for o in TINY if not o.startswith("model.channels")]
+    f = write_sweep(
+        tmp_path / "s.yaml",
+        trials=1,
+        overrides=[*base, "train.epochs=1"],
+        space={"optim.lr": {"type": "logfloat", "low": 1e-3, "high": 0.5}, "model.channels": [[8, 16, 32]]},
+    )
+    out = tmp_path / "out"
+    for argv, shown in (
+        (["model.channels.0=16"], "model.channels.0 (overlaps the searched model.channels): searched by"),
+        (["optim={lr: 0.1}"], "optim (overlaps the searched optim.lr): searched by"),
+        (["train.epochs=1", "model.channels=[16,32,64]"], "model.channels: searched by"),
+    ):
+        assert main(["sweep", str(f), "-o", str(out), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and shown in err and "drop it from the command line" in err, err
+        assert not out.exists()
+
+
+def test_sweep_file_may_not_set_cli_overrides_unless_it_is_the_directorys_own(tmp_path, capsys):
+    """cli_overrides is reglab's record, in a sweep directory's sweep.yaml, of the command-line overrides the sweep
+    started with: a resume of that directory checks the command line against it. In a hand-written file, or in a
+    saved sweep.yaml run into another directory, the command line would silently replace it: refused, nothing
+    written."""
+    f = write_sweep(tmp_path / "s.yaml", epochs=1, trials=1, cli_overrides=["train.epochs=2"])
+    out = tmp_path / "out"
+    assert main(["sweep", str(f), "-o", str(out), "--no-report", "train.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{f}: cli_overrides is written by reglab sweep" in err, err
+    assert "delete it and give those KEY=VALUE overrides after the file on the command line" in err
+    assert not out.exists()
+    # the sweep's own sweep.yaml: its record is what a resume is checked against
+    spec = parse_sweep(sweep_dict(epochs=1, trials=1), "tiny")
+    spec.cli_overrides = ["train.epochs=2"]
+    prepare(spec, out)
+    saved = (out / "sweep.yaml").read_text()
+    assert main(["sweep", str(out / "sweep.yaml"), "train.epochs=3"]) == 2
+    assert "was started with other command-line overrides: train.epochs=3 (saved: 2)" in capsys.readouterr().err
+    # ... and into another directory it is not that sweep's record any more
+    other = tmp_path / "other"
+    assert main(["sweep", str(out / "sweep.yaml"), "-o", str(other), "train.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and f"records the command-line overrides (cli_overrides) of the sweep in {out}" in err
+    )
+    assert f"resume that sweep with -o {out}" in err
+    assert not other.exists() and (out / "sweep.yaml").read_text() == saved
 
 
 # ----------------------------------------------------------------------------------------------------------

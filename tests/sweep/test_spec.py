@@ -1,5 +1,6 @@
-"""The sweep file (reglab/sweep/spec.py): validation with one clear error per mistake, the search space's types
-and the trial configs, a saved sweep read back, the pruner's resource, the GP sampler's missing extra."""
+"""The sweep file (reglab/sweep/spec.py, its space: reglab/sweep/space.py): validation with one clear error per
+mistake, the search space's types and the trial configs, overrides that overlap a searched key, a saved sweep read
+back, the pruner's resource, the GP sampler's missing extra."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import pytest
 import yaml
 
 from reglab.errors import UserError
-from reglab.sweep import parse_sweep
+from reglab.sweep import Param, parse_sweep
+from reglab.sweep.spec import overlapping, searched_override_error
 from tests.helpers.configs import SWEEP_TINY, sweep_dict
 
 TINY = SWEEP_TINY
@@ -109,3 +111,42 @@ def test_gp_sampler_without_scipy_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a))
     with pytest.raises(UserError, match=r"pip install 'reglab\[sweep\]'"):
         spec.make_sampler(0)
+
+
+def test_overrides_overlapping_a_searched_key_on_dotted_boundaries():
+    """An override of a searched key, of a key above one (it would replace the trial's value with its own) or of
+    one under it (it would clobber part of the trial's value) overlaps; a key that merely starts with the same
+    letters does not."""
+    space = [Param("optim.param_groups.0.lr_scale", "float", 0.5, 2.0), Param("model.channels", "categorical")]
+    assert overlapping("optim.param_groups", space) == ["optim.param_groups.0.lr_scale"]
+    assert overlapping("optim", space) == ["optim.param_groups.0.lr_scale"]
+    assert overlapping("optim.param_groups.0.lr_scale", space) == ["optim.param_groups.0.lr_scale"]
+    assert overlapping("model.channels.0", space) == ["model.channels"]
+    for key in ("optim.param_groups.0.lr_scale_x", "optim.param_group", "model.channel", "model.channels_x"):
+        assert overlapping(key, space) == [], key
+    text = searched_override_error(
+        ["model.channels=[8]", "optim.param_groups=[]", "train.epochs=2"], space, "s.yaml"
+    )
+    assert text == (
+        "model.channels, optim.param_groups (overlaps the searched optim.param_groups.0.lr_scale): searched by "
+        "s.yaml (its space), so a command-line value would replace every trial's sampled one (or part of it); "
+        "drop it from the command line, or from the sweep's space to fix it."
+    )
+    assert searched_override_error(["train.epochs=2", "optim.lr_x=1"], space, "s.yaml") is None
+
+
+def test_file_override_under_a_searched_key_is_refused():
+    base = [o for o in TINY if not o.startswith("model.channels")]
+    with pytest.raises(UserError) as exc:
+        parse_sweep(
+            sweep_dict(
+                overrides=[*base, "model.channels.0=8"], space={"model.channels": [[8, 16, 32], [16, 32, 64]]}
+            ),
+            "tiny",
+            "tiny.yaml",
+        )
+    text = str(exc.value)
+    assert text == (
+        "tiny.yaml: overrides ['model.channels.0=8'] set keys the space searches, or keys above or under them "
+        "(model.channels); drop them from overrides."
+    )

@@ -1,4 +1,4 @@
-"""Sweep reports (reglab/sweep/report.py): the numpy-only rank correlation. The reports of a finished sweep
+"""Sweep analysis (reglab/sweep/analysis.py): the numpy-only rank correlation. The reports of a finished sweep
 (importance, figures, best.yaml) are tested in tests/sweep/test_runner.py."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ def test_spearman_matches_scipy_without_needing_it():
     import numpy as np
     from scipy.stats import spearmanr
 
-    from reglab.sweep.report import spearman
+    from reglab.sweep.analysis import spearman
 
     rng = np.random.default_rng(0)
     for n in (3, 5, 17, 40):
