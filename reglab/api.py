@@ -147,8 +147,9 @@ def fit(
             overwrite=overwrite,
             callbacks=[*shown, CurvesCallback(), *build_loggers(checked), *callbacks],
         )
-    finally:  # the run directory chosen for it, so `fit(cfg, resume=True)` continues it, also after Ctrl-C
-        if config.run.dir is None:
+    finally:  # the run directory chosen for it, so `fit(cfg, resume=True)` continues it, also after Ctrl-C;
+        # not one a run that failed before writing anything removed again
+        if config.run.dir is None and checked.run.dir is not None and Path(checked.run.dir).is_dir():
             config.run.dir = checked.run.dir
 
 

@@ -199,6 +199,7 @@ def test_fit_takes_paths_and_numpy_numbers_and_hands_back_its_run_dir(tmp_path, 
     def fake_run(cfg, **kw):
         seen.append(cfg)
         cfg.run.dir = cfg.run.dir or str(tmp_path / "auto")  # as reglab.train.saving does
+        Path(cfg.run.dir).mkdir(exist_ok=True)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(reglab.train, "run", fake_run)

@@ -129,12 +129,10 @@ def cmd_sweep(args) -> int:
 
 
 def _report(sweep_dir: Path, method: str, out: Path | None = None) -> int:
-    from ..sweep.report import write_sweep_report
+    from ..sweep.report import summary_lines, write_sweep_report
 
     s = write_sweep_report(sweep_dir, method, out)
-    from ..sweep.report import _summary_lines
-
-    print("\n".join(_summary_lines(s)))
+    print("\n".join(summary_lines(s)))
     if s.get("importance"):
         print(
             "importance ("

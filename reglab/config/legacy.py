@@ -18,6 +18,14 @@ from typing import Any
 
 from ..errors import UserError
 
+# Each old dotted key and the key it is rewritten into (what an override of the old key really sets).
+ALIASES = {
+    "optim.norm_lr_scale": "optim.param_groups",
+    "optim.norm_lr_scale_on": "optim.param_groups",
+    "train.whiten_bias_epochs": "train.freeze",
+    "train.tta_translate": "train.tta_shifts",
+}
+
 # The old keys' values that meant "off": a saved config.yaml holds every key, so these are not a setting.
 OFF = {
     "norm_lr_scale": (None, 1, 1.0),

@@ -167,7 +167,7 @@ def _csv(rows: list[dict], spec: Sweep) -> str:
     return buf.getvalue()
 
 
-def _summary_lines(s: dict[str, Any]) -> list[str]:
+def summary_lines(s: dict[str, Any]) -> list[str]:
     c, v = s["counts"], s["savings"]
     lines = [
         f"- trials: {c['done']} of {s['trials_target']} finished: {c['complete']} complete, {c['pruned']} pruned, "
@@ -212,7 +212,7 @@ def _markdown(s: dict[str, Any], rows: list[dict], spec: Sweep, corr) -> str:
     md = [
         f"# Sweep {spec.name}",
         "",
-        *_summary_lines(s),
+        *summary_lines(s),
         "",
         f"## Importance ({s['importance_method']}) and Spearman correlation with {spec.objective}",
         "",
@@ -232,7 +232,7 @@ def _html(
 ) -> None:
     from ..track.html import details, embed_png, escape, html_table, pre, write_page
 
-    summary = "<ul>" + "".join(f"<li>{escape(line[2:])}</li>" for line in _summary_lines(s)) + "</ul>"
+    summary = "<ul>" + "".join(f"<li>{escape(line[2:])}</li>" for line in summary_lines(s)) + "</ul>"
     if best_yaml.is_file():
         summary += details(f"best config as a recipe ({best_yaml.name})", pre(best_yaml.read_text()))
     cols, table = _trial_table(rows, spec)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import OUTPUT_KEYS, PLACEMENT_KEYS, Config, load_config
+from ..config.legacy import ALIASES as LEGACY_ALIASES
 from ..errors import UserError
 from ..typedyaml import changed_keys, flatten_tree, read_yaml, suggest
 from .space import Param, as_number, parse_param
@@ -319,7 +320,9 @@ def override_key(item: str) -> str:
 def overlapping(key: str, space: list[Param]) -> list[str]:
     """The searched keys of ``space`` that an override of ``key`` would set or clobber: the key itself, one under
     it (``optim`` over ``optim.lr``) or one above it (``model.channels.0`` under ``model.channels``), compared on
-    dotted-key boundaries (``mix.lam_y_range`` does not overlap ``mix.lam_y``)."""
+    dotted-key boundaries (``mix.lam_y_range`` does not overlap ``mix.lam_y``). An old spelling counts as the key
+    it is rewritten into (``optim.norm_lr_scale`` sets ``optim.param_groups``)."""
+    key = LEGACY_ALIASES.get(key, key)
     return [p.key for p in space if key == p.key or p.key.startswith(f"{key}.") or key.startswith(f"{p.key}.")]
 
 

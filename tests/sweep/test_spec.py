@@ -122,6 +122,10 @@ def test_overrides_overlapping_a_searched_key_on_dotted_boundaries():
     assert overlapping("optim", space) == ["optim.param_groups.0.lr_scale"]
     assert overlapping("optim.param_groups.0.lr_scale", space) == ["optim.param_groups.0.lr_scale"]
     assert overlapping("model.channels.0", space) == ["model.channels"]
+    # an old spelling sets the key it is rewritten into (reglab.config.legacy)
+    assert overlapping("optim.norm_lr_scale", space) == ["optim.param_groups.0.lr_scale"]
+    assert overlapping("optim.norm_lr_scale_on", space) == ["optim.param_groups.0.lr_scale"]
+    assert overlapping("train.tta_translate", [Param("train.tta_shifts", "categorical")]) == ["train.tta_shifts"]
     for key in ("optim.param_groups.0.lr_scale_x", "optim.param_group", "model.channel", "model.channels_x"):
         assert overlapping(key, space) == [], key
     text = searched_override_error(

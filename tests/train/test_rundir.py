@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from reglab.api import fit
 from reglab.cli import main
 from reglab.config import load_config
 from reglab.errors import UserError
@@ -32,11 +33,15 @@ def listing(folder: Path) -> list[str]:
 
 def test_a_new_run_that_fails_before_writing_leaves_no_folders(tmp_path, monkeypatch, capsys):
     """Neither its empty run directory nor the runs/ folder it made for it is left behind (runs/ used to stay),
-    through the API and through `reglab train` (one line, exit 2)."""
+    through run(), fit() (which leaves the caller's run.dir unset) and `reglab train` (one line, exit 2)."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="cifar10 not found"):
         run(failing(tmp_path))
     assert listing(tmp_path) == []
+    cfg = failing(tmp_path)
+    with pytest.raises(UserError, match="cifar10 not found"):
+        fit(cfg)
+    assert listing(tmp_path) == [] and cfg.run.dir is None  # not handed the removed folder back
     argv = ["train", "quick", *TINY, *NO_DATA, f"data.dir={tmp_path / 'no-data'}", "--quiet"]
     assert main(argv) == 2
     err = capsys.readouterr().err
