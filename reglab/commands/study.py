@@ -176,7 +176,7 @@ def cmd_findings(args) -> int:
     import yaml
 
     from ..track.comparison import claim_rows, study_settings
-    from ..track.report import by_group, load_records
+    from ..track.records import by_group, load_records
 
     lines = [
         "| claim | report says | measured effect [95% CI] | n | verdict | regenerate |",

@@ -155,7 +155,8 @@ def test_runs_saved_with_the_old_key_spellings_still_match(tmp_path):
     """A run saved before optim.param_groups / train.freeze / train.tta_shifts holds the old keys (at their "off"
     values, or set); read as their replacements it is the same config, and its report compares with new runs."""
     from reglab.study.runner import config_mismatch
-    from reglab.track.report import config_differences, load_record
+    from reglab.track.records import load_record
+    from reglab.track.report import config_differences
 
     spec = write_study(tmp_path / "s.yaml", seeds=1, runs={"erm": []})
     (run,) = load_study(spec).runs

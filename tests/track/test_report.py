@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from reglab.cli import main
-from reglab.track.report import find_run_dirs, load_records, write_study_report
+from reglab.track.records import find_run_dirs, load_records
+from reglab.track.report import write_study_report
 from tests.helpers.configs import STUDY_TINY, write_study
 
 TINY = STUDY_TINY
