@@ -20,6 +20,7 @@ WITHOUT_BUDGETS = {
     "default",
     "default-fp32",
     "fast-cpu-85",
+    "fast-cpu-88",
     "fast-cpu-93",
     "fast-cpu-93-muon",
     "fast-cpu-93-wide",
