@@ -21,7 +21,7 @@ def set_threads(args) -> None:
     if args.threads:
         import torch
 
-        torch.set_numset_threads(args.threads)
+        torch.set_num_threads(args.threads)
 
 
 def load_runs(args):

@@ -177,3 +177,17 @@ def test_cli_landscape_one_direction_has_no_interval_and_no_verdict(study, tmp_p
     assert "[" not in diff_row  # no interval at all
     erm_row = next(line for line in text.splitlines() if line.startswith("| erm |"))
     assert "(n=1, no CI)" in erm_row
+
+
+@pytest.mark.parametrize("analysis", ["interpolation", "landscape"])
+def test_threads_option_sets_torchs_threads(study, tmp_path, monkeypatch, analysis):
+    """``--threads N`` is handed to ``torch.set_num_threads`` before any evaluation."""
+    import torch
+
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    extra = ["--pairs", "10", "--bootstrap", "0"] if analysis == "interpolation" else ["--subset", "30", "--no-2d"]
+    extra += ["--resolution", "3", "--directions", "1"] if analysis == "landscape" else []
+    run = str(study / "runs" / "erm-s0")
+    assert main(["analyze", analysis, run, "-o", str(tmp_path / analysis), "--threads", "1", *extra]) == 0
+    assert seen[:1] == [1]
