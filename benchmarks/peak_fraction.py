@@ -193,7 +193,9 @@ def main() -> None:
             )
             flops[(rec, prec)] = step_flops(r)
             time_reglab(r)  # warm-up epoch
-            runs[(rec, prec)] = (r, steps * cfg.train.batch_size, steps)
+            # The run's own steps and batch: a --set train.batch_size=... changes both (the synthetic set holds
+            # the recipe's batch x steps images).
+            runs[(rec, prec)] = (r, len(r.train_loader) * r.cfg.train.batch_size, len(r.train_loader))
     times: dict[tuple, list[float]] = {k: [] for k in runs}
     cpus: dict[tuple, list[float]] = {k: [] for k in runs}
     faults_of: dict[tuple, list[int]] = {k: [] for k in runs}

@@ -35,3 +35,18 @@ def test_peak_fraction_names_an_unknown_precision():
     assert proc.returncode == 2
     assert "--precisions: unknown ['fp16']; choose from bf16, fp32" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_peak_fraction_counts_the_steps_of_an_overridden_batch_size(tmp_path):
+    """--set train.batch_size halves the batch of fast-cpu-85's one-step synthetic set (512 images): two steps
+    of 256, and images/s and GFLOP/s describe the same steps (it counted one step of 512 images before)."""
+    out = tmp_path / "peak.json"
+    proc = run_python(
+        "benchmarks/peak_fraction.py", *SHORT, "--peak-repeats", "1", "--precisions", "fp32",
+        "--set", "train.batch_size=256", "--out", str(out), timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert (row["batch"], row["steps"]) == (256, 2)
+    images_per_gflop = row["img_s"] / row["achieved_gflop_s"]
+    assert abs(images_per_gflop - 256 / row["gflop_per_step"]) < 1e-6 * images_per_gflop
