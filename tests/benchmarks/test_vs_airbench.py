@@ -85,3 +85,29 @@ def test_an_unfinished_run_makes_no_record(vs, monkeypatch, tmp_path):
     with pytest.raises(SystemExit, match="unfinished run; --record takes a finished run's JSON only"):
         replot(vs, monkeypatch, "--replot", path, "--record", tmp_path / "rec.json")
     assert not (tmp_path / "rec.json").exists()
+
+
+def test_plot_time_axis_is_linear_over_a_narrow_span_and_log_over_a_wide_one(vs, monkeypatch, tmp_path):
+    """A log axis over 616-1169 s labelled nothing past 1000 s; under a 3x span the axis is linear."""
+    import matplotlib.figure
+    import vs_airbench_cpu
+
+    scales = []
+    save = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(
+        matplotlib.figure.Figure,
+        "savefig",
+        lambda fig, *a, **k: (scales.append(fig.axes[0].get_xscale()), save(fig, *a, **k)),
+    )
+
+    def result(reglab_s, airbench_s):
+        return {
+            "machine": "some CPU, 2 CPUs", "precision": "bf16", "seeds": 1, "levels": [{"level": 90.0}],
+            "airbench_runs": [{"config": "9.9 epochs", "test_acc": 90.5, "time_s": airbench_s, "seed": 0}],
+            "reglab_runs": [{"config": "default", "test_acc": 90.4, "time_s": reglab_s, "seed": 0}],
+        }  # fmt: skip
+
+    vs_airbench_cpu.plot_cpu(result(616.4, 1168.9), tmp_path / "narrow.png")
+    vs_airbench_cpu.plot_cpu(result(80.0, 807.9), tmp_path / "wide.png")
+    assert scales == ["linear", "log"]
+    assert (tmp_path / "narrow.png").stat().st_size > 0 and (tmp_path / "wide.png").stat().st_size > 0
