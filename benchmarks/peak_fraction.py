@@ -193,9 +193,9 @@ def main() -> None:
             )
             flops[(rec, prec)] = step_flops(r)
             time_reglab(r)  # warm-up epoch
-            # The run's own steps and batch: a --set train.batch_size=... changes both (the synthetic set holds
-            # the recipe's batch x steps images).
-            runs[(rec, prec)] = (r, len(r.train_loader) * r.cfg.train.batch_size, len(r.train_loader))
+            # The run's own steps and images: a --set train.batch_size=... changes the steps of the synthetic set
+            # (the recipe's batch x steps images).
+            runs[(rec, prec)] = (r, r.train_loader.num_samples, len(r.train_loader))
     times: dict[tuple, list[float]] = {k: [] for k in runs}
     cpus: dict[tuple, list[float]] = {k: [] for k in runs}
     faults_of: dict[tuple, list[int]] = {k: [] for k in runs}
