@@ -108,7 +108,8 @@ def test_fused_gpu_optimizer_steps_like_the_cpu_one(name):
     """build_optimizer fuses on CUDA; three steps with fastnet's three parameter groups (64x lr on the norms)
     must move the weights as the CPU's (unfused) optimizer does."""
     cfg = load_config(
-        "fast-gpu-94", [*SYN, f"optim.name={name}", "optim.lr=0.01", f"optim.nesterov={name == 'sgd'}"]
+        "fast-gpu-94",
+        [*SYN, f"optim.name={name}", "optim.lr=0.01", "sched.min_lr=0", f"optim.nesterov={name == 'sgd'}"],
     )
     torch.manual_seed(0)
     cpu = create("fastnet_half")
