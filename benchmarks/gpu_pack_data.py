@@ -5,7 +5,7 @@ to 142 MB (these pixels are decoded JPEG, which leaves little for a byte-level c
 images are instead laid out as one 3200x3200 RGB mosaic and stored as lossless WebP (about 0.49 of the raw
 bytes), and the rest of the pickle (labels, file names, its framing) as a "skeleton" with the pixels cut out.
 ``unpack`` splices the decoded pixels back at their offset, so the rebuilt files are byte-identical and the
-official SHA256SUMS checks them. Two parts (``--parts 2``) of about 45 MB each travel in two calls::
+official SHA256SUMS checks them. Two parts (``--parts 2``) of 44 MiB each travel in two calls::
 
     python benchmarks/gpu_pack_data.py pack ../shared/data .gpu/pack --parts 2   # here
     python benchmarks/gpu_pack_data.py unpack .gpu/pack .gpu/data              # there, once every part arrived
@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, features
 
 BATCHES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
 SIDE = 32
@@ -51,6 +51,12 @@ def pack(src: Path, dst: Path, parts: int) -> None:
         raise SystemExit(
             f"{src} needs cifar-10-batches-py/ ({', '.join(missing) or 'complete'}) and SHA256SUMS beside it"
         )
+    if dst.exists() and any(dst.iterdir()):
+        raise SystemExit(f"{dst} is not empty: pack into a new folder (stale parts would mix with new ones)")
+    if not features.check("webp"):
+        raise SystemExit(
+            "this Pillow was built without WebP: install a Pillow wheel from PyPI (pip install pillow)"
+        )
     dst.mkdir(parents=True, exist_ok=True)
     for k, name in enumerate(BATCHES):
         blob = (folder / name).read_bytes()
@@ -64,9 +70,10 @@ def pack(src: Path, dst: Path, parts: int) -> None:
         (part / f"{name}.skeleton").write_bytes(blob[:start] + blob[start + size :])
         (part / f"{name}.json").write_text(json.dumps({"offset": start, "images": len(pixels)}))
         print(f"{name}: {len(blob):,} -> {out.tell():,} + {len(blob) - size:,} bytes in {part.name}")
-    for extra in ("batches.meta",):
-        shutil.copy(folder / extra, dst / "part0" / extra)
-    shutil.copy(src / "SHA256SUMS", dst / "part0" / "SHA256SUMS")
+    shutil.copyfile(
+        folder / "batches.meta", dst / "part0" / "batches.meta"
+    )  # copyfile: not the source's read-only mode
+    shutil.copyfile(src / "SHA256SUMS", dst / "part0" / "SHA256SUMS")
 
 
 def _pixel_block(blob: bytes) -> tuple[int, int]:
@@ -86,27 +93,46 @@ def _pixel_block(blob: bytes) -> tuple[int, int]:
 
 
 def unpack(src: Path, dst: Path) -> None:
+    """Rebuild the files into ``dst``; SHA256SUMS is written there last, once every file matched it, so its
+    presence means a checked copy."""
+    files = {p.name: p for p in src.glob("part*/*")}
+    needed = [f"{n}.{ext}" for n in BATCHES for ext in ("webp", "skeleton", "json")] + [
+        "batches.meta",
+        "SHA256SUMS",
+    ]
+    missing = [n for n in needed if n not in files]
+    if missing:
+        raise SystemExit(
+            f"{src}: {', '.join(missing)} missing: carry every part (part0, part1, ...) before unpacking"
+        )
+    sums = {}
+    for line in files["SHA256SUMS"].read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 2:
+            sums[fields[1].lstrip("*")] = fields[0]
+        elif fields:
+            raise SystemExit(f"SHA256SUMS: {line!r} is not 'DIGEST  NAME'")
+    unlisted = [n for n in [*BATCHES, "batches.meta"] if f"cifar-10-batches-py/{n}" not in sums]
+    if unlisted:
+        raise SystemExit(f"SHA256SUMS lists no sum for {', '.join(unlisted)}: nothing could check them")
     folder = dst / "cifar-10-batches-py"
     folder.mkdir(parents=True, exist_ok=True)
-    files = {p.name: p for p in src.glob("part*/*")}
-    missing = [n for n in BATCHES if f"{n}.webp" not in files]
-    if missing:
-        raise SystemExit(f"parts missing for {', '.join(missing)}: carry every part before unpacking")
-    for name in BATCHES:
-        where = json.loads(files[f"{name}.json"].read_text())
-        skeleton = files[f"{name}.skeleton"].read_bytes()
-        pixels = from_mosaic(np.asarray(Image.open(files[f"{name}.webp"]).convert("RGB")), where["images"])
-        blob = skeleton[: where["offset"]] + pixels.tobytes() + skeleton[where["offset"] :]
-        (folder / name).write_bytes(blob)
-    shutil.copy(files["batches.meta"], folder / "batches.meta")
-    shutil.copy(files["SHA256SUMS"], dst / "SHA256SUMS")
+    (dst / "SHA256SUMS").unlink(missing_ok=True)
     bad = []
-    for line in (dst / "SHA256SUMS").read_text().splitlines():
-        digest, name = line.split()
-        if hashlib.sha256((dst / name.lstrip("*")).read_bytes()).hexdigest() != digest:
-            bad.append(name)
+    for name in [*BATCHES, "batches.meta"]:
+        if name == "batches.meta":
+            blob = files[name].read_bytes()
+        else:
+            where = json.loads(files[f"{name}.json"].read_text())
+            skeleton = files[f"{name}.skeleton"].read_bytes()
+            pixels = from_mosaic(np.asarray(Image.open(files[f"{name}.webp"]).convert("RGB")), where["images"])
+            blob = skeleton[: where["offset"]] + pixels.tobytes() + skeleton[where["offset"] :]
+        if hashlib.sha256(blob).hexdigest() != sums[f"cifar-10-batches-py/{name}"]:
+            bad.append(f"cifar-10-batches-py/{name}")
+        (folder / name).write_bytes(blob)
     if bad:
         raise SystemExit(f"rebuilt files differ from SHA256SUMS: {', '.join(bad)}")
+    shutil.copyfile(files["SHA256SUMS"], dst / "SHA256SUMS")
     print(f"unpacked {len(BATCHES)} batches into {folder}; SHA256SUMS match")
 
 
@@ -116,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     a = sub.add_parser("pack")
     a.add_argument("src", type=Path, help="the folder holding cifar-10-batches-py/ and SHA256SUMS")
     a.add_argument("dst", type=Path)
-    a.add_argument("--parts", type=int, default=2)
+    a.add_argument("--parts", type=int, default=2, choices=range(1, 7), help="2 for the device tool (44 MiB each)")
     b = sub.add_parser("unpack")
     b.add_argument("src", type=Path)
     b.add_argument("dst", type=Path)

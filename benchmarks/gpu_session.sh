@@ -3,7 +3,7 @@
 # there: the data and airbench travel in .gpu/, which .git/info/exclude keeps out of commits).
 #
 # Here, once (needs a checkout of github.com/KellerJordan/cifar10-airbench, e.g. fetched to /tmp/airbench):
-#   benchmarks/gpu_session.sh prep /tmp/airbench   # .gpu/pack/part0, part1 (CIFAR-10, ~44 MB each), .gpu/airbench/
+#   benchmarks/gpu_session.sh prep /tmp/airbench   # .gpu/pack/part0, part1 (CIFAR-10, 44 MiB each), .gpu/airbench/
 # The device tool carries at most 64 MiB a call, so the data travels in two calls (benchmarks/gpu_pack_data.py),
 # and it removes between calls the ignored paths a call does not carry, so every stage keeps what arrived in
 # /tmp/reglab-gpu on the machine and takes back from there what a later call did not bring:
@@ -21,11 +21,13 @@ OUT=${OUT:-gpu-out}
 PY_SET=${PY:-}
 PY=${PY:-python3}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
-DATA=.gpu/data
+KEEP=/tmp/reglab-gpu  # on the GPU machine: outlives the calls of one warm machine; the checkout's .gpu/ does not
+DATA=$KEEP/data       # rebuilt and checked once per machine
 if [ "$stage" != prep ]; then
   for s in "$@"; do
     case "$s" in tests|muon|graph|resnet18) ;;
-      *) echo "unknown stage '$s': prep, tests, muon, graph or resnet18" >&2; exit 2 ;;
+      prep) echo "prep runs alone, here: benchmarks/gpu_session.sh prep AIRBENCH_CHECKOUT" >&2; exit 2 ;;
+      *) echo "unknown stage '$s': tests, muon, graph or resnet18 (prep runs alone)" >&2; exit 2 ;;
     esac
   done
 fi
@@ -43,15 +45,13 @@ if [ "$stage" = prep ]; then
   exit 0
 fi
 
-mkdir -p "$OUT"
-KEEP=/tmp/reglab-gpu  # outlives the calls of one warm machine; the checkout's .gpu/ does not
-mkdir -p "$KEEP/pack" .gpu/pack
+mkdir -p "$OUT" "$KEEP/pack" .gpu/pack
 for p in .gpu/pack/part*; do if [ -d "$p" ]; then cp -r "$p" "$KEEP/pack/"; fi; done
 if [ -d .gpu/airbench ]; then cp -r .gpu/airbench "$KEEP/"; fi
-for p in "$KEEP"/pack/part*; do if [ ! -e ".gpu/pack/${p##*/}" ]; then cp -r "$p" .gpu/pack/; fi; done
+for p in "$KEEP"/pack/part*; do if [ -d "$p" ] && [ ! -e ".gpu/pack/${p##*/}" ]; then cp -r "$p" .gpu/pack/; fi; done
 if [ ! -e .gpu/airbench ] && [ -d "$KEEP/airbench" ]; then cp -r "$KEEP/airbench" .gpu/; fi
-if [ ! -f "$DATA/SHA256SUMS" ] && [ "$*" != tests ]; then
-  [ -d .gpu/pack ] || { echo "no .gpu/pack: run 'benchmarks/gpu_session.sh prep AIRBENCH' here first and carry its parts" >&2; exit 2; }
+if [ ! -f "$DATA/SHA256SUMS" ] && [ "$*" != tests ]; then  # unpack writes SHA256SUMS last, once every file matched
+  compgen -G '.gpu/pack/part*' > /dev/null || { echo "no .gpu/pack/part*: run 'benchmarks/gpu_session.sh prep AIRBENCH' here first and carry its parts" >&2; exit 2; }
   $PY benchmarks/gpu_pack_data.py unpack .gpu/pack "$DATA"  # byte-identical to ../shared/data, or stop here
 fi
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -60,7 +60,7 @@ fi
 for stage in "$@"; do
 case "$stage" in
   tests)
-    $PY -m pytest tests/e2e/test_gpu.py -q -p no:cacheprovider 2>&1 | tee "$OUT/test_gpu.txt" || true  # the timings still run
+    $PY -m pytest tests/e2e/test_gpu.py -q -p no:cacheprovider 2>&1 | tee "$OUT/test_gpu.txt" || failed="tests/e2e/test_gpu.py"
     for g in false true; do
       $PY benchmarks/train_throughput.py --recipe fast-gpu-94 --device cuda --seconds 1 --repeats 3 \
         --set train.cuda_graph=$g 2>&1 | tee "$OUT/throughput_cuda_graph_$g.txt"
@@ -76,3 +76,4 @@ case "$stage" in
       --data-dir "$DATA" -o "$OUT/fast-gpu-resnet18-seed${SEED:-2}.json" 2>&1 | tee "$OUT/resnet18.txt" ;;
 esac
 done
+if [ -n "${failed:-}" ]; then echo "FAILED: $failed (the other stages ran)" >&2; exit 1; fi

@@ -327,7 +327,7 @@ def plot_cpu(result: dict, path: Path) -> None:
         ax.set_xlabel("time (s, log scale): reglab whole command; airbench94 its own timer")
     ax.set_ylabel("CIFAR-10 test accuracy (%), JPEG-decoded copy")
     ax.set_title(f"Time to accuracy, same CPU and run: {result['machine']}, {result['precision']}", fontsize=8)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+
 from tests.helpers.processes import run_python
 
 NAMES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
@@ -45,4 +47,23 @@ def test_unpack_refuses_a_missing_part_and_a_changed_byte(fake_cifar10, tmp_path
         f.unlink()
     (pack / "part0").rmdir()
     proc = run_python("benchmarks/gpu_pack_data.py", "unpack", str(pack), str(tmp_path / "out2"))
-    assert proc.returncode != 0 and "parts missing for data_batch_1, data_batch_2, data_batch_3" in proc.stderr
+    assert proc.returncode != 0 and "data_batch_1.webp, data_batch_1.skeleton" in proc.stderr
+    assert "carry every part" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_mosaic_tiles_images_row_by_row_and_sums_must_cover_every_file(fake_cifar10, tmp_path):
+    from PIL import Image
+
+    src, pack = packed(fake_cifar10, tmp_path)
+    mosaic = np.asarray(Image.open(pack / "part0" / "data_batch_1.webp"))
+    side = 32 * int(np.ceil(np.sqrt(40)))  # 40 images a fake batch: a 7 x 7 grid, its last 9 tiles black
+    assert mosaic.shape == (side, side, 3)
+    x = fake_cifar10.train_x[:40]
+    np.testing.assert_array_equal(mosaic[:32, 32:64], x[1].reshape(3, 32, 32).transpose(1, 2, 0))
+    np.testing.assert_array_equal(mosaic[32:64, :32], x[7].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert not mosaic[-32:, -32:].any()
+    sums = pack / "part0" / "SHA256SUMS"
+    sums.write_text("".join(line + "\n" for line in sums.read_text().splitlines() if "test_batch" not in line))
+    proc = run_python("benchmarks/gpu_pack_data.py", "unpack", str(pack), str(tmp_path / "out"))
+    assert proc.returncode != 0 and "SHA256SUMS lists no sum for test_batch" in proc.stderr
+    assert not (tmp_path / "out" / "SHA256SUMS").exists()  # its presence would mean a checked copy
