@@ -70,9 +70,8 @@ def pack(src: Path, dst: Path, parts: int) -> None:
         (part / f"{name}.skeleton").write_bytes(blob[:start] + blob[start + size :])
         (part / f"{name}.json").write_text(json.dumps({"offset": start, "images": len(pixels)}))
         print(f"{name}: {len(blob):,} -> {out.tell():,} + {len(blob) - size:,} bytes in {part.name}")
-    shutil.copyfile(
-        folder / "batches.meta", dst / "part0" / "batches.meta"
-    )  # copyfile: not the source's read-only mode
+    # copyfile, not copy: the shared data is read-only, and a copied mode would make the pack read-only too.
+    shutil.copyfile(folder / "batches.meta", dst / "part0" / "batches.meta")
     shutil.copyfile(src / "SHA256SUMS", dst / "part0" / "SHA256SUMS")
 
 

@@ -18,8 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 stage=${1:?usage: benchmarks/gpu_session.sh prep AIRBENCH_CHECKOUT | STAGE... (tests, muon, graph, resnet18)}
 OUT=${OUT:-gpu-out}
-PY_SET=${PY:-}
-PY=${PY:-python3}
+PY=${PY:-}  # default: python3 there (the image's torch); prep, here, prefers the project's venv (Pillow)
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 KEEP=/tmp/reglab-gpu  # on the GPU machine: outlives the calls of one warm machine; the checkout's .gpu/ does not
 DATA=$KEEP/data       # rebuilt and checked once per machine
@@ -38,13 +37,14 @@ if [ "$stage" = prep ]; then
   mkdir -p .gpu/airbench/legacy
   cp "$ab/legacy/airbench94.py" .gpu/airbench/legacy/
   src=${REGLAB_DATA:-../shared/data}
-  [ -x .venv/bin/python ] && [ -z "${PY_SET:-}" ] && PY=.venv/bin/python  # here: the project's venv (Pillow)
+  if [ -z "$PY" ]; then if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi; fi
   rm -rf .gpu/pack
   $PY benchmarks/gpu_pack_data.py pack "$src" .gpu/pack --parts 2
   du -sh .gpu/pack/* .gpu/airbench
   exit 0
 fi
 
+PY=${PY:-python3}
 mkdir -p "$OUT" "$KEEP/pack" .gpu/pack
 for p in .gpu/pack/part*; do if [ -d "$p" ]; then cp -r "$p" "$KEEP/pack/"; fi; done
 if [ -d .gpu/airbench ]; then cp -r .gpu/airbench "$KEEP/"; fi
