@@ -61,6 +61,11 @@ class AugConfig:
     erasing_scale: list[float] = field(default_factory=lambda: [0.02, 0.33])
     erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])
     erasing_value: Literal["zero", "random"] = "zero"
+    # Progressive resizing (Howard's fast.ai DAWNBench entry, 2018; FFCV, Leclerc et al., 2023): the first
+    # low_res_epochs epochs train on the augmented images area-downsampled to low_res x low_res, the cheaper
+    # steps of a smaller input; the later epochs and every evaluation use the full size. 0 = off.
+    low_res: int = 0
+    low_res_epochs: int = 0
     # Order of application within each stage (raw pixels before normalization, normalized images after it);
     # names, stages and the default order: reglab.data.augment.AUGMENTATIONS.
     order: list[str] = field(default_factory=lambda: [a.name for a in _augmentations()])
@@ -97,6 +102,19 @@ class AugConfig:
             "aug.erasing_ratio",
             self.erasing_ratio,
             "must be [lo, hi] with 0 < lo <= hi",
+        )
+        require(
+            self.low_res == 0 or 8 <= self.low_res < 32,
+            "aug.low_res",
+            self.low_res,
+            "must be a side in [8, 32) pixels (the early epochs' training size), or 0 for off",
+        )
+        require(self.low_res_epochs >= 0, "aug.low_res_epochs", self.low_res_epochs, "must be >= 0")
+        require(
+            (self.low_res == 0) == (self.low_res_epochs == 0),
+            "aug.low_res_epochs",
+            self.low_res_epochs,
+            f"must be >= 1 with aug.low_res={self.low_res}, and 0 without it (set both or neither)",
         )
         known = [a.name for a in _augmentations()]
         for name in self.order:

@@ -20,6 +20,7 @@ import copy
 from typing import Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from .datasets import Split
 
@@ -107,6 +108,8 @@ class DeviceLoader:
         self.aug_generator = self.generator
         self.epoch_batched = self.device.type == "cuda" if epoch_batched is None else epoch_batched
         self.epoch = 0  # passes started (what indexed transforms are told)
+        # Side of the batches handed out, set per pass by the training loop (aug.low_res); None: as stored.
+        self.size: int | None = None
         for t in self.uint8_transforms:
             if getattr(t, "indexed", False):
                 t.bind(len(self.labels), self.generator)
@@ -140,10 +143,14 @@ class DeviceLoader:
         return x
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized-float stage of one batch: :meth:`normalize`, then ``float_transforms``."""
+        """Normalized-float stage of one batch: :meth:`normalize`, then ``float_transforms``, then (progressive
+        resizing) an area downsample to ``size`` x ``size``, so every augmentation works at the stored size."""
         x = self.normalize(x)
         for t in self.float_transforms:
             x = t(x, self.aug_generator)
+        if self.size is not None and self.size != x.shape[-1]:
+            # area = the mean of the input pixels each output pixel covers: an antialiased downsample
+            x = F.interpolate(x, size=(self.size, self.size), mode="area")
         return x
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

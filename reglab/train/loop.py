@@ -221,8 +221,11 @@ class Run:
     def _start_epoch(self) -> Mixer | None:
         """Training mode; under DDP this rank's augmentation, mixing and dropout streams for the epoch
         (reproducible after a resume); ``train.freeze``'s parameters frozen or not for the epoch; the model's own
-        ``on_epoch_start(epoch)`` hook if it has one. Returns the mixer if mixing is on in this epoch."""
+        ``on_epoch_start(epoch)`` hook if it has one; the training images' size for the epoch (``aug.low_res``
+        in the first ``aug.low_res_epochs``). Returns the mixer if mixing is on in this epoch."""
         self.model.train()
+        aug = self.cfg.aug
+        self.train_loader.size = aug.low_res if self.epoch < aug.low_res_epochs else None
         d = self.dist
         if d.enabled:
             self.train_loader.set_epoch(self.epoch)
