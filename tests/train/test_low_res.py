@@ -42,9 +42,9 @@ def test_loader_downsamples_by_area_after_every_augmentation():
     g = torch.Generator().manual_seed(0)
     split = Split(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(8))
     loader = DeviceLoader(split, 8, mean=[0.5] * 3, std=[0.25] * 3)
-    (full, _), = list(loader)
+    ((full, _),) = list(loader)
     loader.size = 16
-    (half, _), = list(loader)
+    ((half, _),) = list(loader)
     assert half.shape == (8, 3, 16, 16)
     torch.testing.assert_close(half, F.avg_pool2d(full, 2))
     loader.size = 32
