@@ -73,14 +73,16 @@ def test_recipe_loads_and_its_model_builds(path):
 
 def test_fast_cpu_88_is_the_default_recipe_shortened():
     """fast-cpu-88 copies default.yaml (recipes have no inheritance): the two may differ only in the batch size, the
-    epochs and the run name, so a change to the default's training reaches both or this fails."""
+    epochs, the first epoch's image size and the run name, so a change to the default's training reaches both or
+    this fails."""
     from reglab.typedyaml import flatten_tree
 
     fast = flatten_tree(load_config("fast-cpu-88").to_dict())
     default = flatten_tree(load_config("default").to_dict())
     differ = {k for k in fast.keys() | default.keys() if fast.get(k) != default.get(k)}
-    assert differ == {"train.batch_size", "train.epochs", "run.name"}
+    assert differ == {"train.batch_size", "train.epochs", "aug.low_res", "aug.low_res_epochs", "run.name"}
     assert (fast["train.batch_size"], fast["train.epochs"]) == (1000, 4)
+    assert (fast["aug.low_res"], fast["aug.low_res_epochs"]) == (24, 1)
 
 
 @pytest.mark.parametrize("path", BUDGETED, ids=lambda p: p.stem)
