@@ -25,7 +25,8 @@ The two are interleaved ``--repeats`` times (default 3); the table shows medians
 the last line lists every repeat and each interleaved pair's ratio.
 The peak is the best GFLOP/s of five ``--matmul``-sized fp32 matmuls (default 2048), measured before and
 after the models (the larger counts); achieved training GFLOP/s is ``3 x forward GFLOPs/image x images/s``
-(backward ~ 2 x forward). Run from the repository root::
+(backward ~ 2 x forward), with the forward GFLOPs counted at the size the reglab side trains at (a recipe's
+``aug.low_res`` when its first epoch is timed). Run from the repository root::
 
     .venv/bin/python benchmarks/train_throughput.py [--batch 128] [--threads N] [--resnet18]
     .venv/bin/python benchmarks/train_throughput.py --recipe fast-cpu-85 [--device cuda]
@@ -188,7 +189,8 @@ def bench_preset(preset: str, args) -> dict:
         reg.append(steps * args.batch / time_reglab(r))
         pla.append(steps * args.batch / baseline())
         data.append(time_loader(r) * reg[-1] / (steps * args.batch))  # loader time / reglab epoch time
-    gflops = forward_gflops(make_model(preset, args))
+    # at the size the reglab side trained at (aug.low_res shrinks the images of its first epochs)
+    gflops = forward_gflops(make_model(preset, args), image_size=r.train_loader.size or 32)
     return {
         "preset": preset,
         "params": count_params(r.model),

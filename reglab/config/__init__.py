@@ -96,12 +96,6 @@ class Config:
                 f"sched.min_lr={self.sched.min_lr} is above optim.lr={self.optim.lr}: the schedule would "
                 "raise the lr instead of lowering it; set sched.min_lr <= optim.lr (0 by default)."
             )
-        if self.aug.low_res_epochs >= self.train.epochs > 0 and self.aug.low_res:
-            raise UserError(
-                f"aug.low_res_epochs={self.aug.low_res_epochs} covers every one of train.epochs="
-                f"{self.train.epochs}: the model would be evaluated at 32x32 without ever training at it; "
-                f"keep at least the last epoch at full size (aug.low_res_epochs < train.epochs)."
-            )
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -62,8 +62,9 @@ class AugConfig:
     erasing_ratio: list[float] = field(default_factory=lambda: [0.3, 3.3])
     erasing_value: Literal["zero", "random"] = "zero"
     # Progressive resizing (Howard's fast.ai DAWNBench entry, 2018; FFCV, Leclerc et al., 2023): the first
-    # low_res_epochs epochs train on the augmented images area-downsampled to low_res x low_res, the cheaper
-    # steps of a smaller input; the later epochs and every evaluation use the full size. 0 = off.
+    # low_res_epochs epochs (never the last of train.epochs) train on the augmented images average-pooled down to
+    # low_res x low_res, the cheaper steps of a smaller input; later epochs and every evaluation use the full
+    # size. Either at 0 = off.
     low_res: int = 0
     low_res_epochs: int = 0
     # Order of application within each stage (raw pixels before normalization, normalized images after it);
@@ -109,13 +110,7 @@ class AugConfig:
             self.low_res,
             "must be a side in [8, 32) pixels (the early epochs' training size), or 0 for off",
         )
-        require(self.low_res_epochs >= 0, "aug.low_res_epochs", self.low_res_epochs, "must be >= 0")
-        require(
-            (self.low_res == 0) == (self.low_res_epochs == 0),
-            "aug.low_res_epochs",
-            self.low_res_epochs,
-            f"must be >= 1 with aug.low_res={self.low_res}, and 0 without it (set both or neither)",
-        )
+        require(self.low_res_epochs >= 0, "aug.low_res_epochs", self.low_res_epochs, "must be >= 0 (0 = off)")
         known = [a.name for a in _augmentations()]
         for name in self.order:
             if name not in known:
@@ -191,7 +186,7 @@ class ModelConfig:
     kernel_size: Optional[int] = None  # F
     skip_kernel: Optional[int] = None  # K (projection shortcut kernel)
     shortcut: Optional[Literal["conv", "pad"]] = None  # projection conv, or He et al.'s option A
-    pool_size: Optional[int] = None  # P: final average pool; null = global
+    pool_size: Optional[int] = None  # P: final average pool (at 32 px); null = global
     preact: Optional[bool] = None
     act: Optional[Literal["relu", "gelu", "silu", "elu", "leaky_relu", "mish"]] = None
     stem_width: Optional[int] = None

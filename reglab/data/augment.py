@@ -316,3 +316,10 @@ def training_loader(data, aug, batch_size: int, **kwargs) -> DeviceLoader:
         float_transforms=normalized,
         **kwargs,
     )
+
+
+def training_size(aug, epochs: int, epoch: int) -> int | None:
+    """Side of the training images in (0-based) ``epoch`` of ``epochs`` under progressive resizing:
+    ``aug.low_res`` in the first ``aug.low_res_epochs``, but never in the last epoch (the model is evaluated at
+    full size, so it ends training there); None = the stored size. What the loop sets as the loader's ``size``."""
+    return aug.low_res if aug.low_res and epoch < min(aug.low_res_epochs, epochs - 1) else None

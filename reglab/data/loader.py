@@ -144,12 +144,13 @@ class DeviceLoader:
 
     def _finish(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized-float stage of one batch: :meth:`normalize`, then ``float_transforms``, then (progressive
-        resizing) an area downsample to ``size`` x ``size``, so every augmentation works at the stored size."""
+        resizing) a downsample to ``size`` x ``size``, so every augmentation works at the stored size."""
         x = self.normalize(x)
         for t in self.float_transforms:
             x = t(x, self.aug_generator)
         if self.size is not None and self.size != x.shape[-1]:
-            # area = the mean of the input pixels each output pixel covers: an antialiased downsample
+            # "area" = adaptive average pooling: each output pixel is the mean of the input window it maps to
+            # (2x2 blocks at half size; overlapping 1-2 px windows for 32 -> 24), a box-filtered downsample
             x = F.interpolate(x, size=(self.size, self.size), mode="area")
         return x
 

@@ -225,6 +225,7 @@ class CifarResNet(nn.Module):
         self.final = nn.Sequential(nn.BatchNorm2d(cin), act_fn()) if preact else nn.Identity()
         final_size = image_size // stem_stride // 2 ** (len(blocks) - 1)
         self.pool_size = pool_size or final_size
+        self.final_size = final_size
         if final_size % self.pool_size:
             raise ValueError(f"pool size {self.pool_size} does not divide the final feature map ({final_size}px)")
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
@@ -245,8 +246,11 @@ class CifarResNet(nn.Module):
         return self.final(self.stages(self.stem(x)))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.avg_pool2d(x, self.pool_size).flatten(1)
-        return self.fc(self.dropout(x))
+        if x.shape[-1] == self.final_size:
+            x = F.avg_pool2d(x, self.pool_size)
+        else:  # a smaller training image (aug.low_res): the same output grid from whatever map is left
+            x = F.adaptive_avg_pool2d(x, self.final_size // self.pool_size)
+        return self.fc(self.dropout(x.flatten(1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

@@ -12,7 +12,7 @@ import torch  # noqa: E402
 
 from ..config import Config  # noqa: E402
 from ..data import load_splits  # noqa: E402
-from ..data.augment import AUGMENTATIONS, training_loader  # noqa: E402
+from ..data.augment import AUGMENTATIONS, training_loader, training_size  # noqa: E402
 from ..data.mixing import build_mixer  # noqa: E402
 from ..errors import UserError  # noqa: E402
 
@@ -48,6 +48,7 @@ def preview(cfg: Config, out: Path, n: int = 32, columns: int = 8, seed: int = 0
     data = load_splits(cfg.data)
     n = min(n, len(data.train))
     loader = training_loader(data, cfg.aug, n, seed=seed)
+    loader.size = training_size(cfg.aug, cfg.train.epochs, 0)  # the first epoch's images
     x, y = next(iter(loader))
     targets = torch.nn.functional.one_hot(y, data.num_classes).float()
     if cfg.mix.enabled:
@@ -81,4 +82,7 @@ def _describe(cfg: Config) -> str:
         )
     if m.cutmix_alpha:
         parts.append(f"cutmix α={m.cutmix_alpha:g}")
+    low = training_size(a, cfg.train.epochs, 0)
+    if low:
+        parts.append(f"{low} px in the first {min(a.low_res_epochs, cfg.train.epochs - 1)} epoch(s) (shown)")
     return ", ".join(parts) or "no augmentation"

@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from ..config import Config, Freeze
 from ..data import DataSplits, DeviceLoader, load_splits
-from ..data.augment import training_loader
+from ..data.augment import training_loader, training_size
 from ..data.mixing import Mixer, build_mixer
 from ..errors import UserError
 from ..models import count_params, forward_gflops, model_from_config
@@ -74,6 +74,7 @@ def build_components(cfg: Config, device: torch.device, d: Dist) -> Components:
     params = count_params(model)
     _model_train_options(cfg, model, d)
     gflops = forward_gflops(model)
+    _check_low_res(cfg, model)
     if d.enabled and cfg.train.sync_bn:
         model = distributed.convert_sync_batchnorm(model, device)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
@@ -144,6 +145,22 @@ def _check_batch(cfg: Config, train_images: int, d: Dist) -> None:
             f"train.batch_size={cfg.train.batch_size} is the global batch and must be divisible by "
             f"the {d.world} processes; use a multiple of {d.world}."
         )
+
+
+def _check_low_res(cfg: Config, model: nn.Module) -> None:
+    """``aug.low_res`` needs a model that takes the smaller images (a stack of pools can shrink them to nothing):
+    one forward of an empty image at that size, before any run directory is written."""
+    n = training_size(cfg.aug, cfg.train.epochs, 0)
+    if n is None:
+        return
+    try:
+        forward_gflops(model, image_size=n)
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(
+            f"aug.low_res={n}: model {cfg.model.name} cannot take {n}x{n} images ({reason}); use a larger "
+            f"aug.low_res or switch it off with aug.low_res=0."
+        ) from None
 
 
 def _freeze(cfg: Config, model: nn.Module, d: Dist) -> list[tuple[Freeze, list[torch.Tensor]]]:

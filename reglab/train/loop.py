@@ -35,6 +35,7 @@ import torch
 
 from .._malloc import tune_malloc
 from ..config import Config
+from ..data.augment import training_size
 from ..data.mixing import Mixer
 from ..errors import UserError
 from . import distributed
@@ -222,10 +223,10 @@ class Run:
         """Training mode; under DDP this rank's augmentation, mixing and dropout streams for the epoch
         (reproducible after a resume); ``train.freeze``'s parameters frozen or not for the epoch; the model's own
         ``on_epoch_start(epoch)`` hook if it has one; the training images' size for the epoch (``aug.low_res``
-        in the first ``aug.low_res_epochs``). Returns the mixer if mixing is on in this epoch."""
+        in the first ``aug.low_res_epochs``, never in the last: the model is evaluated at full size). Returns the
+        mixer if mixing is on in this epoch."""
         self.model.train()
-        aug = self.cfg.aug
-        self.train_loader.size = aug.low_res if self.epoch < aug.low_res_epochs else None
+        self.train_loader.size = training_size(self.cfg.aug, self.cfg.train.epochs, self.epoch)
         d = self.dist
         if d.enabled:
             self.train_loader.set_epoch(self.epoch)

@@ -13,7 +13,7 @@ from reglab.errors import UserError
 from reglab.train import run
 from reglab.train.checkpoint import load_checkpoint
 from reglab.train.rundir import load_run_config
-from tests.helpers.configs import BATCHES, SYNTHETIC_300, TINY_FASTNET
+from tests.helpers.configs import BATCHES, SYNTHETIC_300, TINY_FASTNET, TINY_RESNET
 
 CFG = [*SYNTHETIC_300, *TINY_FASTNET, *BATCHES, "train.epochs=3", "run.device=cpu", "run.threads=1"]
 LOW = ["aug.low_res=16", "aug.low_res_epochs=2"]
@@ -24,10 +24,7 @@ LOW = ["aug.low_res=16", "aug.low_res_epochs=2"]
     [
         (["aug.low_res=7", "aug.low_res_epochs=1"], "aug.low_res=7 must be a side in [8, 32)"),
         (["aug.low_res=32", "aug.low_res_epochs=1"], "aug.low_res=32 must be a side in [8, 32)"),
-        (["aug.low_res=24"], "set both or neither"),
-        (["aug.low_res_epochs=2"], "set both or neither"),
-        (["aug.low_res=24", "aug.low_res_epochs=-1"], "must be >= 0"),
-        (["train.epochs=2", "aug.low_res=24", "aug.low_res_epochs=2"], "aug.low_res_epochs < train.epochs"),
+        (["aug.low_res=24", "aug.low_res_epochs=-1"], "must be >= 0 (0 = off)"),
     ],
 )
 def test_bad_low_res_settings_are_refused_with_the_fix(overrides, says):
@@ -36,33 +33,61 @@ def test_bad_low_res_settings_are_refused_with_the_fix(overrides, says):
     assert says in str(err.value)
 
 
-def test_loader_downsamples_by_area_after_every_augmentation():
-    """At half size each output pixel is the mean of a 2x2 block (``avg_pool2d``); off (``size=None``) or at the
-    stored size the batch is untouched."""
+@pytest.mark.parametrize("overrides", [["aug.low_res=24"], ["aug.low_res_epochs=3"], ["train.epochs=1", *LOW]])
+def test_either_key_at_zero_or_one_epoch_is_accepted(overrides):
+    """Either key at 0 switches it off (one override turns a recipe's low_res off, sweeps may search either), and
+    low_res_epochs may cover every epoch (budgets and sweeps shorten train.epochs): the loop keeps the last one
+    at full size."""
+    load_config(None, overrides)
+
+
+class ShapeSpy:
+    """A float-stage transform that records the side of each batch it sees and passes it on unchanged."""
+
+    def __init__(self):
+        self.sides: list[int] = []
+
+    def __call__(self, x, gen):
+        self.sides.append(x.shape[-1])
+        return x
+
+
+@pytest.mark.parametrize("epoch_batched", [False, True])
+def test_loader_downsamples_after_every_augmentation(epoch_batched):
+    """The float transforms still see 32x32 images and the batch is downsampled after them, keeping its layout: at
+    half size each output pixel is the mean of a 2x2 block (``avg_pool2d``); at the stored size (or ``size=None``)
+    the batch is untouched."""
     g = torch.Generator().manual_seed(0)
     split = Split(torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8, generator=g), torch.arange(8))
-    loader = DeviceLoader(split, 8, mean=[0.5] * 3, std=[0.25] * 3)
-    ((full, _),) = list(loader)
+    spy = ShapeSpy()
+    kw = dict(mean=[0.5] * 3, std=[0.25] * 3, float_transforms=[spy], channels_last=True)
+    loader = DeviceLoader(split, 4, epoch_batched=epoch_batched, **kw)
+    full = torch.cat([x for x, _ in loader])
     loader.size = 16
-    ((half, _),) = list(loader)
-    assert half.shape == (8, 3, 16, 16)
-    torch.testing.assert_close(half, F.avg_pool2d(full, 2))
+    half = list(loader)
+    assert [x.shape for x, _ in half] == [(4, 3, 16, 16)] * 2
+    assert all(x.is_contiguous(memory_format=torch.channels_last) for x, _ in half)
+    torch.testing.assert_close(torch.cat([x for x, _ in half]), F.avg_pool2d(full, 2))
+    assert set(spy.sides) == {32}
     loader.size = 32
-    torch.testing.assert_close(next(iter(loader))[0], full)
+    torch.testing.assert_close(torch.cat([x for x, _ in loader]), full)
     loader.size = 24
     assert next(iter(loader))[0].shape[-2:] == (24, 24)
 
 
 class TrainingSizes:
-    """Record the input side of every training-mode forward, per epoch (a forward pre-hook on the model)."""
+    """Record the input side of every forward, per epoch and mode (a forward pre-hook on the model)."""
 
     def __init__(self):
         self.sizes: dict[int, set[int]] = {}
+        self.eval_sizes: set[int] = set()
 
     def on_start(self, r):
         def hook(module, args):
             if module.training:
                 self.sizes.setdefault(r.epoch + 1, set()).add(args[0].shape[-1])
+            else:
+                self.eval_sizes.add(args[0].shape[-1])
 
         r.model.register_forward_pre_hook(hook)
 
@@ -80,7 +105,7 @@ def test_first_epochs_train_small_then_full_size_and_a_resume_keeps_the_schedule
     epoch 2 small again and ends bit-identical to the uninterrupted run; without low_res every epoch is 32x32."""
     sizes = TrainingSizes()
     a = run(load_config(None, [*CFG, *LOW, f"run.dir={tmp_path / 'A'}"]), callbacks=[sizes])
-    assert sizes.sizes == {1: {16}, 2: {16}, 3: {32}}
+    assert sizes.sizes == {1: {16}, 2: {16}, 3: {32}} and sizes.eval_sizes == {32}
 
     run(load_config(None, [*CFG, *LOW, f"run.dir={tmp_path / 'B'}"]), callbacks=[StopAfter(1)])
     cfg = load_run_config(tmp_path / "B")
@@ -96,3 +121,41 @@ def test_first_epochs_train_small_then_full_size_and_a_resume_keeps_the_schedule
     c = run(load_config(None, [*CFG, f"run.dir={tmp_path / 'C'}"]), callbacks=[plain])
     assert plain.sizes == {1: {32}, 2: {32}, 3: {32}}
     assert c.metrics[0]["train_loss"] != a.metrics[0]["train_loss"]
+
+
+def test_low_res_epochs_never_include_the_last_one(tmp_path):
+    sizes = TrainingSizes()
+    run(
+        load_config(None, [*CFG, "aug.low_res=16", "aug.low_res_epochs=5", f"run.dir={tmp_path}"]),
+        callbacks=[sizes],
+    )
+    assert sizes.sizes == {1: {16}, 2: {16}, 3: {32}}
+
+
+def test_a_resnet_trains_small_and_evaluates_full_size(tmp_path):
+    """A CIFAR ResNet's head pools whatever map a smaller image leaves onto the grid its classifier expects."""
+    sizes = TrainingSizes()
+    cfg = [*SYNTHETIC_300, *TINY_RESNET, *BATCHES, "train.epochs=2", "aug.low_res=24", "aug.low_res_epochs=1"]
+    result = run(
+        load_config(None, [*cfg, "run.device=cpu", "run.threads=1", f"run.dir={tmp_path}"]), callbacks=[sizes]
+    )
+    assert sizes.sizes == {1: {24}, 2: {32}} and result.summary["test_acc"] is not None
+
+
+def test_a_model_that_cannot_take_the_small_images_is_refused_before_writing(tmp_path):
+    """VGG's five 2x2 pools take 24 px to nothing: a message naming the key, and no run directory."""
+    cfg = load_config(
+        None, [*CFG, "model.name=vgg11_bn", "aug.low_res=24", "aug.low_res_epochs=1", f"run.dir={tmp_path / 'r'}"]
+    )
+    with pytest.raises(
+        UserError, match=r"aug.low_res=24: model vgg11_bn cannot take 24x24 images .* aug.low_res=0"
+    ):
+        run(cfg)
+    assert not (tmp_path / "r").exists()
+
+
+def test_augment_preview_shows_and_names_the_first_epochs_size():
+    from reglab.track.preview import _describe
+
+    assert _describe(load_config("fast-cpu-88")).endswith("24 px in the first 1 epoch(s) (shown)")
+    assert "px in the first" not in _describe(load_config("fast-cpu-88", ["train.epochs=1"]))
