@@ -145,7 +145,17 @@ def test_a_resnet_trains_small_and_evaluates_full_size(tmp_path):
 def test_a_model_that_cannot_take_the_small_images_is_refused_before_writing(tmp_path):
     """VGG's five 2x2 pools take 24 px to nothing: a message naming the key, and no run directory."""
     cfg = load_config(
-        None, [*CFG, "model.name=vgg11_bn", "aug.low_res=24", "aug.low_res_epochs=1", f"run.dir={tmp_path / 'r'}"]
+        None,
+        [
+            *SYNTHETIC_300,
+            *BATCHES,
+            "train.epochs=3",
+            "run.device=cpu",
+            "model.name=vgg11_bn",
+            "aug.low_res=24",
+            "aug.low_res_epochs=1",
+            f"run.dir={tmp_path / 'r'}",
+        ],
     )
     with pytest.raises(
         UserError, match=r"aug.low_res=24: model vgg11_bn cannot take 24x24 images .* aug.low_res=0"
