@@ -25,8 +25,10 @@ The two are interleaved ``--repeats`` times (default 3); the table shows medians
 the last line lists every repeat and each interleaved pair's ratio.
 The peak is the best GFLOP/s of five ``--matmul``-sized fp32 matmuls (default 2048), measured before and
 after the models (the larger counts); achieved training GFLOP/s is ``3 x forward GFLOPs/image x images/s``
-(backward ~ 2 x forward), with the forward GFLOPs counted at the size the reglab side trains at (a recipe's
-``aug.low_res`` when its first epoch is timed). Run from the repository root::
+(backward ~ 2 x forward), with the forward GFLOPs counted at the size the reglab side trains at. The runs timed
+here have one epoch, which is their last and so always full size: to time a recipe's ``aug.low_res`` epochs add
+``--set train.epochs=2`` (then every timed epoch is the first), e.g. ``--recipe fast-cpu-88 --set train.epochs=2
+--against aug.low_res=0``. Run from the repository root::
 
     .venv/bin/python benchmarks/train_throughput.py [--batch 128] [--threads N] [--resnet18]
     .venv/bin/python benchmarks/train_throughput.py --recipe fast-cpu-85 [--device cuda]

@@ -72,7 +72,7 @@ def test_loader_downsamples_after_every_augmentation(epoch_batched):
     loader.size = 32
     torch.testing.assert_close(torch.cat([x for x, _ in loader]), full)
     loader.size = 24
-    assert next(iter(loader))[0].shape[-2:] == (24, 24)
+    torch.testing.assert_close(torch.cat([x for x, _ in loader]), F.adaptive_avg_pool2d(full, 24))
 
 
 class TrainingSizes:
@@ -169,3 +169,35 @@ def test_augment_preview_shows_and_names_the_first_epochs_size():
 
     assert _describe(load_config("fast-cpu-88")).endswith("24 px in the first 1 epoch(s) (shown)")
     assert "px in the first" not in _describe(load_config("fast-cpu-88", ["train.epochs=1"]))
+
+
+def test_resnet_head_at_full_size_is_the_fixed_pool_and_smaller_maps_pool_onto_its_grid():
+    """At 32 px the head is exactly ``avg_pool2d(pool_size)`` (old runs and checkpoints unchanged); a 24-px image's
+    smaller map is pooled adaptively onto the same grid (here 2x2 with ``pool_size=4``), so the classifier fits."""
+    from reglab.models.resnet import cifar_resnet
+
+    torch.manual_seed(0)
+    net = cifar_resnet((1, 1, 1), (8, 16, 32), pool_size=4).eval()
+    with torch.no_grad():
+        feats = net.forward_features(torch.randn(2, 3, 32, 32))
+        assert torch.equal(net.forward_head(feats), net.fc(F.avg_pool2d(feats, 4).flatten(1)))
+        small = net.forward_features(torch.randn(2, 3, 24, 24))
+        assert small.shape[-1] == 6
+        torch.testing.assert_close(net.forward_head(small), net.fc(F.adaptive_avg_pool2d(small, 2).flatten(1)))
+
+
+def test_the_small_image_check_leaves_weights_buffers_and_rng_as_they_were():
+    """The forward at aug.low_res px that refuses an unfit model runs in eval mode on zeros: a run with the check
+    starts from the same weights, BN buffers and random state as one without it."""
+    from reglab.train.components import build_components
+    from reglab.train.distributed import Dist
+
+    def built(overrides):
+        c = build_components(
+            load_config(None, [*CFG, *overrides]), torch.device("cpu"), Dist(device=torch.device("cpu"))
+        )
+        return c.model.state_dict(), torch.get_rng_state()
+
+    (with_check, rng_a), (without, rng_b) = built(LOW), built([])
+    assert with_check.keys() == without.keys() and all(torch.equal(with_check[k], without[k]) for k in without)
+    assert torch.equal(rng_a, rng_b)
